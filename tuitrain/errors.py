@@ -1,0 +1,19 @@
+"""Errors a user can fix: the CLI prints them as one line and exits 2, without a traceback."""
+
+
+class TuitrainError(Exception):
+    """A problem with the user's input or environment, worded for the user (what, where, how to fix)."""
+
+    exit_code = 2
+
+
+class DataError(TuitrainError):
+    """The MNIST data could not be found or is malformed."""
+
+
+class PresetError(TuitrainError):
+    """A preset file is missing, unparsable or invalid."""
+
+
+class RecordError(TuitrainError):
+    """A run file cannot be read: not JSON, not a run record, or from a newer tuitrain."""

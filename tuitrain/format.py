@@ -1,0 +1,85 @@
+"""Plain-text formatting shared by the headless CLI and the app (one place for each shape)."""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+from tuitrain.records import RunRecord
+
+
+def duration(seconds: Optional[float]) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "–"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    if h:
+        return f"{h}h{m:02d}m"
+    if m:
+        return f"{m}m{s:02d}s"
+    return f"{s}s"
+
+
+def loss(value: Optional[float]) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def accuracy(value: Optional[float]) -> str:
+    return "–" if value is None else f"{value:.2f}%"
+
+
+def train_line(epoch: int, samples_done: int, train_size: int, last_loss: float) -> str:
+    """The PyTorch MNIST example's progress line."""
+    pct = 100.0 * samples_done / max(train_size, 1)
+    return f"Train Epoch: {epoch} [{samples_done}/{train_size} ({pct:.0f}%)]\tLoss: {last_loss:.6f}"
+
+
+def test_line(test_loss: float, correct: int, total: int) -> str:
+    """The PyTorch MNIST example's test line."""
+    return f"Test set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{total} ({100.0 * correct / max(total, 1):.2f}%)"
+
+
+EPOCH_HEADER = ("Epoch", "Initial loss", "Final loss", "Test accuracy")
+
+
+def epoch_rows(record: RunRecord) -> list[tuple[str, str, str, str]]:
+    """The assignment's per-epoch table rows: epoch, initial batch loss, final batch loss, test accuracy."""
+    return [(str(e.epoch), loss(e.initial_loss), loss(e.final_loss), accuracy(e.test_accuracy)) for e in record.epochs]
+
+
+def spec_summary(record: RunRecord) -> str:
+    s = record.spec
+    parts = [s.model, s.activation if s.model in ("model_a", "model_b") else None, s.optimizer, f"lr {s.lr:g}", f"batch {s.batch_size}"]
+    return ", ".join(p for p in parts if p)
+
+
+def run_time(record: RunRecord) -> Optional[float]:
+    if record.ended_at is None:
+        return None
+    return (record.ended_at - record.started_at).total_seconds()
+
+
+def text_table(header: Iterable[str], rows: Iterable[Iterable[str]], indent: str = "  ") -> str:
+    header = list(header)
+    rows = [list(r) for r in rows]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
+    fmt = lambda cells: indent + "  ".join(  # noqa: E731 - first column left, numbers right
+        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+    )
+    return "\n".join([fmt(header), indent + "  ".join("-" * w for w in widths), *(fmt(r) for r in rows)])
+
+
+def summary(records: list[RunRecord]) -> str:
+    """The end-of-preset report: per run, the assignment's epoch table; then one line per run."""
+    blocks = []
+    for r in records:
+        head = f"{r.label}  ({spec_summary(r)})  {r.status}, {len(r.epochs)}/{r.spec.epochs} epochs, {duration(run_time(r))}"
+        if r.error:
+            head += f"\n  {r.error}"
+        blocks.append(head + ("\n" + text_table(EPOCH_HEADER, epoch_rows(r)) if r.epochs else "\n  (no completed epoch)"))
+    rows = [
+        (r.label, r.status, accuracy(r.final_accuracy), accuracy(r.best_accuracy), duration(run_time(r)))
+        for r in records
+    ]
+    blocks.append(text_table(("Run", "Status", "Final acc", "Best acc", "Time"), rows))
+    return "\n\n".join(blocks)

@@ -1,0 +1,50 @@
+"""The headless front end: engine events as log lines, PyTorch-example style."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from tuitrain import format as fmt
+from tuitrain.train.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted
+
+
+class HeadlessPrinter:
+    """A sink that prints progress lines (no control characters: safe for logs and pipes)."""
+
+    def __init__(self, out: TextIO = sys.stdout) -> None:
+        self.out = out
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, LogMessage):
+            self._print(event.text)
+        elif isinstance(event, RunStarted):
+            s = event.spec
+            self._print(
+                f"\n=== Run {event.run_index + 1}/{event.run_count}: {event.label} — {s.model}"
+                f"{'/' + s.activation if s.model in ('model_a', 'model_b') else ''}, {s.optimizer} lr {s.lr:g}, "
+                f"batch {s.batch_size}, {s.epochs} epochs, {event.train_size} train / {event.test_size} test "
+                f"on {event.device}"
+            )
+            if event.path:
+                self._print(f"Saving to {event.path}")
+        elif isinstance(event, BatchLosses):
+            self._print(
+                fmt.train_line(event.epoch, event.samples_done, event.train_size, event.losses[-1])
+                + f"\t{event.samples_per_s:,.0f} samples/s"
+            )
+        elif isinstance(event, EpochEnded):
+            self._print(
+                fmt.test_line(event.test_loss, event.test_correct, event.test_total)
+                + f"  [epoch {event.epoch}/{event.epochs} in {fmt.duration(event.duration_s)}]"
+            )
+        elif isinstance(event, RunFinished):
+            line = f"Run {event.label}: {event.status}"
+            if event.best_accuracy is not None:
+                line += f", best test accuracy {event.best_accuracy:.2f}%"
+            if event.error:
+                line += f" — {event.error}"
+            self._print(line)

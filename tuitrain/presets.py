@@ -1,0 +1,152 @@
+"""Preset experiments: TOML files validated by pydantic, expanded into labelled runs.
+
+A preset has a name, a title, a description, `defaults` (RunSpec fields shared by all runs), and
+either a list of `[[runs]]` (each with optional `label` and RunSpec fields), a `[grid]` of
+RunSpec fields to lists of values (expanded as a cartesian product), or both (grid x runs).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tuitrain.errors import PresetError
+from tuitrain.train.spec import RunSpec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SPEC_FIELDS = set(RunSpec.model_fields) - {"data_source"}
+
+
+@dataclass(frozen=True)
+class PresetRun:
+    label: str
+    spec: RunSpec
+
+
+class Preset(BaseModel):
+    """A preset experiment file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)
+    """Short name used on the command line (--preset NAME)."""
+    title: str = Field(min_length=1)
+    """One-line title."""
+    description: str = ""
+    """What the experiment shows."""
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    """RunSpec fields shared by every run."""
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    """RunSpec fields to lists of values; every combination becomes a run."""
+    runs: list[dict[str, Any]] = Field(default_factory=list)
+    """Explicit runs: optional `label` plus RunSpec fields."""
+
+    def expand(self, overrides: Optional[dict[str, Any]] = None, source: str = "") -> list[PresetRun]:
+        """The preset's runs, each a validated RunSpec with a readable label; CLI overrides win."""
+        where = source or self.name
+        for key in list(self.defaults) + list(self.grid):
+            if key not in SPEC_FIELDS:
+                raise PresetError(f"{where}: unknown setting {key!r}. Known: {', '.join(sorted(SPEC_FIELDS))}.")
+        for key, values in self.grid.items():
+            if not values:
+                raise PresetError(f"{where}: grid.{key} is an empty list.")
+        explicit = self.runs or [{}]
+        grid_keys = list(self.grid)
+        combos = list(itertools.product(*(self.grid[k] for k in grid_keys))) if grid_keys else [()]
+        result = []
+        for run_no, entry in enumerate(explicit, 1):
+            entry = dict(entry)
+            label = entry.pop("label", None)
+            for key in entry:
+                if key not in SPEC_FIELDS:
+                    raise PresetError(f"{where}: runs[{run_no}]: unknown setting {key!r}. Known: {', '.join(sorted(SPEC_FIELDS))}.")
+            for combo in combos:
+                values = {**self.defaults, **entry, **dict(zip(grid_keys, combo)), **(overrides or {})}
+                try:
+                    spec = RunSpec.model_validate(values)
+                except ValidationError as exc:
+                    first = exc.errors()[0]
+                    key = ".".join(str(p) for p in first["loc"])
+                    raise PresetError(f"{where}: {key} = {first.get('input')!r}: {first['msg']}.") from None
+                parts = [str(label)] if label is not None else []
+                if label is None:
+                    parts += [f"{k}={v}" for k, v in entry.items()]
+                parts += [f"{k}={v}" for k, v in zip(grid_keys, combo)]
+                result.append(PresetRun(label=", ".join(parts) or self.name, spec=spec))
+        labels = [r.label for r in result]
+        if len(set(labels)) != len(labels):
+            seen: dict[str, int] = {}
+            for i, r in enumerate(result):
+                seen[r.label] = seen.get(r.label, 0) + 1
+                if labels.count(r.label) > 1:
+                    result[i] = PresetRun(label=f"{r.label} #{seen[r.label]}", spec=r.spec)
+        return result
+
+
+def presets_dirs() -> list[Path]:
+    """Where named presets are looked up: TUITRAIN_PRESETS_DIR, ./presets, then the ones shipped with tuitrain."""
+    dirs = []
+    if os.environ.get("TUITRAIN_PRESETS_DIR"):
+        dirs.append(Path(os.environ["TUITRAIN_PRESETS_DIR"]))
+    dirs.append(Path.cwd() / "presets")
+    dirs.append(Path(__file__).resolve().parent.parent / "presets")
+    seen, unique = set(), []
+    for d in dirs:
+        key = d.resolve() if d.exists() else d
+        if key not in seen and d.is_dir():
+            seen.add(key)
+            unique.append(d)
+    return unique
+
+
+def load_preset_file(path: Path) -> Preset:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PresetError(f"{path}: cannot read ({exc}).") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PresetError(f"{path}: TOML syntax error: {exc}.") from None
+    try:
+        preset = Preset.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise PresetError(f"{path}: {key}: {msg}.") from None
+    preset.expand(source=str(path))  # validate every run now, not when it starts
+    return preset
+
+
+def available_presets() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for folder in presets_dirs():
+        for path in sorted(folder.glob("*.toml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def find_preset(name_or_path: str) -> Preset:
+    """A preset by name (from the presets folders) or by path to a .toml file."""
+    candidate = Path(name_or_path).expanduser()
+    if candidate.suffix == ".toml" or os.sep in name_or_path or candidate.is_file():
+        if not candidate.is_file():
+            raise PresetError(f"{candidate}: no such preset file.")
+        return load_preset_file(candidate)
+    known = available_presets()
+    if name_or_path not in known:
+        names = ", ".join(sorted(known)) or "(none found)"
+        raise PresetError(f"unknown preset {name_or_path!r}. Available: {names}. Or pass a path to a .toml file.")
+    return load_preset_file(known[name_or_path])

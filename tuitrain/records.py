@@ -1,0 +1,208 @@
+"""Run records: the public file format, one JSON file per run.
+
+Modelled on inspect_ai's EvalLog: a versioned pydantic model with a status and a docstring per
+field. Files are written atomically, so a crash at any moment leaves the previous valid version.
+Readers migrate older schema versions and refuse newer ones with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tuitrain.errors import RecordError
+from tuitrain.train.spec import RunSpec
+
+SCHEMA_VERSION = 1
+
+RunStatus = Literal["running", "completed", "interrupted", "diverged", "failed"]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class EnvInfo(BaseModel):
+    """Where the run trained."""
+
+    model_config = ConfigDict(extra="allow")
+
+    device: str
+    """Device name: the GPU's name, or 'CPU'."""
+    device_type: Literal["cpu", "cuda"] = "cpu"
+    """torch device type used."""
+    torch_version: str
+    """torch.__version__."""
+    host: str = Field(default_factory=socket.gethostname)
+    """Host name of the machine that trained."""
+    threads: int
+    """torch.get_num_threads() during training."""
+    pid: int = Field(default_factory=os.getpid)
+    """Process id of the training process (to tell a crashed run from a live one)."""
+    python_version: Optional[str] = None
+    """Python version."""
+
+
+class EpochRecord(BaseModel):
+    """One epoch: the assignment's per-epoch figures and a few more."""
+
+    epoch: int = Field(ge=1)
+    """1-based epoch number."""
+    initial_loss: float
+    """Loss of the first training batch of the epoch."""
+    final_loss: float
+    """Loss of the last training batch of the epoch."""
+    mean_loss: float
+    """Mean training batch loss over the epoch."""
+    test_loss: float
+    """Test loss averaged per sample (sum of per-sample losses / test_total)."""
+    test_accuracy: float
+    """Test accuracy in percent: 100 * test_correct / test_total."""
+    test_correct: int = Field(ge=0)
+    """Correctly classified test images."""
+    test_total: int = Field(ge=0)
+    """Test images evaluated."""
+    duration_s: float = Field(ge=0)
+    """Wall time of the epoch, training and evaluation."""
+    samples_per_s: float = Field(ge=0)
+    """Training samples per second of training time (evaluation excluded)."""
+    eval_s: float = Field(0.0, ge=0)
+    """Wall time of the evaluation after the epoch."""
+
+
+class RunRecord(BaseModel):
+    """One training run, as saved under runs/."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=False)
+
+    schema_version: int = SCHEMA_VERSION
+    """Version of this file format; readers refuse versions newer than they know."""
+    id: str
+    """Unique run id."""
+    status: RunStatus = "running"
+    """running, completed, interrupted (stopped by the user or a signal), diverged (NaN/Inf loss) or failed (error)."""
+    preset: Optional[str] = None
+    """Name of the preset this run belongs to."""
+    invocation: Optional[str] = None
+    """Id shared by the runs started by one preset invocation."""
+    label: str
+    """Readable label of the run within its preset, e.g. 'lr=0.01'."""
+    spec: RunSpec
+    """Hyperparameters and data settings."""
+    env: EnvInfo
+    """Device, torch version, host, threads."""
+    started_at: datetime = Field(default_factory=utc_now)
+    """When the run started (UTC)."""
+    ended_at: Optional[datetime] = None
+    """When the run ended (UTC); None while running."""
+    heartbeat_at: datetime = Field(default_factory=utc_now)
+    """Last time the training process wrote this file; a stale heartbeat means the process died."""
+    batch_losses: list[float] = Field(default_factory=list)
+    """Training loss of every batch, in order (global step = index)."""
+    epochs: list[EpochRecord] = Field(default_factory=list)
+    """Completed epochs, in order."""
+    error: Optional[str] = None
+    """Why the run failed or diverged."""
+    traceback: Optional[str] = None
+    """Python traceback of a failed run, for bug reports."""
+    checkpoint: Optional[str] = None
+    """File name (beside this file) of the last epoch-end checkpoint, if any."""
+
+    @property
+    def best_accuracy(self) -> Optional[float]:
+        return max((e.test_accuracy for e in self.epochs), default=None)
+
+    @property
+    def final_accuracy(self) -> Optional[float]:
+        return self.epochs[-1].test_accuracy if self.epochs else None
+
+
+# Migrations from older schema versions: version -> function turning that version's dict into the next.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def migrate(data: dict[str, Any], source: str = "run file") -> dict[str, Any]:
+    version = data.get("schema_version")
+    if not isinstance(version, int):
+        raise RecordError(f"{source}: not a tuitrain run record (no integer 'schema_version').")
+    if version > SCHEMA_VERSION:
+        raise RecordError(
+            f"{source}: written by a newer tuitrain (schema_version {version}; this version reads up to "
+            f"{SCHEMA_VERSION}). Upgrade tuitrain to read it."
+        )
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise RecordError(f"{source}: schema_version {version} is too old to migrate.")
+        data = step(dict(data))
+        version = data["schema_version"]
+    return data
+
+
+def parse_record(text: str, source: str = "run file") -> RunRecord:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    if not isinstance(data, dict):
+        raise RecordError(f"{source}: not a tuitrain run record (top level is not an object).")
+    data = migrate(data, source)
+    try:
+        return RunRecord.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise RecordError(f"{source}: invalid run record: {where}: {first['msg']}.") from None
+
+
+def read_record(path: Path) -> RunRecord:
+    """Read and validate a run file; raises RecordError with the reason if it cannot."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path}: cannot read ({exc}).") from None
+    return parse_record(text, str(path))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace `path` with `text` so that readers see either the old or the new file, never a mix."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def write_record(record: RunRecord, path: Path) -> None:
+    record.heartbeat_at = utc_now()
+    atomic_write_text(path, record.model_dump_json(indent=1))
+
+
+def record_schema() -> dict[str, Any]:
+    return RunRecord.model_json_schema()

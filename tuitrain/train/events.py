@@ -1,0 +1,106 @@
+"""Events the engine emits while training. Small immutable dataclasses: safe to hand to another thread.
+
+A sink is any callable taking an event. It is called on the training thread, so it must be quick
+(a UI sink only posts a message; a file writer throttles its writes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+from tuitrain.train.spec import RunSpec
+
+
+@dataclass(frozen=True)
+class LogMessage:
+    """A line of information for the user (data source, device, files written)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    run_id: str
+    label: str
+    run_index: int
+    """0-based position of this run in its preset invocation."""
+    run_count: int
+    spec: RunSpec
+    device: str
+    """Human-readable device: GPU name, or 'CPU (N threads)'."""
+    train_size: int
+    test_size: int
+    batches_per_epoch: int
+    start_epoch: int
+    """1 for a fresh run; later when a run resumes."""
+    path: Optional[Path] = None
+    """The run file, when one is being written."""
+
+
+@dataclass(frozen=True)
+class BatchLosses:
+    """Losses of consecutive training batches, read back from the device in one go."""
+
+    run_id: str
+    epoch: int
+    first_step: int
+    """Global step (0-based, counted over the whole run) of losses[0]."""
+    losses: tuple[float, ...]
+    batch: int
+    """Batches done in this epoch after the last of these losses."""
+    batches_per_epoch: int
+    samples_done: int
+    """Training samples seen in this epoch so far."""
+    train_size: int
+    samples_per_s: float
+    """Training throughput of this epoch so far."""
+    elapsed_s: float
+    """Wall time since the run started (excluding pauses)."""
+
+
+@dataclass(frozen=True)
+class EpochEnded:
+    run_id: str
+    label: str
+    run_index: int
+    epoch: int
+    initial_loss: float
+    final_loss: float
+    mean_loss: float
+    test_loss: float
+    test_accuracy: float
+    test_correct: int
+    test_total: int
+    duration_s: float
+    samples_per_s: float
+    epochs: int
+    """Total epochs planned for this run."""
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    run_id: str
+    label: str
+    run_index: int
+    status: str
+    """completed, interrupted, diverged or failed."""
+    path: Optional[Path] = None
+    error: Optional[str] = None
+    best_accuracy: Optional[float] = None
+
+
+Event = Union[LogMessage, RunStarted, BatchLosses, EpochEnded, RunFinished]
+Sink = Callable[[Event], None]
+
+
+def fan_out(*sinks: Optional[Sink]) -> Sink:
+    """One sink that calls each of the given ones in order."""
+    active = [s for s in sinks if s is not None]
+
+    def sink(event: Event) -> None:
+        for s in active:
+            s(event)
+
+    return sink

