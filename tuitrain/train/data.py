@@ -81,7 +81,7 @@ def parse_idx(raw: bytes, name: str, expected_magic: int) -> np.ndarray:
             f"{name}: holds {body} bytes of data but its header promises {expected} "
             f"(dimensions {'x'.join(map(str, dims))}); the file is truncated or corrupt."
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()  # writable, for torch
 
 
 def _find_file(folder: Path, base: str) -> Optional[Path]:

@@ -1,0 +1,79 @@
+"""Shared fixtures. Tests never touch the real MNIST: they build small IDX files and load them
+through the real loading code."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tuitrain.train.data import FILES, encode_idx
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable fake digits: class k lights up a 7x7 block at a class-specific place, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=n).astype(np.uint8)
+    images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+    for i, k in enumerate(labels):
+        r, c = divmod(int(k), 4)
+        images[i, 2 + r * 8 : 9 + r * 8, 1 + c * 7 : 7 + c * 7] = 230
+    return images, labels
+
+
+def write_mnist_dir(folder: Path, n_train: int = 512, n_test: int = 128, gz: bool = True, layout: str = "flat") -> Path:
+    """Write the four IDX files of a small synthetic MNIST into `folder` (flat or MNIST/raw/)."""
+    target = folder / "MNIST" / "raw" if layout == "raw" else folder
+    target.mkdir(parents=True, exist_ok=True)
+    tr_x, tr_y = synthetic_digits(n_train, 1)
+    te_x, te_y = synthetic_digits(n_test, 2)
+    arrays = {"train_images": tr_x, "train_labels": tr_y, "test_images": te_x, "test_labels": te_y}
+    for key, base in FILES.items():
+        data = encode_idx(arrays[key])
+        if gz:
+            (target / (base + ".gz")).write_bytes(gzip.compress(data))
+        else:
+            (target / base).write_bytes(data)
+    return folder
+
+
+@pytest.fixture
+def mnist_dir(tmp_path: Path) -> Path:
+    """A folder with a small synthetic MNIST (512 train / 128 test, gzip)."""
+    return write_mnist_dir(tmp_path / "mnist")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep tests off the user's cache, data and presets settings."""
+    monkeypatch.setenv("TUITRAIN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TUITRAIN_DATA_DIR", raising=False)
+    monkeypatch.delenv("TUITRAIN_PRESETS_DIR", raising=False)
+
+
+@pytest.fixture
+def tiny_preset(tmp_path: Path) -> Path:
+    """A two-run preset file that trains in about a second on the synthetic data."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(
+        """
+name = "tiny"
+title = "Tiny test preset"
+description = "Two short runs on synthetic data."
+
+[defaults]
+model = "model_a"
+epochs = 2
+batch_size = 32
+lr = 0.003
+log_every = 4
+device = "cpu"
+
+[grid]
+activation = ["relu", "tanh"]
+""",
+        encoding="utf-8",
+    )
+    return path
