@@ -94,18 +94,24 @@ def cmd_schema(argv: Sequence[str]) -> int:
 
 
 def cmd_list_presets(args: argparse.Namespace) -> int:
+    from tuitrain import estimate
     from tuitrain import format as fmt
     from tuitrain.presets import available_presets, load_preset_file
+    from tuitrain.train.loop import describe_device, select_device
 
+    overrides = overrides_from(args)
+    device = describe_device(select_device(overrides.get("device", "auto")))
+    print(f"Estimated times are for {device} (measured once per model, then cached).", file=sys.stderr, flush=True)
     rows = []
     for name, path in available_presets().items():
         try:
             preset = load_preset_file(path)
-            runs = preset.expand(overrides_from(args))
-            rows.append((name, preset.title, str(len(runs)), ", ".join(r.label for r in runs)))
+            runs = preset.expand(overrides)
+            seconds = estimate.total_seconds([r.spec for r in runs])
+            rows.append((name, str(len(runs)), fmt.duration(seconds), preset.title))
         except TuitrainError as exc:
-            rows.append((name, f"INVALID: {exc}", "–", ""))
-    print(fmt.text_table(("Preset", "Title", "Runs", "Labels"), rows, indent=""))
+            rows.append((name, "–", "–", f"INVALID: {exc}"))
+    print(fmt.text_table(("Preset", "Runs", "Est. time", "Title"), rows, indent=""))
     return 0
 
 

@@ -1,0 +1,120 @@
+"""Finding and reading saved run files: for the home screen, comparisons and watching.
+
+Never writes to a run file. A file that cannot be read is reported with the reason, not raised.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Optional
+
+from tuitrain.errors import RecordError
+from tuitrain.records import RunRecord, read_record
+
+# A running run rewrites its file at least every few seconds while batches complete; a slow model
+# on a CPU can go longer between read-backs, so only a long silence counts as death on another host.
+STALE_AFTER_S = 300.0
+
+
+@dataclass
+class RunFile:
+    """One run file: its record, or why it could not be read."""
+
+    path: Path
+    record: Optional[RunRecord] = None
+    error: Optional[str] = None
+
+    @property
+    def status(self) -> str:
+        """The record's status, 'crashed' for a run whose process is gone, or 'unreadable'."""
+        if self.record is None:
+            return "unreadable"
+        return effective_status(self.record)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def effective_status(record: RunRecord, now: Optional[datetime] = None) -> str:
+    """A 'running' record whose process died (dead pid on this host, or stale heartbeat) is 'crashed'."""
+    if record.status != "running":
+        return record.status
+    if record.env.host == socket.gethostname() and record.env.pid and not pid_alive(record.env.pid):
+        return "crashed"
+    now = now or datetime.now(timezone.utc)
+    if (now - record.heartbeat_at).total_seconds() > STALE_AFTER_S:
+        return "crashed"
+    return "running"
+
+
+def load_run_file(path: Path) -> RunFile:
+    try:
+        return RunFile(path=Path(path), record=read_record(Path(path)))
+    except RecordError as exc:
+        return RunFile(path=Path(path), error=str(exc))
+
+
+def run_paths(folder: Path) -> list[Path]:
+    """Run files under a folder (recursively), skipping temp files of atomic writes."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*.json") if not p.name.startswith("."))
+
+
+def expand_arguments(args: Iterable[str]) -> list[Path]:
+    """Files, folders (recursively) and glob patterns, in order, without duplicates."""
+    found: list[Path] = []
+    for arg in args:
+        path = Path(arg).expanduser()
+        if path.is_dir():
+            found.extend(run_paths(path))
+        elif any(ch in arg for ch in "*?["):
+            found.extend(Path(p) for p in sorted(glob.glob(os.path.expanduser(arg), recursive=True)) if p.endswith(".json"))
+        else:
+            found.append(path)
+    unique, seen = [], set()
+    for p in found:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def scan_runs(runs_dir: Path) -> list[RunFile]:
+    """Every run file under runs_dir, newest first (unreadable ones by file time)."""
+    files = [load_run_file(p) for p in run_paths(runs_dir)]
+
+    def started(f: RunFile) -> float:
+        if f.record is not None:
+            return f.record.started_at.timestamp()
+        try:
+            return f.path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    return sorted(files, key=started, reverse=True)
+
+
+def latest_invocation(runs_dir: Path) -> list[RunFile]:
+    """The runs of the most recent preset invocation under runs_dir, in run order."""
+    files = [f for f in scan_runs(runs_dir) if f.record is not None and f.record.invocation]
+    if not files:
+        return []
+    newest = files[0].record.invocation
+    return sorted((f for f in files if f.record.invocation == newest), key=lambda f: f.path.name)
