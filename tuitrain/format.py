@@ -42,9 +42,14 @@ def test_line(test_loss: float, correct: int, total: int) -> str:
 EPOCH_HEADER = ("Epoch", "Initial loss", "Final loss", "Test accuracy")
 
 
+def epoch_row(e) -> tuple[str, str, str, str]:
+    """One row of the assignment's epoch table, from an EpochRecord or an EpochEnded event (same fields)."""
+    return (str(e.epoch), loss(e.initial_loss), loss(e.final_loss), accuracy(e.test_accuracy))
+
+
 def epoch_rows(record: RunRecord) -> list[tuple[str, str, str, str]]:
     """The assignment's per-epoch table rows: epoch, initial batch loss, final batch loss, test accuracy."""
-    return [(str(e.epoch), loss(e.initial_loss), loss(e.final_loss), accuracy(e.test_accuracy)) for e in record.epochs]
+    return [epoch_row(e) for e in record.epochs]
 
 
 def spec_summary(record: RunRecord) -> str:

@@ -1,0 +1,1 @@
+"""The Textual front end: home screen, live run screen, help. Training runs in thread workers."""
