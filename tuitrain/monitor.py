@@ -15,8 +15,9 @@ import numpy as np
 from tuitrain.train.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted
 from tuitrain.train.spec import RunSpec
 
-EMA_ALPHA = 0.1
-"""Weight of each new batch loss in the smoothed line."""
+def ema_alpha(batches_per_epoch: int) -> float:
+    """Weight of each new batch loss in the smoothed line: a window of about 1/20 of an epoch."""
+    return min(0.3, max(0.02, 20.0 / max(batches_per_epoch, 1)))
 
 
 @dataclass
@@ -52,11 +53,12 @@ class RunState:
         if self.first_step is None:
             self.first_step = event.first_step
         ema = self.smoothed[-1] if self.smoothed else None
+        alpha = ema_alpha(self.batches_per_epoch)
         for value in event.losses:
             if value != value or value in (float("inf"), float("-inf")):
                 ema = value  # a diverged run: show it, do not smear it
             else:
-                ema = value if ema is None or ema != ema else ema + EMA_ALPHA * (value - ema)
+                ema = value if ema is None or ema != ema else ema + alpha * (value - ema)
             self.losses.append(value)
             self.smoothed.append(ema)
         self.epoch, self.batch = event.epoch, event.batch

@@ -54,10 +54,10 @@ class TuitrainApp(App[int]):
             self.start_preset(self.preset, self.preset_paths.get(self.preset))
 
     def on_resize(self, event: events.Resize) -> None:
-        self.update_size_class()
+        self.update_size_class(event.size)  # self.size lags: the app applies a resize a tick later
 
-    def update_size_class(self) -> None:
-        width, height = self.size
+    def update_size_class(self, size=None) -> None:
+        width, height = size or self.size
         self.set_class(width < MIN_WIDTH or height < MIN_HEIGHT, "too-small")
 
     @on(StartPreset)

@@ -112,7 +112,11 @@ class RunScreen(Screen[None]):
     def source_failed(self, message: SourceFailed) -> None:
         self.note = f"Error: {message.error}"
         self.show_progress()
-        self.app.push_screen(ErrorScreen(message.error, title="Cannot train"), lambda _: self.app.pop_screen())
+        self.app.push_screen(ErrorScreen(message.error, title="Cannot train"), self.leave)
+
+    def leave(self, _result: object = None) -> None:
+        """Back to the home screen (not awaited: called from a dialog's callback)."""
+        self.dismiss(None)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker is not self.feed_worker or not event.worker.is_finished:
@@ -127,10 +131,10 @@ class RunScreen(Screen[None]):
             self.note = f"Error: {type(error).__name__}: {error}"
             self.app.push_screen(ErrorScreen(self.note, title="Training stopped"))
         elif not self.note.startswith("Error"):
-            runs = self.monitor.runs.values()
-            summary = ", ".join(f"{r.label} {r.status}" for r in runs) or "no run started"
+            statuses = [r.status for r in self.monitor.runs.values()]
+            summary = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses)) or "no run started"
             folder = self.source.result_folder()
-            self.note = f"Finished: {summary}." + (f" Files in {folder}." if folder else "") + "  Esc: back, q: quit."
+            self.note = f"Finished ({summary})." + (f" Files: {folder}" if folder else "")
         self.show_progress()
         self.refresh_bindings()
 

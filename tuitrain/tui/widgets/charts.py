@@ -26,6 +26,14 @@ def run_markup_colour(run_index: int) -> str:
     return f"rgb({r},{g},{b})"
 
 
+def int_ticks(low: int, high: int, count: int = 5) -> list[int]:
+    """About `count` whole-number ticks from low to high (steps and epochs are whole numbers)."""
+    if high <= low:
+        return [low]
+    step = max(1, -(-(high - low) // (count - 1)))
+    return list(range(low, high + 1, step))
+
+
 def _finite(x: list[float], y: list[float], positive: bool) -> tuple[list[float], list[float]]:
     keep = [(a, b) for a, b in zip(x, y) if math.isfinite(b) and (b > 0 or not positive)]
     return [a for a, _ in keep], [b for _, b in keep]
@@ -40,6 +48,7 @@ class LossChart(PlotextPlot):
         plt.title(f"Batch loss ({'EMA' if smooth else 'raw'}{', log' if log_scale else ''})")
         # braille packs two points per column; leave room for the y-axis labels
         points = max(2 * (self.size.width - 10), 10)
+        last_step = 0
         for run in runs:
             if not run.losses:
                 continue
@@ -47,6 +56,9 @@ class LossChart(PlotextPlot):
             x, y = _finite(*downsample(run.steps(), series, points), positive=log_scale)
             if x:
                 plt.plot(x, y, label=run.label, color=run_colour(run.run_index), marker="braille")
+                last_step = max(last_step, int(run.steps()[-1]))
+        if last_step:
+            plt.xticks(int_ticks(0, last_step))
         if log_scale:
             plt.yscale("log")
         plt.xlabel("step")
@@ -60,16 +72,19 @@ class AccuracyChart(PlotextPlot):
         plt = self.plt
         plt.clear_figure()
         plt.title("Test accuracy %")
-        last_epoch = 1
+        last_epoch, lowest = 1, 100.0
         for run in runs:
             if not run.epochs:
                 continue
             x = [e.epoch for e in run.epochs]
             y = [e.test_accuracy for e in run.epochs]
             last_epoch = max(last_epoch, run.spec.epochs)
+            lowest = min([lowest, *y])
             plt.plot(x, y, label=run.label, color=run_colour(run.run_index), marker="braille")
             plt.scatter(x, y, color=run_colour(run.run_index), marker="dot")
         plt.xlim(1, max(last_epoch, 2))
-        plt.xticks(list(range(1, last_epoch + 1)) if last_epoch <= 12 else None)
+        plt.xticks(int_ticks(1, last_epoch, count=min(last_epoch, 8)))
+        # accuracy cannot pass 100%: keep the axis there, with room below the lowest point
+        plt.ylim(max(0.0, math.floor(lowest / 5) * 5 - 5), 100)
         plt.xlabel("epoch")
         self.refresh()
