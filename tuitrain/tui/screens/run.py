@@ -28,8 +28,9 @@ from tuitrain.tui.widgets.epoch_table import EpochTable
 from tuitrain.tui.widgets.progress import ProgressPanel
 from tuitrain.tui.widgets.too_small import TooSmall
 
-REDRAW_EVERY_S = 0.4
-"""Charts redraw at most this often (plotext builds the whole figure in Python on each draw)."""
+REDRAW_EVERY_S = 0.5
+"""Charts and progress redraw at most this often (plotext builds the whole figure in Python, holding
+the GIL that the training thread needs)."""
 
 CONTROL_ACTIONS = {"pause", "stop_run", "stop_all"}
 
@@ -52,6 +53,7 @@ class RunScreen(Screen[None]):
         self.log_scale = False
         self.loss_dirty = False
         self.accuracy_dirty = False
+        self.progress_dirty = False
         self.done = False
         self.quitting = False
         self.note = ""
@@ -97,8 +99,9 @@ class RunScreen(Screen[None]):
         event = message.event
         run = self.monitor.apply(event)
         if isinstance(event, BatchLosses):
-            self.loss_dirty = True
-        elif isinstance(event, EpochEnded) and run is not None:
+            self.loss_dirty = self.progress_dirty = True
+            return  # the timer shows it
+        if isinstance(event, EpochEnded) and run is not None:
             self.query_one(EpochTable).add_epoch(run, event)
             self.accuracy_dirty = True
         elif isinstance(event, (RunStarted, RunFinished)):
@@ -142,6 +145,9 @@ class RunScreen(Screen[None]):
         self.query_one(ProgressPanel).show(self.monitor, paused=self.paused, note=self.note)
 
     def redraw_charts(self, force: bool = False) -> None:
+        if self.progress_dirty:
+            self.progress_dirty = False
+            self.show_progress()
         runs = list(self.monitor.runs.values())
         if self.loss_dirty or force:
             self.loss_dirty = False
