@@ -37,11 +37,11 @@ CONTROL_ACTIONS = {"pause", "stop_run", "stop_all"}
 
 class RunScreen(Screen[None]):
     BINDINGS = [
-        Binding("p", "pause", "Pause/resume"),
+        Binding("p", "pause", "Pause"),
         Binding("n", "stop_run", "Stop run"),
         Binding("x", "stop_all", "Stop all"),
         Binding("s", "toggle_smooth", "EMA/raw"),
-        Binding("l", "toggle_log", "Log scale"),
+        Binding("l", "toggle_log", "Log"),
         Binding("escape", "back", "Back"),
     ]
 
