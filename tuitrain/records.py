@@ -53,6 +53,8 @@ class EnvInfo(BaseModel):
 class EpochRecord(BaseModel):
     """One epoch: the assignment's per-epoch figures and a few more."""
 
+    model_config = ConfigDict(ser_json_inf_nan="strings")  # with on_divergence="continue" losses can be NaN
+
     epoch: int = Field(ge=1)
     """1-based epoch number."""
     initial_loss: float
@@ -80,7 +82,9 @@ class EpochRecord(BaseModel):
 class RunRecord(BaseModel):
     """One training run, as saved under runs/."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=False)
+    # A diverged run's last losses are NaN/Inf: write them as "NaN"/"Infinity" strings (valid JSON that
+    # reads back as floats), not as null, which would make the file unreadable.
+    model_config = ConfigDict(extra="allow", validate_assignment=False, ser_json_inf_nan="strings")
 
     schema_version: int = SCHEMA_VERSION
     """Version of this file format; readers refuse versions newer than they know."""
