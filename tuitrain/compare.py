@@ -112,10 +112,8 @@ def param_text(value: Any) -> str:
 
 def _unique_labels(records: Sequence[RunRecord]) -> list[str]:
     """Labels as given, with the preset name (then a counter) added where two runs share one."""
-    labels = [r.label or r.id for r in records]
-    for i, r in enumerate(records):
-        if labels.count(r.label) > 1 and r.preset:
-            labels[i] = f"{r.label} ({r.preset})"
+    given = [r.label or r.id for r in records]
+    labels = [f"{g} ({r.preset})" if given.count(g) > 1 and r.preset else g for g, r in zip(given, records)]
     counts: dict[str, int] = {}
     result = []
     for label in labels:
