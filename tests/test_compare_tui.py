@@ -94,3 +94,19 @@ async def test_compare_screen_pushed_over_another_screen_goes_back(tmp_path: Pat
         await pilot.pause()
         assert not isinstance(app.screen, CompareScreen)
         assert app.is_running
+
+
+async def test_compare_screen_with_only_unreadable_files(tmp_path: Path) -> None:
+    bad = tmp_path / "notarun.json"
+    bad.write_text('{"hello": 1}')
+    app = CompareApp([bad, tmp_path / "missing.json"])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        screen = app.screen
+        assert headers(screen) == []
+        text = str(screen.query_one("#compare-unreadable", Static).render())
+        assert "not a tuitrain run record" in text and "missing.json" in text
+        await pilot.press("b", "a", "t", "space")  # nothing to act on: no crash
+        await pilot.pause()
+        assert "0 of 0 run(s) shown · 2 unreadable" in str(screen.query_one("#compare-title", Static).render())

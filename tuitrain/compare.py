@@ -406,10 +406,12 @@ class Comparison:
             parts = [f"{r.label} at epoch {r.epoch_reaching(self.threshold)}" for r in reached]
             parts += [f"{r.label} never (best {fmt.accuracy(r.best_accuracy)} in {_epochs(r.epochs_done)})" for r in never]
             notes.append(f"Fastest to {t} test accuracy: " + "; ".join(parts) + ".")
-        elif reached:
-            notes.append(f"All runs first reached {t} at epoch {reached[0].epoch_reaching(self.threshold)}.")
         else:
-            notes.append(f"No run reached {t} test accuracy.")
+            who = "All runs" if len(learning) == len(trained) else "The runs that learn (" + ", ".join(r.label for r in learning) + ")"
+            if reached:
+                notes.append(f"{who} first reached {t} at epoch {reached[0].epoch_reaching(self.threshold)}.")
+            else:
+                notes.append(f"{'No run' if who == 'All runs' else who + ': none'} reached {t} test accuracy.")
         # After the first epoch: the early lead, when it is beyond noise.
         first = sorted(learning, key=lambda r: r.record.epochs[0].test_accuracy, reverse=True)
         a, b = first[0], first[-1]

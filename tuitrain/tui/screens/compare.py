@@ -208,12 +208,13 @@ class CompareScreen(Screen):
         plt = loss_plot.plt
         plt.clear_figure()
         plt.title("Training loss (smoothed, log scale)")
-        plt.yscale("log")
         plt.xlabel("epoch")
-        for r in c.runs:
-            xs, ys = loss_curve(r.record, points=points)
-            if xs:
-                plt.plot(xs, ys, color=run_colour(r)[1], marker="braille")
+        curves = [(r, *loss_curve(r.record, points=points)) for r in c.runs]
+        curves = [(r, xs, ys) for r, xs, ys in curves if xs and min(ys) > 0]
+        if curves:  # plotext cannot draw an empty log-scale plot
+            plt.yscale("log")
+        for r, xs, ys in curves:
+            plt.plot(xs, ys, color=run_colour(r)[1], marker="braille")
         loss_plot.refresh()
         plt = acc_plot.plt
         plt.clear_figure()
