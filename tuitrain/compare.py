@@ -378,8 +378,16 @@ class Comparison:
             fast = min(timed, key=lambda r: r.time_s)
             slow = max(timed, key=lambda r: r.time_s)
             if slow.time_s > 1.2 * fast.time_s:
-                notes.append(f"Training time: {fast.label} took {fmt.duration(fast.time_s)}, "
-                             f"{slow.label} {fmt.duration(slow.time_s)} ({slow.time_s / fast.time_s:.1f}×).")
+                note = (f"Training time: {fast.label} took {fmt.duration(fast.time_s)}, "
+                        f"{slow.label} {fmt.duration(slow.time_s)} ({slow.time_s / fast.time_s:.1f}×)")
+                # Epochs of one run do the same work: if their times differ a lot, the machine was busy.
+                spread = [(max(d) / min(d), r, min(d), max(d)) for r in timed
+                          if len(d := [e.duration_s for e in r.record.epochs]) > 1 and min(d) > 0]
+                if spread and max(spread, key=lambda x: x[0])[0] > 2:
+                    ratio, r, lo, hi = max(spread, key=lambda x: x[0])
+                    note += (f"; but epochs of one run took from {fmt.duration(lo)} to {fmt.duration(hi)} "
+                             f"({r.label}), so the machine was busy and these times say little about the runs")
+                notes.append(note + ".")
         devices = {r.device for r in self.runs}
         if len(devices) > 1:
             notes.append(f"The runs trained on different devices ({', '.join(sorted(devices))}): times are not comparable.")
@@ -412,13 +420,17 @@ class Comparison:
                 notes.append(f"{who} first reached {t} at epoch {reached[0].epoch_reaching(self.threshold)}.")
             else:
                 notes.append(f"{'No run' if who == 'All runs' else who + ': none'} reached {t} test accuracy.")
-        # After the first epoch: the early lead, when it is beyond noise.
-        first = sorted(learning, key=lambda r: r.record.epochs[0].test_accuracy, reverse=True)
-        a, b = first[0], first[-1]
-        acc_a, acc_b = a.record.epochs[0].test_accuracy, b.record.epochs[0].test_accuracy
-        if acc_a - acc_b > _noise(a, b):
-            notes.append(f"After epoch 1, {a.label} leads with {fmt.accuracy(acc_a)} against {b.label}'s "
-                         f"{fmt.accuracy(acc_b)} ({acc_a - acc_b:.2f} points): it converges faster.")
+        # After the first epoch: split the runs at the widest gap in accuracy, if that gap is beyond noise.
+        acc1 = lambda r: r.record.epochs[0].test_accuracy  # noqa: E731
+        first = sorted(learning, key=acc1, reverse=True)
+        gap, cut = max((acc1(a) - acc1(b), i + 1) for i, (a, b) in enumerate(zip(first, first[1:])))
+        if gap > _noise(first[cut - 1], first[cut]):
+            listing = ", ".join(f"{r.label} {fmt.accuracy(acc1(r))}" for r in first)
+            faster = " and ".join(r.label for r in first[:cut])
+            slower = " and ".join(r.label for r in first[cut:])
+            verb = "converges" if cut == 1 else "converge"
+            notes.append(f"After epoch 1: {listing}; {faster} {verb} faster than {slower} "
+                         f"({gap:.2f} points ahead or more).")
         return notes
 
     def _instability(self, r: RunColumn, stuck: bool) -> list[str]:
