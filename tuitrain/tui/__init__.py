@@ -1,1 +1,1 @@
-"""The Textual front end: home screen, live run screen, help. Training runs in thread workers."""
+"""The Textual app: screens and widgets over the same engine and records as the headless CLI."""
