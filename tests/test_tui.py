@@ -89,6 +89,13 @@ async def test_start_preset_from_home_with_keys_and_wait_for_the_end(tiny_preset
         await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen), "back on the home screen")
         home = app.screen
         await wait_for(pilot, lambda: len(home.run_files) == 2, "saved runs listed")
+        # pick both saved runs with keys and open the comparison of them
+        await pilot.press("tab", "space", "down", "space")
+        assert sorted(home.selected_runs) == files
+        await pilot.press("c")
+        from tuitrain.tui.screens.compare import CompareScreen
+
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen), "the compare screen")
 
 
 async def test_pause_resume_and_stop_current_run(slow_preset, mnist_dir, tmp_path):
