@@ -32,7 +32,7 @@ def utc_now() -> datetime:
 class EnvInfo(BaseModel):
     """Where the run trained."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True, ser_json_inf_nan="strings")
 
     device: str
     """Device name: the GPU's name, or 'CPU'."""
@@ -50,15 +50,10 @@ class EnvInfo(BaseModel):
     """Python version."""
 
 
-# NaN/Inf (a diverged run's losses) are written as the strings "NaN", "Infinity", "-Infinity": the file
-# stays strict JSON and reads back as floats.
-FLOAT_CONFIG = dict(ser_json_inf_nan="strings")
-
-
 class EpochRecord(BaseModel):
     """One epoch: the assignment's per-epoch figures and a few more."""
 
-    model_config = ConfigDict(**FLOAT_CONFIG)
+    model_config = ConfigDict(use_attribute_docstrings=True, ser_json_inf_nan="strings")
 
     epoch: int = Field(ge=1)
     """1-based epoch number."""
@@ -87,7 +82,7 @@ class EpochRecord(BaseModel):
 class RunRecord(BaseModel):
     """One training run, as saved under runs/."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=False, **FLOAT_CONFIG)
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True, ser_json_inf_nan="strings")
 
     schema_version: int = SCHEMA_VERSION
     """Version of this file format; readers refuse versions newer than they know."""
