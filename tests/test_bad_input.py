@@ -54,7 +54,7 @@ def assert_clean_error(code: int, err: str, *needles: str) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "needles"),
     [
-        ('lr = 0.003', 'lr = ', ("p.toml:8:", "TOML syntax error", "Fix the syntax")),
+        ('lr = 0.003', 'lr = ', ("p.toml: TOML syntax error at line 8, column", "Fix the syntax")),
         ('title = "A preset"', 'title = "A preset"\ncolour = "red"', ("p.toml:3:", "colour: unknown key", "Known: name")),
         ('epochs = 1', 'epochs = "3"', ("p.toml:6:", "epochs = '3'", "valid integer")),
         ('lr = 0.003', 'lr = 1', ()),  # an integer is a fine float: no error (checked below)

@@ -161,9 +161,11 @@ def load_preset_file(path: Path) -> Preset:
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         at = re.search(r"\s*\(at line (\d+), column (\d+)\)", msg)
-        where = f"{path}:{at.group(1)}:{at.group(2)}" if at else str(path)
+        where = f" at line {at.group(1)}, column {at.group(2)}" if at else ""
         msg = msg[: at.start()] if at else msg
-        raise PresetError(f"{where}: TOML syntax error: {msg}. Fix the syntax there (key = value, strings in quotes).") from None
+        raise PresetError(
+            f"{path}: TOML syntax error{where}: {msg}. Fix the syntax there (key = value, strings in quotes)."
+        ) from None
     except (ValueError, RecursionError) as exc:  # e.g. an integer with too many digits, absurd nesting
         raise PresetError(f"{path}: not a usable TOML file ({type(exc).__name__}: {str(exc)[:100]}).") from None
     try:
