@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional, Union
 
 import torch
@@ -22,6 +23,7 @@ from torch import nn
 
 from tuitrain.errors import TuitrainError
 from tuitrain.records import EnvInfo, EpochRecord, RunRecord, utc_now
+from tuitrain.train.checkpoint import restore_checkpoint, save_checkpoint
 from tuitrain.train.data import MNIST_MEAN, MNIST_STD, MnistArrays
 from tuitrain.train.events import BatchLosses, EpochEnded, RunFinished, RunStarted, Sink
 from tuitrain.train.models import build_model
@@ -29,6 +31,9 @@ from tuitrain.train.spec import RunSpec
 
 EVAL_BATCH = 1000
 PERSIST_EVERY_S = 2.0
+# Losses are also read back (and the run file saved) when this long has passed since the last
+# read-back, so a slow model (e.g. resnet18 on a CPU) loses at most a few seconds to a kill -9.
+READ_BACK_EVERY_S = 2.0
 
 Persist = Callable[[RunRecord], None]
 
@@ -47,13 +52,19 @@ class RunControl:
     def should_stop(self) -> bool:
         return self.stop_run.is_set() or self.stop_all.is_set()
 
-    def wait_while_paused(self) -> float:
-        """Block while paused (unless stopped); return the seconds spent waiting."""
+    def wait_while_paused(self, heartbeat: Optional[Callable[[], None]] = None, every_s: float = 30.0) -> float:
+        """Block while paused (unless stopped); return the seconds spent waiting.
+
+        `heartbeat()` is called every `every_s` seconds meanwhile, so a long pause is not taken for a crash.
+        """
         if not self.paused.is_set():
             return 0.0
-        start = time.perf_counter()
+        start = last = time.perf_counter()
         while self.paused.is_set() and not self.should_stop():
             time.sleep(0.05)
+            if heartbeat is not None and time.perf_counter() - last >= every_s:
+                heartbeat()
+                last = time.perf_counter()
         return time.perf_counter() - start
 
 
@@ -150,12 +161,17 @@ def fit(
     run_index: int = 0,
     run_count: int = 1,
     path=None,
+    checkpoint_to=None,
+    resume: Optional[dict] = None,
 ) -> RunRecord:
     """Train and evaluate one run, emitting events to `sink`; returns the finished record.
 
     `persist(record)` is called at the start, at every epoch end, every few seconds while
     training and at the end. Errors inside training end the run as `failed` (the record says why);
-    a user error such as an unavailable device is raised before anything starts.
+    a user error such as an unavailable device is raised before anything starts. With
+    `checkpoint_to` (a path), a checkpoint is written there at every epoch end; `resume` (a state from
+    checkpoint.load_checkpoint) continues from that epoch end. A KeyboardInterrupt (a second Ctrl-C)
+    saves the run as interrupted and propagates.
     """
     emit = sink or (lambda _e: None)
     control = control or RunControl()
@@ -174,6 +190,8 @@ def fit(
     model = build_model(spec.model, spec.activation).to(device)
     optimizer = make_optimizer(spec, model.parameters())
     loss_fn = nn.CrossEntropyLoss()
+    if resume is not None:
+        restore_checkpoint(resume, model, optimizer, order_gen, record)
 
     n = int(data.train_x.shape[0])
     bs = spec.batch_size
@@ -191,8 +209,9 @@ def fit(
 
     run_start = time.perf_counter()
     paused_s = 0.0
-    last_save = time.monotonic()
+    last_save = last_read = time.monotonic()
     status = "completed"
+    diverged_at: Optional[str] = None
     try:
         model.train()
         for epoch in range(start_epoch, spec.epochs + 1):
@@ -210,7 +229,7 @@ def fit(
                     break
                 if control.paused.is_set():
                     train_time += time.perf_counter() - seg_start
-                    paused_s += control.wait_while_paused()
+                    paused_s += control.wait_while_paused(lambda: save(record))
                     seg_start = time.perf_counter()
                 idx = perm[b * bs : (b + 1) * bs]
                 out = model(data.train_x[idx])
@@ -221,7 +240,8 @@ def fit(
                 losses[b] = loss.detach()
                 done = b + 1
                 samples += int(idx.shape[0])
-                if (b + 1) % spec.log_every == 0 or b + 1 == batches:
+                if (b + 1) % spec.log_every == 0 or b + 1 == batches or time.monotonic() - last_read >= READ_BACK_EVERY_S:
+                    last_read = time.monotonic()
                     chunk = losses[read : b + 1]
                     finite = bool(torch.isfinite(chunk).all())  # one sync for the whole chunk
                     values = chunk.tolist()
@@ -235,11 +255,13 @@ def fit(
                         elapsed_s=now - run_start - paused_s,
                     ))
                     read = b + 1
-                    if not finite and spec.on_divergence == "stop":
-                        status = "diverged"
+                    if not finite and diverged_at is None:
                         bad = next(i for i, v in enumerate(values) if not math.isfinite(v))
-                        record.error = f"non-finite loss ({values[bad]}) at epoch {epoch}, batch {read - len(values) + bad + 1}"
-                        break
+                        diverged_at = f"non-finite loss ({values[bad]}) at epoch {epoch}, batch {read - len(values) + bad + 1}"
+                        if spec.on_divergence == "stop":
+                            status = "diverged"
+                            record.error = diverged_at
+                            break
                     if time.monotonic() - last_save >= PERSIST_EVERY_S:
                         save(record)
                         last_save = time.monotonic()
@@ -260,6 +282,9 @@ def fit(
                 eval_s=eval_s,
             )
             record.epochs.append(result)
+            if checkpoint_to is not None:
+                save_checkpoint(checkpoint_to, model, optimizer, order_gen, record)
+                record.checkpoint = Path(checkpoint_to).name
             save(record)
             last_save = time.monotonic()
             emit(EpochEnded(
@@ -270,6 +295,14 @@ def fit(
         status = "failed"
         record.error = f"{type(exc).__name__}: {exc}"
         record.traceback = traceback.format_exc()
+    except BaseException:  # a second Ctrl-C: leave now, but leave the file saying so
+        record.status = "interrupted"
+        record.ended_at = utc_now()
+        save(record)
+        raise
+    if status == "completed" and diverged_at is not None:  # on_divergence = "continue"
+        status = "diverged"
+        record.error = f"{diverged_at}; training continued (on_divergence = continue)"
     record.status = status
     record.ended_at = utc_now()
     save(record)
