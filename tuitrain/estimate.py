@@ -17,8 +17,7 @@ from torch import nn
 
 from tuitrain.records import atomic_write_text
 from tuitrain.train.data import cache_dir
-from tuitrain.train.loop import EVAL_BATCH, describe_device, make_optimizer, select_device
-from tuitrain.train.models import build_model
+from tuitrain.train.loop import describe_device, eval_batch, make_optimizer, prepare_model, select_device
 from tuitrain.train.spec import RunSpec
 
 MNIST_TRAIN = 60000
@@ -47,7 +46,7 @@ def _key(spec: RunSpec, device: torch.device) -> str:
 def measure(spec: RunSpec, device: torch.device) -> dict:
     """Measure training samples/s and evaluation samples/s for this spec's model on `device`."""
     torch.manual_seed(0)
-    model = build_model(spec.model, spec.activation).to(device)
+    model = prepare_model(spec, device)
     optimizer = make_optimizer(spec, model.parameters())
     loss_fn = nn.CrossEntropyLoss()
     x = torch.randn(spec.batch_size, 1, 28, 28, device=device)
@@ -73,14 +72,14 @@ def measure(spec: RunSpec, device: torch.device) -> dict:
         torch.cuda.synchronize(device)
     train_sps = steps * spec.batch_size / (time.perf_counter() - start)
     model.eval()
-    xe = torch.randn(EVAL_BATCH, 1, 28, 28, device=device)
+    xe = torch.randn(eval_batch(device), 1, 28, 28, device=device)
     with torch.inference_mode():
         model(xe)
         start = time.perf_counter()
         model(xe)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-    eval_sps = EVAL_BATCH / (time.perf_counter() - start)
+    eval_sps = eval_batch(device) / (time.perf_counter() - start)
     return {"train_samples_per_s": train_sps, "eval_samples_per_s": eval_sps, "measured_at": time.time()}
 
 

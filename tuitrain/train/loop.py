@@ -27,7 +27,9 @@ from tuitrain.train.events import BatchLosses, EpochEnded, RunFinished, RunStart
 from tuitrain.train.models import build_model
 from tuitrain.train.spec import RunSpec
 
-EVAL_BATCH = 1000
+# Evaluation batch: on the CPU, batches of a few hundred images stay in cache and beat larger ones
+# (measured: 500 about 2x faster than 10k for Model A/B); on a GPU, larger batches mean fewer launches.
+EVAL_BATCH = {"cpu": 500, "cuda": 5000}
 PERSIST_EVERY_S = 2.0
 
 Persist = Callable[[RunRecord], None]
@@ -112,10 +114,25 @@ class TensorData:
         )
 
 
+def eval_batch(device: torch.device) -> int:
+    return EVAL_BATCH.get(device.type, EVAL_BATCH["cpu"])
+
+
+def prepare_model(spec: RunSpec, device: torch.device) -> nn.Module:
+    """The spec's model on `device` in channels-last layout: the CPU's max-pool and convolution kernels
+    are about 2x faster in NHWC for these CNNs (cuDNN also prefers it); results are the same function."""
+    return build_model(spec.model, spec.activation).to(device=device, memory_format=torch.channels_last)
+
+
 def make_optimizer(spec: RunSpec, params) -> torch.optim.Optimizer:
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(params, lr=spec.lr, foreach=True)
-    return torch.optim.SGD(params, lr=spec.lr, momentum=0.9, foreach=True)
+    """Adam or SGD with the fused kernel (one kernel for all parameters) where this torch has one for
+    the device, else the foreach implementation."""
+    params = list(params)
+    cls, kwargs = (torch.optim.Adam, {}) if spec.optimizer == "adam" else (torch.optim.SGD, {"momentum": 0.9})
+    try:
+        return cls(params, lr=spec.lr, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # older torch, or no fused kernel for this device
+        return cls(params, lr=spec.lr, foreach=True, **kwargs)
 
 
 @torch.inference_mode()
@@ -125,9 +142,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     model.eval()
     loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
-    for start in range(0, x.shape[0], EVAL_BATCH):
-        out = model(x[start : start + EVAL_BATCH])
-        target = y[start : start + EVAL_BATCH]
+    step = eval_batch(x.device)
+    for start in range(0, x.shape[0], step):
+        out = model(x[start : start + step])
+        target = y[start : start + step]
         loss_sum += nn.functional.cross_entropy(out, target, reduction="sum").double()
         correct += (out.argmax(1) == target).sum()
     model.train(was_training)
@@ -171,7 +189,7 @@ def fit(
 
     torch.manual_seed(spec.seed)
     order_gen = torch.Generator().manual_seed(spec.seed)
-    model = build_model(spec.model, spec.activation).to(device)
+    model = prepare_model(spec, device)
     optimizer = make_optimizer(spec, model.parameters())
     loss_fn = nn.CrossEntropyLoss()
 
@@ -199,7 +217,7 @@ def fit(
             epoch_start = time.perf_counter()
             train_time = 0.0
             perm = torch.randperm(n, generator=order_gen).to(device, non_blocking=True)
-            losses = torch.empty(batches, device=device)
+            losses: list[torch.Tensor] = []  # on the device; appending is cheaper than an indexed store
             read = 0  # losses[:read] are already on the host
             done = 0  # batches trained this epoch
             samples = 0
@@ -213,16 +231,16 @@ def fit(
                     paused_s += control.wait_while_paused()
                     seg_start = time.perf_counter()
                 idx = perm[b * bs : (b + 1) * bs]
-                out = model(data.train_x[idx])
-                loss = loss_fn(out, data.train_y[idx])
+                out = model(data.train_x.index_select(0, idx))  # index_select: less overhead than x[idx]
+                loss = loss_fn(out, data.train_y.index_select(0, idx))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                losses[b] = loss.detach()
+                losses.append(loss.detach())
                 done = b + 1
-                samples += int(idx.shape[0])
+                samples += int(idx.shape[0])  # a shape, not a tensor value: no sync
                 if (b + 1) % spec.log_every == 0 or b + 1 == batches:
-                    chunk = losses[read : b + 1]
+                    chunk = torch.stack(losses[read : b + 1])
                     finite = bool(torch.isfinite(chunk).all())  # one sync for the whole chunk
                     values = chunk.tolist()
                     now = time.perf_counter()
@@ -245,7 +263,7 @@ def fit(
                         last_save = time.monotonic()
             train_time += time.perf_counter() - seg_start
             if read < done:  # losses of an epoch cut short between two read-backs
-                record.batch_losses.extend(losses[read:done].tolist())
+                record.batch_losses.extend(torch.stack(losses[read:done]).tolist())
             if status != "completed":
                 break  # an unfinished epoch is not evaluated or recorded
             epoch_losses = record.batch_losses[-batches:]
