@@ -59,9 +59,12 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_assignment(model_name: str, device_name: str, raw_root: str, epochs: int) -> dict:
+def run_assignment(model_name: str, device_name: str, raw_root: str, epochs: int, threads: int = 0) -> dict:
     """The loop a course assignment would have: torchvision dataset, DataLoader, .item() per batch."""
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
     from torch import nn
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
@@ -155,7 +158,7 @@ def run_engine(model_name: str, device_name: str, data_dir: str, epochs: int) ->
 
 def child_main(args: argparse.Namespace) -> int:
     if args.child == "assignment":
-        result = run_assignment(args.model, args.device, args.raw_root, args.epochs)
+        result = run_assignment(args.model, args.device, args.raw_root, args.epochs, args.assignment_threads)
     else:
         result = run_engine(args.model, args.device, args.data_dir, args.epochs)
     print("RESULT " + json.dumps(result), flush=True)
@@ -166,6 +169,7 @@ def run_child(kind: str, model: str, args: argparse.Namespace, raw_root: str) ->
     cmd = [
         sys.executable, __file__, "--child", kind, "--model", model, "--device", args.device,
         "--epochs", str(args.epochs), "--raw-root", raw_root, "--data-dir", str(args.data_dir or ""),
+        "--assignment-threads", str(args.assignment_threads),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     for line in proc.stdout.splitlines():
@@ -191,6 +195,9 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="model_a,model_b")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--json", type=Path, help="also write all results to this JSON file")
+    p.add_argument("--assignment-threads", type=int, default=0, metavar="N",
+                   help="torch threads for the assignment loop (default 0: torch's default, as a script would run; "
+                        "the engine picks its own: 1 for Model A/B on the CPU)")
     p.add_argument("--child", choices=["assignment", "engine"], help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--raw-root", help=argparse.SUPPRESS)
@@ -210,7 +217,8 @@ def main(argv=None) -> int:
     print(f"tuitrain benchmark: engine vs assignment loop, batch {BATCH}, Adam lr {LR:g}, {args.epochs} epoch(s), "
           f"{len(arrays.train_labels):,} train / {len(arrays.test_labels):,} test images")
     print(f"Device: {describe_device(device)}; torch {torch.__version__}; Python {platform.python_version()}; "
-          f"{os.cpu_count()} CPUs; data: {arrays.source}")
+          f"{os.cpu_count()} CPUs; data: {arrays.source}; assignment loop threads: "
+          f"{args.assignment_threads or 'torch default'}; load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     results: dict[str, dict[str, list[dict]]] = {}
     with tempfile.TemporaryDirectory(prefix="tuitrain-bench-") as tmp:
         write_idx_folder(arrays, Path(tmp) / "MNIST" / "raw")
@@ -224,6 +232,8 @@ def main(argv=None) -> int:
                     runs[kind].append(r)
                     print(fmt_row(kind, pair, r), flush=True)
 
+    print(f"\nLoad average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
+          f"(other processes on the machine slow both contenders, unevenly)")
     print("\nSummary (medians over pairs; ratio = engine / assignment speed):")
     header = f"  {'model':<8} {'assign. samples/s':>18} {'engine samples/s':>17} {'train x':>8} {'assign. eval':>13} {'engine eval':>12} {'eval x':>7} {'acc assign./engine':>19}"
     print(header)

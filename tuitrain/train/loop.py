@@ -119,8 +119,8 @@ def cpu_threads(spec: RunSpec, device: torch.device) -> Optional[int]:
 
     Their per-op work at batch 64 is too small to split: on the 2-core dev machine one thread trained
     Model A/B at 20-25k samples/s while two threads fell to 1-6k whenever another process used a
-    core (the threads wait on each other at every op). One thread also keeps CPU results the same
-    whatever the machine's core count. ResNet18/AlexNet have enough work per op to use every core.
+    core (the threads wait on each other at every op). ResNet18/AlexNet have enough work per op to
+    use every core.
     """
     if device.type == "cpu" and spec.model in ("model_a", "model_b"):
         return 1
@@ -133,7 +133,7 @@ def eval_batch(device: torch.device) -> int:
 
 def prepare_model(spec: RunSpec, device: torch.device) -> nn.Module:
     """The spec's model on `device` in channels-last layout: the CPU's max-pool and convolution kernels
-    are about 2x faster in NHWC for these CNNs (cuDNN also prefers it); results are the same function."""
+    are up to about 2x faster in NHWC for these CNNs; the model computes the same function."""
     return build_model(spec.model, spec.activation).to(device=device, memory_format=torch.channels_last)
 
 
