@@ -59,14 +59,29 @@ def run_time(record: RunRecord) -> Optional[float]:
     return (record.ended_at - record.started_at).total_seconds()
 
 
+def _numeric(cell: str) -> bool:
+    text = str(cell).strip().rstrip("%").replace(",", "").replace("→", "").replace(" ", "")
+    if text in ("", "–", "-"):
+        return True
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return bool(text) and text[0].isdigit()  # durations such as 1m05s
+
+
 def text_table(header: Iterable[str], rows: Iterable[Iterable[str]], indent: str = "  ") -> str:
-    header = list(header)
-    rows = [list(r) for r in rows]
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
-    fmt = lambda cells: indent + "  ".join(  # noqa: E731 - first column left, numbers right
-        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-    )
-    return "\n".join([fmt(header), indent + "  ".join("-" * w for w in widths), *(fmt(r) for r in rows)])
+    """A plain-text table: numeric columns right-aligned, text columns left-aligned."""
+    header = [str(h) for h in header]
+    rows = [[str(c) for c in r] for r in rows]
+    columns = list(zip(header, *rows))
+    widths = [max(len(c) for c in col) for col in columns]
+    right = [bool(rows) and all(_numeric(c) for c in col[1:]) for col in columns]
+
+    def line(cells: list[str]) -> str:
+        return indent + "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
+
+    return "\n".join([line(header), indent + "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
 
 
 def summary(records: list[RunRecord]) -> str:

@@ -36,7 +36,7 @@ class PresetRun:
 class Preset(BaseModel):
     """A preset experiment file."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)
     """Short name used on the command line (--preset NAME)."""

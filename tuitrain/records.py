@@ -32,7 +32,7 @@ def utc_now() -> datetime:
 class EnvInfo(BaseModel):
     """Where the run trained."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True, ser_json_inf_nan="strings")
 
     device: str
     """Device name: the GPU's name, or 'CPU'."""
@@ -52,6 +52,8 @@ class EnvInfo(BaseModel):
 
 class EpochRecord(BaseModel):
     """One epoch: the assignment's per-epoch figures and a few more."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, ser_json_inf_nan="strings")
 
     epoch: int = Field(ge=1)
     """1-based epoch number."""
@@ -80,7 +82,7 @@ class EpochRecord(BaseModel):
 class RunRecord(BaseModel):
     """One training run, as saved under runs/."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=False)
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True, ser_json_inf_nan="strings")
 
     schema_version: int = SCHEMA_VERSION
     """Version of this file format; readers refuse versions newer than they know."""

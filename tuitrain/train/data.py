@@ -169,6 +169,7 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 pickles the bytes inside an array (pure data, no side effects)
     }
 
     def find_class(self, module: str, name: str):  # noqa: D401 - pickle API

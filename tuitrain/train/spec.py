@@ -16,7 +16,7 @@ DivergencePolicy = Literal["stop", "continue"]
 class RunSpec(BaseModel):
     """Everything needed to reproduce one training run."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
     model: ModelName = "model_b"
     """Architecture: model_a, model_b (the assignment's small CNNs), resnet18 or alexnet (adapted to 1x28x28)."""
