@@ -252,4 +252,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from tuitrain.errors import TuitrainError
+
+    try:
+        raise SystemExit(main())
+    except TuitrainError as exc:
+        print(f"bench_train: error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
