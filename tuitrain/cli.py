@@ -121,7 +121,7 @@ def cmd_list_presets(args: argparse.Namespace) -> int:
         try:
             preset = load_preset_file(path)
             runs = preset.expand(overrides)
-            seconds = estimate.total_seconds([r.spec for r in runs])
+            seconds = estimate.preset_seconds([r.spec for r in runs])
             rows.append((name, str(len(runs)), fmt.duration(seconds), preset.title))
         except TuitrainError as exc:
             rows.append((name, "–", "–", f"INVALID: {exc}"))
