@@ -24,8 +24,9 @@ from torch import nn
 from tuitrain.errors import TuitrainError
 from tuitrain.records import EnvInfo, EpochRecord, RunRecord, utc_now
 from tuitrain.train.checkpoint import restore_checkpoint, save_checkpoint
+from tuitrain.train.cuda_step import make_step, wants_graph
 from tuitrain.train.data import MNIST_MEAN, MNIST_STD, MnistArrays
-from tuitrain.train.events import BatchLosses, EpochEnded, RunFinished, RunStarted, Sink
+from tuitrain.train.events import BatchLosses, EpochEnded, LogMessage, RunFinished, RunStarted, Sink
 from tuitrain.train.models import build_model
 from tuitrain.train.spec import RunSpec
 
@@ -143,20 +144,52 @@ def eval_batch(device: torch.device) -> int:
 
 
 def prepare_model(spec: RunSpec, device: torch.device) -> nn.Module:
-    """The spec's model on `device` in channels-last layout: the CPU's max-pool and convolution kernels
-    are up to about 2x faster in NHWC for these CNNs; the model computes the same function."""
-    return build_model(spec.model, spec.activation).to(device=device, memory_format=torch.channels_last)
+    """The spec's model on `device`; on the CPU in channels-last layout: the CPU's max-pool and convolution
+    kernels are up to about 2x faster in NHWC for these CNNs (the model computes the same function).
+    On a GPU the default layout stays: the data is NCHW and cuDNN's fp32 kernels want no conversions."""
+    model = build_model(spec.model, spec.activation).to(device=device)
+    return model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
 
 
-def make_optimizer(spec: RunSpec, params) -> torch.optim.Optimizer:
+def make_optimizer(spec: RunSpec, params, *, capturable: bool = False) -> torch.optim.Optimizer:
     """Adam or SGD with the fused kernel (one kernel for all parameters) where this torch has one for
-    the device, else the foreach implementation."""
+    the device, else the foreach implementation. `capturable`: Adam keeps its step count on the device,
+    so that its step can be captured in a CUDA graph (SGD has no such state)."""
     params = list(params)
-    cls, kwargs = (torch.optim.Adam, {}) if spec.optimizer == "adam" else (torch.optim.SGD, {"momentum": 0.9})
+    if spec.optimizer == "adam":
+        cls, kwargs = torch.optim.Adam, ({"capturable": True} if capturable else {})
+    else:
+        cls, kwargs = torch.optim.SGD, {"momentum": 0.9}
     try:
-        return cls(params, lr=spec.lr, fused=True, **kwargs)
+        optimizer = cls(params, lr=spec.lr, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):  # older torch, or no fused kernel for this device
-        return cls(params, lr=spec.lr, foreach=True, **kwargs)
+        optimizer = cls(params, lr=spec.lr, foreach=True, **kwargs)
+    # the warm-up before capture and the partial last batch run it uncaptured on purpose: no warning
+    optimizer._warned_capturable_if_run_uncaptured = capturable
+    return optimizer
+
+
+IMPLEMENTATION_FLAGS = ("capturable", "fused", "foreach")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, load: Callable[[], None]) -> None:
+    """Run `load()` (which calls optimizer.load_state_dict) but keep this run's implementation flags.
+
+    load_state_dict takes every group setting from the checkpoint, so a run saved on the CPU and resumed
+    on a GPU (or the other way) would get the other device's fused/capturable choice; the step counts
+    then go where this run's flags want them (on the device when capturable or fused, else on the CPU).
+    """
+    flags = [{k: g[k] for k in IMPLEMENTATION_FLAGS if k in g} for g in optimizer.param_groups]
+    load()
+    for group, kept in zip(optimizer.param_groups, flags):
+        group.update(kept)
+        on_device = group.get("capturable") or group.get("fused")
+        for p in group["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            if torch.is_tensor(step):
+                want = p.device if on_device else torch.device("cpu")
+                if step.device != want:
+                    optimizer.state[p]["step"] = step.to(device=want, dtype=torch.float32)
 
 
 @torch.inference_mode()
@@ -222,10 +255,11 @@ def fit(
     torch.manual_seed(spec.seed)
     order_gen = torch.Generator().manual_seed(spec.seed)
     model = prepare_model(spec, device)
-    optimizer = make_optimizer(spec, model.parameters())
+    graph = wants_graph(spec.model, device)
+    optimizer = make_optimizer(spec, model.parameters(), capturable=graph)
     loss_fn = nn.CrossEntropyLoss()
     if resume is not None:
-        restore_checkpoint(resume, model, optimizer, order_gen, record)
+        load_optimizer_state(optimizer, lambda: restore_checkpoint(resume, model, optimizer, order_gen, record))
 
     n = int(data.train_x.shape[0])
     bs = spec.batch_size
@@ -248,6 +282,10 @@ def fit(
     diverged_at: Optional[str] = None
     try:
         model.train()
+        # after restore_checkpoint: a CUDA graph captures the optimizer state tensors in place
+        train_step = make_step(
+            model, optimizer, loss_fn, data.train_x, data.train_y, bs, graph=graph, log=lambda text: emit(LogMessage(text)),
+        )
         for epoch in range(start_epoch, spec.epochs + 1):
             epoch_start = time.perf_counter()
             train_time = 0.0
@@ -266,12 +304,7 @@ def fit(
                     paused_s += control.wait_while_paused(lambda: save(record))
                     seg_start = time.perf_counter()
                 idx = perm[b * bs : (b + 1) * bs]
-                out = model(data.train_x.index_select(0, idx))  # index_select: less overhead than x[idx]
-                loss = loss_fn(out, data.train_y.index_select(0, idx))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.detach())
+                losses.append(train_step(idx))
                 done = b + 1
                 samples += int(idx.shape[0])  # a shape, not a tensor value: no sync
                 if (b + 1) % spec.log_every == 0 or b + 1 == batches or time.monotonic() - last_read >= READ_BACK_EVERY_S:
