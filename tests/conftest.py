@@ -51,6 +51,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TUITRAIN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("TUITRAIN_DATA_DIR", raising=False)
     monkeypatch.delenv("TUITRAIN_PRESETS_DIR", raising=False)
+    monkeypatch.delenv("TUITRAIN_CUDA_GRAPHS", raising=False)
 
 
 @pytest.fixture
