@@ -4,6 +4,7 @@ Usage (from the repository root):
 
     python benchmarks/bench_train.py [--data-dir DIR] [--pairs 2] [--device auto|cpu|cuda]
                                      [--models model_a,model_b] [--epochs 1] [--json FILE]
+                                     [--cuda-graphs on|off|both]
 
 For each model (batch 64, Adam lr 1e-3, cross-entropy, same seed for the initial weights) it
 trains one epoch with each contender, alternately (assignment, engine, assignment, engine, ...,
@@ -14,7 +15,10 @@ trains one epoch with each contender, alternately (assignment, engine, assignmen
               zero_grad / forward / backward / step and `running_loss += loss.item()` per batch;
               then the 10k test images through a DataLoader of batch 1000 under no_grad.
   engine      tuitrain.train.loop.fit() with the headless printer writing to a null stream and
-              the run record saved as in a real run; evaluation is the engine's evaluate().
+              the run record saved as in a real run; evaluation is the engine's evaluate(). On
+              CUDA, Model A/B train through a CUDA-graph step (tuitrain/train/cuda_step.py).
+  engine_eager  the same with TUITRAIN_CUDA_GRAPHS=0 (the eager step), with --cuda-graphs off or
+              both: `both` shows assignment, graph and eager engine side by side.
 
 Both draw a fresh uniformly shuffled order every epoch (different random streams), so test
 accuracies agree to within run-to-run noise, not exactly. It prints training samples/s, test
@@ -130,6 +134,8 @@ def run_engine(model_name: str, device_name: str, data_dir: str, epochs: int) ->
 
     from tuitrain.headless import HeadlessPrinter
     from tuitrain.records import write_record
+    from tuitrain.train import loop
+    from tuitrain.train.cuda_step import GraphStep
     from tuitrain.train.data import resolve_mnist
     from tuitrain.train.loop import fit, select_device
     from tuitrain.train.spec import RunSpec
@@ -139,9 +145,26 @@ def run_engine(model_name: str, device_name: str, data_dir: str, epochs: int) ->
     spec = RunSpec(model=model_name, optimizer="adam", lr=LR, batch_size=BATCH, epochs=epochs, seed=SEED, device=device_name)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    steps = []  # which training step fit used: the CUDA graph or the eager one
+    real_make_step = loop.make_step
+
+    def make_step(*args, **kwargs):
+        steps.append(real_make_step(*args, **kwargs))
+        return steps[-1]
+
+    loop.make_step = make_step
+    messages = []
+    printer = None
+
+    def sink(event):
+        if type(event).__name__ == "LogMessage":
+            messages.append(event.text)
+        printer(event)
+
     with open(os.devnull, "w") as null, tempfile.TemporaryDirectory() as tmp:
+        printer = HeadlessPrinter(null)
         record_path = Path(tmp) / "run.json"
-        record = fit(spec, HeadlessPrinter(null), data=arrays, persist=lambda r: write_record(r, record_path))
+        record = fit(spec, sink, data=arrays, persist=lambda r: write_record(r, record_path))
     if record.status != "completed":
         raise SystemExit(f"engine run {record.status}: {record.error}")
     last = record.epochs[-1]
@@ -153,13 +176,15 @@ def run_engine(model_name: str, device_name: str, data_dir: str, epochs: int) ->
         "test_accuracy": last.test_accuracy, "test_loss": last.test_loss,
         "peak_rss_mb": peak_rss_mb(),
         "cuda_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "step": ("cuda graph" if isinstance(steps[0], GraphStep) else "eager") if steps else "?",
+        "messages": messages,
     }
 
 
 def child_main(args: argparse.Namespace) -> int:
     if args.child == "assignment":
         result = run_assignment(args.model, args.device, args.raw_root, args.epochs, args.assignment_threads)
-    else:
+    else:  # engine or engine_eager: the parent sets TUITRAIN_CUDA_GRAPHS for the latter
         result = run_engine(args.model, args.device, args.data_dir, args.epochs)
     print("RESULT " + json.dumps(result), flush=True)
     return 0
@@ -171,18 +196,21 @@ def run_child(kind: str, model: str, args: argparse.Namespace, raw_root: str) ->
         "--epochs", str(args.epochs), "--raw-root", raw_root, "--data-dir", str(args.data_dir or ""),
         "--assignment-threads", str(args.assignment_threads),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    env = {**os.environ, "TUITRAIN_CUDA_GRAPHS": "0"} if kind == "engine_eager" else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
-    raise SystemExit(f"{kind} {model} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    raise RuntimeError(f"{kind} {model} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
 
 
 def fmt_row(kind: str, pair: int, r: dict) -> str:
     cuda = f"  cuda peak {r['cuda_peak_mb']:7.1f} MB" if r.get("cuda_peak_mb") is not None else ""
+    step = f"  step: {r['step']}" if "step" in r else ""
+    notes = "".join(f"\n      {m}" for m in r.get("messages", []))
     return (
-        f"  {kind:<10} pair {pair}: train {r['train_samples_per_s']:9,.0f} samples/s ({r['train_s']:6.1f} s)"
-        f"  eval {r['eval_s']:6.3f} s  peak RSS {r['peak_rss_mb']:6.0f} MB{cuda}  test acc {r['test_accuracy']:.2f}%"
+        f"  {kind:<12} pair {pair}: train {r['train_samples_per_s']:9,.0f} samples/s ({r['train_s']:6.1f} s)"
+        f"  eval {r['eval_s']:6.3f} s  peak RSS {r['peak_rss_mb']:6.0f} MB{cuda}  test acc {r['test_accuracy']:.2f}%{step}{notes}"
     )
 
 
@@ -198,7 +226,10 @@ def main(argv=None) -> int:
     p.add_argument("--assignment-threads", type=int, default=0, metavar="N",
                    help="torch threads for the assignment loop (default 0: torch's default, as a script would run; "
                         "the engine picks its own: 1 for Model A/B on the CPU)")
-    p.add_argument("--child", choices=["assignment", "engine"], help=argparse.SUPPRESS)
+    p.add_argument("--cuda-graphs", choices=["on", "off", "both"], default="on",
+                   help="the engine's training step on CUDA: the CUDA graph (on, the default), the eager step "
+                        "(off), or both as two contenders (engine, engine_eager)")
+    p.add_argument("--child", choices=["assignment", "engine", "engine_eager"], help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--raw-root", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -220,34 +251,50 @@ def main(argv=None) -> int:
           f"{os.cpu_count()} CPUs; data: {arrays.source}; assignment loop threads: "
           f"{args.assignment_threads or 'torch default'}; load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     results: dict[str, dict[str, list[dict]]] = {}
+    failures: list[str] = []
+    kinds = ["assignment"] + {"on": ["engine"], "off": ["engine_eager"], "both": ["engine", "engine_eager"]}[args.cuda_graphs]
     with tempfile.TemporaryDirectory(prefix="tuitrain-bench-") as tmp:
         write_idx_folder(arrays, Path(tmp) / "MNIST" / "raw")
         del arrays
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
             print(f"\n{model}:", flush=True)
-            runs = results.setdefault(model, {"assignment": [], "engine": []})
+            runs = results.setdefault(model, {kind: [] for kind in kinds})
             for pair in range(1, args.pairs + 1):
-                for kind in ("assignment", "engine"):
-                    r = run_child(kind, model, args, tmp)
+                for kind in kinds:
+                    try:
+                        r = run_child(kind, model, args, tmp)
+                    except RuntimeError as exc:  # one failed contender must not lose the others' figures
+                        failures.append(str(exc))
+                        print(f"  {kind:<12} pair {pair}: FAILED, see the end", flush=True)
+                        continue
                     runs[kind].append(r)
                     print(fmt_row(kind, pair, r), flush=True)
 
     print(f"\nLoad average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
           f"(other processes on the machine slow both contenders, unevenly)")
     print("\nSummary (medians over pairs; ratio = engine / assignment speed):")
-    header = f"  {'model':<8} {'assign. samples/s':>18} {'engine samples/s':>17} {'train x':>8} {'assign. eval':>13} {'engine eval':>12} {'eval x':>7} {'acc assign./engine':>19}"
-    print(header)
+    print(f"  {'model':<8} {'contender':<12} {'samples/s':>10} {'train x':>8} {'eval':>8} {'eval x':>7} {'test acc':>9}  step")
     for model, runs in results.items():
-        med = lambda kind, key: statistics.median(r[key] for r in runs[kind])  # noqa: E731
-        a_sps, e_sps = med("assignment", "train_samples_per_s"), med("engine", "train_samples_per_s")
-        a_ev, e_ev = med("assignment", "eval_s"), med("engine", "eval_s")
-        print(f"  {model:<8} {a_sps:18,.0f} {e_sps:17,.0f} {e_sps / a_sps:7.2f}x {a_ev:12.3f}s {e_ev:11.3f}s "
-              f"{a_ev / e_ev:6.1f}x {med('assignment', 'test_accuracy'):8.2f}% / {med('engine', 'test_accuracy'):.2f}%")
-    print("  peak RSS (MB, median): " + ", ".join(
-        f"{m} assignment {statistics.median(r['peak_rss_mb'] for r in runs['assignment']):.0f} / "
-        f"engine {statistics.median(r['peak_rss_mb'] for r in runs['engine']):.0f}" for m, runs in results.items()))
+        def med(kind, key):
+            return statistics.median(r[key] for r in runs[kind]) if runs[kind] else float("nan")
+
+        a_sps, a_ev = med("assignment", "train_samples_per_s"), med("assignment", "eval_s")
+        for kind in kinds:
+            if not runs[kind]:
+                print(f"  {model:<8} {kind:<12} (every run failed)")
+                continue
+            sps, ev = med(kind, "train_samples_per_s"), med(kind, "eval_s")
+            step = ", ".join(sorted({r.get("step", "") for r in runs[kind]}))
+            print(f"  {model:<8} {kind:<12} {sps:10,.0f} {sps / a_sps:7.2f}x {ev:7.3f}s {a_ev / ev:6.1f}x "
+                  f"{med(kind, 'test_accuracy'):8.2f}%  {step}")
+    print("  peak RSS (MB, median): " + "; ".join(
+        f"{m} " + ", ".join(f"{kind} {statistics.median(r['peak_rss_mb'] for r in runs[kind]):.0f}" for kind in kinds if runs[kind])
+        for m, runs in results.items()))
     if args.json:
-        args.json.write_text(json.dumps({"device": describe_device(device), "results": results}, indent=1))
+        args.json.write_text(json.dumps({"device": describe_device(device), "results": results, "failures": failures}, indent=1))
+    if failures:
+        print(f"\n{len(failures)} run(s) failed:\n" + "\n".join(failures))
+        return 1
     return 0
 
 
