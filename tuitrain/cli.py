@@ -17,6 +17,7 @@ tuitrain: train PyTorch image classifiers on MNIST and watch them in the termina
   tuitrain                              open the app: pick a preset, watch it train, compare runs
   tuitrain --preset lr_sweep            open the app straight on a preset
   tuitrain --preset lr_sweep --no-ui    train headless: log lines, then a summary table
+  tuitrain --preset lr_sweep --detach   train headless in the background (survives logout), log beside the run files
   tuitrain --list-presets               the presets, their runs and estimated time
   tuitrain schema                       print the JSON Schema of run files
 
@@ -62,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"tuitrain {__version__}")
     p.add_argument("--preset", metavar="NAME|FILE", help="preset name from presets/ or a path to a .toml file")
     p.add_argument("--no-ui", action="store_true", help="train headless: progress lines and a summary, no app")
+    p.add_argument(
+        "--detach", action="store_true",
+        help="train headless in the background, in its own session; prints the run folder and returns",
+    )
+    p.add_argument("--into-folder", type=Path, help=argparse.SUPPRESS)  # the detached child's invocation folder
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     g = p.add_argument_group("overrides (apply to every run of the preset)")
     g.add_argument("--epochs", type=_positive_int, metavar="N")
@@ -127,6 +133,8 @@ def run_headless(args: argparse.Namespace) -> int:
     invocation = PresetInvocation.prepare(
         preset, runs_dir=args.runs_dir, overrides=overrides_from(args), data_dir=args.data_dir
     )
+    if args.into_folder is not None:  # started by run_detached, which made the folder
+        invocation.folder, invocation.invocation = args.into_folder, args.into_folder.name
     control = RunControl()
 
     def on_sigint(signum, frame):  # first Ctrl-C: stop cleanly at the next batch; second: now
@@ -153,6 +161,46 @@ def run_headless(args: argparse.Namespace) -> int:
     return 0 if records and all(r.status == "completed" for r in records) else 1
 
 
+DETACHED_LOG = "tuitrain.log"
+
+
+def run_detached(args: argparse.Namespace) -> int:
+    """Check everything that can fail quickly, then train in a child process in its own session, and return."""
+    import os
+    import subprocess
+
+    import tuitrain
+    from tuitrain.presets import find_preset
+    from tuitrain.session import PresetInvocation, new_invocation_dir
+    from tuitrain.train.data import resolve_mnist
+
+    preset = find_preset(args.preset)
+    PresetInvocation.prepare(preset, runs_dir=args.runs_dir, overrides=overrides_from(args), data_dir=args.data_dir)
+    resolve_mnist(args.data_dir)  # a data problem is shown here, not hidden in the log
+    _, folder = new_invocation_dir(args.runs_dir, preset.name)
+    folder = folder.resolve()
+    child = [sys.executable, "-m", "tuitrain", "--preset", args.preset, "--no-ui", "--into-folder", str(folder),
+             "--runs-dir", str(folder.parent)]
+    if args.data_dir is not None:
+        child += ["--data-dir", str(args.data_dir.resolve())]
+    for key, value in overrides_from(args).items():
+        child += [f"--{key.replace('_', '-')}", str(value)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the child imports this same tuitrain, installed or not
+    package_root = str(Path(tuitrain.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    log_path = folder / DETACHED_LOG
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            child, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+    print(f"Training {preset.name} in the background (pid {proc.pid}).")
+    print(f"Run folder: {folder}")
+    print(f"Log:        {log_path}")
+    print(f"Watch it:   tuitrain watch {folder}")
+    return 0
+
+
 def run_app(args: argparse.Namespace) -> int:
     try:
         from tuitrain.tui.app import TuitrainApp
@@ -174,6 +222,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
         if args.list_presets:
             return cmd_list_presets(args)
+        if args.detach:
+            if not args.preset:
+                raise TuitrainError("--detach needs --preset NAME (see tuitrain --list-presets).")
+            return run_detached(args)
         if args.no_ui:
             if not args.preset:
                 raise TuitrainError("--no-ui needs --preset NAME (see tuitrain --list-presets).")

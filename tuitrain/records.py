@@ -116,6 +116,16 @@ class RunRecord(BaseModel):
     """Python traceback of a failed run, for bug reports."""
     checkpoint: Optional[str] = None
     """File name (beside this file) of the last epoch-end checkpoint, if any."""
+    run_index: Optional[int] = None
+    """0-based position of this run in its preset invocation (for watchers; None in older files)."""
+    run_count: Optional[int] = None
+    """Number of runs in its preset invocation (for watchers; None in older files)."""
+    batches_per_epoch: Optional[int] = None
+    """Training batches per epoch, so a watcher can tell epoch and batch from a global step."""
+    train_size: Optional[int] = None
+    """Training images seen per epoch (after subset and limit_train_batches)."""
+    test_size: Optional[int] = None
+    """Test images evaluated after each epoch."""
 
     @property
     def best_accuracy(self) -> Optional[float]:

@@ -85,7 +85,8 @@ class PresetInvocation:
         if arrays is None:
             arrays = resolve_mnist(self.data_dir, log=log)
         log(f"Data: MNIST from {arrays.source}")
-        self.invocation, self.folder = new_invocation_dir(self.runs_dir, self.preset.name)
+        if self.folder is None:  # a detached run is given its folder up front (see cli.run_detached)
+            self.invocation, self.folder = new_invocation_dir(self.runs_dir, self.preset.name)
         tensors: dict[tuple, TensorData] = {}
         for index, run in enumerate(self.runs):
             if control.stop_all.is_set():
