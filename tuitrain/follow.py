@@ -267,7 +267,8 @@ class Follower:
         self.target = Path(target).expanduser()
         if not self.target.exists():
             raise TuitrainError(f"{self.target}: no such run file or folder. Pass a run file (.json) or a runs folder.")
-        if self.target.is_file():
+        self.single_file = self.target.is_file()
+        if self.single_file:
             self.folder: Optional[Path] = self.target.parent
         elif is_invocation_folder(self.target):
             self.folder = self.target
@@ -284,14 +285,14 @@ class Follower:
     def poll(self) -> list[Event]:
         """Look at the files once; the events since the last look, in order."""
         events: list[Event] = []
-        if self.folder is None:
-            self.folder = newest_invocation(self.target)
+        if self.folder is None:  # decided at the first sight of run files: here, or in an invocation below
+            self.folder = self.target if is_invocation_folder(self.target) else newest_invocation(self.target)
             if self.folder is None:
                 if not self._said_waiting:
                     self._said_waiting = True
                     events.append(LogMessage(f"Waiting for a run to start in {self.target}…"))
                 return events
-        paths = [self.target] if self.target.is_file() else run_files(self.folder)
+        paths = [self.target] if self.single_file else run_files(self.folder)
         for path in paths:
             tracker = self.trackers.get(path)
             if tracker is None:
@@ -310,7 +311,7 @@ class Follower:
         seen = [t for t in self.trackers.values() if t.record is not None]
         if not seen or any(t.finished is None for t in seen):
             return False
-        if self.target.is_file():
+        if self.single_file:
             return True
         if len(seen) >= self.planned_runs(seen):
             return True
