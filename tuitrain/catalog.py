@@ -83,7 +83,7 @@ def expand_arguments(args: Iterable[str]) -> list[Path]:
         path = Path(arg).expanduser()
         if path.is_dir():
             found.extend(run_paths(path))
-        elif any(ch in arg for ch in "*?["):
+        elif is_pattern(arg):
             found.extend(Path(p) for p in sorted(glob.glob(os.path.expanduser(arg), recursive=True)) if p.endswith(".json"))
         else:
             found.append(path)
@@ -118,3 +118,31 @@ def latest_invocation(runs_dir: Path) -> list[RunFile]:
         return []
     newest = files[0].record.invocation
     return sorted((f for f in files if f.record.invocation == newest), key=lambda f: f.path.name)
+
+
+def is_pattern(arg: str) -> bool:
+    return any(ch in arg for ch in "*?[")
+
+
+def load_run_arguments(args: Iterable[str], runs_dir: Path) -> list[RunFile]:
+    """The run files named by files, folders and glob patterns, read (never written).
+
+    No argument means the runs of the latest preset invocation under runs_dir. A folder or pattern
+    that holds no run file is listed as an unreadable entry saying so, rather than vanishing.
+    """
+    args = list(args)
+    if not args:
+        return latest_invocation(runs_dir)
+    files: list[RunFile] = []
+    seen: set[Path] = set()
+    for arg in args:
+        paths = expand_arguments([arg])
+        if not paths:
+            what = "pattern" if is_pattern(arg) else "folder"
+            files.append(RunFile(path=Path(arg), error=f"{arg}: {what} holds no run file (*.json)."))
+        for path in paths:
+            key = path.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(load_run_file(path))
+    return files

