@@ -49,12 +49,39 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def process_start_time(pid: int) -> Optional[float]:
+    """When process `pid` started (Unix time), from /proc on Linux; None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, after the "(comm)" that may hold spaces
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def training_process_alive(record: RunRecord) -> bool:
+    """Is the process that wrote this record (on this host) still there, and the same process?"""
+    pid = record.env.pid
+    if not pid_alive(pid):
+        return False
+    started = process_start_time(pid)
+    # a pid reused by a process that started after the run did is not the training process
+    since = max([record.started_at, *record.resumed_at]).timestamp()  # a resumed run has a new process
+    return started is None or started <= since + 1.0
+
+
 def effective_status(record: RunRecord, now: Optional[datetime] = None) -> str:
-    """A 'running' record whose process died (dead pid on this host, or stale heartbeat) is 'crashed'."""
+    """The record's status, except that a 'running' record whose process is gone is 'crashed'.
+
+    On this host the pid decides (dead, or reused by a younger process: crashed; alive: running, even if a
+    long pause or evaluation kept the heartbeat old). From another host only the heartbeat can tell:
+    silent for STALE_AFTER_S means crashed.
+    """
     if record.status != "running":
         return record.status
-    if record.env.host == socket.gethostname() and record.env.pid and not pid_alive(record.env.pid):
-        return "crashed"
+    if record.env.host == socket.gethostname() and record.env.pid:
+        return "running" if training_process_alive(record) else "crashed"
     now = now or datetime.now(timezone.utc)
     if (now - record.heartbeat_at).total_seconds() > STALE_AFTER_S:
         return "crashed"

@@ -19,6 +19,7 @@ tuitrain: train PyTorch image classifiers on MNIST and watch them in the termina
   tuitrain --preset lr_sweep --no-ui    train headless: log lines, then a summary table
   tuitrain --preset lr_sweep --detach   train headless in the background (survives logout), log beside the run files
   tuitrain --list-presets               the presets, their runs and estimated time
+  tuitrain --resume runs/FOLDER         continue interrupted or crashed runs (a run file or a whole folder)
   tuitrain schema                       print the JSON Schema of run files
   tuitrain compare [RUNS…] [--no-ui]    compare saved runs (tuitrain compare --help)
 
@@ -57,8 +58,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Bad arguments get one line (what and how to fix) and exit 2, not a usage dump."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineErrorParser(
         prog="tuitrain", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--version", action="version", version=f"tuitrain {__version__}")
@@ -70,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--into-folder", type=Path, help=argparse.SUPPRESS)  # the detached child's invocation folder
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+    p.add_argument(
+        "--resume", type=Path, metavar="RUN_FILE|FOLDER",
+        help="continue an interrupted or crashed run from its last completed epoch, or every unfinished run of an "
+        "invocation folder (headless)",
+    )
     g = p.add_argument_group("overrides (apply to every run of the preset)")
     g.add_argument("--epochs", type=_positive_int, metavar="N")
     g.add_argument("--subset", type=_positive_int, metavar="N", help="train on the first N training images only")
@@ -94,7 +107,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_schema(argv: Sequence[str]) -> int:
     from tuitrain.records import record_schema
 
-    parser = argparse.ArgumentParser(prog="tuitrain schema", description="Print the JSON Schema of run files.")
+    parser = OneLineErrorParser(prog="tuitrain schema", description="Print the JSON Schema of run files.")
     parser.parse_args(argv)
     print(json.dumps(record_schema(), indent=2))
     return 0
@@ -114,7 +127,7 @@ def cmd_list_presets(args: argparse.Namespace) -> int:
         try:
             preset = load_preset_file(path)
             runs = preset.expand(overrides)
-            seconds = estimate.total_seconds([r.spec for r in runs])
+            seconds = estimate.preset_seconds([r.spec for r in runs])
             rows.append((name, str(len(runs)), fmt.duration(seconds), preset.title))
         except TuitrainError as exc:
             rows.append((name, "–", "–", f"INVALID: {exc}"))
@@ -123,12 +136,8 @@ def cmd_list_presets(args: argparse.Namespace) -> int:
 
 
 def run_headless(args: argparse.Namespace) -> int:
-    from tuitrain import format as fmt
-    from tuitrain.headless import HeadlessPrinter
     from tuitrain.presets import find_preset
     from tuitrain.session import PresetInvocation
-    from tuitrain.train.loop import RunControl
-    import signal
 
     preset = find_preset(args.preset)
     invocation = PresetInvocation.prepare(
@@ -136,29 +145,56 @@ def run_headless(args: argparse.Namespace) -> int:
     )
     if args.into_folder is not None:  # started by run_detached, which made the folder
         invocation.folder, invocation.invocation = args.into_folder, args.into_folder.name
+        invocation.write_plan()
+    return train_headless(invocation, f"Preset {preset.name}: {preset.title} — {len(invocation.runs)} run(s)")
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    from tuitrain.session import PresetInvocation
+
+    if args.preset or overrides_from(args):
+        raise TuitrainError("--resume continues runs with their saved settings: drop --preset and the overrides.")
+    invocation = PresetInvocation.resume(args.resume, data_dir=args.data_dir)
+    kept = len(invocation.kept)
+    return train_headless(
+        invocation,
+        f"Resuming {invocation.folder}: {len(invocation.resuming)} run(s) to continue, "
+        f"{len(invocation.runs) - kept - len(invocation.resuming)} to start, {kept} already ended",
+    )
+
+
+def train_headless(invocation, heading: str) -> int:
+    """Train an invocation with log lines; signals stop it cleanly (see tuitrain.signals)."""
+    from tuitrain import format as fmt
+    from tuitrain.headless import HeadlessPrinter, safe_print
+    from tuitrain.signals import StopOnSignals
+    from tuitrain.train.loop import RunControl
+
     control = RunControl()
 
-    def on_sigint(signum, frame):  # first Ctrl-C: stop cleanly at the next batch; second: now
-        if control.stop_all.is_set():
-            raise KeyboardInterrupt
-        control.stop_all.set()
-        print("\nStopping after the current batch (Ctrl-C again to exit at once)…", file=sys.stderr, flush=True)
+    def on_signal(signum: int, first: bool) -> None:
+        if first:
+            safe_print("\nStopping after the current batch (Ctrl-C again to exit at once)…", sys.stderr)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    stops = StopOnSignals(control, on_signal=on_signal)
     printer = HeadlessPrinter(sys.stdout)
     try:
-        print(f"Preset {preset.name}: {preset.title} — {len(invocation.runs)} run(s)", flush=True)
-        records = invocation.run(printer)
+        with stops:
+            safe_print(heading, sys.stdout)
+            records = invocation.run(printer, control)
     finally:
-        signal.signal(signal.SIGINT, previous)
-    print("\n" + fmt.summary(records))
+        # also on a second Ctrl-C (SignalExit): say which runs never started
+        skipped = invocation.not_started()
+        if skipped and stops.received is not None:
+            safe_print(f"Not started: {', '.join(skipped)}", sys.stdout)
+    if records:
+        safe_print("\n" + fmt.summary(records), sys.stdout)
     if invocation.folder is not None:
-        print(f"\nRun files: {invocation.folder}")
-    skipped = invocation.not_started()
-    if skipped:
-        print(f"Not started: {', '.join(skipped)}")
-    if control.stop_all.is_set():
-        return 130
+        safe_print(f"\nRun files: {invocation.folder}", sys.stdout)
+        if stops.received is not None:
+            safe_print(f"Continue with: tuitrain --resume {invocation.folder}", sys.stdout)
+    if stops.received is not None:
+        return stops.exit_code
     return 0 if records and all(r.status == "completed" for r in records) else 1
 
 
@@ -229,6 +265,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
         if args.list_presets:
             return cmd_list_presets(args)
+        if args.resume is not None:
+            return run_resume(args)
         if args.detach:
             if not args.preset:
                 raise TuitrainError("--detach needs --preset NAME (see tuitrain --list-presets).")
@@ -241,6 +279,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except TuitrainError as exc:
         print(f"tuitrain: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # a second Ctrl-C / signal: files are already consistent
+        from tuitrain.signals import exit_code_for
+
         print("\ntuitrain: interrupted.", file=sys.stderr)
-        return 130
+        return exit_code_for(getattr(exc, "signum", 2))

@@ -1,8 +1,11 @@
 """Time estimates from measured throughput: a short calibration per device and model, cached.
 
-Calibration trains a fresh model for a few steps on random data of the run's batch size (after
-warm-up steps) and times evaluation batches, on the device the run would use. Results are cached
-in the user's cache folder, keyed by device, torch version, model, activation and batch size.
+Calibration runs the real training loop (`fit`, with its threads, layout, optimizer and loss
+read-backs) on random in-memory data of the run's batch size, times the steps after a warm-up
+from the loop's own progress events, and times evaluation in the loop's evaluation batches. A
+run's estimate adds per-epoch evaluation of the test set and the one-off cost of preparing the
+data. Results are cached in the user's cache folder, keyed by device, torch version, model,
+activation, batch size and optimizer.
 """
 
 from __future__ import annotations
@@ -13,18 +16,23 @@ import time
 from typing import Iterable, Optional
 
 import torch
-from torch import nn
 
 from tuitrain.records import atomic_write_text
 from tuitrain.train.data import cache_dir
-from tuitrain.train.loop import EVAL_BATCH, describe_device, make_optimizer, select_device
-from tuitrain.train.models import build_model
+from tuitrain.train.events import BatchLosses
+from tuitrain.train.loop import (
+    RunControl, TensorData, cpu_threads, describe_device, eval_batch, evaluate, fit, prepare_model, select_device,
+)
 from tuitrain.train.spec import RunSpec
 
 MNIST_TRAIN = 60000
 MNIST_TEST = 10000
-WARMUP_STEPS = 3
-TIMED_STEPS = 10
+CALIBRATION_VERSION = 2  # bump when what is measured changes: older cache entries are measured again
+READ_EVERY = {"model_a": 10, "model_b": 10}  # steps between the loop's read-backs; 1 for big models (seconds a step)
+WARMUP_S = 0.25  # untimed first steps: allocator, kernel selection, caches
+TIMED_S = 1.0  # then timed for about this long (at least two read-backs)
+MAX_CALIBRATION_S = 6.0
+SETUP_S = 1.5  # reading and normalising MNIST once per preset (measured about 1-1.5 s on the dev CPU)
 
 
 def _cache_path():
@@ -41,46 +49,61 @@ def _load_cache() -> dict:
 
 def _key(spec: RunSpec, device: torch.device) -> str:
     activation = spec.activation if spec.model in ("model_a", "model_b") else "-"
-    return f"{describe_device(device)}|torch {torch.__version__}|{spec.model}|{activation}|{spec.batch_size}|{spec.optimizer}"
+    return (
+        f"v{CALIBRATION_VERSION}|{describe_device(device)}|torch {torch.__version__}|{spec.model}|{activation}"
+        f"|{spec.batch_size}|{spec.optimizer}"
+    )
+
+
+def _random_data(train: int, test: int, device: torch.device) -> TensorData:
+    gen = torch.Generator().manual_seed(0)
+    return TensorData(
+        torch.randn(train, 1, 28, 28, generator=gen).to(device), torch.randint(0, 10, (train,), generator=gen).to(device),
+        torch.randn(test, 1, 28, 28, generator=gen).to(device), torch.randint(0, 10, (test,), generator=gen).to(device),
+        "random (calibration)",
+    )
 
 
 def measure(spec: RunSpec, device: torch.device) -> dict:
-    """Measure training samples/s and evaluation samples/s for this spec's model on `device`."""
-    torch.manual_seed(0)
-    model = build_model(spec.model, spec.activation).to(device)
-    optimizer = make_optimizer(spec, model.parameters())
-    loss_fn = nn.CrossEntropyLoss()
-    x = torch.randn(spec.batch_size, 1, 28, 28, device=device)
-    y = torch.randint(0, 10, (spec.batch_size,), device=device)
+    """Measure training and evaluation samples/s for this spec's model, optimizer and batch size on `device`."""
+    bs = spec.batch_size
+    steps = max(20, min(500, 32000 // bs))  # about a second of a small model; the clock stops big ones sooner
+    data = _random_data(bs * steps, eval_batch(device), device)
+    control = RunControl()
+    marks: list[tuple[float, int]] = []  # (elapsed_s, samples_done) at each read-back after the warm-up
+    last = [(0.0, 0)]
 
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        optimizer.step()
+    def on_event(event) -> None:
+        if not isinstance(event, BatchLosses):
+            return
+        last[0] = (event.elapsed_s, event.samples_done)
+        if event.elapsed_s >= WARMUP_S or marks:
+            marks.append((event.elapsed_s, event.samples_done))
+        if (len(marks) >= 3 and marks[-1][0] - marks[0][0] >= TIMED_S) or event.elapsed_s > MAX_CALIBRATION_S:
+            control.stop_run.set()
 
-    for _ in range(WARMUP_STEPS):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    steps = 0
-    while steps < TIMED_STEPS or time.perf_counter() - start < 0.3:
-        step()
-        steps += 1
-        if time.perf_counter() - start > 3.0:
-            break
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    train_sps = steps * spec.batch_size / (time.perf_counter() - start)
-    model.eval()
-    xe = torch.randn(EVAL_BATCH, 1, 28, 28, device=device)
-    with torch.inference_mode():
-        model(xe)
+    run = spec.model_copy(update={
+        "device": device.type, "epochs": 1, "subset": None, "test_subset": None, "limit_train_batches": None,
+        "log_every": READ_EVERY.get(spec.model, 1), "on_divergence": "continue",
+    })
+    fit(run, on_event, control, data=data)
+    if len(marks) < 2:  # a model so slow that the warm-up took everything: time all the steps
+        marks = [(0.0, 0), last[0]]
+    (t0, s0), (t1, s1) = marks[0], marks[-1]
+    train_sps = (s1 - s0) / max(t1 - t0, 1e-9)
+
+    # evaluation as the loop does it, with the loop's threads: one warm-up pass, one timed
+    previous = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads(spec, device) or previous)
+    try:
+        torch.manual_seed(0)
+        model = prepare_model(spec, device)
+        evaluate(model, data.test_x, data.test_y)
         start = time.perf_counter()
-        model(xe)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    eval_sps = EVAL_BATCH / (time.perf_counter() - start)
+        evaluate(model, data.test_x, data.test_y)
+        eval_sps = data.test_x.shape[0] / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
     return {"train_samples_per_s": train_sps, "eval_samples_per_s": eval_sps, "measured_at": time.time()}
 
 
@@ -113,6 +136,12 @@ def run_seconds(spec: RunSpec, *, calibrate: bool = True) -> Optional[float]:
     test = min(spec.test_subset or MNIST_TEST, MNIST_TEST)
     per_epoch = train / tp["train_samples_per_s"] + test / tp["eval_samples_per_s"]
     return per_epoch * spec.epochs
+
+
+def preset_seconds(specs: Iterable[RunSpec], *, calibrate: bool = True) -> Optional[float]:
+    """Estimated wall time of a whole preset: its runs plus preparing the data once."""
+    runs = total_seconds(specs, calibrate=calibrate)
+    return None if runs is None else runs + SETUP_S
 
 
 def total_seconds(specs: Iterable[RunSpec], *, calibrate: bool = True) -> Optional[float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
+from tuitrain.catalog import effective_status
 from tuitrain.records import RunRecord
 
 
@@ -42,9 +43,14 @@ def test_line(test_loss: float, correct: int, total: int) -> str:
 EPOCH_HEADER = ("Epoch", "Initial loss", "Final loss", "Test accuracy")
 
 
+def epoch_row(e) -> tuple[str, str, str, str]:
+    """One row of the assignment's epoch table, from an EpochRecord or an EpochEnded event (same fields)."""
+    return (str(e.epoch), loss(e.initial_loss), loss(e.final_loss), accuracy(e.test_accuracy))
+
+
 def epoch_rows(record: RunRecord) -> list[tuple[str, str, str, str]]:
     """The assignment's per-epoch table rows: epoch, initial batch loss, final batch loss, test accuracy."""
-    return [(str(e.epoch), loss(e.initial_loss), loss(e.final_loss), accuracy(e.test_accuracy)) for e in record.epochs]
+    return [epoch_row(e) for e in record.epochs]
 
 
 def spec_summary(record: RunRecord) -> str:
@@ -88,12 +94,12 @@ def summary(records: list[RunRecord]) -> str:
     """The end-of-preset report: per run, the assignment's epoch table; then one line per run."""
     blocks = []
     for r in records:
-        head = f"{r.label}  ({spec_summary(r)})  {r.status}, {len(r.epochs)}/{r.spec.epochs} epochs, {duration(run_time(r))}"
+        head = f"{r.label}  ({spec_summary(r)})  {effective_status(r)}, {len(r.epochs)}/{r.spec.epochs} epochs, {duration(run_time(r))}"
         if r.error:
             head += f"\n  {r.error}"
         blocks.append(head + ("\n" + text_table(EPOCH_HEADER, epoch_rows(r)) if r.epochs else "\n  (no completed epoch)"))
     rows = [
-        (r.label, r.status, accuracy(r.final_accuracy), accuracy(r.best_accuracy), duration(run_time(r)))
+        (r.label, effective_status(r), accuracy(r.final_accuracy), accuracy(r.best_accuracy), duration(run_time(r)))
         for r in records
     ]
     blocks.append(text_table(("Run", "Status", "Final acc", "Best acc", "Time"), rows))

@@ -9,14 +9,26 @@ from tuitrain import format as fmt
 from tuitrain.train.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted
 
 
+def safe_print(text: str, out: TextIO) -> bool:
+    """Print and flush; False if the output is gone (closed pipe, hung-up terminal) instead of raising."""
+    try:
+        print(text, file=out, flush=True)
+        return True
+    except (OSError, ValueError, RuntimeError):  # BrokenPipeError, EIO after SIGHUP, a closed file, re-entry from a signal handler
+        return False
+
+
 class HeadlessPrinter:
     """A sink that prints progress lines (no control characters: safe for logs and pipes)."""
 
     def __init__(self, out: TextIO = sys.stdout) -> None:
         self.out = out
+        self.broken = False
+        """The output went away (e.g. `| head`, a dropped SSH session): training goes on silently."""
 
     def _print(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        if not self.broken:
+            self.broken = not safe_print(text, self.out)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, LogMessage):

@@ -8,7 +8,9 @@ RunSpec fields to lists of values (expanded as a cartesian product), or both (gr
 from __future__ import annotations
 
 import itertools
+import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,27 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SPEC_FIELDS = set(RunSpec.model_fields) - {"data_source"}
+MAX_RUNS = 1000
+"""A grid larger than this is surely a mistake (and would take forever to expand)."""
+_NOT_GIVEN = object()
+
+
+def line_of(text: str, key: str, value: Any = _NOT_GIVEN, section: Optional[str] = None) -> Optional[int]:
+    """1-based line where `key = ...` is set in a TOML text, within `[section]` if given (preferring the
+    line that also shows `value`). Good enough to point a person at the right line."""
+    pattern = re.compile(rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""")
+    header = re.compile(r"^\s*\[")
+    current: Optional[str] = None
+    lines = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if header.match(line):
+            current = line.strip().strip("[]").strip()
+        elif pattern.match(line) and (section is None or current == section):
+            lines.append(i)
+    if value is not _NOT_GIVEN:
+        shown = [i for i in lines if str(value).lower() in text.splitlines()[i - 1].lower()]
+        lines = shown or lines
+    return lines[0] if lines else None
 
 
 @dataclass(frozen=True)
@@ -51,15 +74,28 @@ class Preset(BaseModel):
     runs: list[dict[str, Any]] = Field(default_factory=list)
     """Explicit runs: optional `label` plus RunSpec fields."""
 
-    def expand(self, overrides: Optional[dict[str, Any]] = None, source: str = "") -> list[PresetRun]:
-        """The preset's runs, each a validated RunSpec with a readable label; CLI overrides win."""
-        where = source or self.name
-        for key in list(self.defaults) + list(self.grid):
-            if key not in SPEC_FIELDS:
-                raise PresetError(f"{where}: unknown setting {key!r}. Known: {', '.join(sorted(SPEC_FIELDS))}.")
+    def expand(self, overrides: Optional[dict[str, Any]] = None, source: str = "", text: str = "") -> list[PresetRun]:
+        """The preset's runs, each a validated RunSpec with a readable label; CLI overrides win.
+
+        Values from the file are checked strictly (TOML has types: "3" is not a number); `text`, the
+        file's TOML, lets errors name the line.
+        """
+
+        def where(key: Optional[str] = None, value: Any = _NOT_GIVEN, section: Optional[str] = None) -> str:
+            line = line_of(text, key, value, section) if text and key else None
+            base = source or self.name
+            return f"{base}:{line}" if line else base
+
+        for section, keys in (("defaults", self.defaults), ("grid", self.grid)):
+            for key in keys:
+                if key not in SPEC_FIELDS:
+                    raise PresetError(f"{where(key, section=section)}: unknown setting {key!r}. Known: {', '.join(sorted(SPEC_FIELDS))}.")
         for key, values in self.grid.items():
             if not values:
-                raise PresetError(f"{where}: grid.{key} is an empty list.")
+                raise PresetError(f"{where(key, section='grid')}: grid.{key} is an empty list; give at least one value.")
+        size = max(len(self.runs), 1) * math.prod(len(v) for v in self.grid.values())
+        if size > MAX_RUNS:
+            raise PresetError(f"{where()}: {size} runs is more than {MAX_RUNS}; make the grid smaller.")
         explicit = self.runs or [{}]
         grid_keys = list(self.grid)
         combos = list(itertools.product(*(self.grid[k] for k in grid_keys))) if grid_keys else [()]
@@ -69,15 +105,20 @@ class Preset(BaseModel):
             label = entry.pop("label", None)
             for key in entry:
                 if key not in SPEC_FIELDS:
-                    raise PresetError(f"{where}: runs[{run_no}]: unknown setting {key!r}. Known: {', '.join(sorted(SPEC_FIELDS))}.")
+                    raise PresetError(
+                        f"{where(key, section='runs')}: runs[{run_no}]: unknown setting {key!r}. Known: {', '.join(sorted(SPEC_FIELDS))}."
+                    )
             for combo in combos:
-                values = {**self.defaults, **entry, **dict(zip(grid_keys, combo)), **(overrides or {})}
+                values = {**self.defaults, **entry, **dict(zip(grid_keys, combo))}
                 try:
-                    spec = RunSpec.model_validate(values)
+                    RunSpec.model_validate(values, strict=True)  # the file's own values, strictly typed
+                    spec = RunSpec.model_validate({**values, **(overrides or {})})
                 except ValidationError as exc:
                     first = exc.errors()[0]
                     key = ".".join(str(p) for p in first["loc"])
-                    raise PresetError(f"{where}: {key} = {first.get('input')!r}: {first['msg']}.") from None
+                    value = first.get("input")
+                    section = "grid" if key in grid_keys else "runs" if key in entry else "defaults"
+                    raise PresetError(f"{where(key, value, section)}: {key} = {value!r}: {first['msg']}.") from None
                 parts = [str(label)] if label is not None else []
                 if label is None:
                     parts += [f"{k}={v}" for k, v in entry.items()]
@@ -118,15 +159,30 @@ def load_preset_file(path: Path) -> Preset:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise PresetError(f"{path}: TOML syntax error: {exc}.") from None
+        msg = str(exc)
+        at = re.search(r"\s*\(at line (\d+), column (\d+)\)", msg)
+        where = f" at line {at.group(1)}, column {at.group(2)}" if at else ""
+        msg = msg[: at.start()] if at else msg
+        raise PresetError(
+            f"{path}: TOML syntax error{where}: {msg}. Fix the syntax there (key = value, strings in quotes)."
+        ) from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer with too many digits, absurd nesting
+        raise PresetError(f"{path}: not a usable TOML file ({type(exc).__name__}: {str(exc)[:100]}).") from None
     try:
         preset = Preset.model_validate(data)
+    except RecursionError:
+        raise PresetError(f"{path}: nested too deeply to be a preset.") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise PresetError(f"{path}: {key}: {msg}.") from None
-    preset.expand(source=str(path))  # validate every run now, not when it starts
+        line = line_of(text, str(first["loc"][-1])) if first["loc"] else None
+        where = f"{path}:{line}" if line else str(path)
+        if first["type"] == "extra_forbidden":
+            msg = f"unknown key. Known: {', '.join(Preset.model_fields)}"
+        else:
+            msg = first["msg"]
+        raise PresetError(f"{where}: {key}: {msg}.") from None
+    preset.expand(source=str(path), text=text)  # validate every run now, not when it starts
     return preset
 
 

@@ -107,7 +107,7 @@ class RunRecord(BaseModel):
     heartbeat_at: datetime = Field(default_factory=utc_now)
     """Last time the training process wrote this file; a stale heartbeat means the process died."""
     batch_losses: list[float] = Field(default_factory=list)
-    """Training loss of every batch, in order (global step = index)."""
+    """Training loss of every batch, in order (global step = index); NaN/Inf are written as "NaN"/"Infinity"."""
     epochs: list[EpochRecord] = Field(default_factory=list)
     """Completed epochs, in order."""
     error: Optional[str] = None
@@ -116,6 +116,8 @@ class RunRecord(BaseModel):
     """Python traceback of a failed run, for bug reports."""
     checkpoint: Optional[str] = None
     """File name (beside this file) of the last epoch-end checkpoint, if any."""
+    resumed_at: list[datetime] = Field(default_factory=list)
+    """When the run was resumed from its last checkpoint (UTC), once per resume."""
     run_index: Optional[int] = None
     """0-based position of this run in its preset invocation (for watchers; None in older files)."""
     run_count: Optional[int] = None
@@ -142,7 +144,7 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 def migrate(data: dict[str, Any], source: str = "run file") -> dict[str, Any]:
     version = data.get("schema_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise RecordError(f"{source}: not a tuitrain run record (no integer 'schema_version').")
     if version > SCHEMA_VERSION:
         raise RecordError(
@@ -154,6 +156,8 @@ def migrate(data: dict[str, Any], source: str = "run file") -> dict[str, Any]:
         if step is None:
             raise RecordError(f"{source}: schema_version {version} is too old to migrate.")
         data = step(dict(data))
+        if not isinstance(data.get("schema_version"), int) or data["schema_version"] <= version:
+            raise RuntimeError(f"migration from schema_version {version} must raise the version")  # a bug, not bad input
         version = data["schema_version"]
     return data
 
@@ -163,11 +167,15 @@ def parse_record(text: str, source: str = "run file") -> RunRecord:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RecordError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer too long to convert, absurd nesting
+        raise RecordError(f"{source}: not a readable run record ({type(exc).__name__}: {str(exc)[:100]}).") from None
     if not isinstance(data, dict):
         raise RecordError(f"{source}: not a tuitrain run record (top level is not an object).")
     data = migrate(data, source)
     try:
         return RunRecord.model_validate(data)
+    except RecursionError:
+        raise RecordError(f"{source}: invalid run record: nested too deeply.") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"

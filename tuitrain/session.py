@@ -15,14 +15,47 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
-from tuitrain.errors import TuitrainError
+from pydantic import BaseModel, ValidationError
+
+from tuitrain.catalog import effective_status
+from tuitrain.errors import RecordError, TuitrainError
 from tuitrain.presets import Preset, PresetRun
-from tuitrain.records import RunRecord, write_record
+from tuitrain.records import RunRecord, atomic_write_text, read_record, utc_now, write_record
+from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 from tuitrain.train.data import MnistArrays, resolve_mnist
 from tuitrain.train.events import LogMessage, Sink
-from tuitrain.train.loop import RunControl, TensorData, fit, new_record, select_device
+from tuitrain.train.loop import RunControl, TensorData, environment, fit, new_record, select_device
+from tuitrain.train.spec import RunSpec
 
 DEFAULT_RUNS_DIR = Path("runs")
+PLAN_FILE = "invocation.plan"
+"""In each invocation folder: the runs it was asked for (JSON), so --resume can also start the ones never
+started. Not named *.json, so globs for run files skip it."""
+RESUMABLE = ("interrupted", "crashed")
+
+
+class PlannedRun(BaseModel):
+    label: str
+    """Label of the run within its preset."""
+    spec: RunSpec
+    """Settings of the run, overrides applied."""
+    file: str
+    """Run file name in the invocation folder."""
+
+
+class InvocationPlan(BaseModel):
+    """The runs a preset invocation was asked to train, written when its folder is created."""
+
+    schema_version: int = 1
+    """Version of this file format."""
+    preset: str
+    """Preset name."""
+    title: str
+    """Preset title."""
+    invocation: str
+    """Invocation id (the folder name)."""
+    runs: list[PlannedRun]
+    """Every run, in order."""
 
 
 def slug(text: str) -> str:
@@ -30,10 +63,18 @@ def slug(text: str) -> str:
 
 
 def check_writable(folder: Path) -> None:
-    """Fail before training, not after an hour, if run files cannot be written."""
+    """Fail before training, not after an hour, if run files cannot be written; creates nothing.
+
+    Probes the folder, or its nearest existing parent when it does not exist yet.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".tuitrain-write-test-{os.getpid()}"
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "not a folder", str(existing))
+        probe = existing / f".tuitrain-write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
@@ -66,6 +107,16 @@ class PresetInvocation:
     invocation: str = ""
     folder: Optional[Path] = None
     records: list[RunRecord] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    """Run file name of each run (in the invocation folder)."""
+    kept: dict[int, RunRecord] = field(default_factory=dict)
+    """On resume: runs that ended before (completed, diverged, failed), kept as they are."""
+    resuming: dict[int, tuple[RunRecord, Optional[dict]]] = field(default_factory=dict)
+    """On resume: interrupted or crashed runs to continue, with their last checkpoint (None: from the start)."""
+
+    def __post_init__(self) -> None:
+        if not self.files:
+            self.files = [f"{i + 1:02d}-{slug(r.label)}.json" for i, r in enumerate(self.runs)]
 
     @classmethod
     def prepare(
@@ -85,29 +136,138 @@ class PresetInvocation:
         if arrays is None:
             arrays = resolve_mnist(self.data_dir, log=log)
         log(f"Data: MNIST from {arrays.source}")
-        if self.folder is None:  # a detached run is given its folder up front (see cli.run_detached)
+        if control.stop_all.is_set():  # stopped while the data loaded: nothing to save
+            return self.records
+        if self.folder is None:
             self.invocation, self.folder = new_invocation_dir(self.runs_dir, self.preset.name)
+            self.write_plan()
         tensors: dict[tuple, TensorData] = {}
         for index, run in enumerate(self.runs):
             if control.stop_all.is_set():
                 break
+            if index in self.kept:
+                self.records.append(self.kept[index])
+                continue
             control.stop_run.clear()
             device = select_device(run.spec.device)
             key = (str(device), run.spec.subset, run.spec.test_subset)
             if key not in tensors:
                 tensors.clear()  # hold one copy at a time: GPU memory is not free
                 tensors[key] = TensorData.from_arrays(arrays, device, run.spec.subset, run.spec.test_subset)
-            path = self.folder / f"{index + 1:02d}-{slug(run.label)}.json"
-            record = new_record(
-                run.spec, device, run_id=f"{self.invocation}-{index + 1:02d}", label=run.label,
-                preset=self.preset.name, invocation=self.invocation,
-            )
+            path = self.folder / self.files[index]
+            state = None
+            if index in self.resuming:
+                record, state = self.resuming[index]
+                log(f"Resuming {record.label} from epoch {len(state['epochs']) + 1 if state else 1}")
+                record.status, record.ended_at, record.error, record.traceback = "running", None, None, None
+                record.env = environment(device)  # this process now: a live pid, not a crash
+                record.resumed_at.append(utc_now())
+                if state is None:  # stopped before its first epoch ended: start over
+                    record.epochs, record.batch_losses = [], []
+            else:
+                record = new_record(
+                    run.spec, device, run_id=f"{self.invocation}-{index + 1:02d}", label=run.label,
+                    preset=self.preset.name, invocation=self.invocation,
+                )
             self.records.append(record)
             fit(
                 run.spec, sink, control, data=tensors[key], record=record,
                 persist=lambda r, p=path: write_record(r, p), run_index=index, run_count=len(self.runs), path=path,
+                checkpoint_to=checkpoint_path(path), resume=state,
             )
         return self.records
 
+    def write_plan(self) -> None:
+        assert self.folder is not None
+        plan = InvocationPlan(
+            preset=self.preset.name, title=self.preset.title, invocation=self.invocation,
+            runs=[PlannedRun(label=r.label, spec=r.spec, file=f) for r, f in zip(self.runs, self.files)],
+        )
+        atomic_write_text(self.folder / PLAN_FILE, plan.model_dump_json(indent=1))
+
+    @classmethod
+    def resume(cls, target: Path, *, data_dir: Optional[Path] = None) -> "PresetInvocation":
+        """Continue an interrupted or crashed run (a run file), or every unfinished run of an invocation folder.
+
+        Everything is checked here (files readable, runs resumable, checkpoints intact, folder writable)
+        before any training; RecordError / TuitrainError say what is wrong.
+        """
+        target = Path(target)
+        if target.is_dir():
+            return cls._resume_folder(target, data_dir)
+        if not target.is_file():
+            raise TuitrainError(f"{target}: no such run file or folder. Pass a run file (.json) or an invocation folder.")
+        record = read_record(target)
+        _check_resumable(record, target, single=True)
+        folder = target.parent
+        check_writable(folder)
+        run = PresetRun(label=record.label, spec=record.spec)
+        inv = cls(
+            preset=_preset_named(record.preset or "resumed", record.label), runs=[run], runs_dir=folder.parent,
+            data_dir=data_dir, invocation=record.invocation or folder.name, folder=folder, files=[target.name],
+        )
+        inv.resuming[0] = (record, _checkpoint_for(target, record))
+        return inv
+
+    @classmethod
+    def _resume_folder(cls, folder: Path, data_dir: Optional[Path]) -> "PresetInvocation":
+        plan_path = folder / PLAN_FILE
+        if not plan_path.is_file():
+            raise TuitrainError(
+                f"{folder}: not an invocation folder (no {PLAN_FILE}). Pass one of its run files to --resume instead."
+            )
+        try:
+            plan = InvocationPlan.model_validate_json(plan_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, ValidationError) as exc:
+            raise RecordError(f"{plan_path}: damaged invocation plan ({str(exc).splitlines()[0][:120]}).") from None
+        check_writable(folder)
+        inv = cls(
+            preset=_preset_named(plan.preset, plan.title), runs=[PresetRun(r.label, r.spec) for r in plan.runs],
+            runs_dir=folder.parent, data_dir=data_dir, invocation=plan.invocation, folder=folder,
+            files=[r.file for r in plan.runs],
+        )
+        for index, name in enumerate(inv.files):
+            path = folder / name
+            if not path.exists():
+                continue  # never started: trained from the start
+            record = read_record(path)
+            if effective_status(record) in RESUMABLE:
+                inv.resuming[index] = (record, _checkpoint_for(path, record))
+            else:
+                _check_resumable(record, path, single=False)
+                inv.kept[index] = record
+        if not inv.resuming and len(inv.kept) == len(inv.runs):
+            raise TuitrainError(f"{folder}: every run has already ended; nothing to resume.")
+        return inv
+
     def not_started(self) -> list[str]:
         return [r.label for r in self.runs[len(self.records):]]
+
+
+def _preset_named(name: str, title: str) -> Preset:
+    try:
+        return Preset(name=name, title=title or name)
+    except ValidationError:
+        return Preset(name="resumed", title=title or "resumed")
+
+
+def _check_resumable(record: RunRecord, path: Path, *, single: bool) -> None:
+    status = effective_status(record)
+    if status == "running":
+        raise TuitrainError(
+            f"{path}: the run is still running (pid {record.env.pid} on {record.env.host}); stop it first."
+        )
+    if single and status not in RESUMABLE:
+        raise TuitrainError(f"{path}: the run is {status}; only interrupted or crashed runs can be resumed.")
+
+
+def _checkpoint_for(run_path: Path, record: RunRecord) -> Optional[dict]:
+    """The run's last checkpoint, checked now (before training); None if it never finished an epoch."""
+    path = checkpoint_path(run_path)
+    if not path.exists():
+        if record.epochs:
+            raise RecordError(
+                f"{path}: checkpoint missing, so {record.label} cannot continue from epoch {len(record.epochs) + 1}."
+            )
+        return None
+    return load_checkpoint(path, record.id)

@@ -1,0 +1,79 @@
+"""SweepMonitor and downsampling: the state the run screen draws from, fed by engine events."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tuitrain.monitor import SweepMonitor, downsample, ema_alpha
+from tuitrain.train.events import BatchLosses, EpochEnded, LogMessage, RunFinished, RunStarted
+from tuitrain.train.spec import RunSpec
+
+
+def started(run_id="r1", index=0, batches=10, epochs=2):
+    return RunStarted(
+        run_id=run_id, label=f"run {run_id}", run_index=index, run_count=2, spec=RunSpec(epochs=epochs),
+        device="CPU (2 threads)", train_size=batches * 64, test_size=100, batches_per_epoch=batches, start_epoch=1,
+    )
+
+
+def losses(run_id, epoch, first_step, values, batch, elapsed=1.0):
+    return BatchLosses(
+        run_id=run_id, epoch=epoch, first_step=first_step, losses=tuple(values), batch=batch,
+        batches_per_epoch=10, samples_done=batch * 64, train_size=640, samples_per_s=640.0, elapsed_s=elapsed,
+    )
+
+
+def epoch_end(run_id, epoch, acc):
+    return EpochEnded(
+        run_id=run_id, label=f"run {run_id}", run_index=0, epoch=epoch, initial_loss=2.0, final_loss=1.0,
+        mean_loss=1.5, test_loss=1.1, test_accuracy=acc, test_correct=int(acc), test_total=100, duration_s=1.0,
+        samples_per_s=640.0, epochs=2,
+    )
+
+
+def test_monitor_follows_a_run_through_its_events():
+    m = SweepMonitor()
+    m.apply(LogMessage("Data: MNIST from somewhere"))
+    assert m.last_log == "Data: MNIST from somewhere" and m.current is None
+    m.apply(started())
+    m.apply(losses("r1", 1, 0, [2.0, 1.0, 3.0, 2.0, 2.0], batch=5, elapsed=1.0))
+    run = m.current
+    assert run.losses == [2.0, 1.0, 3.0, 2.0, 2.0]
+    assert list(run.steps()) == [0, 1, 2, 3, 4]
+    assert run.smoothed[0] == 2.0 and len(run.smoothed) == 5
+    a = ema_alpha(10)
+    assert run.smoothed[1] == 2.0 + a * (1.0 - 2.0)
+    assert (run.epoch, run.batch, run.steps_done, run.steps_total) == (1, 5, 5, 20)
+    assert run.eta_s == 1.0 / 5 * 15  # rate so far times the steps left
+    m.apply(losses("r1", 1, 5, [1.0] * 5, batch=10))
+    m.apply(epoch_end("r1", 1, 80.0))
+    assert [e.test_accuracy for e in run.epochs] == [80.0]
+    m.apply(RunFinished(run_id="r1", label="run r1", run_index=0, status="interrupted", best_accuracy=80.0))
+    assert run.status == "interrupted" and run.eta_s is None and m.finished == [run]
+    m.apply(started("r2", index=1))
+    assert m.current.run_id == "r2" and list(m.runs) == ["r1", "r2"]
+    assert m.apply(losses("unknown", 1, 0, [1.0], batch=1)) is None
+
+
+def test_non_finite_loss_is_shown_not_smeared_into_the_ema():
+    m = SweepMonitor()
+    m.apply(started())
+    m.apply(losses("r1", 1, 0, [2.0, float("nan"), 1.0], batch=3))
+    s = m.current.smoothed
+    assert s[0] == 2.0 and s[1] != s[1] and s[2] == 1.0
+
+
+def test_ema_alpha_scales_with_epoch_length_within_bounds():
+    assert ema_alpha(1) == 0.3 and ema_alpha(100000) == 0.02
+    assert ema_alpha(32) > ema_alpha(938)
+
+
+def test_downsample_means_per_bucket_and_keeps_the_last_point():
+    x = np.arange(10)
+    y = np.arange(10, dtype=float) * 2
+    xs, ys = downsample(x, y, 3)
+    # buckets of 4: [0..3], [4..7], then the shorter [8, 9]
+    assert xs == [1.5, 5.5, 8.5] and ys == [3.0, 11.0, 17.0]
+    assert downsample(x, y, 20) == (list(map(float, x)), list(map(float, y)))
+    big_x, big_y = downsample(np.arange(10_001), np.ones(10_001), 150)
+    assert len(big_x) <= 150 and big_x[-1] > 9_900 and set(big_y) == {1.0}

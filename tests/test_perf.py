@@ -1,0 +1,119 @@
+"""The fast paths of the engine compute the same thing as the plain PyTorch loop (on the CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from tuitrain.errors import TuitrainError
+from tuitrain.train.data import load_idx_folder
+from tuitrain.train.loop import TensorData, eval_batch, evaluate, fit, make_optimizer, prepare_model, select_device
+from tuitrain.train.models import build_model
+from tuitrain.train.spec import RunSpec
+
+
+@pytest.mark.parametrize("name", ["model_a", "model_b"])
+def test_channels_last_model_is_the_same_function(name: str) -> None:
+    spec = RunSpec(model=name, activation="tanh", device="cpu")
+    torch.manual_seed(5)
+    plain = build_model(name, "tanh")
+    torch.manual_seed(5)
+    fast = prepare_model(spec, torch.device("cpu"))
+    x = torch.randn(7, 1, 28, 28)
+    torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
+def test_fit_matches_the_plain_training_loop(mnist_dir: Path) -> None:
+    """Same seed, same shuffled order, same model and Adam: the engine's batch losses are the plain loop's."""
+    arrays = load_idx_folder(mnist_dir)
+    data = TensorData.from_arrays(arrays, torch.device("cpu"))
+    spec = RunSpec(model="model_b", epochs=2, batch_size=48, lr=0.002, log_every=3, device="cpu", seed=11)
+    record = fit(spec, data=data)
+
+    torch.manual_seed(spec.seed)
+    order = torch.Generator().manual_seed(spec.seed)
+    model = build_model(spec.model, spec.activation)
+    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
+    expected = []
+    for _epoch in range(spec.epochs):
+        perm = torch.randperm(data.train_x.shape[0], generator=order)
+        for idx in perm.split(spec.batch_size):  # the last batch is smaller (512 = 10 * 48 + 32)
+            loss = nn.functional.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            expected.append(loss.item())
+    assert len(record.batch_losses) == len(expected) == 2 * 11
+    assert record.batch_losses == pytest.approx(expected, rel=1e-4, abs=1e-5)
+
+
+def test_evaluate_covers_every_image_in_uneven_batches() -> None:
+    torch.manual_seed(0)
+    model = prepare_model(RunSpec(model="model_a", device="cpu"), torch.device("cpu"))
+    n = eval_batch(torch.device("cpu")) * 2 + 37
+    x, y = torch.randn(n, 1, 28, 28), torch.randint(0, 10, (n,))
+    loss, correct, total = evaluate(model, x, y)
+    with torch.no_grad():
+        out = model.eval()(x)
+    assert total == n
+    assert correct == int((out.argmax(1) == y).sum())
+    assert loss == pytest.approx(nn.functional.cross_entropy(out, y).item(), rel=1e-5)
+    assert model.training is False  # evaluate restores the mode it found
+
+
+def test_optimizer_falls_back_when_no_fused_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = RunSpec(optimizer="adam", lr=0.01)
+    params = [nn.Parameter(torch.ones(3))]
+    assert make_optimizer(spec, params).defaults["fused"] is True  # this torch has fused CPU Adam
+
+    real_adam = torch.optim.Adam
+
+    def adam_without_fused(params, **kwargs):
+        if kwargs.get("fused"):
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real_adam(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", adam_without_fused)
+    optimizer = make_optimizer(spec, iter(params))  # a generator: consumed only once
+    assert optimizer.defaults["foreach"] is True and not optimizer.defaults["fused"]
+    assert len(optimizer.param_groups[0]["params"]) == 1
+    params[0].grad = torch.ones(3)
+    optimizer.step()
+    assert torch.all(params[0] < 1)
+
+
+def test_sgd_uses_momentum() -> None:
+    optimizer = make_optimizer(RunSpec(optimizer="sgd", lr=0.1), [nn.Parameter(torch.ones(2))])
+    assert optimizer.defaults["momentum"] == 0.9
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_without_a_gpu_is_a_clear_error() -> None:
+    with pytest.raises(TuitrainError, match="no CUDA device"):
+        select_device("cuda")
+
+
+def test_small_models_train_on_one_thread_and_restore_the_setting(mnist_dir: Path) -> None:
+    before = torch.get_num_threads()
+    spec = RunSpec(model="model_a", epochs=1, batch_size=64, device="cpu", limit_train_batches=2)
+    record = fit(spec, data=load_idx_folder(mnist_dir))
+    assert record.status == "completed"
+    assert record.env.threads == 1
+    assert torch.get_num_threads() == before
+
+
+def test_estimate_calibrates_once_and_scales_with_the_run() -> None:
+    from tuitrain import estimate
+
+    spec = RunSpec(model="model_a", epochs=2, device="cpu")
+    first = estimate.throughput(spec)
+    assert first["train_samples_per_s"] > 0 and first["eval_samples_per_s"] > 0
+    assert estimate.throughput(spec, calibrate=False) == first  # cached, not measured again
+    two = estimate.run_seconds(spec)
+    assert estimate.run_seconds(spec.model_copy(update={"epochs": 4})) == pytest.approx(2 * two)
+    assert estimate.run_seconds(spec.model_copy(update={"subset": 6000, "test_subset": 1000})) < two / 5
+    assert estimate.preset_seconds([spec, spec]) == pytest.approx(2 * two + estimate.SETUP_S)
+    assert estimate.throughput(spec.model_copy(update={"model": "model_b"}), calibrate=False) is None

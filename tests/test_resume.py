@@ -1,0 +1,167 @@
+"""Resume: epoch-end checkpoints, and continuing a run or a whole invocation gives the same losses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tuitrain.cli import main
+from tuitrain.errors import RecordError, TuitrainError
+from tuitrain.presets import load_preset_file
+from tuitrain.records import read_record, write_record
+from tuitrain.session import PLAN_FILE, PresetInvocation
+from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
+from tuitrain.train.data import load_idx_folder
+from tuitrain.train.events import BatchLosses, EpochEnded
+from tuitrain.train.loop import RunControl
+
+
+def stop_in_epoch(control: RunControl, epoch: int, after_chunks: int = 1):
+    """A sink that sets stop_all once `after_chunks` loss chunks of `epoch` have arrived."""
+    seen = {"n": 0}
+
+    def sink(event) -> None:
+        if isinstance(event, BatchLosses) and event.epoch == epoch:
+            seen["n"] += 1
+            if seen["n"] >= after_chunks:
+                control.stop_all.set()
+
+    return sink
+
+
+def prepare(preset: Path, runs: Path, data: Path, **overrides) -> PresetInvocation:
+    return PresetInvocation.prepare(load_preset_file(preset), runs_dir=runs, overrides=overrides, data_dir=data)
+
+
+def test_checkpoint_written_each_epoch_and_loaded_safely(mnist_dir: Path, tiny_preset: Path, tmp_path: Path) -> None:
+    inv = prepare(tiny_preset, tmp_path / "runs", mnist_dir)
+    inv.run(lambda e: None)
+    run_file = inv.folder / inv.files[0]
+    record = read_record(run_file)
+    assert record.checkpoint == checkpoint_path(run_file).name == run_file.stem + ".ckpt.pt"
+    state = load_checkpoint(checkpoint_path(run_file), record.id)
+    assert state["epoch"] == 2
+    assert state["batch_losses"].tolist() == record.batch_losses
+    assert (inv.folder / PLAN_FILE).is_file()
+    assert not list(inv.folder.glob(".*.tmp"))
+    with pytest.raises(RecordError, match="not of"):
+        load_checkpoint(checkpoint_path(run_file), "another-run")
+    checkpoint_path(run_file).write_bytes(b"garbage")
+    with pytest.raises(RecordError, match="damaged checkpoint"):
+        load_checkpoint(checkpoint_path(run_file))
+
+
+def test_resume_run_equals_uninterrupted(mnist_dir: Path, tiny_preset: Path, tmp_path: Path) -> None:
+    """Stopped in epoch 2 of 3, resumed: the same batch losses and test figures as a run never stopped."""
+    whole = prepare(tiny_preset, tmp_path / "a", mnist_dir, epochs=3)
+    expected = whole.run(lambda e: None)
+
+    control = RunControl()
+    inv = prepare(tiny_preset, tmp_path / "b", mnist_dir, epochs=3)
+    inv.run(stop_in_epoch(control, epoch=2), control)
+    run_file = inv.folder / inv.files[0]
+    stopped = read_record(run_file)
+    assert stopped.status == "interrupted"
+    assert len(stopped.epochs) == 1
+    assert len(stopped.batch_losses) > 16  # partial epoch 2 was saved too
+    assert inv.not_started() == [whole.runs[1].label]
+
+    resumed = PresetInvocation.resume(run_file, data_dir=mnist_dir)
+    epochs_seen = []
+    [record] = resumed.run(lambda e: epochs_seen.append(e.epoch) if isinstance(e, EpochEnded) else None)
+    assert epochs_seen == [2, 3]
+    assert record.status == "completed"
+    saved = read_record(run_file)
+    assert saved.batch_losses == expected[0].batch_losses  # exact, on the CPU
+    assert [e.test_correct for e in saved.epochs] == [e.test_correct for e in expected[0].epochs]
+    assert [e.test_loss for e in saved.epochs] == [e.test_loss for e in expected[0].epochs]
+    assert len(saved.resumed_at) == 1 and saved.id == stopped.id
+
+
+def test_resume_folder_continues_and_starts_remaining(mnist_dir: Path, tiny_preset: Path, tmp_path: Path) -> None:
+    whole = prepare(tiny_preset, tmp_path / "a", mnist_dir)
+    expected = whole.run(lambda e: None)
+
+    control = RunControl()
+    inv = prepare(tiny_preset, tmp_path / "b", mnist_dir)
+    inv.run(stop_in_epoch(control, epoch=1), control)  # before any checkpoint: restarts from scratch
+    assert not (inv.folder / inv.files[1]).exists()
+
+    code = main(["--resume", str(inv.folder), "--data-dir", str(mnist_dir)])
+    assert code == 0
+    for name, want in zip(inv.files, expected):
+        got = read_record(inv.folder / name)
+        assert got.status == "completed"
+        assert got.batch_losses == want.batch_losses
+    # nothing left to resume now
+    with pytest.raises(TuitrainError, match="nothing to resume"):
+        PresetInvocation.resume(inv.folder)
+    with pytest.raises(TuitrainError, match="completed; only interrupted or crashed"):
+        PresetInvocation.resume(inv.folder / inv.files[0])
+
+
+def test_resume_with_dropout_restores_rng(mnist_dir: Path, tmp_path: Path) -> None:
+    """AlexNet uses dropout: the global RNG must come back from the checkpoint for equal losses."""
+    preset = tmp_path / "alex.toml"
+    preset.write_text(
+        'name = "alex"\ntitle = "t"\n[defaults]\nmodel = "alexnet"\nepochs = 2\nbatch_size = 16\nsubset = 32\n'
+        'test_subset = 16\nlog_every = 1\ndevice = "cpu"\n'
+    )
+    expected = prepare(preset, tmp_path / "a", mnist_dir).run(lambda e: None)
+    control = RunControl()
+    inv = prepare(preset, tmp_path / "b", mnist_dir)
+    inv.run(stop_in_epoch(control, epoch=2), control)
+    run_file = inv.folder / inv.files[0]
+    assert read_record(run_file).status == "interrupted"
+    [record] = PresetInvocation.resume(run_file, data_dir=mnist_dir).run(lambda e: None)
+    assert record.batch_losses == expected[0].batch_losses
+
+
+def test_resume_crashed_run_with_lagging_record(mnist_dir: Path, tiny_preset: Path, tmp_path: Path) -> None:
+    """Killed after the checkpoint of epoch 2 was written but before the run file was: the checkpoint wins."""
+    whole = prepare(tiny_preset, tmp_path / "a", mnist_dir)
+    expected = whole.run(lambda e: None)
+    run_file = whole.folder / whole.files[0]
+    crashed = read_record(run_file)
+    crashed.status = "running"
+    crashed.env.pid = 2**22 + 12345  # no such process
+    crashed.epochs = crashed.epochs[:1]
+    crashed.batch_losses = crashed.batch_losses[:20]
+    crashed.ended_at = None
+    write_record(crashed, run_file)
+    [record] = PresetInvocation.resume(run_file, data_dir=mnist_dir).run(lambda e: None)
+    assert record.status == "completed"
+    assert record.batch_losses == expected[0].batch_losses
+    assert len(record.epochs) == 2
+
+
+def test_resume_refuses_running_and_bad_targets(mnist_dir: Path, tiny_preset: Path, tmp_path: Path, capsys) -> None:
+    inv = prepare(tiny_preset, tmp_path / "runs", mnist_dir)
+    inv.run(lambda e: None)
+    run_file = inv.folder / inv.files[0]
+    live = read_record(run_file)
+    live.status = "running"  # written by this (live) process
+    write_record(live, run_file)
+    with pytest.raises(TuitrainError, match="still running"):
+        PresetInvocation.resume(run_file)
+    assert main(["--resume", str(tmp_path / "nope.json")]) == 2
+    assert "no such run file or folder" in capsys.readouterr().err
+    assert main(["--resume", str(tmp_path)]) == 2
+    assert "not an invocation folder" in capsys.readouterr().err
+    assert main(["--resume", str(run_file), "--epochs", "5"]) == 2
+    assert "saved settings" in capsys.readouterr().err
+    # an interrupted run whose checkpoint vanished cannot continue from its epoch
+    live.status = "interrupted"
+    write_record(live, run_file)
+    checkpoint_path(run_file).unlink()
+    with pytest.raises(RecordError, match="checkpoint missing"):
+        PresetInvocation.resume(run_file)
+
+
+def test_weights_only_load_refuses_arbitrary_objects(tmp_path: Path) -> None:
+    path = tmp_path / "evil.ckpt.pt"
+    torch.save({"version": 1, "payload": object.__new__(RunControl)}, path)
+    with pytest.raises(RecordError, match="damaged checkpoint"):
+        load_checkpoint(path)

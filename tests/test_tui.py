@@ -1,0 +1,205 @@
+"""The Textual app driven by Pilot, training tiny presets on synthetic data.
+
+Waits are on conditions with generous timeouts (a loaded 2-core machine), never fixed sleeps
+standing in for "long enough".
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tuitrain import format as fmt
+from tuitrain.records import read_record
+from tuitrain.tui.app import TuitrainApp
+from tuitrain.tui.screens.dialogs import ConfirmScreen, ErrorScreen
+from tuitrain.tui.screens.help import HelpScreen
+from tuitrain.tui.screens.home import HomeScreen
+from tuitrain.tui.screens.run import RunScreen
+from tuitrain.tui.widgets.epoch_table import EpochTable
+from tuitrain.tui.widgets.progress import ProgressPanel
+from tuitrain.tui.widgets.too_small import TooSmall
+
+TIMEOUT_S = 90.0
+
+
+async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+@pytest.fixture
+def slow_preset(tmp_path: Path) -> Path:
+    """Two runs far too long to finish during a test: they are paused and stopped by keys."""
+    path = tmp_path / "slow.toml"
+    path.write_text(
+        """
+name = "slow"
+title = "Two long runs, stopped by the test"
+[defaults]
+model = "model_a"
+epochs = 500
+batch_size = 8
+lr = 0.003
+log_every = 2
+device = "cpu"
+[grid]
+activation = ["relu", "tanh"]
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def run_files(runs_dir: Path) -> list[Path]:
+    return sorted(runs_dir.rglob("*.json"))
+
+
+def table_rows(table: EpochTable) -> list[list[str]]:
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+async def test_start_preset_from_home_with_keys_and_wait_for_the_end(tiny_preset, mnist_dir, tmp_path):
+    runs_dir = tmp_path / "runs"
+    app = TuitrainApp(runs_dir=runs_dir, data_dir=mnist_dir, presets={"tiny": tiny_preset})
+    async with app.run_test(size=(100, 30)) as pilot:
+        assert isinstance(app.screen, HomeScreen)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.done, "training to finish")
+        rows = table_rows(screen.query_one(EpochTable))
+        files = run_files(runs_dir)
+        assert len(files) == 2
+        records = [read_record(p) for p in files]
+        assert [r.status for r in records] == ["completed", "completed"]
+        # the table shows the assignment's rows of both runs, formatted as in the headless summary
+        expected = [[r.label, *row] for r in records for row in fmt.epoch_rows(r)]
+        assert rows == expected and len(rows) == 4
+        assert "Finished (2 completed)" in str(screen.query_one(ProgressPanel).render())
+        # both runs' losses reached the UI, every one of them
+        assert [len(run.losses) for run in screen.monitor.runs.values()] == [len(r.batch_losses) for r in records]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen), "back on the home screen")
+        home = app.screen
+        await wait_for(pilot, lambda: len(home.run_files) == 2, "saved runs listed")
+        # pick both saved runs with keys and open the comparison of them
+        await pilot.press("tab", "space", "down", "space")
+        assert sorted(home.selected_runs) == files
+        await pilot.press("c")
+        from tuitrain.tui.screens.compare import CompareScreen
+
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen), "the compare screen")
+
+
+async def test_pause_resume_and_stop_current_run(slow_preset, mnist_dir, tmp_path):
+    runs_dir = tmp_path / "runs"
+    app = TuitrainApp(runs_dir=runs_dir, data_dir=mnist_dir, presets={"slow": slow_preset})
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
+        screen = app.screen
+        control = screen.source.control
+        await wait_for(pilot, lambda: screen.monitor.current and len(screen.monitor.current.losses) > 0, "first losses")
+        await pilot.press("p")
+        assert control.paused.is_set()
+        assert "PAUSED" in str(screen.query_one(ProgressPanel).render())
+        first = screen.monitor.current
+        # the loop stops at the next batch boundary; after that no loss arrives while paused
+        await pilot.pause(0.5)
+        seen = len(first.losses)
+        await pilot.pause(0.5)
+        assert len(first.losses) == seen
+        await pilot.press("p")
+        assert not control.paused.is_set()
+        await wait_for(pilot, lambda: len(first.losses) > seen, "training to resume")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: len(screen.monitor.runs) == 2, "the second run to start")
+        assert first.status == "interrupted"
+        second = screen.monitor.current
+        await wait_for(pilot, lambda: len(second.losses) > 0, "the second run to train")
+        await pilot.press("x")
+        await wait_for(pilot, lambda: screen.done, "stop all")
+        statuses = [read_record(p).status for p in run_files(runs_dir)]
+        assert statuses == ["interrupted", "interrupted"]
+
+
+async def test_quit_while_training_asks_then_saves_the_run_as_interrupted(slow_preset, mnist_dir, tmp_path):
+    runs_dir = tmp_path / "runs"
+    # opened straight on the preset, as `tuitrain --preset slow`
+    app = TuitrainApp(preset="slow", runs_dir=runs_dir, data_dir=mnist_dir, presets={"slow": slow_preset})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.monitor.current and len(screen.monitor.current.losses) > 0, "first losses")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirmation")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.screen is screen, "back to training")
+        assert not screen.source.control.stop_all.is_set()
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirmation")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.return_code is not None, "the app to exit")
+    files = run_files(runs_dir)
+    assert len(files) == 1  # the second run never started
+    record = read_record(files[0])
+    assert record.status == "interrupted" and record.batch_losses
+
+
+async def test_unknown_preset_is_a_clear_error_not_a_traceback(tmp_path):
+    app = TuitrainApp(preset="no_such_preset", runs_dir=tmp_path / "runs", presets={})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), "the error dialog")
+        assert "unknown preset 'no_such_preset'" in str(app.screen.query_one("#error-message").render())
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen), "the home screen")
+
+
+async def test_missing_data_is_shown_then_back_home(tiny_preset, tmp_path):
+    app = TuitrainApp(
+        preset="tiny", runs_dir=tmp_path / "runs", data_dir=tmp_path / "no-data-here", presets={"tiny": tiny_preset}
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), "the error dialog")
+        assert "no-data-here" in str(app.screen.query_one("#error-message").render())
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen), "the home screen")
+
+
+async def test_tiny_terminal_asks_to_enlarge_then_recovers(tmp_path):
+    app = TuitrainApp(runs_dir=tmp_path / "runs", presets={})
+    async with app.run_test(size=(40, 12)) as pilot:
+        await pilot.pause()
+        notice = app.screen.query_one(TooSmall)
+        table = app.screen.query_one("#presets")
+        assert app.has_class("too-small")
+        assert notice.display and not table.display
+        assert "enlarge" in str(notice.render())
+        await pilot.resize_terminal(80, 24)
+        await wait_for(pilot, lambda: not app.has_class("too-small"), "the normal layout")
+        assert not notice.display and table.display
+
+
+async def test_compare_key_without_selection_or_screen_says_so(tmp_path):
+    app = TuitrainApp(runs_dir=tmp_path / "runs", presets={})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("c")
+        await pilot.pause()
+        assert len(app._notifications) == 1
+
+
+def test_help_screen_snapshot(snap_compare, tmp_path):
+    app = TuitrainApp(runs_dir=tmp_path / "runs", presets={})
+
+    async def open_help(pilot):
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+
+    assert snap_compare(app, run_before=open_help, terminal_size=(80, 24))

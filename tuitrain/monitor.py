@@ -1,0 +1,145 @@
+"""What a front end knows about a preset's runs, built from engine events only.
+
+The app's run screen draws from a SweepMonitor. It does not care where the events come from: the
+training worker of this process, or (later) run files written by another process. No textual here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from tuitrain.train.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted
+from tuitrain.train.spec import RunSpec
+
+def ema_alpha(batches_per_epoch: int) -> float:
+    """Weight of each new batch loss in the smoothed line: a window of about 1/20 of an epoch."""
+    return min(0.3, max(0.02, 20.0 / max(batches_per_epoch, 1)))
+
+
+@dataclass
+class RunState:
+    """One run as seen through its events: losses, finished epochs, latest progress."""
+
+    run_id: str
+    label: str
+    run_index: int
+    run_count: int
+    spec: RunSpec
+    device: str
+    batches_per_epoch: int
+    train_size: int
+    start_epoch: int = 1
+    path: Optional[Path] = None
+    first_step: Optional[int] = None
+    """Global step of losses[0] (a resumed run does not start at 0)."""
+    losses: list[float] = field(default_factory=list)
+    smoothed: list[float] = field(default_factory=list)
+    """EMA of losses, kept up to date as they arrive (never recomputed over the whole run)."""
+    epochs: list[EpochEnded] = field(default_factory=list)
+    epoch: int = 1
+    batch: int = 0
+    samples_done: int = 0
+    samples_per_s: float = 0.0
+    elapsed_s: float = 0.0
+    status: str = "running"
+    error: Optional[str] = None
+    best_accuracy: Optional[float] = None
+
+    def add_losses(self, event: BatchLosses) -> None:
+        if self.first_step is None:
+            self.first_step = event.first_step
+        ema = self.smoothed[-1] if self.smoothed else None
+        alpha = ema_alpha(self.batches_per_epoch)
+        for value in event.losses:
+            if value != value or value in (float("inf"), float("-inf")):
+                ema = value  # a diverged run: show it, do not smear it
+            else:
+                ema = value if ema is None or ema != ema else ema + alpha * (value - ema)
+            self.losses.append(value)
+            self.smoothed.append(ema)
+        self.epoch, self.batch = event.epoch, event.batch
+        self.samples_done, self.samples_per_s, self.elapsed_s = event.samples_done, event.samples_per_s, event.elapsed_s
+
+    @property
+    def steps_total(self) -> int:
+        return self.batches_per_epoch * self.spec.epochs
+
+    @property
+    def steps_done(self) -> int:
+        return (self.epoch - 1) * self.batches_per_epoch + self.batch
+
+    @property
+    def eta_s(self) -> Optional[float]:
+        """Remaining time of this run at its rate so far (training only; evaluation is short)."""
+        done = self.steps_done - (self.start_epoch - 1) * self.batches_per_epoch
+        if self.status != "running" or done <= 0 or self.elapsed_s <= 0:
+            return None
+        return self.elapsed_s / done * max(self.steps_total - self.steps_done, 0)
+
+    def steps(self) -> np.ndarray:
+        start = self.first_step or 0
+        return np.arange(start, start + len(self.losses))
+
+
+@dataclass
+class SweepMonitor:
+    """All runs of one preset invocation, in run order, fed one event at a time."""
+
+    runs: dict[str, RunState] = field(default_factory=dict)
+    current: Optional[RunState] = None
+    run_count: int = 0
+    last_log: str = ""
+
+    def apply(self, event: Event) -> Optional[RunState]:
+        """Take in an event; returns the run it concerns (None for log lines and unknown runs)."""
+        if isinstance(event, LogMessage):
+            self.last_log = event.text
+            return None
+        if isinstance(event, RunStarted):
+            state = RunState(
+                run_id=event.run_id, label=event.label, run_index=event.run_index, run_count=event.run_count,
+                spec=event.spec, device=event.device, batches_per_epoch=event.batches_per_epoch,
+                train_size=event.train_size, start_epoch=event.start_epoch, epoch=event.start_epoch, path=event.path,
+            )
+            self.runs[event.run_id] = state
+            self.current = state
+            self.run_count = event.run_count
+            return state
+        state = self.runs.get(event.run_id)
+        if state is None:
+            return None
+        if isinstance(event, BatchLosses):
+            state.add_losses(event)
+        elif isinstance(event, EpochEnded):
+            state.epochs.append(event)
+            state.epoch = event.epoch
+            state.batch = state.batches_per_epoch
+        elif isinstance(event, RunFinished):
+            state.status, state.error, state.best_accuracy = event.status, event.error, event.best_accuracy
+        return state
+
+    @property
+    def finished(self) -> list[RunState]:
+        return [r for r in self.runs.values() if r.status != "running"]
+
+
+def downsample(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[list[float], list[float]]:
+    """At most `buckets` points: the mean x and mean y of consecutive equal-sized groups.
+
+    A chart shows about one point per column; the full series stays in the record.
+    """
+    n = len(y)
+    if n <= buckets or buckets < 1:
+        return list(map(float, x)), list(map(float, y))
+    size = -(-n // buckets)  # ceil
+    usable = n - n % size
+    xs = np.asarray(x[:usable], dtype=float).reshape(-1, size).mean(axis=1)
+    ys = np.asarray(y[:usable], dtype=float).reshape(-1, size).mean(axis=1)
+    if usable < n:  # a shorter last bucket, so the line reaches the newest loss
+        xs = np.append(xs, np.mean(x[usable:]))
+        ys = np.append(ys, np.mean(y[usable:]))
+    return xs.tolist(), ys.tolist()

@@ -1,0 +1,97 @@
+"""Stopping training cleanly on Ctrl-C, SIGTERM and SIGHUP (a dropped SSH session), for both front ends.
+
+The first signal sets `control.stop_all`: the loop stops at the next batch boundary and saves the
+current run as `interrupted`. A second signal raises `SignalExit` (a KeyboardInterrupt) in the main
+thread to exit at once; the loop still marks the run interrupted on the way out, and files are only
+ever replaced atomically, so what is on disk stays valid. Never imports textual.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+from typing import Callable, Optional, Sequence
+
+from tuitrain.train.loop import RunControl
+
+STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None
+)
+
+
+class SignalExit(KeyboardInterrupt):
+    """Raised by a second stop signal: leave now. `exit_code` is 128 + the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code_for(self.signum)
+
+
+def exit_code_for(signum: int) -> int:
+    """The shell convention: 128 + signal number (130 for Ctrl-C)."""
+    return 128 + int(signum)
+
+
+class StopOnSignals:
+    """Install handlers that stop training via `control.stop_all`; restore the previous ones on exit.
+
+    Use as a context manager from the main thread:
+
+        with StopOnSignals(control, on_signal=lambda signum, first: ...) as stops:
+            ...train...
+        if stops.received: return stops.exit_code
+
+    `on_signal(signum, first)` is called from the handler (main thread, between bytecodes): keep it
+    short — print a line, or schedule work on an event loop with `loop.call_soon_threadsafe`. With
+    `exit_on_second=False` (e.g. an app that quits its own way) repeated signals only call `on_signal`.
+    """
+
+    def __init__(
+        self,
+        control: RunControl,
+        signals: Sequence[int] = STOP_SIGNALS,
+        *,
+        on_signal: Optional[Callable[[int, bool], None]] = None,
+        exit_on_second: bool = True,
+    ) -> None:
+        self.control = control
+        self.signals = tuple(signals)
+        self.on_signal = on_signal
+        self.exit_on_second = exit_on_second
+        self.received: Optional[int] = None
+        """The first stop signal received, or None."""
+        self._previous: dict[int, object] = {}
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        return None if self.received is None else exit_code_for(self.received)
+
+    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+        first = self.received is None
+        if first:
+            self.received = signum
+            self.control.stop_all.set()
+        if self.on_signal is not None:
+            self.on_signal(signum, first)
+        if not first and self.exit_on_second:
+            raise SignalExit(signum)
+
+    def install(self) -> "StopOnSignals":
+        for sig in self.signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+    def __enter__(self) -> "StopOnSignals":
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()

@@ -1,0 +1,94 @@
+"""TuitrainApp: the home screen, then a run screen per preset trained. `tuitrain` with no --no-ui."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from textual import events, on
+from textual.app import App
+from textual.binding import Binding
+
+from tuitrain.errors import TuitrainError
+from tuitrain.presets import available_presets, find_preset, load_preset_file
+from tuitrain.session import PresetInvocation
+from tuitrain.tui.messages import StartPreset
+from tuitrain.tui.screens.dialogs import ErrorScreen
+from tuitrain.tui.screens.help import HelpScreen
+from tuitrain.tui.screens.home import HomeScreen
+from tuitrain.tui.screens.run import RunScreen
+from tuitrain.tui.sources import PresetSource
+from tuitrain.tui.widgets.too_small import MIN_HEIGHT, MIN_WIDTH
+
+
+class TuitrainApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "tuitrain"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        Binding("question_mark", "help", "Help", key_display="?"),
+    ]
+
+    def __init__(
+        self,
+        preset: Optional[str] = None,
+        runs_dir: Path = Path("runs"),
+        data_dir: Optional[Path] = None,
+        overrides: Optional[dict[str, Any]] = None,
+        presets: Optional[dict[str, Path]] = None,
+    ) -> None:
+        """`presets` (name -> file) replaces the presets folders' list (tests use a tiny one)."""
+        super().__init__()
+        self.preset = preset
+        self.runs_dir = Path(runs_dir)
+        self.data_dir = data_dir
+        self.overrides = dict(overrides or {})
+        self.preset_paths = dict(presets) if presets is not None else available_presets()
+
+    def on_mount(self) -> None:
+        self.update_size_class()
+        self.push_screen(HomeScreen(self.preset_paths, self.runs_dir, self.overrides, estimate_now=self.preset is None))
+        if self.preset:
+            self.start_preset(self.preset, self.preset_paths.get(self.preset))
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.update_size_class(event.size)  # self.size lags: the app applies a resize a tick later
+
+    def update_size_class(self, size=None) -> None:
+        width, height = size or self.size
+        self.set_class(width < MIN_WIDTH or height < MIN_HEIGHT, "too-small")
+
+    @on(StartPreset)
+    def start_requested(self, message: StartPreset) -> None:
+        self.start_preset(message.preset, message.path)
+
+    def start_preset(self, name: str, path: Optional[Path] = None) -> None:
+        """Check everything cheap on the UI side (preset, overrides, device, runs folder), then train."""
+        try:
+            preset = load_preset_file(path) if path is not None else find_preset(name)
+            invocation = PresetInvocation.prepare(
+                preset, runs_dir=self.runs_dir, overrides=self.overrides, data_dir=self.data_dir
+            )
+        except TuitrainError as exc:
+            self.push_screen(ErrorScreen(str(exc), title="Cannot start the preset"))
+            return
+        self.push_screen(RunScreen(PresetSource(invocation)))
+
+    def training_screen(self) -> Optional[RunScreen]:
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, RunScreen) and screen.training:
+                return screen
+        return None
+
+    async def action_quit(self) -> None:
+        screen = self.training_screen()
+        if screen is None:
+            self.exit()
+        elif not screen.quitting:
+            screen.request_quit()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())

@@ -1,0 +1,57 @@
+"""Messages posted by workers to the UI thread. Small dataclasses; one per engine event, never per batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from textual.message import Message
+
+from tuitrain.catalog import RunFile
+from tuitrain.train.events import Event
+
+
+@dataclass
+class EngineEvent(Message):
+    """An engine event (already chunked by the engine: BatchLosses carry log_every losses)."""
+
+    event: Event
+
+
+@dataclass
+class SourceFailed(Message):
+    """The event source stopped with a user-facing error (no data, unwritable folder, …)."""
+
+    error: str
+
+
+@dataclass
+class EstimateReady(Message):
+    """The estimated time of one preset on this device (None: could not be estimated)."""
+
+    name: str
+    seconds: Optional[float]
+    error: Optional[str] = None
+
+
+@dataclass
+class DeviceKnown(Message):
+    """The device that training will use, in words."""
+
+    device: str
+
+
+@dataclass
+class RunsLoaded(Message):
+    """Saved run files under the runs folder, newest first."""
+
+    runs: list[RunFile]
+
+
+@dataclass
+class StartPreset(Message):
+    """The user asked to train this preset (a name or a .toml path)."""
+
+    preset: str
+    path: Optional[Path] = None

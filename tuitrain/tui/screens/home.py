@@ -1,0 +1,198 @@
+"""The home screen: presets (with estimated time on this device) and saved runs, newest first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+from textual.worker import get_current_worker
+
+from tuitrain import estimate
+from tuitrain import format as fmt
+from tuitrain.catalog import RunFile, scan_runs
+from tuitrain.errors import TuitrainError
+from tuitrain.presets import Preset, load_preset_file
+from tuitrain.train.loop import describe_device, select_device
+from tuitrain.tui.messages import DeviceKnown, EstimateReady, RunsLoaded, StartPreset
+from tuitrain.tui.widgets.too_small import TooSmall
+
+STATUS_STYLE = {
+    "completed": "green", "running": "cyan", "interrupted": "yellow", "crashed": "bold red",
+    "diverged": "red", "failed": "bold red", "unreadable": "dim red",
+}
+SELECTED_MARK = "✓"
+
+
+class HomeScreen(Screen[None]):
+    BINDINGS = [
+        Binding("space", "toggle_run", "Select run"),
+        Binding("c", "compare", "Compare"),
+        Binding("r", "reload_runs", "Reload runs"),
+    ]
+
+    def __init__(self, presets: dict[str, Path], runs_dir: Path, overrides: dict, estimate_now: bool = True) -> None:
+        super().__init__()
+        self.preset_paths = presets
+        self.runs_dir = runs_dir
+        self.overrides = overrides
+        self.estimate_now = estimate_now
+        self.presets: dict[str, Preset] = {}
+        self.estimated: set[str] = set()
+        self.run_files: list[RunFile] = []
+        self.selected_runs: list[Path] = []
+        """Run files picked with space, in the order picked: what the compare screen gets."""
+
+    def compose(self) -> ComposeResult:
+        yield Static("tuitrain — train MNIST classifiers and watch them", id="home-title")
+        yield Static("Device: …", id="device")
+        yield Static("Presets — Enter trains the highlighted one", classes="section")
+        yield DataTable(id="presets", cursor_type="row", zebra_stripes=True)
+        yield Static(f"Saved runs in {self.runs_dir} — Space selects, c compares", classes="section", id="runs-title")
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+        yield TooSmall()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#presets", DataTable)
+        table.add_column("Preset", key="name")
+        table.add_column("Runs", key="runs")
+        table.add_column("Est. time", key="time")
+        table.add_column("Title", key="title")
+        for name, path in self.preset_paths.items():
+            try:
+                preset = load_preset_file(path)
+                count = str(len(preset.expand(self.overrides)))
+                self.presets[name] = preset
+                table.add_row(name, Text(count, justify="right"), Text("…", justify="right"), preset.title, key=name)
+            except TuitrainError as exc:
+                table.add_row(name, "–", "–", Text(f"INVALID: {exc}", style="red"), key=name)
+        runs = self.query_one("#runs", DataTable)
+        runs.add_column(SELECTED_MARK, key="sel", width=1)
+        runs.add_column("Date", key="date")
+        runs.add_column("Preset", key="preset")
+        runs.add_column("Label", key="label")
+        runs.add_column("Status", key="status")
+        runs.add_column("Best acc", key="best")
+        table.focus()
+        if self.estimate_now:
+            self.estimate_presets()
+
+    def on_screen_resume(self) -> None:
+        self.load_runs()
+        if self.estimate_now and len(self.estimated) < len(self.presets):
+            self.estimate_presets()
+
+    def on_screen_suspend(self) -> None:
+        # calibration takes CPU: never compete with the training just started
+        self.workers.cancel_group(self, "estimates")
+        self.estimate_now = True
+
+    # Workers: only post messages.
+
+    @work(thread=True, exclusive=True, group="estimates")
+    def estimate_presets(self) -> None:
+        worker = get_current_worker()
+        try:
+            device = describe_device(select_device(self.overrides.get("device", "auto")))
+        except TuitrainError as exc:
+            self.post_message(DeviceKnown(f"unavailable ({exc})"))
+            return
+        self.post_message(DeviceKnown(device))
+        for name, preset in list(self.presets.items()):
+            if worker.is_cancelled:
+                return
+            if name in self.estimated:
+                continue
+            try:
+                seconds = estimate.total_seconds([r.spec for r in preset.expand(self.overrides)])
+                self.post_message(EstimateReady(name, seconds))
+            except Exception as exc:  # noqa: BLE001 - an estimate is a convenience, never fatal
+                self.post_message(EstimateReady(name, None, error=str(exc)))
+
+    @work(thread=True, exclusive=True, group="runs")
+    def load_runs(self) -> None:
+        self.post_message(RunsLoaded(scan_runs(self.runs_dir)))
+
+    @on(DeviceKnown)
+    def show_device(self, message: DeviceKnown) -> None:
+        self.query_one("#device", Static).update(f"Device: {message.device} — estimated times are measured on it")
+
+    @on(EstimateReady)
+    def show_estimate(self, message: EstimateReady) -> None:
+        self.estimated.add(message.name)
+        text = fmt.duration(message.seconds) if message.seconds is not None else "?"
+        self.query_one("#presets", DataTable).update_cell(message.name, "time", Text(text, justify="right"))
+
+    @on(RunsLoaded)
+    def show_runs(self, message: RunsLoaded) -> None:
+        self.run_files = message.runs
+        known = {f.path for f in message.runs}
+        self.selected_runs = [p for p in self.selected_runs if p in known]
+        table = self.query_one("#runs", DataTable)
+        row = table.cursor_row
+        table.clear()
+        for f in message.runs:
+            r = f.record
+            status = f.status
+            cells = (
+                SELECTED_MARK if f.path in self.selected_runs else "",
+                r.started_at.astimezone().strftime("%Y-%m-%d %H:%M") if r else "–",
+                (r.preset or "–") if r else "–",
+                r.label if r else Text(f"{f.path.name}: {f.error}", style="dim"),
+                Text(status, style=STATUS_STYLE.get(status, "")),
+                Text(fmt.accuracy(r.best_accuracy) if r else "–", justify="right"),
+            )
+            table.add_row(*cells, key=str(f.path))
+        if message.runs:
+            table.move_cursor(row=min(row, len(message.runs) - 1))
+        self.query_one("#runs-title", Static).update(
+            f"Saved runs in {self.runs_dir} ({len(message.runs)}) — Space selects, c compares"
+        )
+
+    @on(DataTable.RowSelected, "#presets")
+    def start_preset(self, event: DataTable.RowSelected) -> None:
+        name = str(event.row_key.value)
+        self.post_message(StartPreset(name, self.preset_paths.get(name)))
+
+    @on(DataTable.RowSelected, "#runs")
+    def select_run_by_enter(self, event: DataTable.RowSelected) -> None:
+        self.action_toggle_run()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> Optional[bool]:
+        if action == "toggle_run":
+            return self.focused is self.query_one("#runs", DataTable) and bool(self.run_files)
+        return True
+
+    def action_toggle_run(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        if not self.run_files or table.row_count == 0:
+            return
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        path = Path(str(row_key.value))
+        if path in self.selected_runs:
+            self.selected_runs.remove(path)
+            mark = ""
+        else:
+            self.selected_runs.append(path)
+            mark = SELECTED_MARK
+        table.update_cell(row_key, "sel", mark)
+
+    def action_reload_runs(self) -> None:
+        self.load_runs()
+
+    def action_compare(self) -> None:
+        try:
+            from tuitrain.tui.screens.compare import CompareScreen
+        except ImportError:
+            self.notify("Comparing runs is not available yet.", severity="warning")
+            return
+        if not self.selected_runs:
+            self.notify("Select runs to compare first: Tab to the saved runs, Space on each.", severity="warning")
+            return
+        self.app.push_screen(CompareScreen(list(self.selected_runs)))

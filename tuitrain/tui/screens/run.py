@@ -1,0 +1,218 @@
+"""The run screen: live charts, progress and the epoch table of a preset's runs, with controls.
+
+Events come from an EventSource run in a thread worker; its sink only posts EngineEvent messages
+(one per engine event, which the engine already chunks). Handlers update the SweepMonitor and the
+cheap widgets; the charts are only marked dirty and redrawn by a timer a few times a second.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+from textual.worker import Worker, WorkerState
+
+from tuitrain.errors import TuitrainError
+from tuitrain.monitor import SweepMonitor
+from tuitrain.train.events import BatchLosses, EpochEnded, Event, RunFinished, RunStarted
+from tuitrain.tui.messages import EngineEvent, SourceFailed
+from tuitrain.tui.screens.dialogs import ConfirmScreen, ErrorScreen
+from tuitrain.tui.sources import EventSource
+from tuitrain.tui.widgets.charts import AccuracyChart, LossChart
+from tuitrain.tui.widgets.epoch_table import EpochTable
+from tuitrain.tui.widgets.progress import ProgressPanel
+from tuitrain.tui.widgets.too_small import TooSmall
+
+REDRAW_EVERY_S = 0.5
+"""Charts and progress redraw at most this often (plotext builds the whole figure in Python, holding
+the GIL that the training thread needs)."""
+
+CONTROL_ACTIONS = {"pause", "stop_run", "stop_all"}
+
+
+class RunScreen(Screen[None]):
+    BINDINGS = [
+        Binding("p", "pause", "Pause"),
+        Binding("n", "stop_run", "Stop run"),
+        Binding("x", "stop_all", "Stop all"),
+        Binding("s", "toggle_smooth", "EMA/raw"),
+        Binding("l", "toggle_log", "Log"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self, source: EventSource) -> None:
+        super().__init__()
+        self.source = source
+        self.monitor = SweepMonitor()
+        self.smooth = True
+        self.log_scale = False
+        self.loss_dirty = False
+        self.accuracy_dirty = False
+        self.progress_dirty = False
+        self.done = False
+        self.quitting = False
+        self.note = ""
+        self.feed_worker: Optional[Worker] = None
+
+    @property
+    def training(self) -> bool:
+        """Events are still coming and the source can be stopped."""
+        return not self.done
+
+    @property
+    def paused(self) -> bool:
+        return self.source.control is not None and self.source.control.paused.is_set()
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.source.title, id="run-title")
+        yield ProgressPanel(id="progress")
+        with Horizontal(id="charts"):
+            yield LossChart(id="loss-chart")
+            yield AccuracyChart(id="accuracy-chart")
+        yield EpochTable(id="epochs")
+        yield Footer()
+        yield TooSmall()
+
+    def on_mount(self) -> None:
+        self.set_interval(REDRAW_EVERY_S, self.redraw_charts)
+        self.show_progress()
+        self.feed_worker = self.feed()
+
+    @work(thread=True, exclusive=True, group="source", exit_on_error=False)
+    def feed(self) -> None:
+        try:
+            self.source.run(self.post_event)
+        except TuitrainError as exc:
+            self.post_message(SourceFailed(str(exc)))
+
+    def post_event(self, event: Event) -> None:
+        """The sink: called on the worker thread; posting a message is thread-safe and does not wait."""
+        self.post_message(EngineEvent(event))
+
+    @on(EngineEvent)
+    def take_event(self, message: EngineEvent) -> None:
+        event = message.event
+        run = self.monitor.apply(event)
+        if isinstance(event, BatchLosses):
+            self.loss_dirty = self.progress_dirty = True
+            return  # the timer shows it
+        if isinstance(event, EpochEnded) and run is not None:
+            self.query_one(EpochTable).add_epoch(run, event)
+            self.accuracy_dirty = True
+        elif isinstance(event, (RunStarted, RunFinished)):
+            self.loss_dirty = self.accuracy_dirty = True
+            if isinstance(event, RunFinished) and event.status != "completed":
+                detail = f": {event.error}" if event.error else ""
+                self.notify(f"{event.label}: {event.status}{detail}", severity="warning" if event.status == "interrupted" else "error")
+        self.show_progress()
+
+    @on(SourceFailed)
+    def source_failed(self, message: SourceFailed) -> None:
+        self.note = f"Error: {message.error}"
+        self.show_progress()
+        self.app.push_screen(ErrorScreen(message.error, title="Cannot train"), self.leave)
+
+    def leave(self, _result: object = None) -> None:
+        """Back to the home screen (not awaited: called from a dialog's callback)."""
+        self.dismiss(None)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is not self.feed_worker or not event.worker.is_finished:
+            return
+        self.done = True
+        self.redraw_charts(force=True)
+        if self.quitting:
+            self.app.exit()
+            return
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            self.note = f"Error: {type(error).__name__}: {error}"
+            self.app.push_screen(ErrorScreen(self.note, title="Training stopped"))
+        elif not self.note.startswith("Error"):
+            statuses = [r.status for r in self.monitor.runs.values()]
+            summary = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses)) or "no run started"
+            folder = self.source.result_folder()
+            self.note = f"Finished ({summary})." + (f" Files: {folder}" if folder else "")
+        self.show_progress()
+        self.refresh_bindings()
+
+    def show_progress(self) -> None:
+        self.query_one(ProgressPanel).show(self.monitor, paused=self.paused, note=self.note)
+
+    def redraw_charts(self, force: bool = False) -> None:
+        if self.progress_dirty:
+            self.progress_dirty = False
+            self.show_progress()
+        runs = list(self.monitor.runs.values())
+        if self.loss_dirty or force:
+            self.loss_dirty = False
+            self.query_one(LossChart).draw(runs, smooth=self.smooth, log_scale=self.log_scale)
+        if self.accuracy_dirty or force:
+            self.accuracy_dirty = False
+            self.query_one(AccuracyChart).draw(runs)
+
+    def on_resize(self) -> None:
+        self.loss_dirty = True  # re-bucket the points for the new width
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> Optional[bool]:
+        if action in CONTROL_ACTIONS:
+            return self.source.control is not None and not self.done
+        if action == "back":
+            return True if self.done else None  # shown greyed out while training
+        return True
+
+    # Controls: they only set thread-safe flags that the loop reads at batch boundaries.
+
+    def action_pause(self) -> None:
+        paused = self.source.control.paused
+        if paused.is_set():
+            paused.clear()
+        else:
+            paused.set()
+        self.show_progress()
+
+    def action_stop_run(self) -> None:
+        self.source.control.stop_run.set()
+        self.notify("Stopping the current run; it is saved as interrupted.")
+
+    def action_stop_all(self) -> None:
+        self.source.stop()
+        self.note = "Stopping: the current run is saved as interrupted, no more runs start."
+        self.show_progress()
+
+    def action_toggle_smooth(self) -> None:
+        self.smooth = not self.smooth
+        self.redraw_charts(force=True)
+
+    def action_toggle_log(self) -> None:
+        self.log_scale = not self.log_scale
+        self.redraw_charts(force=True)
+
+    def action_back(self) -> None:
+        if self.done:
+            self.dismiss(None)
+
+    def request_quit(self) -> None:
+        """Quit; while training, ask first, then stop and wait for the run file to be saved."""
+        if self.done:
+            self.app.exit()
+            return
+
+        def answered(yes: Optional[bool]) -> None:
+            if yes and not self.done:
+                self.quitting = True
+                self.source.stop()
+                self.note = "Quitting: saving the run file…"
+                self.show_progress()
+            elif yes:
+                self.app.exit()
+
+        self.app.push_screen(
+            ConfirmScreen("Training is in progress. Stop it and quit?\nThe current run is saved as interrupted."),
+            answered,
+        )

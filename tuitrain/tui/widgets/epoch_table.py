@@ -1,0 +1,26 @@
+"""The assignment's per-epoch table (epoch, initial loss, final loss, test accuracy) for every run."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from tuitrain import format as fmt
+from tuitrain.monitor import RunState
+from tuitrain.train.events import EpochEnded
+from tuitrain.tui.widgets.charts import run_markup_colour
+
+
+class EpochTable(DataTable):
+    def on_mount(self) -> None:
+        self.cursor_type = "none"
+        self.zebra_stripes = True
+        self.add_column("Run", key="run")
+        for name in fmt.EPOCH_HEADER:
+            self.add_column(name, key=name)
+
+    def add_epoch(self, run: RunState, epoch: EpochEnded) -> None:
+        label = Text(run.label, style=run_markup_colour(run.run_index))
+        cells = [Text(c, justify="right") for c in fmt.epoch_row(epoch)]
+        self.add_row(label, *cells, key=f"{run.run_id}:{epoch.epoch}")
+        self.scroll_end(animate=False)

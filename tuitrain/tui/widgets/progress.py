@@ -1,0 +1,53 @@
+"""Progress of the run in progress: run i of n, epoch, batch, throughput, elapsed, ETA, device."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from tuitrain import format as fmt
+from tuitrain.monitor import RunState, SweepMonitor
+from tuitrain.tui.widgets.charts import run_markup_colour
+
+BAR_WIDTH = 20
+
+
+def text_bar(fraction: float, width: int = BAR_WIDTH) -> str:
+    fraction = min(max(fraction, 0.0), 1.0)
+    full = int(round(fraction * width))
+    return "█" * full + "░" * (width - full)
+
+
+def spec_words(run: RunState) -> str:
+    s = run.spec
+    model = f"{s.model}/{s.activation}" if s.model in ("model_a", "model_b") else s.model
+    return f"{model}, {s.optimizer} lr {s.lr:g}, batch {s.batch_size}"
+
+
+class ProgressPanel(Static):
+    """A few lines of text; rebuilt from the monitor by the run screen's handlers."""
+
+    def show(self, monitor: SweepMonitor, *, paused: bool, note: str = "") -> None:
+        run = monitor.current
+        text = Text()
+        if run is None:
+            text.append("Preparing… ", style="bold")
+            text.append(monitor.last_log or "loading data")
+            self.update(text)
+            return
+        text.append(f"Run {run.run_index + 1}/{run.run_count} ", style="bold")
+        text.append(run.label, style=f"bold {run_markup_colour(run.run_index)}")
+        text.append(f"  {spec_words(run)}", style="dim")
+        if paused and run.status == "running":
+            text.append("  PAUSED", style="bold reverse yellow")
+        text.append("\n")
+        frac = run.batch / max(run.batches_per_epoch, 1)
+        text.append(f"Epoch {run.epoch}/{run.spec.epochs}  ")
+        text.append(text_bar(frac), style=run_markup_colour(run.run_index))
+        text.append(f" batch {run.batch}/{run.batches_per_epoch}")
+        text.append(f"  {run.samples_per_s:,.0f} samples/s\n")
+        text.append(f"Elapsed {fmt.duration(run.elapsed_s)}  ETA {fmt.duration(run.eta_s)}  ")
+        text.append(f"Device {run.device}", style="dim")
+        if note:
+            text.append(f"\n{note}", style="bold")
+        self.update(text)
