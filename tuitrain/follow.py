@@ -51,27 +51,33 @@ def is_invocation_folder(folder: Path) -> bool:
     return bool(INVOCATION_NAME.match(folder.name)) or bool(run_files(folder)) or (folder / PLAN_FILE).is_file()
 
 
+def invocation_started(folder: Path) -> Optional[float]:
+    """When an invocation started: from its folder name (cheap), else its first run, else the folder's time."""
+    if INVOCATION_NAME.match(folder.name):
+        try:
+            return datetime.strptime(folder.name[:15], "%Y%m%d-%H%M%S").timestamp()  # local time, as named
+        except ValueError:
+            pass
+    started = []
+    for path in run_files(folder):
+        try:
+            started.append(parse_record(path.read_text(encoding="utf-8"), str(path)).started_at.timestamp())
+        except (OSError, UnicodeDecodeError, RecordError):
+            continue
+    try:
+        return min(started) if started else folder.stat().st_mtime
+    except OSError:
+        return None
+
+
 def newest_invocation(runs_dir: Path) -> Optional[Path]:
-    """The invocation folder under runs_dir that started last (by its runs, else by the folder's time)."""
-    best: Optional[tuple[float, Path]] = None
+    """The invocation folder directly under runs_dir that started last."""
     try:
         folders = [d for d in Path(runs_dir).iterdir() if d.is_dir() and is_invocation_folder(d)]
     except OSError:
         return None
-    for folder in folders:
-        started = []
-        for path in run_files(folder):
-            try:
-                started.append(parse_record(path.read_text(encoding="utf-8"), str(path)).started_at.timestamp())
-            except (OSError, UnicodeDecodeError, RecordError):
-                continue
-        try:
-            when = min(started) if started else folder.stat().st_mtime
-        except OSError:
-            continue
-        if best is None or when > best[0]:
-            best = (when, folder)
-    return best[1] if best else None
+    started = [(when, folder) for folder in folders if (when := invocation_started(folder)) is not None]
+    return max(started)[1] if started else None
 
 
 class RunFileReader:

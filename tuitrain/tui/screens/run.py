@@ -34,7 +34,7 @@ REDRAW_EVERY_S = 0.5
 the GIL that the training thread needs)."""
 
 CONTROL_ACTIONS = {"pause", "stop_run", "stop_all"}
-WATCHING_NOTE = "Watching a run trained by another process: pause and stop work only in that process."
+WATCHING_NOTE = "Watching another process's training: pause and stop work only there."
 
 
 class RunScreen(Screen[None]):
