@@ -22,6 +22,7 @@ from tuitrain.train.loop import fit
 from tuitrain.train.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]
+STARTED = datetime.now(timezone.utc)  # after this process started: its pid counts as the writer's
 SUBPROCESS_TIMEOUT_S = 240  # generous: the tests share two cores with whatever else runs
 
 
@@ -128,7 +129,7 @@ def sample_record(**kw) -> RunRecord:
     base = dict(
         id="inv-01", label="a", preset="tiny", invocation="inv", spec=spec(epochs=2),
         env=EnvInfo(device="CPU", torch_version="x", threads=2), batches_per_epoch=4, train_size=128, test_size=64,
-        run_index=0, run_count=1, started_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        run_index=0, run_count=1, started_at=STARTED,
     )
     base.update(kw)
     return RunRecord(**base)

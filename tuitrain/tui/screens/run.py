@@ -1,8 +1,8 @@
 """The run screen: live charts, progress and the epoch table of a preset's runs, with controls.
 
 Events come from an EventSource run in a thread worker: a preset trained in this process, or a
-Follower reading the run files another process writes (`tuitrain watch`); its sink only posts EngineEvent messages
-(one per engine event, which the engine already chunks). Handlers update the SweepMonitor and the
+Follower reading the run files another process writes (`tuitrain watch`). Its sink only posts
+EngineEvent messages (one per engine event, which the engine already chunks). Handlers update the SweepMonitor and the
 cheap widgets; the charts are only marked dirty and redrawn by a timer a few times a second.
 """
 
