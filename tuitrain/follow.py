@@ -20,13 +20,15 @@ import socket
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from tuitrain.catalog import STALE_AFTER_S, effective_status, pid_alive
+from tuitrain.catalog import STALE_AFTER_S, effective_status, training_process_alive
 from tuitrain.errors import RecordError, TuitrainError
 from tuitrain.records import RunRecord, parse_record
 from tuitrain.train.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted, Sink
-from tuitrain.train.loop import RunControl
+
+if TYPE_CHECKING:  # the loop imports torch: a watcher does not need it
+    from tuitrain.train.loop import RunControl
 
 POLL_S = 0.5
 """Seconds between two looks at the files (a stat each; a file is parsed only when it changed)."""
@@ -267,7 +269,7 @@ class Follower:
     control is None because a watched run is controlled by the process that trains it.
     """
 
-    control: Optional[RunControl] = None
+    control: Optional["RunControl"] = None
 
     def __init__(self, target: Path, poll_s: float = POLL_S) -> None:
         self.target = Path(target).expanduser()
@@ -330,7 +332,7 @@ class Follower:
         last = max(seen, key=lambda t: t.record.started_at).record
         # the writer stopped early (Ctrl-C, a signal): no more runs once its process is gone
         if last.env.host == socket.gethostname() and last.env.pid:
-            return not pid_alive(last.env.pid)
+            return not training_process_alive(last)
         ended = last.ended_at or last.heartbeat_at
         return _seconds_between(ended, datetime.now(timezone.utc)) > STALE_AFTER_S
 
