@@ -13,7 +13,7 @@ import socket
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, BinaryIO, Callable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -191,13 +191,14 @@ def read_record(path: Path) -> RunRecord:
     return parse_record(text, str(path))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace `path` with `text` so that readers see either the old or the new file, never a mix."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Replace `path` with what `write(fh)` writes, so that readers see either the old or the new
+    file, never a mix: a temporary file in the same folder, flushed and fsynced, then renamed."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -217,6 +218,10 @@ def atomic_write_text(path: Path, text: str) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def write_record(record: RunRecord, path: Path) -> None:
