@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from tuitrain import format as fmt
 from tuitrain.catalog import STALE_AFTER_S, effective_status, training_process_alive
 from tuitrain.errors import RecordError, TuitrainError
 from tuitrain.records import RunRecord, parse_record
@@ -128,7 +129,7 @@ class RunFileReader:
 def _device_text(record: RunRecord) -> str:
     """As describe_device words it in the training process."""
     env = record.env
-    return f"CPU ({env.threads} threads)" if env.device_type == "cpu" else env.device
+    return fmt.cpu_device(env.threads) if env.device_type == "cpu" else env.device
 
 
 def _seconds_between(start: datetime, end: datetime) -> float:

@@ -21,6 +21,7 @@ from typing import Callable, Optional, Union
 import torch
 from torch import nn
 
+from tuitrain import format as fmt
 from tuitrain.errors import TuitrainError
 from tuitrain.records import EnvInfo, EpochRecord, RunRecord, utc_now
 from tuitrain.train.checkpoint import restore_checkpoint, save_checkpoint
@@ -83,8 +84,7 @@ def select_device(name: str) -> torch.device:
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    threads = torch.get_num_threads()
-    return f"CPU ({threads} thread{'s' if threads != 1 else ''})"
+    return fmt.cpu_device(torch.get_num_threads())
 
 
 def environment(device: torch.device) -> EnvInfo:
