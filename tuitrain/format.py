@@ -8,6 +8,11 @@ from tuitrain.catalog import effective_status
 from tuitrain.records import RunRecord
 
 
+def cpu_device(threads: int) -> str:
+    """The CPU as the progress lines name it (the training process, and a watcher reading its file)."""
+    return f"CPU ({threads} thread{'s' if threads != 1 else ''})"
+
+
 def duration(seconds: Optional[float]) -> str:
     if seconds is None or seconds != seconds or seconds < 0:
         return "–"

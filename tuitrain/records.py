@@ -13,7 +13,7 @@ import socket
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, BinaryIO, Callable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -118,6 +118,16 @@ class RunRecord(BaseModel):
     """File name (beside this file) of the last epoch-end checkpoint, if any."""
     resumed_at: list[datetime] = Field(default_factory=list)
     """When the run was resumed from its last checkpoint (UTC), once per resume."""
+    run_index: Optional[int] = None
+    """0-based position of this run in its preset invocation (for watchers; None in older files)."""
+    run_count: Optional[int] = None
+    """Number of runs in its preset invocation (for watchers; None in older files)."""
+    batches_per_epoch: Optional[int] = None
+    """Training batches per epoch, so a watcher can tell epoch and batch from a global step."""
+    train_size: Optional[int] = None
+    """Training images seen per epoch (after subset and limit_train_batches)."""
+    test_size: Optional[int] = None
+    """Test images evaluated after each epoch."""
 
     @property
     def best_accuracy(self) -> Optional[float]:
@@ -181,13 +191,14 @@ def read_record(path: Path) -> RunRecord:
     return parse_record(text, str(path))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace `path` with `text` so that readers see either the old or the new file, never a mix."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Replace `path` with what `write(fh)` writes, so that readers see either the old or the new
+    file, never a mix: a temporary file in the same folder, flushed and fsynced, then renamed."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -207,6 +218,10 @@ def atomic_write_text(path: Path, text: str) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def write_record(record: RunRecord, path: Path) -> None:

@@ -9,8 +9,6 @@ torch.load(weights_only=True): plain tensors, numbers, strings, lists and dicts 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,7 +16,7 @@ import torch
 from torch import nn
 
 from tuitrain.errors import RecordError
-from tuitrain.records import EpochRecord, RunRecord
+from tuitrain.records import EpochRecord, RunRecord, atomic_write
 
 CHECKPOINT_VERSION = 1
 SUFFIX = ".ckpt.pt"
@@ -46,20 +44,7 @@ def save_checkpoint(
         # float64 holds every float32 loss exactly
         "batch_losses": torch.tensor(record.batch_losses, dtype=torch.float64),
     }
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(Path(path), lambda fh: torch.save(state, fh))
 
 
 def load_checkpoint(path: Path, run_id: Optional[str] = None) -> dict[str, Any]:

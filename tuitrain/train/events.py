@@ -85,7 +85,7 @@ class RunFinished:
     label: str
     run_index: int
     status: str
-    """completed, interrupted, diverged or failed."""
+    """completed, interrupted, diverged or failed; a watcher (tuitrain.follow) also reports crashed."""
     path: Optional[Path] = None
     error: Optional[str] = None
     best_accuracy: Optional[float] = None

@@ -21,6 +21,7 @@ from typing import Callable, Optional, Union
 import torch
 from torch import nn
 
+from tuitrain import format as fmt
 from tuitrain.errors import TuitrainError
 from tuitrain.records import EnvInfo, EpochRecord, RunRecord, utc_now
 from tuitrain.train.checkpoint import restore_checkpoint, save_checkpoint
@@ -84,7 +85,7 @@ def select_device(name: str) -> torch.device:
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({torch.get_num_threads()} threads)"
+    return fmt.cpu_device(torch.get_num_threads())
 
 
 def environment(device: torch.device) -> EnvInfo:
@@ -267,10 +268,13 @@ def fit(
     if spec.limit_train_batches:
         batches = min(batches, spec.limit_train_batches)
     start_epoch = len(record.epochs) + 1
+    # what RunStarted says, also in the file: a watcher in another process rebuilds the same events from it
+    record.run_index, record.run_count, record.batches_per_epoch = run_index, run_count, batches
+    record.train_size, record.test_size = min(n, batches * bs), int(data.test_x.shape[0])
 
     emit(RunStarted(
         run_id=record.id, label=record.label, run_index=run_index, run_count=run_count, spec=spec,
-        device=describe_device(device), train_size=min(n, batches * bs), test_size=int(data.test_x.shape[0]),
+        device=describe_device(device), train_size=record.train_size, test_size=record.test_size,
         batches_per_epoch=batches, start_epoch=start_epoch, path=path,
     ))
     save(record)

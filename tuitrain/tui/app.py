@@ -12,7 +12,8 @@ from textual.binding import Binding
 from tuitrain.errors import TuitrainError
 from tuitrain.presets import available_presets, find_preset, load_preset_file
 from tuitrain.session import PresetInvocation
-from tuitrain.tui.messages import StartPreset
+from tuitrain.follow import Follower
+from tuitrain.tui.messages import StartPreset, WatchRuns
 from tuitrain.tui.screens.dialogs import ErrorScreen
 from tuitrain.tui.screens.help import HelpScreen
 from tuitrain.tui.screens.home import HomeScreen
@@ -38,20 +39,25 @@ class TuitrainApp(App[int]):
         data_dir: Optional[Path] = None,
         overrides: Optional[dict[str, Any]] = None,
         presets: Optional[dict[str, Path]] = None,
+        watch: Optional[Path] = None,
     ) -> None:
-        """`presets` (name -> file) replaces the presets folders' list (tests use a tiny one)."""
+        """`presets` (name -> file) replaces the presets folders' list (tests use a tiny one); `watch` opens the
+        run screen on a run file or folder that another process is training (`tuitrain watch`)."""
         super().__init__()
         self.preset = preset
         self.runs_dir = Path(runs_dir)
         self.data_dir = data_dir
         self.overrides = dict(overrides or {})
         self.preset_paths = dict(presets) if presets is not None else available_presets()
+        self.watch = watch
 
     def on_mount(self) -> None:
         self.update_size_class()
         self.push_screen(HomeScreen(self.preset_paths, self.runs_dir, self.overrides, estimate_now=self.preset is None))
         if self.preset:
             self.start_preset(self.preset, self.preset_paths.get(self.preset))
+        elif self.watch is not None:
+            self.watch_runs(self.watch)
 
     def on_resize(self, event: events.Resize) -> None:
         self.update_size_class(event.size)  # self.size lags: the app applies a resize a tick later
@@ -75,6 +81,19 @@ class TuitrainApp(App[int]):
             self.push_screen(ErrorScreen(str(exc), title="Cannot start the preset"))
             return
         self.push_screen(RunScreen(PresetSource(invocation)))
+
+    @on(WatchRuns)
+    def watch_requested(self, message: WatchRuns) -> None:
+        self.watch_runs(message.path)
+
+    def watch_runs(self, path: Path) -> None:
+        """The run screen, fed by the run files another process writes."""
+        try:
+            source = Follower(path)
+        except TuitrainError as exc:
+            self.push_screen(ErrorScreen(str(exc), title="Cannot watch"))
+            return
+        self.push_screen(RunScreen(source))
 
     def training_screen(self) -> Optional[RunScreen]:
         for screen in reversed(self.screen_stack):

@@ -55,3 +55,10 @@ class StartPreset(Message):
 
     preset: str
     path: Optional[Path] = None
+
+
+@dataclass
+class WatchRuns(Message):
+    """The user asked to watch a run that another process is training (a run file or invocation folder)."""
+
+    path: Path

@@ -1,7 +1,7 @@
 """Where a run screen's events come from. The screen runs `source.run(sink)` in a thread worker.
 
-A source that trains (PresetSource) has a RunControl; one that only watches has none, and the run
-screen then hides the pause/stop keys.
+A source that trains (PresetSource) has a RunControl; one that only watches (tuitrain.follow.Follower,
+reading another process's run files) has none, and the run screen then hides the pause/stop keys.
 """
 
 from __future__ import annotations

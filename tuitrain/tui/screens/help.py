@@ -16,7 +16,7 @@ HELP = """\
 ## Presets and saved runs (home)
 | Key | Does |
 |---|---|
-| Enter | train the highlighted preset (on the presets list) |
+| Enter | train the highlighted preset (on the presets list); watch a *live* run (on the saved runs) |
 | Tab | move between the presets and the saved runs |
 | Space | select / unselect the highlighted saved run |
 | c | compare the selected runs |
@@ -30,7 +30,7 @@ HELP = """\
 | x | stop all: the current run is saved as *interrupted*, no more runs start |
 | s | smoothed (EMA) / raw batch losses |
 | l | linear / log scale for the loss chart |
-| Esc | back to the presets once training is over |
+| Esc | back to the presets once training is over (at any time when watching another process's run) |
 
 ## Everywhere
 | Key | Does |

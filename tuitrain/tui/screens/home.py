@@ -1,4 +1,7 @@
-"""The home screen: presets (with estimated time on this device) and saved runs, newest first."""
+"""The home screen: presets (with estimated time on this device) and saved runs, newest first.
+
+Runs that another process is training right now are marked live; Enter on one watches it.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from tuitrain.catalog import RunFile, scan_runs
 from tuitrain.errors import TuitrainError
 from tuitrain.presets import Preset, load_preset_file
 from tuitrain.train.loop import describe_device, select_device
-from tuitrain.tui.messages import DeviceKnown, EstimateReady, RunsLoaded, StartPreset
+from tuitrain.tui.messages import DeviceKnown, EstimateReady, RunsLoaded, StartPreset, WatchRuns
 from tuitrain.tui.widgets.too_small import TooSmall
 
 STATUS_STYLE = {
@@ -27,6 +30,26 @@ STATUS_STYLE = {
     "diverged": "red", "failed": "bold red", "unreadable": "dim red",
 }
 SELECTED_MARK = "✓"
+LIVE = "● live"
+REFRESH_S = 3.0
+"""How often the runs folder is checked for changes (a stat per folder; rescanned only when one changed)."""
+
+
+def runs_signature(runs_dir: Path) -> tuple:
+    """Modification times of the runs folder and its folders: an atomic rewrite of a run file changes them."""
+    try:
+        folders = [runs_dir, *(d for d in runs_dir.iterdir() if d.is_dir())]
+        return tuple(sorted((str(d), d.stat().st_mtime_ns) for d in folders))
+    except OSError:
+        return ()
+
+
+def watch_target(run: RunFile, runs_dir: Path) -> Path:
+    """What to watch for a live run: its whole invocation folder when it has one, else the file."""
+    folder = run.path.parent
+    if run.record is not None and run.record.invocation and folder.resolve() != Path(runs_dir).resolve():
+        return folder
+    return run.path
 
 
 class HomeScreen(Screen[None]):
@@ -47,13 +70,14 @@ class HomeScreen(Screen[None]):
         self.run_files: list[RunFile] = []
         self.selected_runs: list[Path] = []
         """Run files picked with space, in the order picked: what the compare screen gets."""
+        self.signature: tuple = ()
 
     def compose(self) -> ComposeResult:
         yield Static("tuitrain — train MNIST classifiers and watch them", id="home-title")
         yield Static("Device: …", id="device")
         yield Static("Presets — Enter trains the highlighted one", classes="section")
         yield DataTable(id="presets", cursor_type="row", zebra_stripes=True)
-        yield Static(f"Saved runs in {self.runs_dir} — Space selects, c compares", classes="section", id="runs-title")
+        yield Static(self.runs_title(), classes="section", id="runs-title")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Footer()
         yield TooSmall()
@@ -80,8 +104,17 @@ class HomeScreen(Screen[None]):
         runs.add_column("Status", key="status")
         runs.add_column("Best acc", key="best")
         table.focus()
+        self.set_interval(REFRESH_S, self.refresh_runs_if_changed)
         if self.estimate_now:
             self.estimate_presets()
+
+    def runs_title(self, count: Optional[int] = None) -> str:
+        shown = f" ({count})" if count is not None else ""
+        return f"Saved runs in {self.runs_dir}{shown} — Space selects, c compares, Enter watches a live run"
+
+    def refresh_runs_if_changed(self) -> None:
+        if self.is_current and runs_signature(self.runs_dir) != self.signature:
+            self.load_runs()
 
     def on_screen_resume(self) -> None:
         self.load_runs()
@@ -115,8 +148,12 @@ class HomeScreen(Screen[None]):
             except Exception as exc:  # noqa: BLE001 - an estimate is a convenience, never fatal
                 self.post_message(EstimateReady(name, None, error=str(exc)))
 
-    @work(thread=True, exclusive=True, group="runs")
     def load_runs(self) -> None:
+        self.signature = runs_signature(self.runs_dir)  # before the scan: a change during it is seen next time
+        self.read_runs_folder()
+
+    @work(thread=True, exclusive=True, group="runs")
+    def read_runs_folder(self) -> None:
         self.post_message(RunsLoaded(scan_runs(self.runs_dir)))
 
     @on(DeviceKnown)
@@ -145,15 +182,13 @@ class HomeScreen(Screen[None]):
                 r.started_at.astimezone().strftime("%Y-%m-%d %H:%M") if r else "–",
                 (r.preset or "–") if r else "–",
                 r.label if r else Text(f"{f.path.name}: {f.error}", style="dim"),
-                Text(status, style=STATUS_STYLE.get(status, "")),
+                Text(LIVE, style="bold cyan") if status == "running" else Text(status, style=STATUS_STYLE.get(status, "")),
                 Text(fmt.accuracy(r.best_accuracy) if r else "–", justify="right"),
             )
             table.add_row(*cells, key=str(f.path))
         if message.runs:
             table.move_cursor(row=min(row, len(message.runs) - 1))
-        self.query_one("#runs-title", Static).update(
-            f"Saved runs in {self.runs_dir} ({len(message.runs)}) — Space selects, c compares"
-        )
+        self.query_one("#runs-title", Static).update(self.runs_title(len(message.runs)))
 
     @on(DataTable.RowSelected, "#presets")
     def start_preset(self, event: DataTable.RowSelected) -> None:
@@ -162,7 +197,11 @@ class HomeScreen(Screen[None]):
 
     @on(DataTable.RowSelected, "#runs")
     def select_run_by_enter(self, event: DataTable.RowSelected) -> None:
-        self.action_toggle_run()
+        run = next((f for f in self.run_files if str(f.path) == str(event.row_key.value)), None)
+        if run is not None and run.status == "running":
+            self.post_message(WatchRuns(watch_target(run, self.runs_dir)))
+        else:
+            self.action_toggle_run()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> Optional[bool]:
         if action == "toggle_run":

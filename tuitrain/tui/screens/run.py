@@ -1,7 +1,8 @@
 """The run screen: live charts, progress and the epoch table of a preset's runs, with controls.
 
-Events come from an EventSource run in a thread worker; its sink only posts EngineEvent messages
-(one per engine event, which the engine already chunks). Handlers update the SweepMonitor and the
+Events come from an EventSource run in a thread worker: a preset trained in this process, or a
+Follower reading the run files another process writes (`tuitrain watch`). Its sink only posts
+EngineEvent messages (one per engine event, which the engine already chunks). Handlers update the SweepMonitor and the
 cheap widgets; the charts are only marked dirty and redrawn by a timer a few times a second.
 """
 
@@ -19,7 +20,7 @@ from textual.worker import Worker, WorkerState
 
 from tuitrain.errors import TuitrainError
 from tuitrain.monitor import SweepMonitor
-from tuitrain.train.events import BatchLosses, EpochEnded, Event, RunFinished, RunStarted
+from tuitrain.train.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted
 from tuitrain.tui.messages import EngineEvent, SourceFailed
 from tuitrain.tui.screens.dialogs import ConfirmScreen, ErrorScreen
 from tuitrain.tui.sources import EventSource
@@ -33,6 +34,7 @@ REDRAW_EVERY_S = 0.5
 the GIL that the training thread needs)."""
 
 CONTROL_ACTIONS = {"pause", "stop_run", "stop_all"}
+WATCHING_NOTE = "Watching another process's training: pause and stop work only there."
 
 
 class RunScreen(Screen[None]):
@@ -56,13 +58,18 @@ class RunScreen(Screen[None]):
         self.progress_dirty = False
         self.done = False
         self.quitting = False
-        self.note = ""
+        self.note = WATCHING_NOTE if source.control is None else ""
         self.feed_worker: Optional[Worker] = None
 
     @property
+    def watching(self) -> bool:
+        """The events come from another process's run files: nothing here can pause or stop it."""
+        return self.source.control is None
+
+    @property
     def training(self) -> bool:
-        """Events are still coming and the source can be stopped."""
-        return not self.done
+        """Events are still coming from training in this process (quitting would stop it)."""
+        return not self.done and not self.watching
 
     @property
     def paused(self) -> bool:
@@ -90,6 +97,10 @@ class RunScreen(Screen[None]):
         except TuitrainError as exc:
             self.post_message(SourceFailed(str(exc)))
 
+    def on_unmount(self) -> None:
+        if self.watching:
+            self.source.stop()  # the follower's thread ends within a poll, so the app can exit
+
     def post_event(self, event: Event) -> None:
         """The sink: called on the worker thread; posting a message is thread-safe and does not wait."""
         self.post_message(EngineEvent(event))
@@ -106,9 +117,15 @@ class RunScreen(Screen[None]):
             self.accuracy_dirty = True
         elif isinstance(event, (RunStarted, RunFinished)):
             self.loss_dirty = self.accuracy_dirty = True
+            if isinstance(event, RunStarted):
+                # a watched run that started over (resumed) is replayed from its start
+                self.query_one(EpochTable).remove_run(event.run_id)
+                self.query_one("#run-title", Static).update(self.source.title)
             if isinstance(event, RunFinished) and event.status != "completed":
                 detail = f": {event.error}" if event.error else ""
                 self.notify(f"{event.label}: {event.status}{detail}", severity="warning" if event.status == "interrupted" else "error")
+        if isinstance(event, LogMessage) and self.watching and self.monitor.current is not None:
+            self.notify(event.text, severity="warning")  # e.g. a run file that cannot be read
         self.show_progress()
 
     @on(SourceFailed)
@@ -163,7 +180,7 @@ class RunScreen(Screen[None]):
         if action in CONTROL_ACTIONS:
             return self.source.control is not None and not self.done
         if action == "back":
-            return True if self.done else None  # shown greyed out while training
+            return True if self.done or self.watching else None  # shown greyed out while training
         return True
 
     # Controls: they only set thread-safe flags that the loop reads at batch boundaries.
@@ -194,7 +211,7 @@ class RunScreen(Screen[None]):
         self.redraw_charts(force=True)
 
     def action_back(self) -> None:
-        if self.done:
+        if self.done or self.watching:
             self.dismiss(None)
 
     def request_quit(self) -> None:

@@ -24,3 +24,7 @@ class EpochTable(DataTable):
         cells = [Text(c, justify="right") for c in fmt.epoch_row(epoch)]
         self.add_row(label, *cells, key=f"{run.run_id}:{epoch.epoch}")
         self.scroll_end(animate=False)
+
+    def remove_run(self, run_id: str) -> None:
+        for key in [k for k in self.rows if str(k.value).startswith(f"{run_id}:")]:
+            self.remove_row(key)

@@ -1,0 +1,67 @@
+"""`tuitrain --preset X --no-ui --detach`: checks first, trains in the background, returns at once."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tuitrain.cli import DETACHED_LOG, main
+from tuitrain.errors import RecordError
+from tuitrain.records import read_record
+
+TIMEOUT_S = 240  # generous: the tests share two cores with whatever else runs
+
+
+def test_detach_returns_at_once_and_the_run_completes(
+    mnist_dir: Path, tiny_preset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    runs = tmp_path / "runs"
+    code = main(["--preset", str(tiny_preset), "--no-ui", "--detach", "--data-dir", str(mnist_dir), "--runs-dir", str(runs),
+                 "--epochs", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    pid = int(re.search(r"pid (\d+)", out).group(1))
+    folder = Path(re.search(r"Run folder: (.+)", out).group(1))
+    try:
+        # returned before the child could even import torch: nothing trained yet
+        assert not [p for p in folder.glob("*.json") if read_record(p).status == "completed"]
+        assert os.getsid(pid) == pid  # its own session: a closed terminal does not hang it up
+        assert f"tuitrain watch {folder}" in out
+        assert folder.parent == runs.resolve()
+        deadline = time.monotonic() + TIMEOUT_S
+        statuses: list[str] = []
+        while statuses != ["completed", "completed"]:
+            assert time.monotonic() < deadline, f"timed out; log:\n{(folder / DETACHED_LOG).read_text()}"
+            time.sleep(0.2)
+            try:
+                statuses = [read_record(p).status for p in sorted(folder.glob("*.json"))]
+            except RecordError:
+                continue  # a file not written yet
+        records = [read_record(p) for p in sorted(folder.glob("*.json"))]
+        assert {r.invocation for r in records} == {folder.name}  # the child used the folder it was given
+        assert all(len(r.epochs) == 1 for r in records)  # overrides reached the child
+        log = (folder / DETACHED_LOG).read_text()
+        assert "Train Epoch: 1" in log and "Run files:" in log
+        assert [p for p in runs.iterdir()] == [folder]  # no second invocation folder
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_detach_checks_input_before_starting(mnist_dir: Path, tiny_preset: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    runs = tmp_path / "runs"
+    assert main(["--preset", str(tiny_preset), "--detach", "--data-dir", str(tmp_path / "nowhere"), "--runs-dir", str(runs)]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert main(["--preset", "no_such_preset", "--detach", "--runs-dir", str(runs)]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    assert main(["--detach", "--runs-dir", str(runs)]) == 2
+    assert "--detach needs --preset" in capsys.readouterr().err
+    assert not runs.exists() or not any(runs.iterdir())  # nothing started, no folder left behind

@@ -1,0 +1,270 @@
+"""Following run files written by another process: the same events as the training loop emits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tuitrain.follow import Follower, RunFileReader, newest_invocation
+from tuitrain.records import EnvInfo, RunRecord, write_record
+from tuitrain.train.data import load_idx_folder
+from tuitrain.train.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted
+from tuitrain.train.loop import fit
+from tuitrain.train.spec import RunSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+STARTED = datetime.now(timezone.utc)  # after this process started: its pid counts as the writer's
+SUBPROCESS_TIMEOUT_S = 240  # generous: the tests share two cores with whatever else runs
+
+
+def spec(**kw) -> RunSpec:
+    base = dict(model="model_a", epochs=3, batch_size=32, lr=0.003, log_every=4, device="cpu", seed=3)
+    base.update(kw)
+    return RunSpec(**base)
+
+
+def losses_of(events: list[Event], run_id: str | None = None) -> list[float]:
+    return [v for e in events if isinstance(e, BatchLosses) and run_id in (None, e.run_id) for v in e.losses]
+
+
+def of_type(events: list[Event], kind: type) -> list:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def steps_are_contiguous(events: list[Event]) -> bool:
+    nxt: dict[str, int] = {}
+    for e in events:
+        if isinstance(e, RunStarted):
+            nxt[e.run_id] = 0
+        elif isinstance(e, BatchLosses):
+            if e.first_step != nxt.get(e.run_id):
+                return False
+            nxt[e.run_id] = e.first_step + len(e.losses)
+    return True
+
+
+def follow_until(follower: Follower, done: Callable[[list[Event]], bool], timeout: float, events: list[Event]) -> list[Event]:
+    deadline = time.monotonic() + timeout
+    while not done(events):
+        assert time.monotonic() < deadline, f"timed out; events so far: {[type(e).__name__ for e in events]}"
+        events.extend(follower.poll())
+        time.sleep(0.1)
+    return events
+
+
+def headless(preset: Path, mnist_dir: Path, runs: Path, tmp_path: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TUITRAIN_CACHE_DIR": str(tmp_path / "cache")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuitrain", "--preset", str(preset), "--no-ui", "--data-dir", str(mnist_dir),
+         "--runs-dir", str(runs), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+    )
+
+
+# -- in process: each saved version is followed at once ---------------------------------------------------
+
+
+def test_follower_rebuilds_the_engine_events(mnist_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "inv" / "01-run.json"
+    path.parent.mkdir()
+    follower = Follower(path.parent)
+    engine: list[Event] = []
+    followed: list[Event] = []
+    polls_with_losses = 0
+
+    def persist(record: RunRecord) -> None:
+        nonlocal polls_with_losses
+        write_record(record, path)
+        new = follower.poll()
+        polls_with_losses += bool(losses_of(new))
+        followed.extend(new)
+
+    fit(spec(), engine.append, data=load_idx_folder(mnist_dir), persist=persist, path=path)
+
+    started = of_type(followed, RunStarted)
+    assert len(started) == 1 and started == of_type(engine, RunStarted)  # every field, device and sizes included
+    assert losses_of(followed) == losses_of(engine)
+    assert polls_with_losses >= 3  # arrived as the run went, not all at the end
+    assert steps_are_contiguous(followed)
+    assert of_type(followed, EpochEnded) == of_type(engine, EpochEnded)
+    assert of_type(followed, RunFinished)[0].status == "completed"
+    assert isinstance(followed[-1], RunFinished)
+    # each chunk belongs to one epoch and says how far into it it goes
+    bpe = started[0].batches_per_epoch
+    for e in of_type(followed, BatchLosses):
+        assert e.first_step // bpe + 1 == e.epoch
+        assert e.batch == e.first_step + len(e.losses) - (e.epoch - 1) * bpe
+        assert 0 < e.batch <= bpe
+    # epochs are announced after their losses, as the loop does
+    kinds = [(type(e).__name__, getattr(e, "epoch", None)) for e in followed if isinstance(e, (BatchLosses, EpochEnded))]
+    for i, (kind, epoch) in enumerate(kinds):
+        if kind == "EpochEnded":
+            assert kinds[i - 1] == ("BatchLosses", epoch)
+
+
+def test_whole_history_is_replayed_when_watching_starts_late(mnist_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "01-run.json"
+    engine: list[Event] = []
+    fit(spec(epochs=2), engine.append, data=load_idx_folder(mnist_dir), persist=lambda r: write_record(r, path), path=path)
+    followed = Follower(path).poll()
+    assert [type(e) for e in followed][0] is RunStarted
+    assert losses_of(followed) == losses_of(engine)
+    assert of_type(followed, EpochEnded) == of_type(engine, EpochEnded)
+    assert isinstance(followed[-1], RunFinished) and followed[-1].status == "completed"
+
+
+# -- reading while the file is replaced ---------------------------------------------------------------------
+
+
+def sample_record(**kw) -> RunRecord:
+    base = dict(
+        id="inv-01", label="a", preset="tiny", invocation="inv", spec=spec(epochs=2),
+        env=EnvInfo(device="CPU", torch_version="x", threads=2), batches_per_epoch=4, train_size=128, test_size=64,
+        run_index=0, run_count=1, started_at=STARTED,
+    )
+    base.update(kw)
+    return RunRecord(**base)
+
+
+def test_missing_half_written_and_invalid_files_are_retried_not_raised(tmp_path: Path) -> None:
+    path = tmp_path / "01-a.json"
+    reader = RunFileReader(path)
+    assert reader.read() is None and reader.failures == 1  # not there yet
+    record = sample_record(batch_losses=[2.0, 1.5])
+    text = record.model_dump_json(indent=1)
+    path.write_text(text[: len(text) // 2])  # what a non-atomic writer leaves mid-write
+    assert reader.read() is None and "not valid JSON" in reader.error
+    path.write_text(text)
+    assert reader.read().batch_losses == [2.0, 1.5]
+    assert reader.read() is None  # unchanged: not parsed again
+
+    follower = Follower(path)
+    first = follower.poll()
+    assert [type(e) for e in first] == [RunStarted, BatchLosses]
+    path.write_text("{")
+    for _ in range(5):  # the last good version stays; the reason is said once, after a few tries
+        assert all(isinstance(e, LogMessage) for e in follower.poll())
+    path.unlink()
+    messages = [e for e in follower.poll() if isinstance(e, LogMessage)]
+    assert len(messages) == 1 and "cannot read" in messages[0].text  # a new reason is said once more
+    record.batch_losses.append(1.0)
+    write_record(record, path)
+    assert losses_of(follower.poll()) == [1.0]
+
+
+def test_rapid_rewrites_never_fail_or_go_backwards(tmp_path: Path) -> None:
+    path = tmp_path / "01-a.json"
+    record = sample_record()
+    write_record(record, path)
+    follower = Follower(path, poll_s=0)
+    writes = 300
+    stop = threading.Event()
+
+    def writer() -> None:
+        for i in range(writes):
+            record.batch_losses.append(float(i))
+            write_record(record, path)
+        stop.set()
+
+    thread = threading.Thread(target=writer)
+    events: list[Event] = []
+    thread.start()
+    while not stop.is_set():
+        events.extend(follower.poll())
+    thread.join()
+    events.extend(follower.poll())
+    assert not of_type(events, LogMessage)
+    assert len(of_type(events, RunStarted)) == 1
+    assert losses_of(events) == [float(i) for i in range(writes)]
+    assert steps_are_contiguous(events)
+
+
+# -- folders ------------------------------------------------------------------------------------------------
+
+
+def test_folder_follows_newest_invocation_and_runs_that_start_later(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    old, new = runs / "20260101-100000-tiny-aaaaaa", runs / "20260102-100000-tiny-bbbbbb"
+    old.mkdir(parents=True)
+    write_record(sample_record(id="old-01", status="completed"), old / "01-a.json")
+    new.mkdir()  # a detached run still loading its data: no run file yet
+    follower = Follower(runs)
+    assert follower.folder is None
+    assert [type(e) for e in follower.poll()] == [LogMessage]  # waiting
+    assert follower.folder == new and newest_invocation(runs) == new
+    other = dict(env=EnvInfo(device="CPU", torch_version="x", threads=2, pid=os.getpid()), run_count=2)
+    write_record(sample_record(id="new-01", label="a", **other), new / "01-a.json")
+    events = follower.poll()
+    assert [(type(e), e.run_id) for e in events] == [(RunStarted, "new-01")]
+    assert events[0].run_count == 2
+    write_record(sample_record(id="new-01", label="a", status="completed", **other), new / "01-a.json")
+    write_record(sample_record(id="new-02", label="b", run_index=1, **other), new / "02-b.json")
+    events = follower.poll()
+    assert [(type(e).__name__, e.run_id) for e in events] == [("RunFinished", "new-01"), ("RunStarted", "new-02")]
+    assert events[1].run_index == 1
+    assert not follower.done  # run 2 of 2 is still going
+    write_record(sample_record(id="new-02", label="b", run_index=1, status="interrupted", **other), new / "02-b.json")
+    assert of_type(follower.poll(), RunFinished)[0].status == "interrupted"
+    assert follower.done
+
+
+def test_missing_target_is_a_clear_error(tmp_path: Path) -> None:
+    from tuitrain.errors import TuitrainError
+
+    with pytest.raises(TuitrainError, match="no such run file or folder"):
+        Follower(tmp_path / "nope")
+
+
+# -- another process ---------------------------------------------------------------------------------------
+
+
+def test_headless_run_in_another_process_is_followed(mnist_dir: Path, tiny_preset: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    follower = Follower(runs)  # started before the run: waits for its folder
+    proc = headless(tiny_preset, mnist_dir, runs, tmp_path)
+    try:
+        events = follow_until(follower, lambda ev: follower.done, SUBPROCESS_TIMEOUT_S, [])
+        assert proc.wait(timeout=SUBPROCESS_TIMEOUT_S) == 0, proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.wait()
+    started = of_type(events, RunStarted)
+    assert [(s.label, s.run_index, s.run_count) for s in started] == [("activation=relu", 0, 2), ("activation=tanh", 1, 2)]
+    assert [(e.run_index, e.epoch) for e in of_type(events, EpochEnded)] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert [f.status for f in of_type(events, RunFinished)] == ["completed", "completed"]
+    assert steps_are_contiguous(events)
+    assert len(losses_of(events, started[0].run_id)) == 2 * started[0].batches_per_epoch
+
+
+def test_killed_training_process_shows_as_crashed(mnist_dir: Path, tiny_preset: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    follower = Follower(runs)
+    proc = headless(tiny_preset, mnist_dir, runs, tmp_path, "--epochs", "500")
+    try:
+        events = follow_until(follower, lambda ev: bool(of_type(ev, EpochEnded)), SUBPROCESS_TIMEOUT_S, [])
+        assert not of_type(events, RunFinished)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()  # reaped: a zombie still answers kill(pid, 0)
+    follow_until(follower, lambda ev: bool(of_type(ev, RunFinished)), 30, events)
+    finished = of_type(events, RunFinished)
+    assert [(f.label, f.status) for f in finished] == [("activation=relu", "crashed")]
+    assert "process is gone" in finished[0].error
+    assert follower.done  # no run will start after the writer died
+
+
+def test_follower_does_not_import_textual() -> None:
+    code = "import sys, tuitrain.follow; print('textual' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False"

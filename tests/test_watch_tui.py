@@ -1,0 +1,150 @@
+"""Watching, in the app, runs that another process trains: the same run screen fed by run files.
+
+The training runs headless in a subprocess; waits are on conditions with generous timeouts (a
+loaded 2-core machine), never fixed sleeps standing in for "long enough".
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from tuitrain import format as fmt
+from tuitrain.cli import main
+from tuitrain.follow import Follower
+from tuitrain.records import read_record
+from tuitrain.tui.app import TuitrainApp
+from tuitrain.tui.screens.home import LIVE, HomeScreen
+from tuitrain.tui.screens.run import WATCHING_NOTE, RunScreen
+from tuitrain.tui.widgets.epoch_table import EpochTable
+from tuitrain.tui.widgets.progress import ProgressPanel
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 180.0
+
+
+async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def headless(preset: Path, mnist_dir: Path, runs: Path, tmp_path: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TUITRAIN_CACHE_DIR": str(tmp_path / "cache")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuitrain", "--preset", str(preset), "--no-ui", "--data-dir", str(mnist_dir),
+         "--runs-dir", str(runs), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+
+
+def table_rows(table: EpochTable) -> list[list[str]]:
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def progress_text(screen: RunScreen) -> str:
+    return str(screen.query_one(ProgressPanel).render())
+
+
+async def test_watch_shows_epochs_arriving_from_another_process(tiny_preset, mnist_dir, tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    proc = headless(tiny_preset, mnist_dir, runs, tmp_path, "--epochs", "8")
+    try:
+        app = TuitrainApp(runs_dir=runs, presets={"tiny": tiny_preset}, watch=runs)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
+            screen = app.screen
+            assert isinstance(screen.source, Follower) and screen.watching
+            table = screen.query_one(EpochTable)
+            await wait_for(pilot, lambda: table.row_count >= 1, "the first epoch")
+            assert proc.poll() is None  # it arrived while the other process was still training
+            assert WATCHING_NOTE in progress_text(screen)
+            # pause and stop belong to the training process: hidden here, and the keys do nothing
+            assert not any(screen.check_action(a, ()) for a in ("pause", "stop_run", "stop_all"))
+            await pilot.press("p", "x")
+            assert "PAUSED" not in progress_text(screen)
+            await wait_for(pilot, lambda: screen.done, "both runs to end")
+            assert proc.wait(timeout=TIMEOUT_S) == 0
+            records = [read_record(p) for p in sorted(runs.rglob("*.json"))]
+            expected = [[r.label, *row] for r in records for row in fmt.epoch_rows(r)]
+            assert table_rows(table) == expected and len(expected) == 16
+            assert [len(run.losses) for run in screen.monitor.runs.values()] == [len(r.batch_losses) for r in records]
+            assert [r.status for r in screen.monitor.runs.values()] == ["completed", "completed"]
+            assert "Finished" in progress_text(screen)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen), "back on the home screen")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_live_run_on_home_opens_the_watch_view_and_a_killed_run_shows_crashed(tiny_preset, mnist_dir, tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    app = TuitrainApp(runs_dir=runs, presets={"tiny": tiny_preset})
+    proc = None
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            home = app.screen
+            assert isinstance(home, HomeScreen)
+            proc = headless(tiny_preset, mnist_dir, runs, tmp_path, "--epochs", "500")
+            runs_table = home.query_one("#runs")
+
+            def live_row() -> bool:
+                return runs_table.row_count > 0 and str(runs_table.get_row_at(0)[4]) == LIVE
+
+            await wait_for(pilot, live_row, "the home screen to list the new run as live")  # without a key press
+            runs_table.focus()
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the watch view")
+            screen = app.screen
+            assert screen.watching and screen.source.folder == next(runs.iterdir())
+            await wait_for(pilot, lambda: screen.monitor.current is not None and screen.monitor.current.losses, "losses")
+            # leaving a watch view is allowed at any time and stops following (the run goes on)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is home, "back on the home screen")
+            await wait_for(pilot, lambda: screen.feed_worker.is_finished, "the follower to stop")
+            assert proc.poll() is None
+            runs_table.focus()
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen is not screen, "the watch view again")
+            screen = app.screen
+            table = screen.query_one(EpochTable)
+            await wait_for(pilot, lambda: table.row_count >= 1, "an epoch")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()  # reaped: a zombie still answers kill(pid, 0)
+            await wait_for(pilot, lambda: screen.done, "the watch to notice the dead process")
+            assert [r.status for r in screen.monitor.runs.values()] == ["crashed"]
+            assert "Finished" in progress_text(screen) and "crashed" in progress_text(screen)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is home and not live_row(), "the home screen to show it crashed")
+            assert str(runs_table.get_row_at(0)[4]) == "crashed"
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
+def test_watch_command_checks_its_target(tmp_path, capsys):
+    assert main(["watch", str(tmp_path / "nowhere")]) == 2
+    assert "no such run file or folder" in capsys.readouterr().err
+
+
+def test_watch_no_ui_prints_a_finished_run(tiny_preset, mnist_dir, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(["--preset", str(tiny_preset), "--no-ui", "--data-dir", str(mnist_dir), "--runs-dir", str(runs),
+                 "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main(["watch", str(runs), "--no-ui"]) == 0
+    out = capsys.readouterr().out
+    assert "=== Run 1/2: activation=relu" in out and "=== Run 2/2: activation=tanh" in out
+    assert out.count("Test set: Average loss:") == 2
+    assert "Run activation=tanh: completed" in out

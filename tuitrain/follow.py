@@ -1,0 +1,364 @@
+"""Following runs that another process trains: run files in, engine events out.
+
+A training process rewrites its run file atomically every few seconds (tuitrain.records). A
+Follower polls that file, or an invocation folder, and turns each new version of a record into the
+events the training loop itself emits (RunStarted, BatchLosses, EpochEnded, RunFinished, LogMessage),
+by diffing it against what it has already emitted. A front end cannot tell the two sources apart:
+the app's run screen and the headless printer take either.
+
+No textual here. Reading never raises: a file that is missing, being replaced or not (yet) valid is
+skipped until the next poll, and the last good version stays shown.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import socket
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from tuitrain import format as fmt
+from tuitrain.catalog import STALE_AFTER_S, effective_status, training_process_alive
+from tuitrain.errors import RecordError, TuitrainError
+from tuitrain.records import RunRecord, parse_record
+from tuitrain.train.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted, Sink
+
+if TYPE_CHECKING:  # the loop imports torch: a watcher does not need it
+    from tuitrain.train.loop import RunControl
+
+POLL_S = 0.5
+"""Seconds between two looks at the files (a stat each; a file is parsed only when it changed)."""
+REPORT_AFTER_FAILURES = 3
+"""Consecutive failed reads of a file before the reason is shown (one failure is usually a race)."""
+INVOCATION_NAME = re.compile(r"^\d{8}-\d{6}-.+-[0-9a-f]{6}$")
+"""Folder names made by session.new_invocation_dir: timestamp, preset, random suffix."""
+PLAN_FILE = "invocation.plan"
+"""Written by newer versions beside the run files: the planned runs (used for the run count only)."""
+MNIST_TRAIN, MNIST_TEST = 60_000, 10_000
+
+
+def run_files(folder: Path) -> list[Path]:
+    """Run files directly in an invocation folder, in run order (NN-label.json), temp files skipped."""
+    try:
+        return sorted(p for p in Path(folder).glob("*.json") if not p.name.startswith(".") and p.is_file())
+    except OSError:
+        return []
+
+
+def is_invocation_folder(folder: Path) -> bool:
+    return bool(INVOCATION_NAME.match(folder.name)) or bool(run_files(folder)) or (folder / PLAN_FILE).is_file()
+
+
+def invocation_started(folder: Path) -> Optional[float]:
+    """When an invocation started: from its folder name (cheap), else its first run, else the folder's time."""
+    if INVOCATION_NAME.match(folder.name):
+        try:
+            return datetime.strptime(folder.name[:15], "%Y%m%d-%H%M%S").timestamp()  # local time, as named
+        except ValueError:
+            pass
+    started = []
+    for path in run_files(folder):
+        try:
+            started.append(parse_record(path.read_text(encoding="utf-8"), str(path)).started_at.timestamp())
+        except (OSError, UnicodeDecodeError, RecordError):
+            continue
+    try:
+        return min(started) if started else folder.stat().st_mtime
+    except OSError:
+        return None
+
+
+def newest_invocation(runs_dir: Path) -> Optional[Path]:
+    """The invocation folder directly under runs_dir that started last."""
+    try:
+        folders = [d for d in Path(runs_dir).iterdir() if d.is_dir() and is_invocation_folder(d)]
+    except OSError:
+        return None
+    started = [(when, folder) for folder in folders if (when := invocation_started(folder)) is not None]
+    return max(started)[1] if started else None
+
+
+class RunFileReader:
+    """Reads one run file when it has changed (inode, mtime or size), never raising.
+
+    The file is opened once and its stat taken from the open descriptor, so the text and the stat
+    belong to the same version even while the writer replaces the file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._version: Optional[tuple[int, int, int]] = None
+        self.failures = 0
+        """Consecutive reads that failed; reset by a good read."""
+        self.error: Optional[str] = None
+
+    def read(self) -> Optional[RunRecord]:
+        """The record if the file changed since the last good read and is valid now, else None."""
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            return self._failed(f"{self.path}: cannot read ({exc.strerror or exc}).")
+        if (st.st_ino, st.st_mtime_ns, st.st_size) == self._version:
+            return None
+        try:
+            with open(self.path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                data = fh.read()
+            record = parse_record(data.decode("utf-8"), str(self.path))
+        except OSError as exc:  # replaced or removed between stat and open
+            return self._failed(f"{self.path}: cannot read ({exc.strerror or exc}).")
+        except UnicodeDecodeError:
+            return self._failed(f"{self.path}: not UTF-8 text.")
+        except RecordError as exc:  # half-written (by a writer that does not replace atomically), or not a record
+            return self._failed(str(exc))
+        self._version = (st.st_ino, st.st_mtime_ns, st.st_size)
+        self.failures, self.error = 0, None
+        return record
+
+    def _failed(self, reason: str) -> None:
+        self.failures += 1
+        self.error = reason
+        return None
+
+
+def _device_text(record: RunRecord) -> str:
+    """As describe_device words it in the training process."""
+    env = record.env
+    return fmt.cpu_device(env.threads) if env.device_type == "cpu" else env.device
+
+
+def _seconds_between(start: datetime, end: datetime) -> float:
+    return max((end - start).total_seconds(), 0.0)
+
+
+class RunTracker:
+    """One run file: what has been emitted of it so far, and the events that its next version adds."""
+
+    def __init__(self, path: Path, fallback_index: int = 0) -> None:
+        self.path = Path(path)
+        self.reader = RunFileReader(path)
+        self.fallback_index = fallback_index
+        self.record: Optional[RunRecord] = None
+        self.steps = 0
+        """Batch losses emitted."""
+        self.epochs = 0
+        """Epochs emitted."""
+        self.finished: Optional[str] = None
+        """The status a RunFinished was emitted with."""
+        self.reported_error: Optional[str] = None
+
+    def poll(self) -> list[Event]:
+        record = self.reader.read()
+        events: list[Event] = []
+        if record is not None:
+            events = self.update(record)
+        elif self.record is not None and self.finished is None:
+            # an unchanged 'running' file: its process may have died since the last look
+            events = self._finish_if_ended(self.record)
+        if self.reader.failures >= REPORT_AFTER_FAILURES and self.reader.error != self.reported_error:
+            self.reported_error = self.reader.error
+            events.append(LogMessage(f"Cannot read {self.path.name} (still trying): {self.reader.error}"))
+        return events
+
+    @property
+    def run_index(self) -> int:
+        if self.record is not None and self.record.run_index is not None:
+            return self.record.run_index
+        return self.fallback_index
+
+    def batches_per_epoch(self, record: RunRecord) -> int:
+        if record.batches_per_epoch:
+            return record.batches_per_epoch
+        # files written before the field existed: as the loop computes it, for full MNIST
+        spec = record.spec
+        batches = math.ceil(min(spec.subset or MNIST_TRAIN, MNIST_TRAIN) / spec.batch_size)
+        return min(batches, spec.limit_train_batches) if spec.limit_train_batches else batches
+
+    def train_size(self, record: RunRecord) -> int:
+        if record.train_size:
+            return record.train_size
+        spec = record.spec
+        return min(spec.subset or MNIST_TRAIN, MNIST_TRAIN, self.batches_per_epoch(record) * spec.batch_size)
+
+    def update(self, record: RunRecord) -> list[Event]:
+        """The events that take a watcher from the last version it saw to this one."""
+        events: list[Event] = []
+        previous = self.record
+        if previous is None or self._restarted(previous, record):
+            # first sight, or the run started over (resumed, or a new run in the same file): replay it all
+            self.steps, self.epochs, self.finished = 0, 0, None
+            events.append(self._started(record))
+        self.record = record
+        bpe = self.batches_per_epoch(record)
+        losses = record.batch_losses
+        while True:
+            # an epoch is announced once all of its losses have been
+            while self.epochs < len(record.epochs) and self.steps >= min(len(losses), record.epochs[self.epochs].epoch * bpe):
+                events.append(self._epoch_ended(record, self.epochs))
+                self.epochs += 1
+            if self.steps >= len(losses):
+                break
+            epoch = self.steps // bpe + 1
+            end = min(len(losses), epoch * bpe)
+            events.append(self._batch_losses(record, epoch, self.steps, end, bpe))
+            self.steps = end
+        events.extend(self._finish_if_ended(record))
+        return events
+
+    def _restarted(self, previous: RunRecord, record: RunRecord) -> bool:
+        return (
+            record.id != previous.id
+            or record.started_at != previous.started_at
+            or len(record.batch_losses) < self.steps
+            or len(record.epochs) < self.epochs
+            or (self.finished is not None and record.status == "running" and effective_status(record) == "running")
+        )
+
+    def _finish_if_ended(self, record: RunRecord) -> list[Event]:
+        status = effective_status(record)
+        if status == "running" or self.finished is not None:
+            return []
+        self.finished = status
+        error = record.error
+        if status == "crashed" and error is None:
+            error = "the training process is gone (killed, or its machine went down); the file holds what it saved last"
+        return [RunFinished(
+            run_id=record.id, label=record.label, run_index=self.run_index, status=status, path=self.path,
+            error=error, best_accuracy=record.best_accuracy,
+        )]
+
+    def _started(self, record: RunRecord) -> RunStarted:
+        return RunStarted(
+            run_id=record.id, label=record.label, run_index=self.run_index,
+            run_count=max(record.run_count or 1, self.run_index + 1), spec=record.spec, device=_device_text(record),
+            train_size=self.train_size(record),
+            test_size=record.test_size or (record.epochs[0].test_total if record.epochs else min(record.spec.test_subset or MNIST_TEST, MNIST_TEST)),
+            batches_per_epoch=self.batches_per_epoch(record), start_epoch=1, path=self.path,
+        )
+
+    def _batch_losses(self, record: RunRecord, epoch: int, start: int, end: int, bpe: int) -> BatchLosses:
+        batch = end - (epoch - 1) * bpe
+        train_size = self.train_size(record)
+        samples = min(batch * record.spec.batch_size, train_size)
+        elapsed = _seconds_between(record.started_at, record.heartbeat_at)
+        done = [e for e in record.epochs if e.epoch < epoch]
+        # the file does not say when this epoch began: the last epoch's rate, or the run's so far in epoch 1
+        rate = done[-1].samples_per_s if done else (samples / elapsed if elapsed > 0 else 0.0)
+        return BatchLosses(
+            run_id=record.id, epoch=epoch, first_step=start, losses=tuple(record.batch_losses[start:end]),
+            batch=batch, batches_per_epoch=bpe, samples_done=samples, train_size=train_size,
+            samples_per_s=rate, elapsed_s=elapsed,
+        )
+
+    def _epoch_ended(self, record: RunRecord, i: int) -> EpochEnded:
+        e = record.epochs[i]
+        return EpochEnded(
+            run_id=record.id, label=record.label, run_index=self.run_index, epochs=record.spec.epochs,
+            **e.model_dump(exclude={"eval_s"}),
+        )
+
+
+class Follower:
+    """Follows a run file, an invocation folder, or the newest invocation in a runs folder.
+
+    Satisfies the app's event-source protocol (title, control, run(sink), stop(), result_folder()):
+    control is None because a watched run is controlled by the process that trains it.
+    """
+
+    control: Optional["RunControl"] = None
+
+    def __init__(self, target: Path, poll_s: float = POLL_S) -> None:
+        self.target = Path(target).expanduser()
+        if not self.target.exists():
+            raise TuitrainError(f"{self.target}: no such run file or folder. Pass a run file (.json) or a runs folder.")
+        self.single_file = self.target.is_file()
+        if self.single_file:
+            self.folder: Optional[Path] = self.target.parent
+        elif is_invocation_folder(self.target):
+            self.folder = self.target
+        else:
+            self.folder = None  # a runs folder: the newest invocation in it, once there is one
+        self.poll_s = poll_s
+        self.trackers: dict[Path, RunTracker] = {}
+        self._stop = threading.Event()
+        self._said_waiting = False
+        self.title = f"Watching {self.target}"
+
+    @property
+    def runs_dir(self) -> Path:
+        """The runs folder the target belongs to (for the app's home screen)."""
+        folder = self.target.parent if self.single_file else self.target
+        return folder.parent if is_invocation_folder(folder) else folder
+
+    # -- polling ------------------------------------------------------------------------------------
+
+    def poll(self) -> list[Event]:
+        """Look at the files once; the events since the last look, in order."""
+        events: list[Event] = []
+        if self.folder is None:  # decided at the first sight of run files: here, or in an invocation below
+            self.folder = self.target if is_invocation_folder(self.target) else newest_invocation(self.target)
+            if self.folder is None:
+                if not self._said_waiting:
+                    self._said_waiting = True
+                    events.append(LogMessage(f"Waiting for a run to start in {self.target}…"))
+                return events
+        paths = [self.target] if self.single_file else run_files(self.folder)
+        for path in paths:
+            tracker = self.trackers.get(path)
+            if tracker is None:
+                tracker = self.trackers[path] = RunTracker(path, fallback_index=len(self.trackers))
+            events.extend(tracker.poll())
+            if tracker.record is not None and tracker.record.preset:
+                self.title = f"{tracker.record.preset} — watching {self.folder}"
+        if not self.trackers and not self._said_waiting:
+            self._said_waiting = True
+            events.append(LogMessage(f"Waiting for the first run file in {self.folder}…"))
+        return events
+
+    @property
+    def done(self) -> bool:
+        """Every run has ended and no more will start."""
+        seen = [t for t in self.trackers.values() if t.record is not None]
+        if not seen or any(t.finished is None for t in seen):
+            return False
+        if self.single_file:
+            return True
+        if len(seen) >= self.planned_runs(seen):
+            return True
+        last = max(seen, key=lambda t: t.record.started_at).record
+        # the writer stopped early (Ctrl-C, a signal): no more runs once its process is gone
+        if last.env.host == socket.gethostname() and last.env.pid:
+            return not training_process_alive(last)
+        ended = last.ended_at or last.heartbeat_at
+        return _seconds_between(ended, datetime.now(timezone.utc)) > STALE_AFTER_S
+
+    def planned_runs(self, seen: list[RunTracker]) -> int:
+        counts = [t.record.run_count for t in seen if t.record.run_count]
+        if counts:
+            return max(counts)
+        try:
+            return len(json.loads((self.folder / PLAN_FILE).read_text(encoding="utf-8"))["runs"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 1 << 30  # unknown: the writer's process decides
+
+    # -- event-source protocol ----------------------------------------------------------------------
+
+    def run(self, sink: Sink) -> None:
+        """Deliver events to `sink` until every run has ended or stop() is called (on a worker thread)."""
+        while not self._stop.is_set():
+            for event in self.poll():
+                sink(event)
+            if self.done:
+                return
+            self._stop.wait(self.poll_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def result_folder(self) -> Optional[Path]:
+        return self.folder
