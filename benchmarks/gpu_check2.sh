@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check for the CUDA-graph training step (issue 6), one short script for a GPU lease. It stops
-# itself within about 4 minutes (GPU_CHECK_BUDGET_S, default 225 s of steps, plus set-up); expected
+# itself within about 4 minutes (GPU_CHECK_BUDGET_S, default 215 s of steps, plus set-up); expected
 # about 2.5 minutes on an H100. Every step runs under `timeout` and the next step runs whatever
 # happened; summary.log says what each step did.
 #   (a) tests/test_cuda.py (graph step == eager step, fit through the graph, fallbacks) and tests/test_step.py;
@@ -28,7 +28,7 @@ SUMMARY=$LOGS/summary.log
 : >"$SUMMARY"
 say() { echo "$*" | tee -a "$SUMMARY"; }
 T0=$SECONDS
-BUDGET=${GPU_CHECK_BUDGET_S:-225}
+BUDGET=${GPU_CHECK_BUDGET_S:-215}
 # seconds for the next step: at most $1, and no more than what is left of the budget (at least 10)
 cap() { local want=$1 left=$((BUDGET - (SECONDS - T0))); [ "$left" -lt "$want" ] && want=$left; [ "$want" -lt 10 ] && want=10; echo "$want"; }
 verdict() { case $1 in 0) echo "ok";; 124|137) echo "TIMED OUT";; *) echo "FAILED (exit $1)";; esac; }
