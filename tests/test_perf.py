@@ -96,13 +96,16 @@ def test_cuda_requested_without_a_gpu_is_a_clear_error() -> None:
         select_device("cuda")
 
 
-def test_small_models_train_on_one_thread_and_restore_the_setting(mnist_dir: Path) -> None:
+def test_cpu_threads_setting_applies_to_the_run_and_is_restored(mnist_dir: Path, monkeypatch) -> None:
     before = torch.get_num_threads()
     spec = RunSpec(model="model_a", epochs=1, batch_size=64, device="cpu", limit_train_batches=2)
+    monkeypatch.setenv("TUITRAIN_CPU_THREADS", "1")
     record = fit(spec, data=load_idx_folder(mnist_dir))
     assert record.status == "completed"
     assert record.env.threads == 1
     assert torch.get_num_threads() == before
+    monkeypatch.delenv("TUITRAIN_CPU_THREADS")
+    assert fit(spec, data=load_idx_folder(mnist_dir)).env.threads == before
 
 
 def test_estimate_calibrates_once_and_scales_with_the_run() -> None:
