@@ -136,7 +136,7 @@ def load_idx_folder(folder: Path, source: Optional[str] = None) -> MnistArrays:
         train_labels=arrays["train_labels"].astype(np.int64),
         test_images=arrays["test_images"],
         test_labels=arrays["test_labels"].astype(np.int64),
-        source=source or str(folder),
+        source=source or str(folder.resolve()),
     )
 
 
