@@ -4,7 +4,12 @@ through the real loading code."""
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -78,3 +83,26 @@ activation = ["relu", "tanh"]
         encoding="utf-8",
     )
     return path
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: float = 180.0) -> None:
+    """Let the app run until `condition()` holds (generous timeout: CI machines are slow and shared)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def start_headless(preset: Path, mnist_dir: Path, runs: Path, tmp_path: Path, *extra: str,
+                   stderr=subprocess.DEVNULL) -> subprocess.Popen:
+    """`tuitrain --preset PRESET --no-ui` on the synthetic data, in a subprocess (another process training)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TUITRAIN_CACHE_DIR": str(tmp_path / "cache")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuitrain", "--preset", str(preset), "--no-ui", "--data-dir", str(mnist_dir),
+         "--runs-dir", str(runs), *extra],
+        stdout=subprocess.DEVNULL, stderr=stderr, env=env,
+    )

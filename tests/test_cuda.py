@@ -1,4 +1,4 @@
-"""The CUDA path: skipped without a GPU (benchmarks/gpu_check2.sh runs it on one).
+"""The CUDA path: skipped without a GPU (benchmarks/gpu_check.sh runs it on one).
 
 Besides device selection and the evaluation batch size, the one CUDA-only branch is the training
 step of Model A/B, captured in a CUDA graph (tuitrain/train/cuda_step.py): these check that it gives

@@ -20,6 +20,7 @@ from tuitrain.train.data import load_idx_folder
 from tuitrain.train.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted
 from tuitrain.train.loop import fit
 from tuitrain.train.spec import RunSpec
+from conftest import start_headless
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTED = datetime.now(timezone.utc)  # after this process started: its pid counts as the writer's
@@ -61,13 +62,6 @@ def follow_until(follower: Follower, done: Callable[[list[Event]], bool], timeou
     return events
 
 
-def headless(preset: Path, mnist_dir: Path, runs: Path, tmp_path: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TUITRAIN_CACHE_DIR": str(tmp_path / "cache")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "tuitrain", "--preset", str(preset), "--no-ui", "--data-dir", str(mnist_dir),
-         "--runs-dir", str(runs), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-    )
 
 
 # -- in process: each saved version is followed at once ---------------------------------------------------
@@ -231,7 +225,7 @@ def test_headless_run_in_another_process_is_followed(mnist_dir: Path, tiny_prese
     runs = tmp_path / "runs"
     runs.mkdir()
     follower = Follower(runs)  # started before the run: waits for its folder
-    proc = headless(tiny_preset, mnist_dir, runs, tmp_path)
+    proc = start_headless(tiny_preset, mnist_dir, runs, tmp_path, stderr=subprocess.PIPE)
     try:
         events = follow_until(follower, lambda ev: follower.done, SUBPROCESS_TIMEOUT_S, [])
         assert proc.wait(timeout=SUBPROCESS_TIMEOUT_S) == 0, proc.stderr.read().decode()
@@ -250,7 +244,7 @@ def test_killed_training_process_shows_as_crashed(mnist_dir: Path, tiny_preset: 
     runs = tmp_path / "runs"
     runs.mkdir()
     follower = Follower(runs)
-    proc = headless(tiny_preset, mnist_dir, runs, tmp_path, "--epochs", "500")
+    proc = start_headless(tiny_preset, mnist_dir, runs, tmp_path, "--epochs", "500")
     try:
         events = follow_until(follower, lambda ev: bool(of_type(ev, EpochEnded)), SUBPROCESS_TIMEOUT_S, [])
         assert not of_type(events, RunFinished)

@@ -13,7 +13,6 @@ from tuitrain.presets import load_preset_file
 from tuitrain.records import read_record, write_record
 from tuitrain.session import PLAN_FILE, PresetInvocation
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
-from tuitrain.train.data import load_idx_folder
 from tuitrain.train.events import BatchLosses, EpochEnded
 from tuitrain.train.loop import RunControl
 

@@ -6,9 +6,7 @@ standing in for "long enough".
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -22,16 +20,10 @@ from tuitrain.tui.screens.run import RunScreen
 from tuitrain.tui.widgets.epoch_table import EpochTable
 from tuitrain.tui.widgets.progress import ProgressPanel
 from tuitrain.tui.widgets.too_small import TooSmall
+from conftest import wait_for
 
-TIMEOUT_S = 90.0
 
 
-async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
 
 
 @pytest.fixture

@@ -6,13 +6,7 @@ loaded 2-core machine), never fixed sleeps standing in for "long enough".
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-from typing import Callable
 
 from tuitrain import format as fmt
 from tuitrain.cli import main
@@ -23,26 +17,13 @@ from tuitrain.tui.screens.home import LIVE, HomeScreen
 from tuitrain.tui.screens.run import WATCHING_NOTE, RunScreen
 from tuitrain.tui.widgets.epoch_table import EpochTable
 from tuitrain.tui.widgets.progress import ProgressPanel
+from conftest import wait_for, start_headless
 
-ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 180.0
 
 
-async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
 
 
-def headless(preset: Path, mnist_dir: Path, runs: Path, tmp_path: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TUITRAIN_CACHE_DIR": str(tmp_path / "cache")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "tuitrain", "--preset", str(preset), "--no-ui", "--data-dir", str(mnist_dir),
-         "--runs-dir", str(runs), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )
 
 
 def table_rows(table: EpochTable) -> list[list[str]]:
@@ -56,7 +37,7 @@ def progress_text(screen: RunScreen) -> str:
 async def test_watch_shows_epochs_arriving_from_another_process(tiny_preset, mnist_dir, tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
-    proc = headless(tiny_preset, mnist_dir, runs, tmp_path, "--epochs", "8")
+    proc = start_headless(tiny_preset, mnist_dir, runs, tmp_path, "--epochs", "8")
     try:
         app = TuitrainApp(runs_dir=runs, presets={"tiny": tiny_preset}, watch=runs)
         async with app.run_test(size=(100, 30)) as pilot:
@@ -95,7 +76,7 @@ async def test_live_run_on_home_opens_the_watch_view_and_a_killed_run_shows_cras
         async with app.run_test(size=(100, 30)) as pilot:
             home = app.screen
             assert isinstance(home, HomeScreen)
-            proc = headless(tiny_preset, mnist_dir, runs, tmp_path, "--epochs", "500")
+            proc = start_headless(tiny_preset, mnist_dir, runs, tmp_path, "--epochs", "500")
             runs_table = home.query_one("#runs")
 
             def live_row() -> bool:

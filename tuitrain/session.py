@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
