@@ -46,7 +46,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_DATA_DIR = Path("/work/shared/data/mnist")
 BATCH = 64
 LR = 1e-3
 SEED = 0
@@ -216,8 +215,8 @@ def fmt_row(kind: str, pair: int, r: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR if DEFAULT_DATA_DIR.is_dir() else None,
-                   help="folder with the four MNIST IDX files (default: /work/shared/data/mnist if present, else as the CLI)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="folder with the four MNIST IDX files (default: found as the CLI finds it)")
     p.add_argument("--pairs", type=int, default=2, help="assignment/engine pairs per model (default 2)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--models", default="model_a,model_b")

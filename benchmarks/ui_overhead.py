@@ -2,7 +2,7 @@
 (headless Textual driver, 120x40, run screen visible) against the headless engine (--no-ui path:
 HeadlessPrinter to /dev/null), alternated so drifting machine load hits both alike.
 
-    python benchmarks/ui_overhead.py [--data-dir /work/shared/data/mnist] [--rounds 3]
+    python benchmarks/ui_overhead.py [--data-dir DIR] [--rounds 3]
 
 Samples/s is the engine's own per-epoch training throughput (evaluation excluded), read back from
 the run files both front ends write. Target: UI-on / UI-off >= 0.95.
@@ -82,7 +82,7 @@ def with_app(preset_path: Path, runs_dir: Path, data_dir: Path) -> float:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("TUITRAIN_DATA_DIR", "/work/shared/data/mnist")))
+    p.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX folder (default: found as the CLI finds it)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--subset", type=int, default=10000)
     p.add_argument("--epochs", type=int, default=2)
@@ -109,7 +109,7 @@ def main() -> int:
                 start = time.perf_counter()
                 child = subprocess.run(
                     [sys.executable, __file__, "--trial", trial, "--preset-file", str(preset_path),
-                     "--runs-dir", str(Path(tmp) / f"runs-{trial}-{i}"), "--data-dir", str(args.data_dir)],
+                     "--runs-dir", str(Path(tmp) / f"runs-{trial}-{i}"), *(["--data-dir", str(args.data_dir)] if args.data_dir else [])],
                     check=True, capture_output=True, text=True,
                 )
                 value = float(child.stdout.strip().splitlines()[-1])

@@ -8,6 +8,8 @@ cheap widgets; the charts are only marked dirty and redrawn by a timer a few tim
 
 from __future__ import annotations
 
+import time
+
 from typing import Optional
 
 from textual import on, work
@@ -30,6 +32,12 @@ from tuitrain.tui.widgets.progress import ProgressPanel
 from tuitrain.tui.widgets.too_small import TooSmall
 
 REDRAW_EVERY_S = 0.5
+# The loss chart changes at every read-back, and a plotext render costs tens of ms (more in a big
+# terminal) of the cores the training threads use: redraw it once a second at most, and no more often
+# than keeps its renders under about 2% of the time.
+LOSS_REDRAW_EVERY_S = 1.0
+LOSS_RENDER_SHARE = 0.02
+LOSS_REDRAW_MAX_S = 4.0
 """Charts and progress redraw at most this often (plotext builds the whole figure in Python, holding
 the GIL that the training thread needs)."""
 
@@ -54,6 +62,7 @@ class RunScreen(Screen[None]):
         self.smooth = True
         self.log_scale = False
         self.loss_dirty = False
+        self.loss_drawn_at = 0.0
         self.accuracy_dirty = False
         self.progress_dirty = False
         self.done = False
@@ -166,9 +175,13 @@ class RunScreen(Screen[None]):
             self.progress_dirty = False
             self.show_progress()
         runs = list(self.monitor.runs.values())
-        if self.loss_dirty or force:
+        now = time.monotonic()
+        chart = self.query_one(LossChart)
+        every = min(max(LOSS_REDRAW_EVERY_S, chart.render_s / LOSS_RENDER_SHARE), LOSS_REDRAW_MAX_S)
+        if force or (self.loss_dirty and now - self.loss_drawn_at >= every - 0.05):
             self.loss_dirty = False
-            self.query_one(LossChart).draw(runs, smooth=self.smooth, log_scale=self.log_scale)
+            self.loss_drawn_at = now
+            chart.draw(runs, smooth=self.smooth, log_scale=self.log_scale)
         if self.accuracy_dirty or force:
             self.accuracy_dirty = False
             self.query_one(AccuracyChart).draw(runs)

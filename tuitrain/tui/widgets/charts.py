@@ -7,6 +7,7 @@ and plot about one point per column: the full series stays in the monitor and th
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 from textual_plotext import PlotextPlot
@@ -41,6 +42,15 @@ def _finite(x: list[float], y: list[float], positive: bool) -> tuple[list[float]
 
 class LossChart(PlotextPlot):
     """Batch loss against global step, EMA-smoothed or raw, linear or log scale."""
+
+    render_s: float = 0.0
+    """Wall time of the last plotext render: the run screen spaces redraws by it."""
+
+    def render(self):
+        start = time.perf_counter()
+        result = super().render()
+        self.render_s = time.perf_counter() - start
+        return result
 
     def draw(self, runs: list[RunState], *, smooth: bool, log_scale: bool) -> None:
         plt = self.plt
