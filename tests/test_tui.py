@@ -6,6 +6,8 @@ standing in for "long enough".
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -142,6 +144,25 @@ async def test_quit_while_training_asks_then_saves_the_run_as_interrupted(slow_p
     files = run_files(runs_dir)
     assert len(files) == 1  # the second run never started
     record = read_record(files[0])
+    assert record.status == "interrupted" and record.batch_losses
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM])
+async def test_hangup_or_term_saves_the_run_as_interrupted_and_exits(slow_preset, mnist_dir, tmp_path, signum):
+    """A dropped SSH session (SIGHUP) or a SIGTERM: no question, the run is saved as interrupted, exit 128+N."""
+    runs_dir = tmp_path / "runs"
+    app = TuitrainApp(preset="slow", runs_dir=runs_dir, data_dir=mnist_dir, presets={"slow": slow_preset})
+    previous = signal.getsignal(signum)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.monitor.current and len(screen.monitor.current.losses) > 0, "first losses")
+        os.kill(os.getpid(), signum)
+        await wait_for(pilot, lambda: app.return_code is not None, "the app to exit")
+    assert app.signal_exit_code == 128 + signum
+    assert signal.getsignal(signum) == previous  # handlers restored
+    (path,) = run_files(runs_dir)
+    record = read_record(path)
     assert record.status == "interrupted" and record.batch_losses
 
 

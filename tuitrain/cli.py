@@ -243,7 +243,7 @@ def run_app(args: argparse.Namespace) -> int:
         raise TuitrainError(f"the app is not available ({exc}); use --no-ui.") from None
     app = TuitrainApp(preset=args.preset, runs_dir=args.runs_dir, data_dir=args.data_dir, overrides=overrides_from(args))
     app.run()
-    return app.return_code or 0
+    return app.signal_exit_code or app.return_code or 0
 
 
 def cmd_compare(argv: Sequence[str]) -> int:
@@ -274,7 +274,7 @@ def cmd_watch(argv: Sequence[str]) -> int:
             raise TuitrainError(f"the app is not available ({exc}); use tuitrain watch --no-ui.") from None
         app = TuitrainApp(runs_dir=follower.runs_dir, watch=args.target)
         app.run()
-        return app.return_code or 0
+        return app.signal_exit_code or app.return_code or 0
     from tuitrain.headless import HeadlessPrinter
 
     follower.run(HeadlessPrinter(sys.stdout))

@@ -52,7 +52,7 @@ class StopOnSignals:
 
     def __init__(
         self,
-        control: RunControl,
+        control: Optional[RunControl],
         signals: Sequence[int] = STOP_SIGNALS,
         *,
         on_signal: Optional[Callable[[int, bool], None]] = None,
@@ -74,7 +74,8 @@ class StopOnSignals:
         first = self.received is None
         if first:
             self.received = signum
-            self.control.stop_all.set()
+            if self.control is not None:  # None: the caller stops training its own way (the app)
+                self.control.stop_all.set()
         if self.on_signal is not None:
             self.on_signal(signum, first)
         if not first and self.exit_on_second:

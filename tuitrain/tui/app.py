@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,6 +15,7 @@ from textual.binding import Binding
 from tuitrain.errors import TuitrainError
 from tuitrain.presets import available_presets, find_preset, load_preset_file
 from tuitrain.session import PresetInvocation
+from tuitrain.signals import STOP_SIGNALS, StopOnSignals, exit_code_for
 from tuitrain.follow import Follower
 from tuitrain.tui.messages import StartPreset, WatchRuns
 from tuitrain.tui.screens.dialogs import ErrorScreen
@@ -50,14 +54,40 @@ class TuitrainApp(App[int]):
         self.overrides = dict(overrides or {})
         self.preset_paths = dict(presets) if presets is not None else available_presets()
         self.watch = watch
+        self.stop_signals: Optional[StopOnSignals] = None
+        self.signal_exit_code: Optional[int] = None
 
     def on_mount(self) -> None:
+        self.install_signal_handlers()
         self.update_size_class()
         self.push_screen(HomeScreen(self.preset_paths, self.runs_dir, self.overrides, estimate_now=self.preset is None))
         if self.preset:
             self.start_preset(self.preset, self.preset_paths.get(self.preset))
         elif self.watch is not None:
             self.watch_runs(self.watch)
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGHUP (a dropped SSH session) stop training like a confirmed quit: the run is saved
+        as interrupted, then the app exits with 128 + the signal number. (Ctrl-C is a key in the app.)"""
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread (e.g. some test runners)
+        loop = asyncio.get_running_loop()
+        self.stop_signals = StopOnSignals(
+            None, [s for s in STOP_SIGNALS if s != signal.SIGINT], exit_on_second=False,
+            on_signal=lambda signum, first: loop.call_soon_threadsafe(self.stop_for_signal, signum),
+        ).install()
+
+    def stop_for_signal(self, signum: int) -> None:
+        self.signal_exit_code = exit_code_for(signum)
+        screen = self.training_screen()
+        if screen is None:
+            self.exit(return_code=self.signal_exit_code)
+        elif not screen.quitting:
+            screen.stop_and_quit(signal.Signals(signum).name)
+
+    def on_unmount(self) -> None:
+        if self.stop_signals is not None:
+            self.stop_signals.restore()
 
     def on_resize(self, event: events.Resize) -> None:
         self.update_size_class(event.size)  # self.size lags: the app applies a resize a tick later

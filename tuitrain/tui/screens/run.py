@@ -227,6 +227,16 @@ class RunScreen(Screen[None]):
         if self.done or self.watching:
             self.dismiss(None)
 
+    def stop_and_quit(self, reason: str = "Quitting") -> None:
+        """Stop training and quit once the run file is saved as interrupted (no question asked)."""
+        if self.done:
+            self.app.exit()
+            return
+        self.quitting = True
+        self.source.stop()
+        self.note = f"{reason}: saving the run file…"
+        self.show_progress()
+
     def request_quit(self) -> None:
         """Quit; while training, ask first, then stop and wait for the run file to be saved."""
         if self.done:
@@ -234,13 +244,8 @@ class RunScreen(Screen[None]):
             return
 
         def answered(yes: Optional[bool]) -> None:
-            if yes and not self.done:
-                self.quitting = True
-                self.source.stop()
-                self.note = "Quitting: saving the run file…"
-                self.show_progress()
-            elif yes:
-                self.app.exit()
+            if yes:
+                self.stop_and_quit()
 
         self.app.push_screen(
             ConfirmScreen("Training is in progress. Stop it and quit?\nThe current run is saved as interrupted."),
