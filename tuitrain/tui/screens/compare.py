@@ -24,19 +24,12 @@ from textual_plotext import PlotextPlot
 from tuitrain import format as fmt
 from tuitrain.catalog import RunFile, load_run_file
 from tuitrain.compare import DEFAULT_THRESHOLD, Comparison, RunColumn, accuracy_curve, loss_curve
+# one palette for every screen: a run's colour is the same in the run screen and the comparison
+from tuitrain.tui.widgets.charts import run_colour, run_markup_colour
 
-# (Rich style, plotext colour) per run, so a run has the same colour in the charts and the tables.
-PALETTE = [
-    ("cyan", "cyan"), ("magenta", "magenta"), ("yellow", "yellow"), ("green", "green"),
-    ("red", "red"), ("blue", "blue"), ("dark_orange", "orange"), ("white", "white"),
-]
 THRESHOLDS = (90.0, 95.0, 97.0, 98.0, 99.0)
 
 Source = Union[Comparison, Sequence[Union[Path, str, RunFile]]]
-
-
-def run_colour(run: RunColumn) -> tuple[str, str]:
-    return PALETTE[(run.index - 1) % len(PALETTE)]
 
 
 @dataclass
@@ -106,7 +99,7 @@ class CompareScreen(Screen):
         runs = self.query_one("#compare-runs", SelectionList)
         runs.clear_options()
         runs.add_options([
-            Selection(Text(f"{r.label}  {r.status}", style=run_colour(r)[0]), r.index, True) for r in self.comparison.runs
+            Selection(Text(f"{r.label}  {r.status}", style=run_markup_colour(r.index - 1)), r.index, True) for r in self.comparison.runs
         ])
         if runs.option_count:
             runs.highlighted = 0
@@ -182,7 +175,7 @@ class CompareScreen(Screen):
 
     def run_header(self, c: Comparison, run: RunColumn, suffix: str = "") -> Text:
         label = run.label + (" ★" if run.index == c.baseline else "") + suffix
-        return Text(label, style=f"bold {run_colour(run)[0]}")
+        return Text(label, style=f"bold {run_markup_colour(run.index - 1)}")
 
     def fill_table(self, c: Comparison) -> None:
         table = self.query_one("#compare-table", DataTable)
@@ -198,7 +191,7 @@ class CompareScreen(Screen):
         table.add_column("Epoch")
         for r in c.runs:
             table.add_column(self.run_header(c, r, ": initial → final loss"))
-            table.add_column(Text("test acc", style=run_colour(r)[0]))
+            table.add_column(Text("test acc", style=run_markup_colour(r.index - 1)))
         table.add_rows(c.epoch_table_rows())
 
     def draw_charts(self, c: Comparison) -> None:
@@ -214,7 +207,7 @@ class CompareScreen(Screen):
         if curves:  # plotext cannot draw an empty log-scale plot
             plt.yscale("log")
         for r, xs, ys in curves:
-            plt.plot(xs, ys, color=run_colour(r)[1], marker="braille")
+            plt.plot(xs, ys, color=run_colour(r.index - 1), marker="braille")
         loss_plot.refresh()
         plt = acc_plot.plt
         plt.clear_figure()
@@ -223,7 +216,7 @@ class CompareScreen(Screen):
         for r in c.runs:
             xs, ys = accuracy_curve(r.record)
             if xs:
-                plt.plot(xs, ys, color=run_colour(r)[1], marker="braille")
+                plt.plot(xs, ys, color=run_colour(r.index - 1), marker="braille")
         acc_plot.refresh()
 
     def on_resize(self) -> None:
