@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tuitrain.cli import DETACHED_LOG, main
+from tuitrain.cli import main
+from tuitrain.follow import DETACHED_LOG
 from tuitrain.errors import RecordError
 from tuitrain.records import read_record
 

@@ -262,3 +262,27 @@ def test_follower_does_not_import_textual() -> None:
     code = "import sys, tuitrain.follow; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
+
+
+def test_a_detached_process_that_died_before_its_first_run_file_ends_the_watch(tmp_path: Path) -> None:
+    import json
+    import socket
+
+    from tuitrain.follow import DETACHED_LOG, DETACHED_PID
+    from tuitrain.session import new_invocation_dir
+
+    _, folder = new_invocation_dir(tmp_path / "runs", "tiny")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (folder / DETACHED_LOG).write_text("Preset tiny: …\ntuitrain: error: MNIST not found\n", encoding="utf-8")
+    (folder / DETACHED_PID).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}), encoding="utf-8")
+    follower = Follower(folder)
+    texts = [e.text for e in follower.poll() if isinstance(e, LogMessage)]
+    assert any("ended before writing a run file" in t and "MNIST not found" in t for t in texts)
+    assert follower.done
+
+    # while the process lives, the watcher keeps waiting
+    (folder / DETACHED_PID).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}), encoding="utf-8")
+    waiting = Follower(folder)
+    waiting.poll()
+    assert not waiting.done

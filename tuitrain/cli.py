@@ -200,7 +200,6 @@ def train_headless(invocation, heading: str) -> int:
     return 0 if records and all(r.status == "completed" for r in records) else 1
 
 
-DETACHED_LOG = "tuitrain.log"
 
 
 def run_detached(args: argparse.Namespace) -> int:
@@ -208,8 +207,12 @@ def run_detached(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
+    import socket
+
     import tuitrain
+    from tuitrain.follow import DETACHED_LOG, DETACHED_PID
     from tuitrain.presets import find_preset
+    from tuitrain.records import atomic_write_text
     from tuitrain.session import PresetInvocation, new_invocation_dir
     from tuitrain.train.data import resolve_mnist
 
@@ -233,6 +236,8 @@ def run_detached(args: argparse.Namespace) -> int:
         proc = subprocess.Popen(
             child, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
+    # lets a watcher tell "not started yet" from "died before its first run file"
+    atomic_write_text(folder / DETACHED_PID, json.dumps({"pid": proc.pid, "host": socket.gethostname()}))
     print(f"Training {preset.name} in the background (pid {proc.pid}).")
     print(f"Run folder: {folder}")
     print(f"Log:        {log_path}")

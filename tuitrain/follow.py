@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from tuitrain import format as fmt
-from tuitrain.catalog import STALE_AFTER_S, effective_status, training_process_alive
+from tuitrain.catalog import STALE_AFTER_S, effective_status, pid_alive, training_process_alive
 from tuitrain.errors import RecordError, TuitrainError
 from tuitrain.records import RunRecord, parse_record
 from tuitrain.train.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted, Sink
@@ -37,6 +37,10 @@ REPORT_AFTER_FAILURES = 3
 """Consecutive failed reads of a file before the reason is shown (one failure is usually a race)."""
 INVOCATION_NAME = re.compile(r"^\d{8}-\d{6}-.+-[0-9a-f]{6}$")
 """Folder names made by session.new_invocation_dir: timestamp, preset, random suffix."""
+DETACHED_LOG = "tuitrain.log"
+"""The output of a `--detach`ed training process, in its invocation folder."""
+DETACHED_PID = "tuitrain.pid"
+"""`{"pid": N, "host": NAME}` of a `--detach`ed training process, so a watcher can tell it died before its first run file."""
 PLAN_FILE = "invocation.plan"
 """Written by newer versions beside the run files: the planned runs (used for the run count only)."""
 MNIST_TRAIN, MNIST_TEST = 60_000, 10_000
@@ -287,6 +291,8 @@ class Follower:
         self.trackers: dict[Path, RunTracker] = {}
         self._stop = threading.Event()
         self._said_waiting = False
+        self.writer_gone = False
+        """A detached training process ended before writing any run file (nothing more will come)."""
         self.title = f"Watching {self.target}"
 
     @property
@@ -318,11 +324,19 @@ class Follower:
         if not self.trackers and not self._said_waiting:
             self._said_waiting = True
             events.append(LogMessage(f"Waiting for the first run file in {self.folder}…"))
+        if not self.trackers and not self.writer_gone and detached_writer_died(self.folder):
+            self.writer_gone = True
+            events.append(LogMessage(
+                f"The training process ended before writing a run file; see {self.folder / DETACHED_LOG}"
+                + (f": {last_line}" if (last_line := last_log_line(self.folder / DETACHED_LOG)) else ".")
+            ))
         return events
 
     @property
     def done(self) -> bool:
         """Every run has ended and no more will start."""
+        if self.writer_gone:
+            return True
         seen = [t for t in self.trackers.values() if t.record is not None]
         if not seen or any(t.finished is None for t in seen):
             return False
@@ -362,3 +376,21 @@ class Follower:
 
     def result_folder(self) -> Optional[Path]:
         return self.folder
+
+
+def detached_writer_died(folder: Path) -> bool:
+    """True when the folder's `--detach`ed training process (this host) is gone; False if unknown or alive."""
+    try:
+        info = json.loads((folder / DETACHED_PID).read_text(encoding="utf-8"))
+        pid, host = int(info["pid"]), str(info["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return host == socket.gethostname() and not pid_alive(pid)
+
+
+def last_log_line(path: Path) -> str:
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError:
+        return ""
+    return next((line for line in reversed(lines) if line), "")[:300]
