@@ -120,3 +120,19 @@ def test_estimate_calibrates_once_and_scales_with_the_run() -> None:
     assert estimate.run_seconds(spec.model_copy(update={"subset": 6000, "test_subset": 1000})) < two / 5
     assert estimate.preset_seconds([spec, spec]) == pytest.approx(2 * two + estimate.SETUP_S)
     assert estimate.throughput(spec.model_copy(update={"model": "model_b"}), calibrate=False) is None
+
+
+def test_a_completed_run_replaces_the_calibration_with_its_own_figures(mnist_dir: Path, tiny_preset: Path,
+                                                                       tmp_path: Path) -> None:
+    from tuitrain import estimate
+    from tuitrain.presets import load_preset_file
+    from tuitrain.session import PresetInvocation
+
+    inv = PresetInvocation.prepare(load_preset_file(tiny_preset), runs_dir=tmp_path / "runs", data_dir=mnist_dir)
+    assert all(estimate.throughput(r.spec, calibrate=False) is None for r in inv.runs)
+    records = inv.run(lambda e: None)
+    for run, record in zip(inv.runs, records):
+        learned = estimate.throughput(run.spec, calibrate=False)
+        assert learned is not None and learned["source"] == f"run {record.id}"
+        measured = sorted(e.samples_per_s for e in record.epochs)
+        assert measured[0] <= learned["train_samples_per_s"] <= measured[-1]

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import time
 from typing import Iterable, Optional
 
 import torch
 
-from tuitrain.records import atomic_write_text
+from tuitrain.records import RunRecord, atomic_write_text
 from tuitrain.train.data import cache_dir
 from tuitrain.train.events import BatchLosses
 from tuitrain.train.loop import (
@@ -107,6 +108,36 @@ def measure(spec: RunSpec, device: torch.device) -> dict:
     return {"train_samples_per_s": train_sps, "eval_samples_per_s": eval_sps, "measured_at": time.time()}
 
 
+def _save_cache(cache: dict) -> None:
+    try:
+        _cache_path().parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(_cache_path(), json.dumps(cache, indent=1))
+    except OSError:
+        pass  # an estimate is a convenience: never fail for its cache
+
+
+def learn_from_run(record: RunRecord) -> None:
+    """Replace the cached throughput of this run's model on its device by what the run itself measured.
+
+    A calibration takes about a second and is as noisy as the machine at that moment; a completed run's
+    per-epoch figures are the best measurement there is, so later estimates use them.
+    """
+    epochs = [e for e in record.epochs if e.samples_per_s > 0 and e.eval_s > 0]
+    if record.status != "completed" or not epochs:
+        return
+    device = select_device(record.spec.device)
+    if (device.type == "cuda") != (record.env.device_type == "cuda"):
+        return  # trained elsewhere (a resumed or copied run): its figures say nothing of this device
+    cache = _load_cache()
+    cache[_key(record.spec, device)] = {
+        "train_samples_per_s": statistics.median(e.samples_per_s for e in epochs),
+        "eval_samples_per_s": statistics.median(e.test_total / e.eval_s for e in epochs),
+        "measured_at": time.time(),
+        "source": f"run {record.id}",
+    }
+    _save_cache(cache)
+
+
 def throughput(spec: RunSpec, *, calibrate: bool = True) -> Optional[dict]:
     """Cached throughput for this spec on its device; measured now if missing and `calibrate`."""
     device = select_device(spec.device)
@@ -117,11 +148,7 @@ def throughput(spec: RunSpec, *, calibrate: bool = True) -> Optional[dict]:
     if not calibrate:
         return None
     cache[key] = measure(spec, device)
-    try:
-        _cache_path().parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(_cache_path(), json.dumps(cache, indent=1))
-    except OSError:
-        pass  # an estimate is a convenience: never fail for its cache
+    _save_cache(cache)
     return cache[key]
 
 

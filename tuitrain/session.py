@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ValidationError
 
+from tuitrain import estimate
 from tuitrain.catalog import effective_status
 from tuitrain.errors import RecordError, TuitrainError
 from tuitrain.presets import Preset, PresetRun
@@ -174,6 +175,8 @@ class PresetInvocation:
                 persist=lambda r, p=path: write_record(r, p), run_index=index, run_count=len(self.runs), path=path,
                 checkpoint_to=checkpoint_path(path), resume=state,
             )
+            if state is None:  # a resumed run's epochs may come from another machine or load
+                estimate.learn_from_run(record)
         return self.records
 
     def write_plan(self) -> None:
