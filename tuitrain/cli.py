@@ -123,7 +123,7 @@ def cmd_list_presets(args: argparse.Namespace) -> int:
 
     overrides = overrides_from(args)
     device = describe_device(select_device(overrides.get("device", "auto")))
-    print(f"Estimated times are for {device} (measured once per model, then cached).", file=sys.stderr, flush=True)
+    print(f"Estimated times are for {device} (calibrated once per model, then taken from its completed runs).", file=sys.stderr, flush=True)
     rows = []
     for name, path in available_presets().items():
         try:
