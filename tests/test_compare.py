@@ -15,7 +15,7 @@ from tests.compare_fixtures import (
 )
 from tuitrain.catalog import load_run_arguments
 from tuitrain.cli import main
-from tuitrain.compare import Comparison, loss_curve, steps_per_epoch
+from tuitrain.compare import Comparison, loss_curve
 from tuitrain.errors import TuitrainError
 
 
@@ -133,7 +133,7 @@ def test_loss_curve_is_downsampled_and_skips_nan() -> None:
     r = diverged_run()
     xs, ys = loss_curve(r, points=4)
     assert len(xs) <= 4 and all(math.isfinite(y) for y in ys)
-    assert steps_per_epoch(r.spec) == 10
+    assert r.spec.batches_per_epoch() == 10
     assert xs[0] == pytest.approx(0.4)  # buckets of 4 steps, 10 steps per epoch
 
 

@@ -16,6 +16,9 @@ from typing import Iterable, Optional
 from tuitrain.errors import RecordError
 from tuitrain.records import RunRecord, read_record
 
+PLAN_FILE = "invocation.plan"
+"""Beside the run files of a preset invocation: the runs it plans (JSON; not *.json, so never taken for a run)."""
+
 # A running run rewrites its file at least every few seconds while batches complete; a slow model
 # on a CPU can go longer between read-backs, so only a long silence counts as death on another host.
 STALE_AFTER_S = 300.0

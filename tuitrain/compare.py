@@ -24,7 +24,6 @@ DEFAULT_THRESHOLD = 97.0
 FORMATS = ("text", "markdown", "csv", "json")
 
 NUM_CLASSES = {"mnist": 10}
-TRAIN_SIZE = {"mnist": 60000}
 
 # Spec fields that change what a run learns; data_source and log_every are bookkeeping and only
 # appear with all parameters shown.
@@ -122,19 +121,12 @@ def _unique_labels(records: Sequence[RunRecord]) -> list[str]:
     return result
 
 
-def steps_per_epoch(spec: RunSpec) -> int:
-    """Training batches per epoch, as the loop counts them."""
-    n = spec.subset or TRAIN_SIZE.get(spec.dataset, 60000)
-    batches = math.ceil(n / spec.batch_size)
-    return min(batches, spec.limit_train_batches) if spec.limit_train_batches else batches
-
-
 def loss_curve(record: RunRecord, points: int = 80, alpha: float = 0.3) -> tuple[list[float], list[float]]:
     """Batch loss downsampled to about `points` bucket means, then EMA-smoothed; x in epochs.
 
     Non-finite losses (a diverged run's last batches) are left out.
     """
-    per_epoch = steps_per_epoch(record.spec)
+    per_epoch = record.batches_per_epoch or record.spec.batches_per_epoch()
     values = [(i, v) for i, v in enumerate(record.batch_losses) if math.isfinite(v)]
     if not values:
         return [], []

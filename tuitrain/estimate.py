@@ -26,8 +26,6 @@ from tuitrain.train.loop import (
 )
 from tuitrain.train.spec import RunSpec
 
-MNIST_TRAIN = 60000
-MNIST_TEST = 10000
 CALIBRATION_VERSION = 2  # bump when what is measured changes: older cache entries are measured again
 READ_EVERY = {"model_a": 10, "model_b": 10}  # steps between the loop's read-backs; 1 for big models (seconds a step)
 WARMUP_S = 0.25  # untimed first steps: allocator, kernel selection, caches
@@ -157,11 +155,7 @@ def run_seconds(spec: RunSpec, *, calibrate: bool = True) -> Optional[float]:
     tp = throughput(spec, calibrate=calibrate)
     if tp is None:
         return None
-    train = min(spec.subset or MNIST_TRAIN, MNIST_TRAIN)
-    if spec.limit_train_batches:
-        train = min(train, spec.limit_train_batches * spec.batch_size)
-    test = min(spec.test_subset or MNIST_TEST, MNIST_TEST)
-    per_epoch = train / tp["train_samples_per_s"] + test / tp["eval_samples_per_s"]
+    per_epoch = spec.train_size() / tp["train_samples_per_s"] + spec.test_size() / tp["eval_samples_per_s"]
     return per_epoch * spec.epochs
 
 

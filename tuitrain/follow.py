@@ -13,7 +13,6 @@ skipped until the next poll, and the last good version stays shown.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import socket
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from tuitrain import format as fmt
-from tuitrain.catalog import STALE_AFTER_S, effective_status, pid_alive, training_process_alive
+from tuitrain.catalog import PLAN_FILE, STALE_AFTER_S, effective_status, pid_alive, training_process_alive
 from tuitrain.errors import RecordError, TuitrainError
 from tuitrain.records import RunRecord, parse_record
 from tuitrain.train.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted, Sink
@@ -41,9 +40,6 @@ DETACHED_LOG = "tuitrain.log"
 """The output of a `--detach`ed training process, in its invocation folder."""
 DETACHED_PID = "tuitrain.pid"
 """`{"pid": N, "host": NAME}` of a `--detach`ed training process, so a watcher can tell it died before its first run file."""
-PLAN_FILE = "invocation.plan"
-"""Written by newer versions beside the run files: the planned runs (used for the run count only)."""
-MNIST_TRAIN, MNIST_TEST = 60_000, 10_000
 
 
 def run_files(folder: Path) -> list[Path]:
@@ -176,18 +172,10 @@ class RunTracker:
         return self.fallback_index
 
     def batches_per_epoch(self, record: RunRecord) -> int:
-        if record.batches_per_epoch:
-            return record.batches_per_epoch
-        # files written before the field existed: as the loop computes it, for full MNIST
-        spec = record.spec
-        batches = math.ceil(min(spec.subset or MNIST_TRAIN, MNIST_TRAIN) / spec.batch_size)
-        return min(batches, spec.limit_train_batches) if spec.limit_train_batches else batches
+        return record.batches_per_epoch or record.spec.batches_per_epoch()  # older files lack the field
 
     def train_size(self, record: RunRecord) -> int:
-        if record.train_size:
-            return record.train_size
-        spec = record.spec
-        return min(spec.subset or MNIST_TRAIN, MNIST_TRAIN, self.batches_per_epoch(record) * spec.batch_size)
+        return record.train_size or record.spec.train_size()
 
     def update(self, record: RunRecord) -> list[Event]:
         """The events that take a watcher from the last version it saw to this one."""
@@ -241,7 +229,7 @@ class RunTracker:
             run_id=record.id, label=record.label, run_index=self.run_index,
             run_count=max(record.run_count or 1, self.run_index + 1), spec=record.spec, device=_device_text(record),
             train_size=self.train_size(record),
-            test_size=record.test_size or (record.epochs[0].test_total if record.epochs else min(record.spec.test_subset or MNIST_TEST, MNIST_TEST)),
+            test_size=record.test_size or (record.epochs[0].test_total if record.epochs else record.spec.test_size()),
             batches_per_epoch=self.batches_per_epoch(record), start_epoch=1, path=self.path,
         )
 

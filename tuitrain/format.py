@@ -6,6 +6,7 @@ from typing import Iterable, Optional
 
 from tuitrain.catalog import effective_status
 from tuitrain.records import RunRecord
+from tuitrain.train.spec import RunSpec
 
 
 def cpu_device(threads: int) -> str:
@@ -58,10 +59,10 @@ def epoch_rows(record: RunRecord) -> list[tuple[str, str, str, str]]:
     return [epoch_row(e) for e in record.epochs]
 
 
-def spec_summary(record: RunRecord) -> str:
-    s = record.spec
-    parts = [s.model, s.activation if s.model in ("model_a", "model_b") else None, s.optimizer, f"lr {s.lr:g}", f"batch {s.batch_size}"]
-    return ", ".join(p for p in parts if p)
+def spec_summary(spec: RunSpec) -> str:
+    """'model_b/relu, adam lr 0.001, batch 64': a run's settings in one phrase (the activation only where it applies)."""
+    model = f"{spec.model}/{spec.activation}" if spec.model in ("model_a", "model_b") else spec.model
+    return f"{model}, {spec.optimizer} lr {spec.lr:g}, batch {spec.batch_size}"
 
 
 def run_time(record: RunRecord) -> Optional[float]:
@@ -99,7 +100,7 @@ def summary(records: list[RunRecord]) -> str:
     """The end-of-preset report: per run, the assignment's epoch table; then one line per run."""
     blocks = []
     for r in records:
-        head = f"{r.label}  ({spec_summary(r)})  {effective_status(r)}, {len(r.epochs)}/{r.spec.epochs} epochs, {duration(run_time(r))}"
+        head = f"{r.label}  ({spec_summary(r.spec)})  {effective_status(r)}, {len(r.epochs)}/{r.spec.epochs} epochs, {duration(run_time(r))}"
         if r.error:
             head += f"\n  {r.error}"
         blocks.append(head + ("\n" + text_table(EPOCH_HEADER, epoch_rows(r)) if r.epochs else "\n  (no completed epoch)"))

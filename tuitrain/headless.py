@@ -34,12 +34,9 @@ class HeadlessPrinter:
         if isinstance(event, LogMessage):
             self._print(event.text)
         elif isinstance(event, RunStarted):
-            s = event.spec
             self._print(
-                f"\n=== Run {event.run_index + 1}/{event.run_count}: {event.label} — {s.model}"
-                f"{'/' + s.activation if s.model in ('model_a', 'model_b') else ''}, {s.optimizer} lr {s.lr:g}, "
-                f"batch {s.batch_size}, {s.epochs} epochs, {event.train_size} train / {event.test_size} test "
-                f"on {event.device}"
+                f"\n=== Run {event.run_index + 1}/{event.run_count}: {event.label} — {fmt.spec_summary(event.spec)}, "
+                f"{event.spec.epochs} epochs, {event.train_size} train / {event.test_size} test on {event.device}"
             )
             if event.path:
                 self._print(f"Saving to {event.path}")

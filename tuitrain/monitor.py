@@ -7,7 +7,6 @@ training worker of this process, or (later) run files written by another process
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -31,9 +30,7 @@ class RunState:
     spec: RunSpec
     device: str
     batches_per_epoch: int
-    train_size: int
     start_epoch: int = 1
-    path: Optional[Path] = None
     first_step: Optional[int] = None
     """Global step of losses[0] (a resumed run does not start at 0)."""
     losses: list[float] = field(default_factory=list)
@@ -42,12 +39,9 @@ class RunState:
     epochs: list[EpochEnded] = field(default_factory=list)
     epoch: int = 1
     batch: int = 0
-    samples_done: int = 0
     samples_per_s: float = 0.0
     elapsed_s: float = 0.0
     status: str = "running"
-    error: Optional[str] = None
-    best_accuracy: Optional[float] = None
 
     def add_losses(self, event: BatchLosses) -> None:
         if self.first_step is None:
@@ -62,7 +56,7 @@ class RunState:
             self.losses.append(value)
             self.smoothed.append(ema)
         self.epoch, self.batch = event.epoch, event.batch
-        self.samples_done, self.samples_per_s, self.elapsed_s = event.samples_done, event.samples_per_s, event.elapsed_s
+        self.samples_per_s, self.elapsed_s = event.samples_per_s, event.elapsed_s
 
     @property
     def steps_total(self) -> int:
@@ -91,7 +85,6 @@ class SweepMonitor:
 
     runs: dict[str, RunState] = field(default_factory=dict)
     current: Optional[RunState] = None
-    run_count: int = 0
     last_log: str = ""
 
     def apply(self, event: Event) -> Optional[RunState]:
@@ -103,11 +96,10 @@ class SweepMonitor:
             state = RunState(
                 run_id=event.run_id, label=event.label, run_index=event.run_index, run_count=event.run_count,
                 spec=event.spec, device=event.device, batches_per_epoch=event.batches_per_epoch,
-                train_size=event.train_size, start_epoch=event.start_epoch, epoch=event.start_epoch, path=event.path,
+                start_epoch=event.start_epoch, epoch=event.start_epoch,
             )
             self.runs[event.run_id] = state
             self.current = state
-            self.run_count = event.run_count
             return state
         state = self.runs.get(event.run_id)
         if state is None:
@@ -119,7 +111,7 @@ class SweepMonitor:
             state.epoch = event.epoch
             state.batch = state.batches_per_epoch
         elif isinstance(event, RunFinished):
-            state.status, state.error, state.best_accuracy = event.status, event.error, event.best_accuracy
+            state.status = event.status
         return state
 
     @property

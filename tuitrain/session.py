@@ -17,7 +17,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ValidationError
 
 from tuitrain import estimate
-from tuitrain.catalog import effective_status
+from tuitrain.catalog import PLAN_FILE, effective_status
 from tuitrain.errors import RecordError, TuitrainError
 from tuitrain.presets import Preset, PresetRun
 from tuitrain.records import RunRecord, atomic_write_text, read_record, utc_now, write_record
@@ -28,7 +28,6 @@ from tuitrain.train.loop import RunControl, TensorData, environment, fit, new_re
 from tuitrain.train.spec import RunSpec
 
 DEFAULT_RUNS_DIR = Path("runs")
-PLAN_FILE = "invocation.plan"
 """In each invocation folder: the runs it was asked for (JSON), so --resume can also start the ones never
 started. Not named *.json, so globs for run files skip it."""
 RESUMABLE = ("interrupted", "crashed")

@@ -281,9 +281,7 @@ def resolve_mnist(
         cached = mnist_cache_folder()
         if all((cached / base).is_file() for base in FILES.values()):
             try:
-                arrays = load_idx_folder(cached)
-                arrays.source = f"cache ({cached})"
-                return arrays
+                return load_idx_folder(cached, source=f"cache ({cached})")
             except DataError as exc:
                 log(f"Ignoring a damaged data cache: {exc}")
         tried.append(f"no prepared copy in the cache ({cached})")

@@ -318,7 +318,9 @@ def fit(
                 if (b + 1) % spec.log_every == 0 or b + 1 == batches or time.monotonic() - last_read >= READ_BACK_EVERY_S:
                     last_read = time.monotonic()
                     chunk = torch.stack(losses[read : b + 1])
-                    finite = bool(torch.isfinite(chunk).all())  # one sync for the whole chunk
+                    # checked on the device, as the issue asks; with the read-back below, the only syncs of
+                    # the whole chunk (every log_every steps), never one per batch
+                    finite = bool(torch.isfinite(chunk).all())
                     values = chunk.tolist()
                     now = time.perf_counter()
                     seen = train_time + (now - seg_start)
@@ -326,7 +328,7 @@ def fit(
                     emit(BatchLosses(
                         run_id=record.id, epoch=epoch, first_step=len(record.batch_losses) - len(values),
                         losses=tuple(values), batch=b + 1, batches_per_epoch=batches, samples_done=samples,
-                        train_size=min(n, batches * bs), samples_per_s=samples / seen if seen > 0 else 0.0,
+                        train_size=record.train_size, samples_per_s=samples / seen if seen > 0 else 0.0,
                         elapsed_s=now - run_start - paused_s,
                     ))
                     read = b + 1
@@ -374,6 +376,7 @@ def fit(
         record.status = "interrupted"
         record.ended_at = utc_now()
         save(record)
+        torch.set_num_threads(threads_before)
         raise
     if status == "completed" and diverged_at is not None:  # on_divergence = "continue"
         status = "diverged"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,6 +12,9 @@ ActivationName = Literal["relu", "sigmoid", "tanh"]
 OptimizerName = Literal["adam", "sgd"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 DivergencePolicy = Literal["stop", "continue"]
+
+MNIST_TRAIN = 60_000
+MNIST_TEST = 10_000
 
 
 class RunSpec(BaseModel):
@@ -48,3 +52,16 @@ class RunSpec(BaseModel):
     """Read batch losses back from the device every N steps (a sync point on the GPU)."""
     on_divergence: DivergencePolicy = "stop"
     """What to do on a NaN/Inf loss: stop the run (marked diverged) or continue."""
+
+    # What the loop trains on, known without the data (for estimates, and for run files that predate the
+    # record's own batches_per_epoch / train_size / test_size fields).
+    def train_size(self) -> int:
+        """Training images per epoch: the subset (or all of MNIST), cut by limit_train_batches."""
+        n = min(self.subset or MNIST_TRAIN, MNIST_TRAIN)
+        return min(n, self.limit_train_batches * self.batch_size) if self.limit_train_batches else n
+
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.train_size() / self.batch_size)
+
+    def test_size(self) -> int:
+        return min(self.test_subset or MNIST_TEST, MNIST_TEST)

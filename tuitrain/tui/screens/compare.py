@@ -64,8 +64,8 @@ class CompareScreen(Screen):
         yield Static("Reading run files…", id="compare-title")
         with Horizontal(id="compare-top"):
             yield SelectionList[int](id="compare-runs")
-            yield PlotextPlot(id="loss-chart")
-            yield PlotextPlot(id="acc-chart")
+            yield PlotextPlot(id="compare-loss")
+            yield PlotextPlot(id="compare-acc")
         with TabbedContent(id="compare-tabs"):
             with TabPane("Summary", id="tab-summary"):
                 with VerticalScroll():
@@ -195,8 +195,8 @@ class CompareScreen(Screen):
         table.add_rows(c.epoch_table_rows())
 
     def draw_charts(self, c: Comparison) -> None:
-        loss_plot = self.query_one("#loss-chart", PlotextPlot)
-        acc_plot = self.query_one("#acc-chart", PlotextPlot)
+        loss_plot = self.query_one("#compare-loss", PlotextPlot)
+        acc_plot = self.query_one("#compare-acc", PlotextPlot)
         points = max(20, loss_plot.size.width - 10)
         plt = loss_plot.plt
         plt.clear_figure()

@@ -174,17 +174,18 @@ class RunScreen(Screen[None]):
         if self.progress_dirty:
             self.progress_dirty = False
             self.show_progress()
-        runs = list(self.monitor.runs.values())
-        now = time.monotonic()
-        chart = self.query_one(LossChart)
-        every = min(max(LOSS_REDRAW_EVERY_S, chart.render_s / LOSS_RENDER_SHARE), LOSS_REDRAW_MAX_S)
-        if force or (self.loss_dirty and now - self.loss_drawn_at >= every - 0.05):
-            self.loss_dirty = False
-            self.loss_drawn_at = now
-            chart.draw(runs, smooth=self.smooth, log_scale=self.log_scale)
+        render_s = self.query_one(LossChart).render_s
+        every = min(max(LOSS_REDRAW_EVERY_S, render_s / LOSS_RENDER_SHARE), LOSS_REDRAW_MAX_S)
+        if force or (self.loss_dirty and time.monotonic() - self.loss_drawn_at >= every - 0.05):
+            self.draw_loss_chart()
         if self.accuracy_dirty or force:
             self.accuracy_dirty = False
-            self.query_one(AccuracyChart).draw(runs)
+            self.query_one(AccuracyChart).draw(list(self.monitor.runs.values()))
+
+    def draw_loss_chart(self) -> None:
+        self.loss_dirty = False
+        self.loss_drawn_at = time.monotonic()
+        self.query_one(LossChart).draw(list(self.monitor.runs.values()), smooth=self.smooth, log_scale=self.log_scale)
 
     def on_resize(self) -> None:
         self.loss_dirty = True  # re-bucket the points for the new width
@@ -217,11 +218,11 @@ class RunScreen(Screen[None]):
 
     def action_toggle_smooth(self) -> None:
         self.smooth = not self.smooth
-        self.redraw_charts(force=True)
+        self.draw_loss_chart()  # only the loss chart depends on it
 
     def action_toggle_log(self) -> None:
         self.log_scale = not self.log_scale
-        self.redraw_charts(force=True)
+        self.draw_loss_chart()
 
     def action_back(self) -> None:
         if self.done or self.watching:

@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from tuitrain import format as fmt
-from tuitrain.monitor import RunState, SweepMonitor
+from tuitrain.monitor import SweepMonitor
 from tuitrain.tui.widgets.charts import run_markup_colour
 
 BAR_WIDTH = 20
@@ -16,12 +16,6 @@ def text_bar(fraction: float, width: int = BAR_WIDTH) -> str:
     fraction = min(max(fraction, 0.0), 1.0)
     full = int(round(fraction * width))
     return "█" * full + "░" * (width - full)
-
-
-def spec_words(run: RunState) -> str:
-    s = run.spec
-    model = f"{s.model}/{s.activation}" if s.model in ("model_a", "model_b") else s.model
-    return f"{model}, {s.optimizer} lr {s.lr:g}, batch {s.batch_size}"
 
 
 class ProgressPanel(Static):
@@ -37,7 +31,7 @@ class ProgressPanel(Static):
             return
         text.append(f"Run {run.run_index + 1}/{run.run_count} ", style="bold")
         text.append(run.label, style=f"bold {run_markup_colour(run.run_index)}")
-        text.append(f"  {spec_words(run)}", style="dim")
+        text.append(f"  {fmt.spec_summary(run.spec)}", style="dim")
         if paused and run.status == "running":
             text.append("  PAUSED", style="bold reverse yellow")
         text.append("\n")
