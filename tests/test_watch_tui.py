@@ -37,17 +37,18 @@ def progress_text(screen: RunScreen) -> str:
 async def test_watch_shows_epochs_arriving_from_another_process(tiny_preset, mnist_dir, tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
-    proc = start_headless(tiny_preset, mnist_dir, runs, tmp_path, "--epochs", "8")
+    epochs = 20  # long enough that the first epochs arrive well before the other process ends
+    proc = start_headless(tiny_preset, mnist_dir, runs, tmp_path, "--epochs", str(epochs))
     try:
         app = TuitrainApp(runs_dir=runs, presets={"tiny": tiny_preset}, watch=runs)
         async with app.run_test(size=(100, 30)) as pilot:
             await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
             screen = app.screen
             assert isinstance(screen.source, Follower) and screen.watching
+            await wait_for(pilot, lambda: WATCHING_NOTE in progress_text(screen), "the watching note, once a run shows")
             table = screen.query_one(EpochTable)
             await wait_for(pilot, lambda: table.row_count >= 1, "the first epoch")
             assert proc.poll() is None  # it arrived while the other process was still training
-            assert WATCHING_NOTE in progress_text(screen)
             # pause and stop belong to the training process: hidden here, and the keys do nothing
             assert not any(screen.check_action(a, ()) for a in ("pause", "stop_run", "stop_all"))
             await pilot.press("p", "x")
@@ -56,7 +57,7 @@ async def test_watch_shows_epochs_arriving_from_another_process(tiny_preset, mni
             assert proc.wait(timeout=TIMEOUT_S) == 0
             records = [read_record(p) for p in sorted(runs.rglob("*.json"))]
             expected = [[r.label, *row] for r in records for row in fmt.epoch_rows(r)]
-            assert table_rows(table) == expected and len(expected) == 16
+            assert table_rows(table) == expected and len(expected) == 2 * epochs
             assert [len(run.losses) for run in screen.monitor.runs.values()] == [len(r.batch_losses) for r in records]
             assert [r.status for r in screen.monitor.runs.values()] == ["completed", "completed"]
             assert "Finished" in progress_text(screen)
