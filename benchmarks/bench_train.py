@@ -131,13 +131,13 @@ def run_engine(model_name: str, device_name: str, data_dir: str, epochs: int) ->
     """tuitrain's fit() as the CLI runs it: headless printer (to a null stream), record saved."""
     import torch
 
+    from tuitrain.core.spec import RunSpec
     from tuitrain.headless import HeadlessPrinter
     from tuitrain.records import write_record
     from tuitrain.train import loop
     from tuitrain.train.cuda_step import GraphStep
     from tuitrain.train.data import resolve_mnist
     from tuitrain.train.loop import fit, select_device
-    from tuitrain.train.spec import RunSpec
 
     device = select_device(device_name)
     arrays = resolve_mnist(Path(data_dir) if data_dir else None)
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from tuitrain.errors import TuitrainError
+    from tuitrain.core.errors import TuitrainError
 
     try:
         raise SystemExit(main())

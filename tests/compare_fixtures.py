@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional, Sequence
 
+from tuitrain.core.spec import RunSpec
 from tuitrain.records import EnvInfo, EpochRecord, RunRecord, write_record
-from tuitrain.train.spec import RunSpec
 
 START = datetime(2025, 1, 2, 10, 0, tzinfo=timezone.utc)
 STEPS = 10  # subset 640 / batch 64

@@ -11,12 +11,18 @@ from pathlib import Path
 import pytest
 
 from tests.compare_fixtures import (
-    chance_run, diverged_run, grid_runs, interrupted_run, make_record, normal_pair, write_runs,
+    chance_run,
+    diverged_run,
+    grid_runs,
+    interrupted_run,
+    make_record,
+    normal_pair,
+    write_runs,
 )
 from tuitrain.catalog import load_run_arguments
 from tuitrain.cli import main
 from tuitrain.compare import Comparison, loss_curve
-from tuitrain.errors import TuitrainError
+from tuitrain.core.errors import TuitrainError
 
 
 def compare(tmp_path: Path, records, **options) -> Comparison:

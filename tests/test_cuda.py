@@ -19,13 +19,13 @@ import torch
 from torch import nn
 
 from tuitrain.cli import main
+from tuitrain.core.events import BatchLosses, LogMessage, RunStarted
+from tuitrain.core.spec import RunSpec
 from tuitrain.records import read_record
 from tuitrain.train import loop
-from tuitrain.train.data import load_idx_folder
 from tuitrain.train.cuda_step import EagerStep, GraphStep, make_step
-from tuitrain.train.events import BatchLosses, LogMessage, RunStarted
+from tuitrain.train.data import load_idx_folder
 from tuitrain.train.loop import TensorData, fit, make_optimizer, prepare_model
-from tuitrain.train.spec import RunSpec
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -172,7 +172,7 @@ def test_a_sync_inside_the_capture_falls_back_cleanly() -> None:
         from torch import nn
         from tuitrain.train.cuda_step import EagerStep, make_step
         from tuitrain.train.loop import make_optimizer, prepare_model
-        from tuitrain.train.spec import RunSpec
+        from tuitrain.core.spec import RunSpec
 
         device = torch.device("cuda")
         torch.manual_seed(0)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import synthetic_digits, write_mnist_dir
-from tuitrain.errors import DataError
+
+from tuitrain.core.errors import DataError
 from tuitrain.train import data as data_mod
 from tuitrain.train.data import (
     IMAGE_MAGIC,

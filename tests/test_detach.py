@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tuitrain.cli import main
+from tuitrain.core.errors import RecordError
 from tuitrain.follow import DETACHED_LOG
-from tuitrain.errors import RecordError
 from tuitrain.records import read_record
 
 TIMEOUT_S = 240  # generous: the tests share two cores with whatever else runs

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from tuitrain.core.control import RunControl
+from tuitrain.core.events import BatchLosses, EpochEnded, RunFinished, RunStarted
+from tuitrain.core.spec import RunSpec
+from tuitrain.presets import load_preset_file
 from tuitrain.records import read_record
 from tuitrain.session import PresetInvocation
-from tuitrain.presets import load_preset_file
 from tuitrain.train.data import load_idx_folder
-from tuitrain.train.events import BatchLosses, EpochEnded, RunFinished, RunStarted
-from tuitrain.train.loop import RunControl, TensorData, fit
-from tuitrain.train.spec import RunSpec
+from tuitrain.train.loop import TensorData, fit
 
 
 def spec(**kw) -> RunSpec:

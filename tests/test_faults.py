@@ -16,6 +16,9 @@ import pytest
 from tests.conftest import write_mnist_dir
 from tuitrain import catalog
 from tuitrain.catalog import effective_status, load_run_file
+from tuitrain.core.control import RunControl
+from tuitrain.core.events import BatchLosses
+from tuitrain.core.spec import RunSpec
 from tuitrain.format import summary
 from tuitrain.presets import load_preset_file
 from tuitrain.records import RunRecord, parse_record, read_record, write_record
@@ -23,9 +26,7 @@ from tuitrain.session import PresetInvocation
 from tuitrain.signals import SignalExit, StopOnSignals
 from tuitrain.train import loop
 from tuitrain.train.data import load_idx_folder
-from tuitrain.train.events import BatchLosses
-from tuitrain.train.loop import RunControl, fit
-from tuitrain.train.spec import RunSpec
+from tuitrain.train.loop import fit
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 120
@@ -209,6 +210,7 @@ def running_record(**env) -> RunRecord:
 
 def _tiny_arrays():
     import numpy as np
+
     from tuitrain.train.data import MnistArrays
 
     x = np.zeros((32, 28, 28), dtype=np.uint8)

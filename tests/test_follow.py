@@ -13,14 +13,21 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from conftest import start_headless
 
+from tuitrain.core.events import (
+    BatchLosses,
+    EpochEnded,
+    Event,
+    LogMessage,
+    RunFinished,
+    RunStarted,
+)
+from tuitrain.core.spec import RunSpec
 from tuitrain.follow import Follower, RunFileReader, newest_invocation
 from tuitrain.records import EnvInfo, RunRecord, write_record
 from tuitrain.train.data import load_idx_folder
-from tuitrain.train.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted
 from tuitrain.train.loop import fit
-from tuitrain.train.spec import RunSpec
-from conftest import start_headless
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTED = datetime.now(timezone.utc)  # after this process started: its pid counts as the writer's
@@ -212,7 +219,7 @@ def test_folder_follows_newest_invocation_and_runs_that_start_later(tmp_path: Pa
 
 
 def test_missing_target_is_a_clear_error(tmp_path: Path) -> None:
-    from tuitrain.errors import TuitrainError
+    from tuitrain.core.errors import TuitrainError
 
     with pytest.raises(TuitrainError, match="no such run file or folder"):
         Follower(tmp_path / "nope")

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from tuitrain.core.events import (
+    BatchLosses,
+    EpochEnded,
+    LogMessage,
+    RunFinished,
+    RunStarted,
+)
+from tuitrain.core.spec import RunSpec
 from tuitrain.monitor import SweepMonitor, downsample, ema_alpha
-from tuitrain.train.events import BatchLosses, EpochEnded, LogMessage, RunFinished, RunStarted
-from tuitrain.train.spec import RunSpec
 
 
 def started(run_id="r1", index=0, batches=10, epochs=2):

@@ -8,11 +8,19 @@ import pytest
 import torch
 from torch import nn
 
-from tuitrain.errors import TuitrainError
+from tuitrain.core.errors import TuitrainError
+from tuitrain.core.spec import RunSpec
 from tuitrain.train.data import load_idx_folder
-from tuitrain.train.loop import TensorData, eval_batch, evaluate, fit, make_optimizer, prepare_model, select_device
+from tuitrain.train.loop import (
+    TensorData,
+    eval_batch,
+    evaluate,
+    fit,
+    make_optimizer,
+    prepare_model,
+    select_device,
+)
 from tuitrain.train.models import build_model
-from tuitrain.train.spec import RunSpec
 
 
 @pytest.mark.parametrize("name", ["model_a", "model_b"])
@@ -109,7 +117,7 @@ def test_cpu_threads_setting_applies_to_the_run_and_is_restored(mnist_dir: Path,
 
 
 def test_estimate_calibrates_once_and_scales_with_the_run() -> None:
-    from tuitrain import estimate
+    from tuitrain.train import estimate
 
     spec = RunSpec(model="model_a", epochs=2, device="cpu")
     first = estimate.throughput(spec)
@@ -124,9 +132,9 @@ def test_estimate_calibrates_once_and_scales_with_the_run() -> None:
 
 def test_a_completed_run_replaces_the_calibration_with_its_own_figures(mnist_dir: Path, tiny_preset: Path,
                                                                        tmp_path: Path) -> None:
-    from tuitrain import estimate
     from tuitrain.presets import load_preset_file
     from tuitrain.session import PresetInvocation
+    from tuitrain.train import estimate
 
     inv = PresetInvocation.prepare(load_preset_file(tiny_preset), runs_dir=tmp_path / "runs", data_dir=mnist_dir)
     assert all(estimate.throughput(r.spec, calibrate=False) is None for r in inv.runs)

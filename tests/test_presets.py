@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tuitrain.errors import PresetError
+from tuitrain.core.errors import PresetError
 from tuitrain.presets import available_presets, find_preset, load_preset_file
 
 ASSIGNMENT = {"smoke", "model_a_vs_b", "activations", "lr_sweep", "resnet_vs_alexnet"}

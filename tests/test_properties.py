@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from tuitrain import records
 from tuitrain.catalog import load_run_file
-from tuitrain.errors import PresetError, RecordError
+from tuitrain.core.errors import PresetError, RecordError
+from tuitrain.core.spec import RunSpec
 from tuitrain.presets import load_preset_file
 from tuitrain.records import EnvInfo, EpochRecord, RunRecord, parse_record, read_record
-from tuitrain.train.spec import RunSpec
 
 PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

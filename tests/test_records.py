@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from tuitrain.errors import RecordError
+from tuitrain.core.atomic import atomic_write_text
+from tuitrain.core.errors import RecordError
+from tuitrain.core.spec import RunSpec
 from tuitrain.records import (
     SCHEMA_VERSION,
     EnvInfo,
     EpochRecord,
     RunRecord,
-    atomic_write_text,
     parse_record,
     read_record,
     record_schema,
     write_record,
 )
-from tuitrain.train.spec import RunSpec
 
 
 def sample_record() -> RunRecord:

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from tuitrain.cli import main
-from tuitrain.errors import RecordError, TuitrainError
+from tuitrain.core.control import RunControl
+from tuitrain.core.errors import RecordError, TuitrainError
+from tuitrain.core.events import BatchLosses, EpochEnded
 from tuitrain.presets import load_preset_file
 from tuitrain.records import read_record, write_record
 from tuitrain.session import PLAN_FILE, PresetInvocation
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
-from tuitrain.train.events import BatchLosses, EpochEnded
-from tuitrain.train.loop import RunControl
 
 
 def stop_in_epoch(control: RunControl, epoch: int, after_chunks: int = 1):

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from tuitrain.core.spec import RunSpec
 from tuitrain.train.cuda_step import EagerStep, TrainingState, make_step, wants_graph
 from tuitrain.train.loop import load_optimizer_state, make_optimizer, prepare_model
-from tuitrain.train.spec import RunSpec
 
 
 def _setup(optimizer: str):

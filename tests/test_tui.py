@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from tuitrain import format as fmt
 from tuitrain.records import read_record
@@ -22,10 +23,6 @@ from tuitrain.tui.screens.run import RunScreen
 from tuitrain.tui.widgets.epoch_table import EpochTable
 from tuitrain.tui.widgets.progress import ProgressPanel
 from tuitrain.tui.widgets.too_small import TooSmall
-from conftest import wait_for
-
-
-
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import signal
 
+from conftest import start_headless, wait_for
+
 from tuitrain import format as fmt
 from tuitrain.cli import main
 from tuitrain.follow import Follower
@@ -17,7 +19,6 @@ from tuitrain.tui.screens.home import LIVE, HomeScreen
 from tuitrain.tui.screens.run import WATCHING_NOTE, RunScreen
 from tuitrain.tui.widgets.epoch_table import EpochTable
 from tuitrain.tui.widgets.progress import ProgressPanel
-from conftest import wait_for, start_headless
 
 TIMEOUT_S = 180.0
 

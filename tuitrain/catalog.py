@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Optional
 
-from tuitrain.errors import RecordError
+from tuitrain.core.errors import RecordError
 from tuitrain.records import RunRecord, read_record
 
 PLAN_FILE = "invocation.plan"

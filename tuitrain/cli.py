@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from tuitrain import __version__
-from tuitrain.errors import TuitrainError
+from tuitrain.core.errors import TuitrainError
 
 DESCRIPTION = """\
 tuitrain: train PyTorch image classifiers on MNIST and watch them in the terminal.
@@ -116,20 +116,19 @@ def cmd_schema(argv: Sequence[str]) -> int:
 
 
 def cmd_list_presets(args: argparse.Namespace) -> int:
-    from tuitrain import estimate
     from tuitrain import format as fmt
     from tuitrain.presets import available_presets, load_preset_file
-    from tuitrain.train.loop import describe_device, select_device
+    from tuitrain.session import device_label, estimated_seconds
 
     overrides = overrides_from(args)
-    device = describe_device(select_device(overrides.get("device", "auto")))
+    device = device_label(overrides.get("device", "auto"))
     print(f"Estimated times are for {device} (calibrated once per model, then taken from its completed runs).", file=sys.stderr, flush=True)
     rows = []
     for name, path in available_presets().items():
         try:
             preset = load_preset_file(path)
             runs = preset.expand(overrides)
-            seconds = estimate.preset_seconds([r.spec for r in runs])
+            seconds = estimated_seconds([r.spec for r in runs])
             rows.append((name, str(len(runs)), fmt.duration(seconds), preset.title))
         except TuitrainError as exc:
             rows.append((name, "–", "–", f"INVALID: {exc}"))
@@ -168,9 +167,9 @@ def run_resume(args: argparse.Namespace) -> int:
 def train_headless(invocation, heading: str) -> int:
     """Train an invocation with log lines; signals stop it cleanly (see tuitrain.signals)."""
     from tuitrain import format as fmt
+    from tuitrain.core.control import RunControl
     from tuitrain.headless import HeadlessPrinter, safe_print
     from tuitrain.signals import StopOnSignals
-    from tuitrain.train.loop import RunControl
 
     control = RunControl()
 
@@ -205,20 +204,18 @@ def train_headless(invocation, heading: str) -> int:
 def run_detached(args: argparse.Namespace) -> int:
     """Check everything that can fail quickly, then train in a child process in its own session, and return."""
     import os
+    import socket
     import subprocess
 
-    import socket
-
     import tuitrain
+    from tuitrain.core.atomic import atomic_write_text
     from tuitrain.follow import DETACHED_LOG, DETACHED_PID
     from tuitrain.presets import find_preset
-    from tuitrain.records import atomic_write_text
-    from tuitrain.session import PresetInvocation, new_invocation_dir
-    from tuitrain.train.data import resolve_mnist
+    from tuitrain.session import PresetInvocation, check_data, new_invocation_dir
 
     preset = find_preset(args.preset)
     PresetInvocation.prepare(preset, runs_dir=args.runs_dir, overrides=overrides_from(args), data_dir=args.data_dir)
-    resolve_mnist(args.data_dir)  # a data problem is shown here, not hidden in the log
+    check_data(args.data_dir)  # a data problem is shown here, not hidden in the log
     _, folder = new_invocation_dir(args.runs_dir, preset.name)
     folder = folder.resolve()
     child = [sys.executable, "-m", "tuitrain", "--preset", args.preset, "--no-ui", "--into-folder", str(folder),

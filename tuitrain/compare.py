@@ -16,9 +16,9 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from tuitrain import format as fmt
 from tuitrain.catalog import RunFile, load_run_file
-from tuitrain.errors import TuitrainError
+from tuitrain.core.errors import TuitrainError
+from tuitrain.core.spec import RunSpec
 from tuitrain.records import RunRecord
-from tuitrain.train.spec import RunSpec
 
 DEFAULT_THRESHOLD = 97.0
 FORMATS = ("text", "markdown", "csv", "json")

@@ -9,8 +9,8 @@ from typing import Sequence
 
 from tuitrain.catalog import load_run_arguments
 from tuitrain.compare import DEFAULT_THRESHOLD, FORMATS, Comparison
-from tuitrain.errors import TuitrainError
-from tuitrain.records import atomic_write_text
+from tuitrain.core.atomic import atomic_write_text
+from tuitrain.core.errors import TuitrainError
 
 DESCRIPTION = """\
 Compare saved runs: hyperparameters that differ, accuracy, loss, speed of convergence, a per-epoch

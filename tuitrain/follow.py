@@ -19,16 +19,28 @@ import socket
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-from tuitrain import format as fmt
-from tuitrain.catalog import PLAN_FILE, STALE_AFTER_S, effective_status, pid_alive, training_process_alive
-from tuitrain.errors import RecordError, TuitrainError
+from tuitrain.catalog import (
+    PLAN_FILE,
+    STALE_AFTER_S,
+    effective_status,
+    pid_alive,
+    training_process_alive,
+)
+from tuitrain.core.control import RunControl
+from tuitrain.core.devices import cpu_device
+from tuitrain.core.errors import RecordError, TuitrainError
+from tuitrain.core.events import (
+    BatchLosses,
+    EpochEnded,
+    Event,
+    LogMessage,
+    RunFinished,
+    RunStarted,
+    Sink,
+)
 from tuitrain.records import RunRecord, parse_record
-from tuitrain.train.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted, Sink
-
-if TYPE_CHECKING:  # the loop imports torch: a watcher does not need it
-    from tuitrain.train.loop import RunControl
 
 POLL_S = 0.5
 """Seconds between two looks at the files (a stat each; a file is parsed only when it changed)."""
@@ -129,7 +141,7 @@ class RunFileReader:
 def _device_text(record: RunRecord) -> str:
     """As describe_device words it in the training process."""
     env = record.env
-    return fmt.cpu_device(env.threads) if env.device_type == "cpu" else env.device
+    return cpu_device(env.threads) if env.device_type == "cpu" else env.device
 
 
 def _seconds_between(start: datetime, end: datetime) -> float:
@@ -262,7 +274,7 @@ class Follower:
     control is None because a watched run is controlled by the process that trains it.
     """
 
-    control: Optional["RunControl"] = None
+    control: Optional[RunControl] = None
 
     def __init__(self, target: Path, poll_s: float = POLL_S) -> None:
         self.target = Path(target).expanduser()

@@ -5,13 +5,8 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 from tuitrain.catalog import effective_status
+from tuitrain.core.spec import RunSpec
 from tuitrain.records import RunRecord
-from tuitrain.train.spec import RunSpec
-
-
-def cpu_device(threads: int) -> str:
-    """The CPU as the progress lines name it (the training process, and a watcher reading its file)."""
-    return f"CPU ({threads} thread{'s' if threads != 1 else ''})"
 
 
 def duration(seconds: Optional[float]) -> str:

@@ -6,7 +6,14 @@ import sys
 from typing import TextIO
 
 from tuitrain import format as fmt
-from tuitrain.train.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted
+from tuitrain.core.events import (
+    BatchLosses,
+    EpochEnded,
+    Event,
+    LogMessage,
+    RunFinished,
+    RunStarted,
+)
 
 
 def safe_print(text: str, out: TextIO) -> bool:

@@ -11,8 +11,16 @@ from typing import Optional
 
 import numpy as np
 
-from tuitrain.train.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted
-from tuitrain.train.spec import RunSpec
+from tuitrain.core.events import (
+    BatchLosses,
+    EpochEnded,
+    Event,
+    LogMessage,
+    RunFinished,
+    RunStarted,
+)
+from tuitrain.core.spec import RunSpec
+
 
 def ema_alpha(batches_per_epoch: int) -> float:
     """Weight of each new batch loss in the smoothed line: a window of about 1/20 of an epoch."""

@@ -10,20 +10,18 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tuitrain.errors import RecordError
-from tuitrain.train.spec import RunSpec
+from tuitrain.core.atomic import atomic_write_text
+from tuitrain.core.errors import RecordError
+from tuitrain.core.spec import RunSpec
+from tuitrain.core.status import RunStatus
 
 SCHEMA_VERSION = 1
-
-RunStatus = Literal["running", "completed", "interrupted", "diverged", "failed"]
-
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
@@ -189,39 +187,6 @@ def read_record(path: Path) -> RunRecord:
     except (OSError, UnicodeDecodeError) as exc:
         raise RecordError(f"{path}: cannot read ({exc}).") from None
     return parse_record(text, str(path))
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Replace `path` with what `write(fh)` writes, so that readers see either the old or the new
-    file, never a mix: a temporary file in the same folder, flushed and fsynced, then renamed."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def write_record(record: RunRecord, path: Path) -> None:

@@ -1,7 +1,8 @@
 """Running a preset: one invocation folder under runs/, one run file per run, runs in turn.
 
-Both front ends (headless CLI and the Textual app) call run_preset with their own sink; this
-module never imports textual.
+The front ends (headless CLI and the Textual app) reach the engine only through this module: they
+train with PresetInvocation and their own sink, and ask the questions below (device, data,
+estimates). Never imports textual.
 """
 
 from __future__ import annotations
@@ -16,21 +17,31 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ValidationError
 
-from tuitrain import estimate
 from tuitrain.catalog import PLAN_FILE, effective_status
-from tuitrain.errors import RecordError, TuitrainError
+from tuitrain.core.atomic import atomic_write_text
+from tuitrain.core.control import RunControl
+from tuitrain.core.errors import RecordError, TuitrainError
+from tuitrain.core.events import LogMessage, Sink
+from tuitrain.core.spec import RunSpec
+from tuitrain.core.status import RESUMABLE
 from tuitrain.presets import Preset, PresetRun
-from tuitrain.records import RunRecord, atomic_write_text, read_record, utc_now, write_record
+from tuitrain.records import RunRecord, read_record, utc_now, write_record
+from tuitrain.train import estimate
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 from tuitrain.train.data import MnistArrays, resolve_mnist
-from tuitrain.train.events import LogMessage, Sink
-from tuitrain.train.loop import RunControl, TensorData, environment, fit, new_record, select_device
-from tuitrain.train.spec import RunSpec
+from tuitrain.train.loop import (
+    TensorData,
+    describe_device,
+    environment,
+    fit,
+    new_record,
+    select_device,
+)
 
 DEFAULT_RUNS_DIR = Path("runs")
 """In each invocation folder: the runs it was asked for (JSON), so --resume can also start the ones never
 started. Not named *.json, so globs for run files skip it."""
-RESUMABLE = ("interrupted", "crashed")
+
 
 
 class PlannedRun(BaseModel):
@@ -55,6 +66,25 @@ class InvocationPlan(BaseModel):
     """Invocation id (the folder name)."""
     runs: list[PlannedRun]
     """Every run, in order."""
+
+
+def device_label(device: str = "auto") -> str:
+    """The device a run with this `device` setting trains on, as the progress line names it; TuitrainError
+    if it is not available."""
+    return describe_device(select_device(device))
+
+
+def check_data(data_dir: Optional[Path]) -> str:
+    """Find and validate MNIST now (DataError says what is wrong); returns where it came from."""
+    return resolve_mnist(data_dir).source
+
+
+def estimated_seconds(specs: list[RunSpec], *, calibrate: bool = True, setup: bool = True) -> Optional[float]:
+    """Estimated wall time of these runs on this machine (with preparing the data once when `setup`);
+    None when a figure is missing and `calibrate` is off. Calibrates each new model for about a second."""
+    if setup:
+        return estimate.preset_seconds(specs, calibrate=calibrate)
+    return estimate.total_seconds(specs, calibrate=calibrate)
 
 
 def slug(text: str) -> str:
@@ -272,3 +302,23 @@ def _checkpoint_for(run_path: Path, record: RunRecord) -> Optional[dict]:
             )
         return None
     return load_checkpoint(path, record.id)
+
+
+class PresetSource:
+    """An EventSource that trains a prepared preset invocation in this process."""
+
+    def __init__(self, invocation: PresetInvocation) -> None:
+        self.invocation = invocation
+        self.control: Optional[RunControl] = RunControl()
+        preset = invocation.preset
+        self.title = f"{preset.name}: {preset.title}"
+
+    def run(self, sink: Sink) -> None:
+        self.invocation.run(sink, self.control)
+
+    def stop(self) -> None:
+        assert self.control is not None
+        self.control.stop_all.set()
+
+    def result_folder(self) -> Optional[Path]:
+        return self.invocation.folder

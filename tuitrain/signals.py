@@ -12,7 +12,7 @@ import signal
 from types import FrameType
 from typing import Callable, Optional, Sequence
 
-from tuitrain.train.loop import RunControl
+from tuitrain.core.control import RunControl
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
     s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None

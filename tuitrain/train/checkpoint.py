@@ -15,8 +15,9 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from tuitrain.errors import RecordError
-from tuitrain.records import EpochRecord, RunRecord, atomic_write
+from tuitrain.core.atomic import atomic_write
+from tuitrain.core.errors import RecordError
+from tuitrain.records import EpochRecord, RunRecord
 
 CHECKPOINT_VERSION = 1
 SUFFIX = ".ckpt.pt"

@@ -22,8 +22,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from tuitrain.errors import DataError
-from tuitrain.records import atomic_write
+from tuitrain.core.atomic import atomic_write
+from tuitrain.core.errors import DataError
 
 IMAGE_MAGIC = 0x00000803
 LABEL_MAGIC = 0x00000801

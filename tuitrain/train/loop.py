@@ -12,25 +12,32 @@ from __future__ import annotations
 import math
 import os
 import platform
-import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
 
 import torch
 from torch import nn
 
-from tuitrain import format as fmt
-from tuitrain.errors import TuitrainError
+from tuitrain.core.control import RunControl
+from tuitrain.core.devices import cpu_device
+from tuitrain.core.errors import TuitrainError
+from tuitrain.core.events import (
+    BatchLosses,
+    EpochEnded,
+    LogMessage,
+    RunFinished,
+    RunStarted,
+    Sink,
+)
+from tuitrain.core.spec import RunSpec
 from tuitrain.records import EnvInfo, EpochRecord, RunRecord, utc_now
 from tuitrain.train.checkpoint import restore_checkpoint, save_checkpoint
 from tuitrain.train.cuda_step import make_step, wants_graph
 from tuitrain.train.data import MNIST_MEAN, MNIST_STD, MnistArrays
-from tuitrain.train.events import BatchLosses, EpochEnded, LogMessage, RunFinished, RunStarted, Sink
 from tuitrain.train.models import build_model
-from tuitrain.train.spec import RunSpec
 
 # Evaluation batch: on the CPU, batches of a few hundred images stay in cache and beat larger ones
 # (measured: 500 about 2x faster than 10k for Model A/B); on a GPU, larger batches mean fewer launches.
@@ -41,36 +48,6 @@ PERSIST_EVERY_S = 2.0
 READ_BACK_EVERY_S = 2.0
 
 Persist = Callable[[RunRecord], None]
-
-
-@dataclass
-class RunControl:
-    """Thread-safe controls, set by a front end and read by the loop at batch boundaries."""
-
-    stop_run: threading.Event = field(default_factory=threading.Event)
-    """Stop the current run (saved as interrupted); a sweep then goes on to the next run."""
-    stop_all: threading.Event = field(default_factory=threading.Event)
-    """Stop the current run and start no more."""
-    paused: threading.Event = field(default_factory=threading.Event)
-    """While set, the loop waits at the next batch boundary."""
-
-    def should_stop(self) -> bool:
-        return self.stop_run.is_set() or self.stop_all.is_set()
-
-    def wait_while_paused(self, heartbeat: Optional[Callable[[], None]] = None, every_s: float = 30.0) -> float:
-        """Block while paused (unless stopped); return the seconds spent waiting.
-
-        `heartbeat()` is called every `every_s` seconds meanwhile, so a long pause is not taken for a crash.
-        """
-        if not self.paused.is_set():
-            return 0.0
-        start = last = time.perf_counter()
-        while self.paused.is_set() and not self.should_stop():
-            time.sleep(0.05)
-            if heartbeat is not None and time.perf_counter() - last >= every_s:
-                heartbeat()
-                last = time.perf_counter()
-        return time.perf_counter() - start
 
 
 def select_device(name: str) -> torch.device:
@@ -86,7 +63,7 @@ def select_device(name: str) -> torch.device:
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return fmt.cpu_device(torch.get_num_threads())
+    return cpu_device(torch.get_num_threads())
 
 
 def environment(device: torch.device) -> EnvInfo:

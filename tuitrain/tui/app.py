@@ -12,17 +12,15 @@ from textual import events, on
 from textual.app import App
 from textual.binding import Binding
 
-from tuitrain.errors import TuitrainError
-from tuitrain.presets import available_presets, find_preset, load_preset_file
-from tuitrain.session import PresetInvocation
-from tuitrain.signals import STOP_SIGNALS, StopOnSignals, exit_code_for
+from tuitrain.core.errors import TuitrainError
 from tuitrain.follow import Follower
+from tuitrain.presets import available_presets, find_preset, load_preset_file
+from tuitrain.signals import STOP_SIGNALS, StopOnSignals, exit_code_for
 from tuitrain.tui.messages import StartPreset, WatchRuns
 from tuitrain.tui.screens.dialogs import ErrorScreen
 from tuitrain.tui.screens.help import HelpScreen
 from tuitrain.tui.screens.home import HomeScreen
 from tuitrain.tui.screens.run import RunScreen
-from tuitrain.tui.sources import PresetSource
 from tuitrain.tui.widgets.too_small import MIN_HEIGHT, MIN_WIDTH
 
 
@@ -102,6 +100,11 @@ class TuitrainApp(App[int]):
 
     def start_preset(self, name: str, path: Optional[Path] = None) -> None:
         """Check everything cheap on the UI side (preset, overrides, device, runs folder), then train."""
+        from tuitrain.session import (  # torch: not for watching or comparing
+            PresetInvocation,
+            PresetSource,
+        )
+
         try:
             preset = load_preset_file(path) if path is not None else find_preset(name)
             invocation = PresetInvocation.prepare(

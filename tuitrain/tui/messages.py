@@ -9,7 +9,7 @@ from typing import Optional
 from textual.message import Message
 
 from tuitrain.catalog import RunFile
-from tuitrain.train.events import Event
+from tuitrain.core.events import Event
 
 
 @dataclass

@@ -17,13 +17,27 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, SelectionList, Static, TabbedContent, TabPane
+from textual.widgets import (
+    DataTable,
+    Footer,
+    SelectionList,
+    Static,
+    TabbedContent,
+    TabPane,
+)
 from textual.widgets.selection_list import Selection
 from textual_plotext import PlotextPlot
 
 from tuitrain import format as fmt
 from tuitrain.catalog import RunFile, load_run_file
-from tuitrain.compare import DEFAULT_THRESHOLD, Comparison, RunColumn, accuracy_curve, loss_curve
+from tuitrain.compare import (
+    DEFAULT_THRESHOLD,
+    Comparison,
+    RunColumn,
+    accuracy_curve,
+    loss_curve,
+)
+
 # one palette for every screen: a run's colour is the same in the run screen and the comparison
 from tuitrain.tui.widgets.charts import run_colour, run_markup_colour
 

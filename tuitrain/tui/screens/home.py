@@ -16,13 +16,17 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from tuitrain import estimate
 from tuitrain import format as fmt
 from tuitrain.catalog import RunFile, scan_runs
-from tuitrain.errors import TuitrainError
+from tuitrain.core.errors import TuitrainError
 from tuitrain.presets import Preset, load_preset_file
-from tuitrain.train.loop import describe_device, select_device
-from tuitrain.tui.messages import DeviceKnown, EstimateReady, RunsLoaded, StartPreset, WatchRuns
+from tuitrain.tui.messages import (
+    DeviceKnown,
+    EstimateReady,
+    RunsLoaded,
+    StartPreset,
+    WatchRuns,
+)
 from tuitrain.tui.widgets.too_small import TooSmall
 
 STATUS_STYLE = {
@@ -130,9 +134,14 @@ class HomeScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="estimates")
     def estimate_presets(self) -> None:
+        from tuitrain.session import (  # torch: only when estimating
+            device_label,
+            estimated_seconds,
+        )
+
         worker = get_current_worker()
         try:
-            device = describe_device(select_device(self.overrides.get("device", "auto")))
+            device = device_label(self.overrides.get("device", "auto"))
         except TuitrainError as exc:
             self.post_message(DeviceKnown(f"unavailable ({exc})"))
             return
@@ -143,7 +152,7 @@ class HomeScreen(Screen[None]):
             if name in self.estimated:
                 continue
             try:
-                seconds = estimate.total_seconds([r.spec for r in preset.expand(self.overrides)])
+                seconds = estimated_seconds([r.spec for r in preset.expand(self.overrides)], setup=False)
                 self.post_message(EstimateReady(name, seconds))
             except Exception as exc:  # noqa: BLE001 - an estimate is a convenience, never fatal
                 self.post_message(EstimateReady(name, None, error=str(exc)))

@@ -9,7 +9,6 @@ cheap widgets; the charts are only marked dirty and redrawn by a timer a few tim
 from __future__ import annotations
 
 import time
-
 from typing import Optional
 
 from textual import on, work
@@ -20,12 +19,19 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
-from tuitrain.errors import TuitrainError
+from tuitrain.core.errors import TuitrainError
+from tuitrain.core.events import (
+    BatchLosses,
+    EpochEnded,
+    Event,
+    EventSource,
+    LogMessage,
+    RunFinished,
+    RunStarted,
+)
 from tuitrain.monitor import SweepMonitor
-from tuitrain.train.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted
 from tuitrain.tui.messages import EngineEvent, SourceFailed
 from tuitrain.tui.screens.dialogs import ConfirmScreen, ErrorScreen
-from tuitrain.tui.sources import EventSource
 from tuitrain.tui.widgets.charts import AccuracyChart, LossChart
 from tuitrain.tui.widgets.epoch_table import EpochTable
 from tuitrain.tui.widgets.progress import ProgressPanel

@@ -6,8 +6,8 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from tuitrain import format as fmt
+from tuitrain.core.events import EpochEnded
 from tuitrain.monitor import RunState
-from tuitrain.train.events import EpochEnded
 from tuitrain.tui.widgets.charts import run_markup_colour
 
 

@@ -18,13 +18,22 @@ from typing import Iterable, Optional
 
 import torch
 
-from tuitrain.records import RunRecord, atomic_write_text
+from tuitrain.core.atomic import atomic_write_text
+from tuitrain.core.events import BatchLosses
+from tuitrain.core.spec import RunSpec
+from tuitrain.records import RunRecord
 from tuitrain.train.data import cache_dir
-from tuitrain.train.events import BatchLosses
 from tuitrain.train.loop import (
-    RunControl, TensorData, cpu_threads, describe_device, eval_batch, evaluate, fit, prepare_model, select_device,
+    RunControl,
+    TensorData,
+    cpu_threads,
+    describe_device,
+    eval_batch,
+    evaluate,
+    fit,
+    prepare_model,
+    select_device,
 )
-from tuitrain.train.spec import RunSpec
 
 CALIBRATION_VERSION = 2  # bump when what is measured changes: older cache entries are measured again
 READ_EVERY = {"model_a": 10, "model_b": 10}  # steps between the loop's read-backs; 1 for big models (seconds a step)

@@ -13,13 +13,15 @@ import os
 import re
 import sys
 from dataclasses import dataclass
+from importlib import resources
+from importlib.abc import Traversable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tuitrain.errors import PresetError
-from tuitrain.train.spec import RunSpec
+from tuitrain.core.errors import PresetError
+from tuitrain.core.spec import RunSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -134,24 +136,33 @@ class Preset(BaseModel):
         return result
 
 
-def presets_dirs() -> list[Path]:
-    """Where named presets are looked up: TUITRAIN_PRESETS_DIR, ./presets, then the ones shipped with tuitrain."""
-    dirs = []
+def builtin_presets() -> Traversable:
+    """The presets shipped inside the package (this folder), read through importlib.resources."""
+    return resources.files(__name__)
+
+
+def presets_dirs() -> list[Union[Path, Traversable]]:
+    """Where named presets are looked up, first match wins: TUITRAIN_PRESETS_DIR, ./presets, then the
+    ones shipped with tuitrain."""
+    dirs: list[Union[Path, Traversable]] = []
     if os.environ.get("TUITRAIN_PRESETS_DIR"):
         dirs.append(Path(os.environ["TUITRAIN_PRESETS_DIR"]))
     dirs.append(Path.cwd() / "presets")
-    dirs.append(Path(__file__).resolve().parent.parent / "presets")
     seen, unique = set(), []
     for d in dirs:
         key = d.resolve() if d.exists() else d
         if key not in seen and d.is_dir():
             seen.add(key)
             unique.append(d)
+    builtin = builtin_presets()
+    if not (isinstance(builtin, Path) and builtin.resolve() in seen):  # a checkout's ./presets is this folder
+        unique.append(builtin)
     return unique
 
 
-def load_preset_file(path: Path) -> Preset:
-    path = Path(path)
+def load_preset_file(path: Union[Path, Traversable]) -> Preset:
+    """Read and validate a preset file (a path, or a packaged resource); PresetError says what is wrong."""
+    path = path if isinstance(path, Traversable) else Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -186,11 +197,12 @@ def load_preset_file(path: Path) -> Preset:
     return preset
 
 
-def available_presets() -> dict[str, Path]:
-    found: dict[str, Path] = {}
+def available_presets() -> dict[str, Union[Path, Traversable]]:
+    """Named presets (file name without .toml) to their files, first folder first."""
+    found: dict[str, Union[Path, Traversable]] = {}
     for folder in presets_dirs():
-        for path in sorted(folder.glob("*.toml")):
-            found.setdefault(path.stem, path)
+        for path in sorted((p for p in folder.iterdir() if p.name.endswith(".toml") and p.is_file()), key=lambda p: p.name):
+            found.setdefault(path.name[: -len(".toml")], path)
     return found
 
 

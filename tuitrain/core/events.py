@@ -1,4 +1,6 @@
-"""Events the engine emits while training. Small immutable dataclasses: safe to hand to another thread.
+"""Events the engine emits while training, the sinks that take them and the sources that deliver them.
+
+Events are small immutable dataclasses: safe to hand to another thread.
 
 A sink is any callable taking an event. It is called on the training thread, so it must be quick
 (a UI sink only posts a message; a file writer throttles its writes).
@@ -8,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Union
 
-from tuitrain.train.spec import RunSpec
+from tuitrain.core.spec import RunSpec
+
+if TYPE_CHECKING:
+    from tuitrain.core.control import RunControl
 
 
 @dataclass(frozen=True)
@@ -104,3 +109,20 @@ def fan_out(*sinks: Optional[Sink]) -> Sink:
             s(event)
 
     return sink
+
+
+class EventSource(Protocol):
+    """Where a run screen's events come from: a preset trained in this process (session.PresetSource, with
+    a RunControl) or another process's run files (follow.Follower, with none: the pause/stop keys hide)."""
+
+    title: str
+    control: Optional["RunControl"]
+
+    def run(self, sink: Sink) -> None:
+        """Deliver events to `sink` until there are no more; called on a worker thread."""
+
+    def stop(self) -> None:
+        """Ask run() to return soon (thread-safe)."""
+
+    def result_folder(self) -> Optional[Path]:
+        """Where the run files are, once known."""
