@@ -13,7 +13,7 @@ import pytest
 from tuitrain.cli import main
 from tuitrain.records import read_record
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_headless_run_prints_and_saves(mnist_dir: Path, tiny_preset: Path, tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def test_cli_headless_on_cuda_writes_a_completed_record(mnist_dir: Path, tiny_pr
         assert all(math.isfinite(v) for v in record.batch_losses)
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
 
+from tests.helpers import wait_for
 from tuitrain import format as fmt
 from tuitrain.records import read_record
 from tuitrain.tui.app import TuitrainApp

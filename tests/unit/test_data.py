@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_digits, write_mnist_dir
 
+from tests.helpers import synthetic_digits, write_mnist_dir
 from tuitrain.core.errors import DataError
 from tuitrain.train import data as data_mod
 from tuitrain.train.data import (

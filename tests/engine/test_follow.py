@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from conftest import start_headless
 
+from tests.helpers import start_headless
 from tuitrain.core.events import (
     BatchLosses,
     EpochEnded,
@@ -29,7 +29,7 @@ from tuitrain.records import EnvInfo, RunRecord, write_record
 from tuitrain.train.data import load_idx_folder
 from tuitrain.train.loop import fit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STARTED = datetime.now(timezone.utc)  # after this process started: its pid counts as the writer's
 SUBPROCESS_TIMEOUT_S = 240  # generous: the tests share two cores with whatever else runs
 

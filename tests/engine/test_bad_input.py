@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_mnist_dir
+from tests.helpers import write_mnist_dir
 from tuitrain.cli import main
 from tuitrain.train.data import FILES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 GOOD = """name = "p"
 title = "A preset"

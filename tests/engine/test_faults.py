@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_mnist_dir
+from tests.helpers import write_mnist_dir
 from tuitrain import catalog
 from tuitrain.catalog import effective_status, load_run_file
 from tuitrain.core.control import RunControl
@@ -28,7 +28,7 @@ from tuitrain.train import loop
 from tuitrain.train.data import load_idx_folder
 from tuitrain.train.loop import fit
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 120
 
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import signal
 
-from conftest import start_headless, wait_for
-
+from tests.helpers import start_headless, wait_for
 from tuitrain import format as fmt
 from tuitrain.cli import main
 from tuitrain.follow import Follower
