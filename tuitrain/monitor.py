@@ -20,11 +20,7 @@ from tuitrain.core.events import (
     RunStarted,
 )
 from tuitrain.core.spec import RunSpec
-
-
-def ema_alpha(batches_per_epoch: int) -> float:
-    """Weight of each new batch loss in the smoothed line: a window of about 1/20 of an epoch."""
-    return min(0.3, max(0.02, 20.0 / max(batches_per_epoch, 1)))
+from tuitrain.curves import ema_alpha, smooth
 
 
 @dataclass
@@ -54,15 +50,9 @@ class RunState:
     def add_losses(self, event: BatchLosses) -> None:
         if self.first_step is None:
             self.first_step = event.first_step
-        ema = self.smoothed[-1] if self.smoothed else None
-        alpha = ema_alpha(self.batches_per_epoch)
-        for value in event.losses:
-            if value != value or value in (float("inf"), float("-inf")):
-                ema = value  # a diverged run: show it, do not smear it
-            else:
-                ema = value if ema is None or ema != ema else ema + alpha * (value - ema)
-            self.losses.append(value)
-            self.smoothed.append(ema)
+        last = self.smoothed[-1] if self.smoothed else None
+        self.smoothed += smooth(event.losses, ema_alpha(self.batches_per_epoch), last)
+        self.losses += event.losses
         self.epoch, self.batch = event.epoch, event.batch
         self.samples_per_s, self.elapsed_s = event.samples_per_s, event.elapsed_s
 

@@ -135,6 +135,15 @@ class RunRecord(BaseModel):
     def final_accuracy(self) -> Optional[float]:
         return self.epochs[-1].test_accuracy if self.epochs else None
 
+    @property
+    def training_s(self) -> float:
+        """Training and evaluation time of the completed epochs: the sum of their durations.
+
+        Unlike ended_at - started_at, it leaves out pauses, start-up and the downtime between a crash
+        and its resume.
+        """
+        return sum(e.duration_s for e in self.epochs)
+
 
 # Migrations from older schema versions: version -> function turning that version's dict into the next.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}

@@ -41,7 +41,7 @@ def test_table_shows_differing_params_and_figures(tmp_path: Path) -> None:
     assert row(c, "Best at epoch") == ["3", "3"]
     assert row(c, "Final train loss") == ["0.0500", "0.0400"]
     assert row(c, "First epoch ≥ 97%") == ["2", "1"]
-    assert row(c, "Training time") == ["1m31s", "2m31s"]
+    assert row(c, "Training time") == ["1m30s", "2m30s"]
     assert row(c, "Status") == ["completed", "completed"]
     c.all_params = True
     assert {"model", "lr", "batch_size", "seed", "data_source"} <= set(c.shown_params())
@@ -80,7 +80,7 @@ def test_observations_best_and_faster(tmp_path: Path) -> None:
     assert "Best: tanh with 98.60% best test accuracy (epoch 3), 0.40 points above the next, relu (98.20%)." in notes
     assert "Fastest to 97% test accuracy: tanh at epoch 1; relu at epoch 2." in notes
     assert "After epoch 1: tanh 97.20%, relu 96.00%; tanh converges faster than relu (1.20 points ahead or more)." in notes
-    assert "Training time: relu took 1m31s, tanh 2m31s (1.7×)." in notes  # equal epochs: no busy-machine caveat
+    assert "Training time: relu took 1m30s, tanh 2m30s (1.7×)." in notes  # equal epochs: no busy-machine caveat
     assert not any("stuck" in n or "diverged" in n or "fell" in n or "rose" in n for n in notes)
 
 

@@ -1,0 +1,215 @@
+"""The comparison model: the runs, which one is the baseline, the hyperparameters shown, the figure rows
+of the table, the per-epoch table and the sweep grid."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+from tuitrain import format as fmt
+from tuitrain.catalog import RunFile, load_run_file
+from tuitrain.compare import exports, observations
+from tuitrain.compare.runs import RunColumn, param_text, unique_labels
+from tuitrain.core.errors import TuitrainError
+from tuitrain.core.spec import RunSpec
+
+DEFAULT_THRESHOLD = 97.0
+
+# Spec fields that change what a run learns; data_source and log_every are bookkeeping and only
+# appear with all parameters shown.
+BOOKKEEPING = ("data_source", "log_every")
+PARAMS = tuple(RunSpec.model_fields)
+
+
+def _figure(text_of: Callable[[Any], str]) -> Callable[[Any], str]:
+    """A figure's text, with '–' for a missing or non-finite number (never 'nan%')."""
+    return lambda v: "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else text_of(v)
+
+
+def _signed_duration(d: float) -> str:
+    return ("+" if d >= 0 else "-") + fmt.duration(abs(d))
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure row of the table: how to get a run's value, how to show it, how to show a delta."""
+
+    name: str
+    value_of: Callable[[RunColumn], Any]
+    text_of: Callable[[Any], str] = str
+    delta_of: Optional[Callable[[Any], str]] = None
+    """The text of (value - baseline's value); None where a difference means nothing."""
+
+    def cell(self, run: RunColumn, baseline: Optional[RunColumn]) -> str:
+        value = self.value_of(run)
+        text = self.text_of(value)
+        if self.delta_of is None or baseline is None or baseline is run:
+            return text
+        other = self.value_of(baseline)
+        if _number(value) and _number(other):
+            text += f" ({self.delta_of(value - other)})"
+        return text
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass
+class Grid:
+    """Best test accuracy over a sweep of two hyperparameters."""
+
+    row_param: str
+    col_param: str
+    rows: list[Any]
+    cols: list[Any]
+    cells: dict[tuple[Any, Any], Optional[float]]
+
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        header = [f"{self.row_param} \\ {self.col_param}", *(param_text(c) for c in self.cols)]
+        rows = [[param_text(r), *(fmt.accuracy(self.cells.get((r, c))) for c in self.cols)] for r in self.rows]
+        return header, rows
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rows_param": self.row_param, "cols_param": self.col_param, "rows": self.rows, "cols": self.cols,
+            "best_accuracy": [[self.cells.get((r, c)) for c in self.cols] for r in self.rows],
+        }
+
+
+def _sorted_values(values: list[Any]) -> list[Any]:
+    unique = list(dict.fromkeys(values))
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in unique):
+        return sorted(unique)
+    return unique
+
+
+@dataclass
+class Comparison:
+    """Runs side by side: what the table, the per-epoch table, the grid and the observations show."""
+
+    runs: list[RunColumn]
+    unreadable: list[RunFile] = field(default_factory=list)
+    threshold: float = DEFAULT_THRESHOLD
+    all_params: bool = False
+    baseline: Optional[int] = None
+    """Index (1-based) of the pinned run, or None."""
+
+    @classmethod
+    def from_files(cls, files: Sequence[RunFile], **options: Any) -> "Comparison":
+        readable = [f for f in files if f.record is not None]
+        labels = unique_labels([f.record for f in readable])
+        runs = [RunColumn(index=i + 1, label=label, file=f, record=f.record) for i, (f, label) in enumerate(zip(readable, labels))]
+        return cls(runs=runs, unreadable=[f for f in files if f.record is None], **options)
+
+    @classmethod
+    def from_paths(cls, paths: Sequence[Path], **options: Any) -> "Comparison":
+        return cls.from_files([load_run_file(Path(p)) for p in paths], **options)
+
+    # ---- selection -------------------------------------------------------------------------
+    def find_run(self, key: Union[str, int]) -> RunColumn:
+        """A run by 1-based index or by label (exact, then unique prefix)."""
+        text = str(key).strip()
+        if text.isdigit():
+            i = int(text)
+            if 1 <= i <= len(self.runs):
+                return self.runs[i - 1]
+            raise TuitrainError(f"--baseline {text}: there are {len(self.runs)} run(s), numbered from 1.")
+        exact = [r for r in self.runs if r.label == text]
+        matches = exact or [r for r in self.runs if r.label.startswith(text)]
+        if len(matches) == 1:
+            return matches[0]
+        labels = ", ".join(r.label for r in self.runs)
+        how = "matches several runs" if matches else "matches no run"
+        raise TuitrainError(f"--baseline {text!r} {how}; the runs are: {labels}.")
+
+    @property
+    def baseline_run(self) -> Optional[RunColumn]:
+        return next((r for r in self.runs if r.index == self.baseline), None)
+
+    def differing_params(self) -> list[str]:
+        return [
+            name for name in PARAMS
+            if name not in BOOKKEEPING and len({param_text(r.param(name)) for r in self.runs}) > 1
+        ]
+
+    def shown_params(self) -> list[str]:
+        return list(PARAMS) if self.all_params else self.differing_params()
+
+    # ---- the table ---------------------------------------------------------------------------
+    def metrics(self) -> list[Metric]:
+        """The figure rows of the table, in order."""
+        threshold = self.threshold
+        return [
+            Metric("Final test acc", lambda r: r.final_accuracy, _figure(fmt.accuracy), lambda d: f"{d:+.2f}"),
+            Metric("Best test acc", lambda r: r.best_accuracy, _figure(fmt.accuracy), lambda d: f"{d:+.2f}"),
+            Metric("Best at epoch", lambda r: r.best_epoch, _figure(str)),
+            # a diverged run's last loss is NaN or infinite: shown as such, it is what happened
+            Metric("Final train loss", lambda r: r.final_loss, fmt.loss, lambda d: f"{d:+.4f}"),
+            Metric(f"First epoch ≥ {threshold:g}%", lambda r: r.epoch_reaching(threshold),
+                   lambda v: "never" if v is None else str(v), lambda d: f"{d:+d}"),
+            Metric("Epochs", lambda r: f"{r.epochs_done}/{r.record.spec.epochs}"),  # done/planned
+            Metric("Training time", lambda r: r.time_s, _figure(fmt.duration), _signed_duration),
+            Metric("Device", lambda r: r.device),
+            Metric("Status", lambda r: r.status),
+        ]
+
+    def header(self) -> list[str]:
+        return ["", *(f"{r.label} (baseline)" if r.index == self.baseline else r.label for r in self.runs)]
+
+    def table_rows(self) -> list[list[str]]:
+        rows = [[name, *(param_text(r.param(name)) for r in self.runs)] for name in self.shown_params()]
+        base = self.baseline_run
+        rows += [[m.name, *(m.cell(r, base) for r in self.runs)] for m in self.metrics()]
+        return rows
+
+    # ---- the assignment's per-epoch table ----------------------------------------------------
+    def epoch_header(self) -> list[str]:
+        cells = ["Epoch"]
+        for r in self.runs:
+            cells += [f"{r.label}: loss", "acc"]
+        return cells
+
+    def epoch_table_rows(self) -> list[list[str]]:
+        count = max((r.epochs_done for r in self.runs), default=0)
+        rows = []
+        for n in range(1, count + 1):
+            row = [str(n)]
+            for r in self.runs:
+                e = r.record.epochs[n - 1] if n <= r.epochs_done else None
+                row += [f"{fmt.loss(e.initial_loss)} → {fmt.loss(e.final_loss)}", fmt.accuracy(e.test_accuracy)] if e else ["–", "–"]
+            rows.append(row)
+        return rows
+
+    # ---- the sweep grid ----------------------------------------------------------------------
+    def grid(self) -> Optional[Grid]:
+        """Best accuracy over two hyperparameters, when the runs differ in exactly two."""
+        names = self.differing_params()
+        if len(names) != 2 or len(self.runs) < 3:
+            return None
+        row_param, col_param = names
+        rows = _sorted_values([r.param(row_param) for r in self.runs])
+        cols = _sorted_values([r.param(col_param) for r in self.runs])
+        combos = {(r.param(row_param), r.param(col_param)) for r in self.runs}
+        if len(rows) < 2 or len(cols) < 2 or len(combos) < 0.75 * len(rows) * len(cols):
+            return None  # not a sweep: a grid of mostly empty cells says nothing
+        cells: dict[tuple[Any, Any], Optional[float]] = {}
+        for r in self.runs:
+            key = (r.param(row_param), r.param(col_param))
+            best = r.best_accuracy
+            if best is not None and (cells.get(key) is None or best > cells[key]):
+                cells[key] = best
+            else:
+                cells.setdefault(key, None)
+        return Grid(row_param, col_param, rows, cols, cells)
+
+    # ---- what is said and written about it ------------------------------------------------
+    def observations(self) -> list[str]:
+        """Claims the numbers support, each with its numbers (tuitrain.compare.observations)."""
+        return observations.observations(self)
+
+    def render(self, form: str = "text") -> str:
+        """The comparison as text, markdown, csv or json (tuitrain.compare.exports)."""
+        return exports.render(self, form)

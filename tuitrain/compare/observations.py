@@ -1,0 +1,188 @@
+"""Observations: claims the compared runs' numbers support, each stated with its numbers.
+
+A difference is claimed only beyond noise: two standard errors of the difference of two test
+accuracies (binomial, over the test images evaluated).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from tuitrain import format as fmt
+from tuitrain.compare.runs import RunColumn, epochs_text
+
+if TYPE_CHECKING:
+    from tuitrain.compare.model import Comparison
+
+Z_NOISE = 2.0  # two standard errors: a difference of test accuracies smaller than this is a tie
+
+UNFINISHED = {"interrupted": "was interrupted", "crashed": "crashed (its process is gone)",
+              "failed": "failed", "running": "is still running"}
+
+
+def noise(a: RunColumn, b: RunColumn) -> float:
+    """Two standard errors (in points) of the difference of two test accuracies."""
+    var = 0.0
+    for run in (a, b):
+        p = (run.best_accuracy or 0.0) / 100.0
+        var += p * (1 - p) / max(run.test_total, 1)
+    return Z_NOISE * 100.0 * math.sqrt(var)
+
+
+def last_mean_loss(r: RunColumn) -> float:
+    return r.record.epochs[-1].mean_loss
+
+
+def at_chance(r: RunColumn) -> bool:
+    """Best accuracy within a few points of 100/classes and last-epoch loss near ln(classes)."""
+    chance = 100.0 / r.num_classes
+    loss = last_mean_loss(r)
+    return (r.best_accuracy or 0.0) <= chance * 1.5 and math.isfinite(loss) and abs(loss - math.log(r.num_classes)) <= 0.1 * math.log(r.num_classes)
+
+
+def observations(c: "Comparison") -> list[str]:
+    """Claims the numbers support, each with its numbers."""
+    notes: list[str] = []
+    trained = [r for r in c.runs if r.epochs_done]
+    stuck = {r.index for r in trained if at_chance(r)}
+
+    for r in c.runs:
+        if r.status == "diverged":
+            notes.append(_diverged(r))
+        elif r.status in UNFINISHED:
+            error = f" ({r.record.error})" if r.status == "failed" and r.record.error else ""
+            notes.append(f"{r.label} {UNFINISHED[r.status]}{error} after {r.epochs_done}/{r.record.spec.epochs} epochs; "
+                         "its figures cover only those.")
+    for r in trained:
+        if r.index in stuck:
+            loss = last_mean_loss(r)
+            notes.append(
+                f"{r.label} is stuck at chance level: best test accuracy {fmt.accuracy(r.best_accuracy)} "
+                f"(chance {100 / r.num_classes:.0f}% for {r.num_classes} classes), mean training loss of the "
+                f"last epoch {loss:.4f} (ln {r.num_classes} = {math.log(r.num_classes):.4f})."
+            )
+    notes += _ranking(trained, stuck)
+    notes += _convergence(c, trained, stuck)
+    for r in trained:
+        notes += _instability(r, r.index in stuck)
+    notes += _training_time(c)
+    devices = {r.device for r in c.runs}
+    if len(devices) > 1:
+        notes.append(f"The runs trained on different devices ({', '.join(sorted(devices))}): times are not comparable.")
+    return notes
+
+
+def _diverged(r: RunColumn) -> str:
+    before = r.epochs_before_divergence
+    note = (f"{r.label} diverged: {r.record.error or 'non-finite loss'}; "
+            f"{epochs_text(before) if before else 'no epoch'} completed before it")
+    after = r.epochs_done - before
+    if after:  # on_divergence = "continue": it trained on
+        note += f" ({epochs_text(after)} recorded after it)"
+    return note + "."
+
+
+def _ranking(trained: list[RunColumn], stuck: set[int]) -> list[str]:
+    ranked = sorted(trained, key=lambda r: r.best_accuracy, reverse=True)
+    if len(ranked) < 2:
+        return []
+    notes = []
+    best, second = ranked[0], ranked[1]
+    diff = best.best_accuracy - second.best_accuracy
+    margin = noise(best, second)
+    if diff > margin:
+        notes.append(
+            f"Best: {best.label} with {fmt.accuracy(best.best_accuracy)} best test accuracy (epoch "
+            f"{best.best_epoch}), {diff:.2f} points above the next, {second.label} "
+            f"({fmt.accuracy(second.best_accuracy)})."
+        )
+    else:
+        notes.append(
+            f"No clear best: {best.label} ({fmt.accuracy(best.best_accuracy)}) and {second.label} "
+            f"({fmt.accuracy(second.best_accuracy)}) differ by {diff:.2f} points, within the "
+            f"±{margin:.2f} noise of {best.test_total:,} test images."
+        )
+    others = [r for r in ranked[2:] if r.index not in stuck and r.status == "completed"]
+    if others:
+        worst = others[-1]
+        notes.append(f"Lowest: {worst.label} with {fmt.accuracy(worst.best_accuracy)}, "
+                     f"{best.best_accuracy - worst.best_accuracy:.2f} points below {best.label}.")
+    return notes
+
+
+def _convergence(c: "Comparison", trained: list[RunColumn], stuck: set[int]) -> list[str]:
+    learning = [r for r in trained if r.index not in stuck and r.status != "diverged"]
+    if len(learning) < 2:
+        return []
+    notes = []
+    t = f"{c.threshold:g}%"
+    reaching = {r.index: r.epoch_reaching(c.threshold) for r in learning}
+    reached = sorted((r for r in learning if reaching[r.index]), key=lambda r: reaching[r.index])
+    never = [r for r in learning if not reaching[r.index]]
+    if reached and (never or reaching[reached[0].index] < reaching[reached[-1].index]):
+        parts = [f"{r.label} at epoch {reaching[r.index]}" for r in reached]
+        parts += [f"{r.label} never (best {fmt.accuracy(r.best_accuracy)} in {epochs_text(r.epochs_done)})" for r in never]
+        notes.append(f"Fastest to {t} test accuracy: " + "; ".join(parts) + ".")
+    else:
+        who = "All runs" if len(learning) == len(trained) else "The runs that learn (" + ", ".join(r.label for r in learning) + ")"
+        if reached:
+            notes.append(f"{who} first reached {t} at epoch {reaching[reached[0].index]}.")
+        else:
+            notes.append(f"{'No run' if who == 'All runs' else who + ': none'} reached {t} test accuracy.")
+    # After the first epoch: split the runs at the widest gap in accuracy, if that gap is beyond noise.
+    def acc1(r: RunColumn) -> float:
+        return r.record.epochs[0].test_accuracy
+
+    first = sorted(learning, key=acc1, reverse=True)
+    gap, cut = max((acc1(a) - acc1(b), i + 1) for i, (a, b) in enumerate(zip(first, first[1:])))
+    if gap > noise(first[cut - 1], first[cut]):
+        listing = ", ".join(f"{r.label} {fmt.accuracy(acc1(r))}" for r in first)
+        faster = " and ".join(r.label for r in first[:cut])
+        slower = " and ".join(r.label for r in first[cut:])
+        verb = "converges" if cut == 1 else "converge"
+        notes.append(f"After epoch 1: {listing}; {faster} {verb} faster than {slower} "
+                     f"({gap:.2f} points ahead or more).")
+    return notes
+
+
+def _instability(r: RunColumn, stuck: bool) -> list[str]:
+    notes = []
+    epochs = r.record.epochs
+    drops = [(b.test_accuracy - a.test_accuracy, a, b) for a, b in zip(epochs, epochs[1:])]
+    if drops and not stuck:
+        drop, a, b = min(drops, key=lambda d: d[0])
+        p = a.test_accuracy / 100.0
+        margin = Z_NOISE * 100.0 * math.sqrt(2 * p * (1 - p) / max(b.test_total, 1))
+        if -drop > margin:
+            notes.append(f"{r.label}: test accuracy fell from {fmt.accuracy(a.test_accuracy)} (epoch {a.epoch}) "
+                         f"to {fmt.accuracy(b.test_accuracy)} (epoch {b.epoch}).")
+    rises = [(b.mean_loss - a.mean_loss, a, b) for a, b in zip(epochs, epochs[1:])
+             if math.isfinite(a.mean_loss) and math.isfinite(b.mean_loss)]
+    if rises:
+        rise, a, b = max(rises, key=lambda d: d[0])
+        if rise > 0.02 * abs(a.mean_loss) and rise > 1e-3:
+            notes.append(f"{r.label}: mean training loss rose from {a.mean_loss:.4f} (epoch {a.epoch}) to "
+                         f"{b.mean_loss:.4f} (epoch {b.epoch}).")
+    return notes
+
+
+def _training_time(c: "Comparison") -> list[str]:
+    """Which completed run trained longest, in training and evaluation time (pauses and downtime excluded)."""
+    timed = [r for r in c.runs if r.time_s and r.status == "completed"]
+    if len(timed) < 2:
+        return []
+    fast = min(timed, key=lambda r: r.time_s)
+    slow = max(timed, key=lambda r: r.time_s)
+    if slow.time_s <= 1.2 * fast.time_s:
+        return []
+    note = (f"Training time: {fast.label} took {fmt.duration(fast.time_s)}, "
+            f"{slow.label} {fmt.duration(slow.time_s)} ({slow.time_s / fast.time_s:.1f}×)")
+    # Epochs of one run do the same work: if their times differ a lot, the machine was busy.
+    spread = [(max(d) / min(d), r, min(d), max(d)) for r in timed
+              if len(d := [e.duration_s for e in r.record.epochs]) > 1 and min(d) > 0]
+    if spread and max(spread, key=lambda x: x[0])[0] > 2:
+        ratio, r, lo, hi = max(spread, key=lambda x: x[0])
+        note += (f"; but epochs of one run took from {fmt.duration(lo)} to {fmt.duration(hi)} "
+                 f"({r.label}), so the machine was busy and these times say little about the runs")
+    return [note + "."]

@@ -1,0 +1,122 @@
+"""One compared run and the figures the comparison reads from its record."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from tuitrain.catalog import RunFile
+from tuitrain.records import RunRecord
+
+NUM_CLASSES = {"mnist": 10}
+
+
+@dataclass
+class RunColumn:
+    """One readable run in the comparison, with the figures the table shows."""
+
+    index: int
+    """1-based position in the comparison (what --baseline N means)."""
+    label: str
+    """The run's label, made unique among the compared runs."""
+    file: RunFile
+    record: RunRecord
+
+    @property
+    def status(self) -> str:
+        return self.file.status
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.record.epochs)
+
+    @property
+    def final_accuracy(self) -> Optional[float]:
+        return self.record.final_accuracy
+
+    @property
+    def best_accuracy(self) -> Optional[float]:
+        return self.record.best_accuracy
+
+    @property
+    def best_epoch(self) -> Optional[int]:
+        if not self.record.epochs:
+            return None
+        return max(self.record.epochs, key=lambda e: e.test_accuracy).epoch  # first of equal bests
+
+    @property
+    def final_loss(self) -> Optional[float]:
+        """The last training batch loss (of the last completed epoch, or later if the run was cut short)."""
+        if self.record.batch_losses:
+            return self.record.batch_losses[-1]
+        return self.record.epochs[-1].final_loss if self.record.epochs else None
+
+    def epoch_reaching(self, threshold: float) -> Optional[int]:
+        return next((e.epoch for e in self.record.epochs if e.test_accuracy >= threshold), None)
+
+    @property
+    def epochs_before_divergence(self) -> int:
+        """Epochs whose every batch loss was finite: those completed before the first non-finite loss.
+
+        A run that continues after a non-finite loss (on_divergence = "continue") records later epochs
+        too; they are not 'before' it.
+        """
+        first_bad = next((i for i, v in enumerate(self.record.batch_losses) if not math.isfinite(v)), None)
+        if first_bad is None:
+            return self.epochs_done
+        per_epoch = self.record.batches_per_epoch or self.record.spec.batches_per_epoch()
+        return min(first_bad // max(per_epoch, 1), self.epochs_done)
+
+    @property
+    def time_s(self) -> Optional[float]:
+        """Training and evaluation time: the sum of the completed epochs' durations.
+
+        Never the span from start to end, which also counts pauses, start-up and the downtime between
+        a crash and its resume.
+        """
+        return self.record.training_s if self.record.epochs else None
+
+    @property
+    def device(self) -> str:
+        return self.record.env.device
+
+    @property
+    def test_total(self) -> int:
+        return self.record.epochs[-1].test_total if self.record.epochs else 0
+
+    @property
+    def num_classes(self) -> int:
+        return NUM_CLASSES.get(self.record.spec.dataset, 10)
+
+    def param(self, name: str) -> Any:
+        return getattr(self.record.spec, name)
+
+
+def param_text(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def unique_labels(records: Sequence[RunRecord]) -> list[str]:
+    """Labels as given, with the preset name (then a counter) added where two runs share one."""
+    given = [r.label or r.id for r in records]
+    labels = [f"{g} ({r.preset})" if given.count(g) > 1 and r.preset else g for g, r in zip(given, records)]
+    counts: dict[str, int] = {}
+    result = []
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+        result.append(label if labels.count(label) == 1 else f"{label} #{counts[label]}")
+    return result
+
+
+def epochs_text(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
+def finite(value: Optional[float]) -> Optional[float]:
+    """The value, or None where it is not a finite number (NaN or infinity have no place in a figure)."""
+    return value if value is None or math.isfinite(value) else None
