@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -273,3 +274,37 @@ def test_cli_threshold_and_all_params(tmp_path: Path, capsys) -> None:
     assert "First epoch ≥ 98.5%" in out and "batch_size" in out
     with pytest.raises(SystemExit):
         main(["compare", "--threshold", "150"])
+
+
+# ---- training time and divergence, as the records tell them ----------------------------------------
+
+def test_training_time_leaves_out_pauses_and_downtime(tmp_path: Path) -> None:
+    # A paused for 25 s, B resumed after 2m30s of downtime: their wall-clock spans say nothing of training
+    paused = make_record("paused", [97.0, 98.0], [(2.3, 0.2, 0.3), (0.2, 0.1, 0.12)], seconds_per_epoch=0.5, seed=1)
+    paused.ended_at = paused.started_at + timedelta(seconds=26)
+    resumed = make_record("resumed", [97.1, 98.1], [(2.3, 0.2, 0.3), (0.2, 0.1, 0.12)], seconds_per_epoch=4.0, seed=2)
+    resumed.ended_at = resumed.started_at + timedelta(minutes=2, seconds=37)
+    resumed.resumed_at = [resumed.started_at + timedelta(minutes=2, seconds=33)]
+    quick = make_record("quick", [97.2, 98.2], [(2.3, 0.2, 0.3), (0.2, 0.1, 0.12)], seconds_per_epoch=4.0, seed=3)
+    c = compare(tmp_path, [paused, resumed, quick])
+    assert row(c, "Training time") == ["1s", "8s", "8s"]
+    notes = c.observations()
+    assert "Training time: paused took 1s, resumed 8s (8.0×)." in notes
+    data = json.loads(c.render("json"))
+    assert [r["time_s"] for r in data["runs"]] == [1.0, 8.0, 8.0]
+
+
+def test_a_run_that_continued_after_diverging_counts_the_epochs_before_it(tmp_path: Path) -> None:
+    error = "non-finite loss (nan) at epoch 1, batch 6; training continued (on_divergence = continue)"
+    kept_on = make_record("kept on", [10.0, 9.8], [(2.3, 2.31, 2.32), (2.30, 2.302, 2.3035)], status="diverged",
+                          error=error, on_divergence="continue", lr=5.0)
+    kept_on.batch_losses[5] = float("nan")  # epoch 1, batch 6
+    late = make_record("late", [90.0, 95.0, 96.0], [(2.3, 0.5, 0.6), (0.5, 0.3, 0.4), (0.3, 0.2, 0.25)],
+                       status="diverged", error="non-finite loss (inf) at epoch 3, batch 2; training continued",
+                       on_divergence="continue", lr=1.0)
+    late.batch_losses[21] = float("inf")  # epoch 3, batch 2
+    notes = compare(tmp_path, [kept_on, late]).observations()
+    assert (f"kept on diverged: {error}; no epoch completed before it, and its figures for epochs 1–2 come after it."
+            in notes)
+    assert any(n.startswith("late diverged:") and n.endswith("; 2 epochs completed before it, and its figures for "
+                                                              "epoch 3 come after it.") for n in notes)

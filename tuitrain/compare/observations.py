@@ -77,9 +77,9 @@ def _diverged(r: RunColumn) -> str:
     before = r.epochs_before_divergence
     note = (f"{r.label} diverged: {r.record.error or 'non-finite loss'}; "
             f"{epochs_text(before) if before else 'no epoch'} completed before it")
-    after = r.epochs_done - before
-    if after:  # on_divergence = "continue": it trained on
-        note += f" ({epochs_text(after)} recorded after it)"
+    if r.epochs_done > before:  # on_divergence = "continue": it trained on
+        later = f"epoch {r.epochs_done}" if r.epochs_done == before + 1 else f"epochs {before + 1}–{r.epochs_done}"
+        note += f", and its figures for {later} come after it"
     return note + "."
 
 
