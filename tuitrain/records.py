@@ -12,16 +12,25 @@ import os
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from tuitrain.core.atomic import atomic_write_text
-from tuitrain.core.errors import RecordError
+from tuitrain.core.errors import RecordError, first_error
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
 
 SCHEMA_VERSION = 1
+
+NON_FINITE = ("NaN", "Infinity", "-Infinity")
+"""How a non-finite float is written in a run file (JSON has no such numbers)."""
+
+Loss = Annotated[float, WithJsonSchema({"anyOf": [{"type": "number"}, {"enum": list(NON_FINITE)}]})]
+"""A loss: a number, or one of NON_FINITE once a run has diverged."""
+Figure = Annotated[float, Field(allow_inf_nan=False)]
+"""A measured figure that is always a finite number (a time, a rate, an accuracy)."""
+
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
@@ -55,25 +64,25 @@ class EpochRecord(BaseModel):
 
     epoch: int = Field(ge=1)
     """1-based epoch number."""
-    initial_loss: float
+    initial_loss: Loss
     """Loss of the first training batch of the epoch."""
-    final_loss: float
+    final_loss: Loss
     """Loss of the last training batch of the epoch."""
-    mean_loss: float
+    mean_loss: Loss
     """Mean training batch loss over the epoch."""
-    test_loss: float
+    test_loss: Loss
     """Test loss averaged per sample (sum of per-sample losses / test_total)."""
-    test_accuracy: float
+    test_accuracy: Figure = Field(ge=0, le=100)
     """Test accuracy in percent: 100 * test_correct / test_total."""
     test_correct: int = Field(ge=0)
     """Correctly classified test images."""
     test_total: int = Field(ge=0)
     """Test images evaluated."""
-    duration_s: float = Field(ge=0)
+    duration_s: Figure = Field(ge=0)
     """Wall time of the epoch, training and evaluation."""
-    samples_per_s: float = Field(ge=0)
+    samples_per_s: Figure = Field(ge=0)
     """Training samples per second of training time (evaluation excluded)."""
-    eval_s: float = Field(0.0, ge=0)
+    eval_s: Figure = Field(0.0, ge=0)
     """Wall time of the evaluation after the epoch."""
 
 
@@ -104,7 +113,7 @@ class RunRecord(BaseModel):
     """When the run ended (UTC); None while running."""
     heartbeat_at: datetime = Field(default_factory=utc_now)
     """Last time the training process wrote this file; a stale heartbeat means the process died."""
-    batch_losses: list[float] = Field(default_factory=list)
+    batch_losses: list[Loss] = Field(default_factory=list)
     """Training loss of every batch, in order (global step = index); NaN/Inf are written as "NaN"/"Infinity"."""
     epochs: list[EpochRecord] = Field(default_factory=list)
     """Completed epochs, in order."""
@@ -184,9 +193,8 @@ def parse_record(text: str, source: str = "run file") -> RunRecord:
     except RecursionError:
         raise RecordError(f"{source}: invalid run record: nested too deeply.") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise RecordError(f"{source}: invalid run record: {where}: {first['msg']}.") from None
+        where, msg = first_error(exc)
+        raise RecordError(f"{source}: invalid run record: {where}: {msg}.") from None
 
 
 def read_record(path: Path) -> RunRecord:

@@ -14,14 +14,16 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import write_mnist_dir
+from tests.schema_check import schema_errors
 from tuitrain import catalog
 from tuitrain.catalog import effective_status, load_run_file
+from tuitrain.compare import Comparison
 from tuitrain.core.control import RunControl
 from tuitrain.core.events import BatchLosses
 from tuitrain.core.spec import RunSpec
 from tuitrain.format import summary
 from tuitrain.presets import load_preset_file
-from tuitrain.records import RunRecord, parse_record, read_record, write_record
+from tuitrain.records import RunRecord, parse_record, read_record, record_schema, write_record
 from tuitrain.session import PresetInvocation
 from tuitrain.signals import SignalExit, StopOnSignals
 from tuitrain.train import loop
@@ -268,6 +270,12 @@ def test_divergence_continue_trains_every_epoch_and_file_reads_back(mnist_dir: P
     saved = read_record(path)
     assert saved.status == "diverged"
     assert any(v != v for v in saved.batch_losses)  # NaN survives the round trip
+    # the file, "NaN" strings and all, is what `tuitrain schema` describes
+    assert '"NaN"' in text
+    assert schema_errors(json.loads(text), record_schema()) == []
+    # every epoch trained on after the first NaN (in epoch 1): none came before it
+    [note] = [n for n in Comparison.from_paths([path]).observations() if "diverged" in n]
+    assert "; no epoch completed before it, and its figures for epochs 1–2 come after it." in note
 
 
 def test_sweep_goes_on_after_a_diverged_run(mnist_dir: Path, tmp_path: Path) -> None:

@@ -308,3 +308,20 @@ def test_a_run_that_continued_after_diverging_counts_the_epochs_before_it(tmp_pa
             in notes)
     assert any(n.startswith("late diverged:") and n.endswith("; 2 epochs completed before it, and its figures for "
                                                               "epoch 3 come after it.") for n in notes)
+
+
+def test_non_finite_figures_never_reach_the_output(tmp_path: Path) -> None:
+    paths = write_runs(tmp_path / "runs", [*normal_pair(), diverged_run()])
+    data = json.loads(paths[0].read_text())
+    data["epochs"][0]["test_accuracy"] = "NaN"  # made by hand: no tuitrain writes it
+    (tmp_path / "runs" / "nan-accuracy.json").write_text(json.dumps(data))
+    diverged = json.loads(paths[2].read_text())
+    diverged["epochs"][0]["test_loss"] = "Infinity"
+    paths[2].write_text(json.dumps(diverged))
+    c = Comparison.from_files(load_run_arguments([str(tmp_path / "runs")], tmp_path))
+    assert "epochs.0.test_accuracy: Input should be a finite number" in c.unreadable[0].error
+    text = c.render("text")
+    assert "nan%" not in text and "±nan" not in text
+    strict = json.loads(c.render("json"), parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
+    lr5 = next(r for r in strict["runs"] if r["label"] == "lr=5")
+    assert lr5["final_loss"] is None and lr5["epochs"][0]["test_loss"] is None

@@ -11,7 +11,9 @@ import pytest
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.errors import RecordError
 from tuitrain.core.spec import RunSpec
+from tests.schema_check import schema_errors
 from tuitrain.records import (
+    NON_FINITE,
     SCHEMA_VERSION,
     EnvInfo,
     EpochRecord,
@@ -88,3 +90,42 @@ def test_newer_version_refused_with_version(tmp_path: Path) -> None:
 def test_unreadable(text: str, message: str) -> None:
     with pytest.raises(RecordError, match=message):
         parse_record(text, "f.json")
+
+
+def diverged_record() -> RunRecord:
+    rec = sample_record()
+    rec.status = "diverged"
+    rec.batch_losses += [float("nan"), float("inf"), float("-inf")]
+    rec.epochs[0].final_loss = float("nan")
+    rec.epochs[0].test_loss = float("inf")
+    return rec
+
+
+def test_schema_describes_diverged_files(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    write_record(diverged_record(), path)
+    data = json.loads(path.read_text())
+    assert data["batch_losses"][-3:] == ["NaN", "Infinity", "-Infinity"]
+    schema = record_schema()
+    assert schema_errors(data, schema) == []
+    loss = {"anyOf": [{"type": "number"}, {"enum": list(NON_FINITE)}]}
+    assert schema["properties"]["batch_losses"]["items"] == loss
+    epoch = schema["$defs"]["EpochRecord"]["properties"]
+    assert all(epoch[name]["anyOf"] == loss["anyOf"] for name in ("initial_loss", "final_loss", "mean_loss", "test_loss"))
+    assert (epoch["test_accuracy"]["type"], epoch["test_accuracy"]["minimum"], epoch["test_accuracy"]["maximum"]) == ("number", 0, 100)
+    # and the schema still refuses what no tuitrain writes
+    data["batch_losses"].append("nan")
+    data["epochs"][0]["test_accuracy"] = "NaN"
+    assert len(schema_errors(data, schema)) == 2
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("test_accuracy", "NaN", "finite number"), ("test_accuracy", "Infinity", "finite number"),
+    ("test_accuracy", 100.5, "less than or equal to 100"), ("test_accuracy", -1, "greater than or equal to 0"),
+    ("duration_s", "Infinity", "finite number"), ("samples_per_s", "NaN", "finite number"),
+])
+def test_non_finite_figures_are_refused(field: str, value: object, message: str) -> None:
+    data = json.loads(sample_record().model_dump_json())
+    data["epochs"][0][field] = value
+    with pytest.raises(RecordError, match=f"f.json: invalid run record: epochs.0.{field}: .*{message}"):
+        parse_record(json.dumps(data), "f.json")

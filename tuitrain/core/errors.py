@@ -1,5 +1,7 @@
 """Errors a user can fix: the CLI prints them as one line and exits 2, without a traceback."""
 
+from typing import Any
+
 
 class TuitrainError(Exception):
     """A problem with the user's input or environment, worded for the user (what, where, how to fix)."""
@@ -17,3 +19,14 @@ class PresetError(TuitrainError):
 
 class RecordError(TuitrainError):
     """A run file cannot be read: not JSON, not a run record, or from a newer tuitrain."""
+
+
+def first_error(exc: Any) -> tuple[str, str]:
+    """(where, what) of the first error of a pydantic ValidationError, for a one-line message.
+
+    `where` is the dotted location ('spec.lr', 'epochs.0.test_accuracy'), '(top level)' when there is none.
+    Takes the error duck-typed (anything with .errors()), so core need not import pydantic.
+    """
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    return where, first["msg"]
