@@ -148,6 +148,64 @@ def _seconds_between(start: datetime, end: datetime) -> float:
     return max((end - start).total_seconds(), 0.0)
 
 
+class EpochClock:
+    """The training throughput of the epoch in progress, from the versions of a run file seen so far.
+
+    The file says how many losses there are and when it was written (heartbeat_at), not when the
+    current epoch began. Between two versions in the same epoch the loop trained (heartbeat delta) for
+    the new losses; an interval with no new loss (a pause, or the evaluation) is left out. Until two
+    such versions are seen, the epoch's start is estimated from the run's start and the finished
+    epochs' durations.
+    """
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        """The epoch in progress at the last version seen."""
+        self.last: Optional[tuple[int, datetime]] = None
+        """(losses, heartbeat_at) of the last version seen."""
+        self.counted_from = 0
+        """Losses of this epoch already there when it was first seen (not timed here)."""
+        self.train_s = 0.0
+        """Training seconds of this epoch observed between versions."""
+
+    def observe(self, record: RunRecord, bpe: int) -> None:
+        steps, beat = len(record.batch_losses), record.heartbeat_at
+        # the epoch of the last loss, or the next one once the last has its epoch record (evaluated)
+        epoch = max(-(-steps // max(bpe, 1)), len(record.epochs) + 1)
+        if self.last is None or epoch != self.epoch:
+            # a new epoch, or the first sight: time it from here (at its very start when the version saved at
+            # the previous epoch's end was seen)
+            self.epoch, self.counted_from, self.train_s = epoch, steps, 0.0
+        elif steps > self.last[0]:
+            self.train_s += max((beat - self.last[1]).total_seconds(), 0.0)
+        self.last = (steps, beat)
+
+    def rate(self, record: RunRecord, epoch: int, samples: int) -> float:
+        bs = record.spec.batch_size
+        if epoch == self.epoch and self.train_s > 0 and self.last is not None:
+            bpe = record.batches_per_epoch or record.spec.batches_per_epoch()
+            timed = min(self.last[0], epoch * bpe) - max(self.counted_from, (epoch - 1) * bpe)
+            if timed > 0:
+                return timed * bs / self.train_s
+        return _estimated_rate(record, epoch, samples)
+
+
+def _estimated_rate(record: RunRecord, epoch: int, samples: int) -> float:
+    """Samples per second of the epoch in progress, from one version of the file.
+
+    A run never resumed began its epoch in progress when it started plus the durations of its finished
+    epochs (pauses are not in the file: a paused epoch looks slower than it is). A resumed run's file
+    does not say which epochs came after the resume: the last finished epoch's rate stands in until a
+    second version times this one.
+    """
+    finished = [e for e in record.epochs if e.epoch < epoch]
+    if record.resumed_at and finished:
+        return finished[-1].samples_per_s
+    began = max([record.started_at, *record.resumed_at])
+    training = _seconds_between(began, record.heartbeat_at) - sum(e.duration_s for e in finished)
+    return samples / training if training > 0 and samples > 0 else 0.0
+
+
 class RunTracker:
     """One run file: what has been emitted of it so far, and the events that its next version adds."""
 
@@ -163,6 +221,7 @@ class RunTracker:
         self.finished: Optional[str] = None
         """The status a RunFinished was emitted with."""
         self.reported_error: Optional[str] = None
+        self.clock = EpochClock()
 
     def poll(self) -> list[Event]:
         record = self.reader.read()
@@ -196,9 +255,11 @@ class RunTracker:
         if previous is None or self._restarted(previous, record):
             # first sight, or the run started over (resumed, or a new run in the same file): replay it all
             self.steps, self.epochs, self.finished = 0, 0, None
+            self.clock = EpochClock()
             events.append(self._started(record))
         self.record = record
         bpe = self.batches_per_epoch(record)
+        self.clock.observe(record, bpe)
         losses = record.batch_losses
         while True:
             # an epoch is announced once all of its losses have been
@@ -250,9 +311,9 @@ class RunTracker:
         train_size = self.train_size(record)
         samples = min(batch * record.spec.batch_size, train_size)
         elapsed = _seconds_between(record.started_at, record.heartbeat_at)
-        done = [e for e in record.epochs if e.epoch < epoch]
-        # the file does not say when this epoch began: the last epoch's rate, or the run's so far in epoch 1
-        rate = done[-1].samples_per_s if done else (samples / elapsed if elapsed > 0 else 0.0)
+        finished = next((e for e in record.epochs if e.epoch == epoch), None)
+        # a finished epoch says its own rate; the epoch in progress is timed from the file's versions
+        rate = finished.samples_per_s if finished is not None else self.clock.rate(record, epoch, samples)
         return BatchLosses(
             run_id=record.id, epoch=epoch, first_step=start, losses=tuple(record.batch_losses[start:end]),
             batch=batch, batches_per_epoch=bpe, samples_done=samples, train_size=train_size,

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -24,8 +24,8 @@ from tuitrain.core.events import (
     RunStarted,
 )
 from tuitrain.core.spec import RunSpec
-from tuitrain.follow import Follower, RunFileReader, newest_invocation
-from tuitrain.records import EnvInfo, RunRecord, write_record
+from tuitrain.follow import Follower, RunFileReader, RunTracker, newest_invocation
+from tuitrain.records import EnvInfo, EpochRecord, RunRecord, write_record
 from tuitrain.train.data import load_idx_folder
 from tuitrain.train.loop import fit
 
@@ -134,6 +134,35 @@ def sample_record(**kw) -> RunRecord:
     )
     base.update(kw)
     return RunRecord(**base)
+
+
+def version(record: RunRecord, losses: int, at_s: float) -> RunRecord:
+    """The file as saved `at_s` seconds after the run started, holding `losses` batch losses."""
+    return record.model_copy(update={"batch_losses": [1.0] * losses, "heartbeat_at": record.started_at + timedelta(seconds=at_s)})
+
+
+def rates(events: list[Event]) -> list[tuple[int, float]]:
+    return [(e.epoch, round(e.samples_per_s, 1)) for e in events if isinstance(e, BatchLosses)]
+
+
+def test_batch_losses_carry_the_rate_of_their_own_epoch(tmp_path: Path) -> None:
+    # epoch 1 trained 128 samples at 1000/s (and was evaluated); epoch 2 trains at 100/s: 4 batches of 32 in 1.28 s
+    first = EpochRecord(epoch=1, initial_loss=2.0, final_loss=1.0, mean_loss=1.5, test_loss=1.0, test_accuracy=50.0,
+                        test_correct=32, test_total=64, duration_s=0.5, samples_per_s=1000.0, eval_s=0.372)
+    record = sample_record(spec=spec(epochs=3), epochs=[first])
+    tracker = RunTracker(tmp_path / "01-a.json")
+    assert rates(tracker.update(version(record, 4, 0.5))) == [(1, 1000.0)]  # saved at the end of epoch 1
+    assert rates(tracker.update(version(record, 6, 0.5 + 0.64))) == [(2, 100.0)]
+    assert tracker.update(version(record, 6, 30.0)) == []  # paused: the file is saved, no loss comes
+    assert rates(tracker.update(version(record, 8, 30.64))) == [(2, 100.0)]  # the pause is not training time
+    # watched from the middle of epoch 2: its start is the run's start plus epoch 1's duration
+    late = RunTracker(tmp_path / "01-a.json")
+    assert rates(late.update(version(record, 6, 0.5 + 0.64))) == [(1, 1000.0), (2, 100.0)]
+    # a resumed run's file does not say when its epoch began: the second version times it
+    resumed = record.model_copy(update={"resumed_at": [record.started_at + timedelta(minutes=5)]})
+    tracker = RunTracker(tmp_path / "01-a.json")
+    assert rates(tracker.update(version(resumed, 5, 300.32))) == [(1, 1000.0), (2, 1000.0)]
+    assert rates(tracker.update(version(resumed, 7, 300.96))) == [(2, 100.0)]
 
 
 def test_missing_half_written_and_invalid_files_are_retried_not_raised(tmp_path: Path) -> None:
