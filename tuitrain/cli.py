@@ -122,7 +122,7 @@ def cmd_list_presets(args: argparse.Namespace) -> int:
 
     overrides = overrides_from(args)
     device = device_label(overrides.get("device", "auto"))
-    print(f"Estimated times are for {device} (calibrated once per model, then taken from its completed runs).", file=sys.stderr, flush=True)
+    print(f"Estimated times are for {device} (calibrated once per model, then refined by its completed runs).", file=sys.stderr, flush=True)
     rows = []
     for name, path in available_presets().items():
         try:

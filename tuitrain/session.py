@@ -31,7 +31,6 @@ from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 from tuitrain.train.data import MnistArrays, resolve_mnist
 from tuitrain.train.loop import (
     TensorData,
-    describe_device,
     environment,
     fit,
     new_record,
@@ -71,7 +70,7 @@ class InvocationPlan(BaseModel):
 def device_label(device: str = "auto") -> str:
     """The device a run with this `device` setting trains on, as the progress line names it; TuitrainError
     if it is not available."""
-    return describe_device(select_device(device))
+    return estimate.planned_device(select_device(device))
 
 
 def check_data(data_dir: Optional[Path]) -> str:

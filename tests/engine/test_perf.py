@@ -130,12 +130,16 @@ def test_estimate_calibrates_once_and_scales_with_the_run() -> None:
     assert estimate.throughput(spec.model_copy(update={"model": "model_b"}), calibrate=False) is None
 
 
-def test_a_completed_run_replaces_the_calibration_with_its_own_figures(mnist_dir: Path, tiny_preset: Path,
-                                                                       tmp_path: Path) -> None:
+def test_a_completed_run_refines_the_figures_with_its_own(mnist_dir: Path, tiny_preset: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from tuitrain.presets import load_preset_file
     from tuitrain.session import PresetInvocation
     from tuitrain.train import estimate
 
+    # the tiny preset's epochs are far too short to count: let them, to see the session hand its runs over
+    monkeypatch.setattr(estimate, "MIN_EPOCH_SAMPLES", 1)
+    monkeypatch.setattr(estimate, "MIN_EPOCH_TRAIN_S", 0.0)
+    monkeypatch.setattr(estimate, "MIN_EVAL_SAMPLES", 1)
     inv = PresetInvocation.prepare(load_preset_file(tiny_preset), runs_dir=tmp_path / "runs", data_dir=mnist_dir)
     assert all(estimate.throughput(r.spec, calibrate=False) is None for r in inv.runs)
     records = inv.run(lambda e: None)
@@ -144,3 +148,57 @@ def test_a_completed_run_replaces_the_calibration_with_its_own_figures(mnist_dir
         assert learned is not None and learned["source"] == f"run {record.id}"
         measured = sorted(e.samples_per_s for e in record.epochs)
         assert measured[0] <= learned["train_samples_per_s"] <= measured[-1]
+
+
+def measured_run(train_size: int, samples_per_s: float, *, epochs: int = 2, threads: int = 2,
+                 test_total: int = 10_000, eval_s: float = 1.0):
+    """A completed run record as the loop writes it, with chosen throughput figures."""
+    from tuitrain.records import EnvInfo, EpochRecord, RunRecord
+
+    spec = RunSpec(model="model_a", epochs=epochs, device="cpu")
+    return RunRecord(
+        id=f"run-{train_size}-{samples_per_s:g}", label="a", status="completed", spec=spec, train_size=train_size,
+        env=EnvInfo(device="CPU", device_type="cpu", torch_version=torch.__version__, threads=threads),
+        epochs=[EpochRecord(epoch=n, initial_loss=2.0, final_loss=1.0, mean_loss=1.5, test_loss=1.0,
+                            test_accuracy=90.0, test_correct=test_total * 9 // 10, test_total=test_total,
+                            duration_s=train_size / samples_per_s + eval_s, samples_per_s=samples_per_s, eval_s=eval_s)
+                for n in range(1, epochs + 1)],
+    )
+
+
+def test_run_figures_are_combined_weighted_and_tiny_runs_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuitrain.train import estimate
+
+    monkeypatch.setenv("TUITRAIN_CPU_THREADS", "2")
+    spec = RunSpec(model="model_a", epochs=3, device="cpu")
+    estimate.learn_from_run(measured_run(60_000, 1_000.0))  # two full epochs at 1000 samples/s
+    first = estimate.throughput(spec, calibrate=False)
+    assert first["train_samples_per_s"] == pytest.approx(1_000.0) and first["eval_samples_per_s"] == pytest.approx(10_000.0)
+    full = estimate.run_seconds(spec, calibrate=False)
+    # a --subset 1 --epochs 1 run times the loop's fixed costs: it changes nothing
+    estimate.learn_from_run(measured_run(1, 0.5, epochs=1, test_total=1, eval_s=0.01))
+    assert estimate.run_seconds(spec, calibrate=False) == pytest.approx(full)
+    # 2,000 images on a busy machine (4x slower): weighed against 120,000 samples, it moves the figure a little
+    estimate.learn_from_run(measured_run(2_000, 250.0, epochs=1))
+    moved = estimate.run_seconds(spec, calibrate=False)
+    assert full < moved < 1.1 * full
+    # as many samples as before at another speed: the figure lands between, weighted by samples
+    estimate.learn_from_run(measured_run(60_000, 2_000.0))
+    rate = estimate.throughput(spec, calibrate=False)["train_samples_per_s"]
+    assert 1_000.0 < rate < 2_000.0
+
+
+def test_figures_are_filed_under_the_threads_the_runs_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuitrain.session import device_label
+    from tuitrain.train import estimate
+
+    spec = RunSpec(model="model_a", epochs=1, device="cpu")
+    estimate.learn_from_run(measured_run(60_000, 700.0, threads=1))  # trained with TUITRAIN_CPU_THREADS=1
+    monkeypatch.setenv("TUITRAIN_CPU_THREADS", "1")
+    assert device_label("cpu") == "CPU (1 thread)"  # what --list-presets says it estimates for
+    assert estimate.throughput(spec, calibrate=False)["train_samples_per_s"] == pytest.approx(700.0)
+    monkeypatch.setenv("TUITRAIN_CPU_THREADS", "3")
+    assert device_label("cpu") == "CPU (3 threads)"
+    assert estimate.throughput(spec, calibrate=False) is None  # not the 1-thread figure
+    monkeypatch.delenv("TUITRAIN_CPU_THREADS")
+    assert device_label("cpu") == f"CPU ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''})"

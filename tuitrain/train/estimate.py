@@ -4,21 +4,24 @@ Calibration runs the real training loop (`fit`, with its threads, layout, optimi
 read-backs) on random in-memory data of the run's batch size, times the steps after a warm-up
 from the loop's own progress events, and times evaluation in the loop's evaluation batches. A
 run's estimate adds per-epoch evaluation of the test set and the one-off cost of preparing the
-data. Results are cached in the user's cache folder, keyed by device, torch version, model,
-activation, batch size and optimizer.
+data. Results are cached in the user's cache folder, keyed by device (on the CPU, with the threads
+the runs train with), torch version, model, activation, batch size and optimizer.
+
+A completed run's own figures then refine the cached ones: weighted by the samples each measured,
+combined with what was cached rather than replacing it, and only from epochs long enough to time.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import statistics
 import time
 from typing import Iterable, Optional
 
 import torch
 
 from tuitrain.core.atomic import atomic_write_text
+from tuitrain.core.devices import cpu_device
 from tuitrain.core.events import BatchLosses
 from tuitrain.core.spec import RunSpec
 from tuitrain.records import RunRecord
@@ -27,7 +30,6 @@ from tuitrain.train.loop import (
     RunControl,
     TensorData,
     cpu_threads,
-    describe_device,
     eval_batch,
     evaluate,
     fit,
@@ -35,12 +37,21 @@ from tuitrain.train.loop import (
     select_device,
 )
 
-CALIBRATION_VERSION = 2  # bump when what is measured changes: older cache entries are measured again
+CALIBRATION_VERSION = 3  # bump when what is measured changes: older cache entries are measured again
 READ_EVERY = {"model_a": 10, "model_b": 10}  # steps between the loop's read-backs; 1 for big models (seconds a step)
 WARMUP_S = 0.25  # untimed first steps: allocator, kernel selection, caches
 TIMED_S = 1.0  # then timed for about this long (at least two read-backs)
 MAX_CALIBRATION_S = 6.0
 SETUP_S = 1.5  # reading and normalising MNIST once per preset (measured about 1-1.5 s on the dev CPU)
+# A run's epoch refines the figures only if it trained at least this many samples for at least this long:
+# a one-image epoch times the loop's fixed costs, not its throughput.
+MIN_EPOCH_SAMPLES = 1024
+MIN_EPOCH_TRAIN_S = 0.5
+MIN_EVAL_SAMPLES = 1000
+CALIBRATION_WEIGHT = 20_000
+"""Samples a calibration counts as: a single full-size run (60,000 per epoch) outweighs it."""
+MEMORY_SAMPLES = 600_000
+"""At most this many samples of earlier figures are kept in the weighting, so the figures follow a changed machine."""
 
 
 def _cache_path():
@@ -55,10 +66,18 @@ def _load_cache() -> dict:
         return {}
 
 
-def _key(spec: RunSpec, device: torch.device) -> str:
+def planned_device(device: torch.device) -> str:
+    """The device as a run on it will name it: on the CPU, with the threads it will train with
+    (TUITRAIN_CPU_THREADS, else torch's default)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_device(cpu_threads(RunSpec(), device) or torch.get_num_threads())
+
+
+def _key(spec: RunSpec, device_name: str, torch_version: str = torch.__version__) -> str:
     activation = spec.activation if spec.model in ("model_a", "model_b") else "-"
     return (
-        f"v{CALIBRATION_VERSION}|{describe_device(device)}|torch {torch.__version__}|{spec.model}|{activation}"
+        f"v{CALIBRATION_VERSION}|{device_name}|torch {torch_version}|{spec.model}|{activation}"
         f"|{spec.batch_size}|{spec.optimizer}"
     )
 
@@ -123,25 +142,54 @@ def _save_cache(cache: dict) -> None:
         pass  # an estimate is a convenience: never fail for its cache
 
 
+def _combined(old: Optional[float], old_weight: float, new: float, new_weight: float) -> float:
+    """Throughput over both measurements: all their samples over all their seconds."""
+    if old is None or old <= 0 or old_weight <= 0:
+        return new
+    return (old_weight + new_weight) / (old_weight / old + new_weight / new)
+
+
 def learn_from_run(record: RunRecord) -> None:
-    """Replace the cached throughput of this run's model on its device by what the run itself measured.
+    """Refine the cached throughput of this run's model on its device with what the run itself measured.
 
     A calibration takes about a second and is as noisy as the machine at that moment; a completed run's
-    per-epoch figures are the best measurement there is, so later estimates use them.
+    epochs measure more. They are combined with the cached figures (weighted by samples, older samples
+    capped at MEMORY_SAMPLES), so one short run on a busy machine moves the estimate a little, not all
+    the way; epochs too short to time (a --subset 1 run) are left out. The figures are filed under the
+    threads the run trained with (env.threads), not the threads this process would use.
     """
-    epochs = [e for e in record.epochs if e.samples_per_s > 0 and e.eval_s > 0]
-    if record.status != "completed" or not epochs:
+    if record.status != "completed":
         return
     device = select_device(record.spec.device)
     if (device.type == "cuda") != (record.env.device_type == "cuda"):
         return  # trained elsewhere (a resumed or copied run): its figures say nothing of this device
+    train_size = record.train_size or record.spec.train_size()
+    timed = [e for e in record.epochs if e.samples_per_s > 0 and train_size >= MIN_EPOCH_SAMPLES
+             and train_size / e.samples_per_s >= MIN_EPOCH_TRAIN_S]
+    evaluated = [e for e in record.epochs if e.eval_s > 0 and e.test_total >= MIN_EVAL_SAMPLES]
+    if not timed and not evaluated:
+        return
+    device_name = record.env.device if device.type == "cuda" else cpu_device(record.env.threads)
+    key = _key(record.spec, device_name, record.env.torch_version)
     cache = _load_cache()
-    cache[_key(record.spec, device)] = {
-        "train_samples_per_s": statistics.median(e.samples_per_s for e in epochs),
-        "eval_samples_per_s": statistics.median(e.test_total / e.eval_s for e in epochs),
-        "measured_at": time.time(),
-        "source": f"run {record.id}",
-    }
+    old = cache.get(key) or {}
+    entry = dict(old)
+    if timed:
+        samples = train_size * len(timed)
+        rate = samples / sum(train_size / e.samples_per_s for e in timed)
+        weight = min(old.get("train_samples", CALIBRATION_WEIGHT), MEMORY_SAMPLES) if "train_samples_per_s" in old else 0
+        entry["train_samples_per_s"] = _combined(old.get("train_samples_per_s"), weight, rate, samples)
+        entry["train_samples"] = weight + samples
+    if evaluated:
+        samples = sum(e.test_total for e in evaluated)
+        rate = samples / sum(e.eval_s for e in evaluated)
+        weight = min(old.get("eval_samples", CALIBRATION_WEIGHT), MEMORY_SAMPLES) if "eval_samples_per_s" in old else 0
+        entry["eval_samples_per_s"] = _combined(old.get("eval_samples_per_s"), weight, rate, samples)
+        entry["eval_samples"] = weight + samples
+    if "train_samples_per_s" not in entry or "eval_samples_per_s" not in entry:
+        return  # half a figure estimates nothing: wait for a calibration or a longer run
+    entry.update(measured_at=time.time(), source=f"run {record.id}")
+    cache[key] = entry
     _save_cache(cache)
 
 
@@ -149,7 +197,7 @@ def throughput(spec: RunSpec, *, calibrate: bool = True) -> Optional[dict]:
     """Cached throughput for this spec on its device; measured now if missing and `calibrate`."""
     device = select_device(spec.device)
     cache = _load_cache()
-    key = _key(spec, device)
+    key = _key(spec, planned_device(device))
     if key in cache:
         return cache[key]
     if not calibrate:
