@@ -23,7 +23,13 @@ from tuitrain.core.events import BatchLosses
 from tuitrain.core.spec import RunSpec
 from tuitrain.format import summary
 from tuitrain.presets import load_preset_file
-from tuitrain.records import RunRecord, parse_record, read_record, record_schema, write_record
+from tuitrain.records import (
+    RunRecord,
+    parse_record,
+    read_record,
+    record_schema,
+    write_record,
+)
 from tuitrain.session import PresetInvocation
 from tuitrain.signals import SignalExit, StopOnSignals
 from tuitrain.train import loop

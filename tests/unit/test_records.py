@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.schema_check import schema_errors
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.errors import RecordError
 from tuitrain.core.spec import RunSpec
-from tests.schema_check import schema_errors
 from tuitrain.records import (
     NON_FINITE,
     SCHEMA_VERSION,

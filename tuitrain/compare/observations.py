@@ -182,7 +182,7 @@ def _training_time(c: "Comparison") -> list[str]:
     spread = [(max(d) / min(d), r, min(d), max(d)) for r in timed
               if len(d := [e.duration_s for e in r.record.epochs]) > 1 and min(d) > 0]
     if spread and max(spread, key=lambda x: x[0])[0] > 2:
-        ratio, r, lo, hi = max(spread, key=lambda x: x[0])
+        _, r, lo, hi = max(spread, key=lambda x: x[0])
         note += (f"; but epochs of one run took from {fmt.duration(lo)} to {fmt.duration(hi)} "
                  f"({r.label}), so the machine was busy and these times say little about the runs")
     return [note + "."]
