@@ -325,3 +325,22 @@ def test_non_finite_figures_never_reach_the_output(tmp_path: Path) -> None:
     strict = json.loads(c.render("json"), parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
     lr5 = next(r for r in strict["runs"] if r["label"] == "lr=5")
     assert lr5["final_loss"] is None and lr5["epochs"][0]["test_loss"] is None
+
+
+def test_compare_smooths_the_loss_as_the_run_screen_does() -> None:
+    from tuitrain.core.events import BatchLosses, RunStarted
+    from tuitrain.monitor import SweepMonitor
+
+    # 15 losses, the last one NaN; 200 batches per epoch: the run screen's weight of a new loss is 0.1
+    r = make_record("lr=5", [40.0], [(2.3, 1.9, 2.0)], status="diverged", subset=12800,
+                    extra_losses=[1.8, 3.0, 9.0, 80.0, float("nan")])
+    monitor = SweepMonitor()
+    run = monitor.apply(RunStarted(run_id=r.id, label=r.label, run_index=0, run_count=1, spec=r.spec, device="CPU",
+                                   train_size=12800, test_size=100, batches_per_epoch=200, start_epoch=1))
+    for start, end in ((0, 7), (7, 15)):  # arriving in two read-backs changes nothing
+        monitor.apply(BatchLosses(run_id=r.id, epoch=1, first_step=start, losses=tuple(r.batch_losses[start:end]),
+                                  batch=7, batches_per_epoch=10, samples_done=0, train_size=640, samples_per_s=0.0,
+                                  elapsed_s=1.0))
+    xs, ys = loss_curve(r, points=100)  # one point per finite loss
+    assert ys == pytest.approx(run.smoothed[:-1]) and math.isnan(run.smoothed[-1])
+    assert xs == pytest.approx([(i + 1) / 200 for i in range(14)])
