@@ -187,7 +187,7 @@ def train_headless(invocation, heading: str) -> int:
         # also on a second Ctrl-C (SignalExit): say which runs never started
         skipped = invocation.not_started()
         if skipped and stops.received is not None:
-            safe_print(f"Not started: {', '.join(skipped)}", sys.stdout)
+            safe_print(f"Not started: {', '.join(fmt.printable(s) for s in skipped)}", sys.stdout)
     if records:
         safe_print("\n" + fmt.summary(records), sys.stdout)
     if invocation.folder is not None:

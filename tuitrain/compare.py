@@ -110,9 +110,10 @@ def param_text(value: Any) -> str:
 
 
 def _unique_labels(records: Sequence[RunRecord]) -> list[str]:
-    """Labels as given, with the preset name (then a counter) added where two runs share one."""
-    given = [r.label or r.id for r in records]
-    labels = [f"{g} ({r.preset})" if given.count(g) > 1 and r.preset else g for g, r in zip(given, records)]
+    """Labels as given (control characters escaped: run files may be hand-made), with the preset name (then a
+    counter) added where two runs share one."""
+    given = [fmt.printable(r.label or r.id) for r in records]
+    labels = [f"{g} ({fmt.printable(r.preset)})" if given.count(g) > 1 and r.preset else g for g, r in zip(given, records)]
     counts: dict[str, int] = {}
     result = []
     for label in labels:
@@ -522,7 +523,7 @@ class Comparison:
         title = f"Comparing {len(self.runs)} run(s)"
         if self.unreadable:
             title += f" ({len(self.unreadable)} file(s) unreadable)"
-        presets = sorted({r.record.preset or "–" for r in self.runs})
+        presets = sorted({fmt.printable(r.record.preset or "–") for r in self.runs})
         if self.runs:
             title += f" from {', '.join(presets)}"
         blocks.append(("# " if heading else "") + title)
