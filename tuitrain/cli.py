@@ -241,7 +241,13 @@ def run_detached(args: argparse.Namespace) -> int:
     from tuitrain.core.atomic import atomic_write_text
     from tuitrain.follow import DETACHED_LOG, DETACHED_PID
     from tuitrain.presets import find_preset
-    from tuitrain.session import PresetInvocation, check_data, lock_folder, new_invocation_dir, release_folder
+    from tuitrain.session import (
+        PresetInvocation,
+        check_data,
+        lock_folder,
+        new_invocation_dir,
+        release_folder,
+    )
 
     child = [sys.executable, "-m", "tuitrain"]
     if args.resume is not None:

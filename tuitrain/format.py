@@ -9,7 +9,6 @@ from tuitrain.catalog import effective_status
 from tuitrain.core.spec import RunSpec
 from tuitrain.records import RunRecord
 
-
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import ROOT, start_headless
 from tuitrain.cli import main
 from tuitrain.core.control import RunControl
 from tuitrain.core.errors import RecordError, TuitrainError
 from tuitrain.core.events import BatchLosses, EpochEnded
 from tuitrain.presets import load_preset_file
 from tuitrain.records import read_record, write_record
-from tests.helpers import ROOT, start_headless
 from tuitrain.session import LOCK_FILE, PLAN_FILE, PresetInvocation
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 

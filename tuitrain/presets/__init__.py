@@ -218,7 +218,7 @@ def _relabel(label: str, overrides: dict[str, Any], set_by_run: set[str]) -> str
         name = re.escape(key).replace("_", "[_ -]")
         stated = re.compile(rf"(?<![A-Za-z0-9_])({name}(?:\s*[=:]\s*|\s+))[^\s,;)\]]+", re.IGNORECASE)
         if stated.search(label):
-            label = stated.sub(lambda m: m.group(1) + _shown(value), label)
+            label = stated.sub(lambda m, shown=_shown(value): m.group(1) + shown, label)
         elif key in set_by_run:
             label = f"{label}, {key}={_shown(value)}"
     return label
@@ -289,7 +289,7 @@ def load_preset_file(path: Union[Path, Traversable]) -> Preset:
         else:
             msg = first["msg"]
         raise PresetError(f"{where}: {key}: {msg}.") from None
-    stem = path.name[: -len(".toml")] if path.name.endswith(".toml") else path.name
+    stem = path.name.removesuffix(".toml")
     if preset.name != stem and in_presets_folder(path):
         raise PresetError(
             f"{path}:{line_of(text, 'name') or 1}: name = {preset.name!r} differs from the file name; a preset in a "
