@@ -351,9 +351,9 @@ class PresetInvocation:
         except RecordError as exc:
             if not restart_missing:
                 raise RecordError(
-                    f"{exc} Put the checkpoint back, or add --restart-missing to train {record.label} again from "
-                    f"epoch 1 (its {len(record.epochs)} saved epoch(s) are discarded"
-                    + ("; the other runs continue)." if len(self.runs) > 1 else ").")
+                    f"{exc} Put the checkpoint back, or add --restart-missing: {record.label} is then trained again "
+                    f"from epoch 1 (its {len(record.epochs)} saved epoch(s) discarded)"
+                    + (" and the other runs go on." if len(self.runs) > 1 else ".")
                 ) from None
             record.restarts.append(RunRestart(reason=str(exc), epochs_discarded=len(record.epochs)))
             self.restarting.append(index)
