@@ -42,13 +42,13 @@ from tuitrain.train.loop import (
 )
 
 DEFAULT_RUNS_DIR = Path("runs")
+"""In each invocation folder: the runs it was asked for (JSON), so --resume can also start the ones never
+started. Not named *.json, so globs for run files skip it."""
 LOCK_FILE = "tuitrain.lock"
 """In each invocation folder: locked (flock) by the process that trains or resumes its runs, which also
 writes its pid there, so that a second one is refused instead of both writing the same files."""
 _held_locks: dict[Path, IO[str]] = {}
 """Invocation folders this process holds locked, to their open lock files."""
-"""In each invocation folder: the runs it was asked for (JSON), so --resume can also start the ones never
-started. Not named *.json, so globs for run files skip it."""
 
 
 

@@ -254,7 +254,7 @@ def test_restart_missing_trains_an_unresumable_run_again_and_the_others_go_on(
         ckpt.write_bytes(ckpt.read_bytes()[:100])
     assert main(["--resume", str(inv.folder), "--data-dir", str(mnist_dir)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "or add --restart-missing: Model" in err and "the other runs go on." in err
+    assert err.count("\n") == 1 and "or add --restart-missing: activation=relu is then trained again from epoch 1" in err and "the other runs go on." in err
     assert not (inv.folder / inv.files[1]).exists()  # nothing started
 
     assert main(["--resume", str(inv.folder), "--data-dir", str(mnist_dir), "--restart-missing"]) == 0
