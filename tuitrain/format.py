@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterable, Optional
 
 from tuitrain.catalog import effective_status
 from tuitrain.core.spec import RunSpec
 from tuitrain.records import RunRecord
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: object, keep: str = "") -> str:
+    """`text` with control characters shown escaped (ESC as \\x1b, a newline as \\n), except those in `keep`:
+    labels come from files anyone can write, and must not move the cursor or clear a terminal."""
+
+    def escape(match: re.Match) -> str:
+        char = match.group()
+        return char if char in keep else char.encode("unicode_escape").decode("ascii")
+
+    return _CONTROL.sub(escape, str(text))
 
 
 def duration(seconds: Optional[float]) -> str:
@@ -79,8 +93,8 @@ def _numeric(cell: str) -> bool:
 
 def text_table(header: Iterable[str], rows: Iterable[Iterable[str]], indent: str = "  ") -> str:
     """A plain-text table: numeric columns right-aligned, text columns left-aligned."""
-    header = [str(h) for h in header]
-    rows = [[str(c) for c in r] for r in rows]
+    header = [printable(h) for h in header]
+    rows = [[printable(c) for c in r] for r in rows]
     columns = list(zip(header, *rows))
     widths = [max(len(c) for c in col) for col in columns]
     right = [bool(rows) and all(_numeric(c) for c in col[1:]) for col in columns]
@@ -95,9 +109,9 @@ def summary(records: list[RunRecord]) -> str:
     """The end-of-preset report: per run, the assignment's epoch table; then one line per run."""
     blocks = []
     for r in records:
-        head = f"{r.label}  ({spec_summary(r.spec)})  {effective_status(r)}, {len(r.epochs)}/{r.spec.epochs} epochs, {duration(run_time(r))}"
+        head = f"{printable(r.label)}  ({spec_summary(r.spec)})  {effective_status(r)}, {len(r.epochs)}/{r.spec.epochs} epochs, {duration(run_time(r))}"
         if r.error:
-            head += f"\n  {r.error}"
+            head += f"\n  {printable(r.error, keep=chr(10))}"
         blocks.append(head + ("\n" + text_table(EPOCH_HEADER, epoch_rows(r)) if r.epochs else "\n  (no completed epoch)"))
     rows = [
         (r.label, effective_status(r), accuracy(r.final_accuracy), accuracy(r.best_accuracy), duration(run_time(r)))

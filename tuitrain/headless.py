@@ -34,15 +34,15 @@ class HeadlessPrinter:
         """The output went away (e.g. `| head`, a dropped SSH session): training goes on silently."""
 
     def _print(self, text: str) -> None:
-        if not self.broken:
-            self.broken = not safe_print(text, self.out)
+        if not self.broken:  # a log message may quote a label from a hand-made run file
+            self.broken = not safe_print(fmt.printable(text, keep="\n\t"), self.out)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, LogMessage):
             self._print(event.text)
         elif isinstance(event, RunStarted):
             self._print(
-                f"\n=== Run {event.run_index + 1}/{event.run_count}: {event.label} — {fmt.spec_summary(event.spec)}, "
+                f"\n=== Run {event.run_index + 1}/{event.run_count}: {fmt.printable(event.label)} — {fmt.spec_summary(event.spec)}, "
                 f"{event.spec.epochs} epochs, {event.train_size} train / {event.test_size} test on {event.device}"
             )
             if event.path:
@@ -58,7 +58,7 @@ class HeadlessPrinter:
                 + f"  [epoch {event.epoch}/{event.epochs} in {fmt.duration(event.duration_s)}]"
             )
         elif isinstance(event, RunFinished):
-            line = f"Run {event.label}: {event.status}"
+            line = f"Run {fmt.printable(event.label)}: {event.status}"
             if event.best_accuracy is not None:
                 line += f", best test accuracy {event.best_accuracy:.2f}%"
             if event.error:

@@ -86,6 +86,19 @@ class EpochRecord(BaseModel):
     """Wall time of the evaluation after the epoch."""
 
 
+class RunRestart(BaseModel):
+    """A resume that could not continue the run and trained it again from epoch 1."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    at: datetime = Field(default_factory=utc_now)
+    """When the run was restarted (UTC)."""
+    reason: str
+    """Why it could not continue, e.g. its checkpoint was missing or damaged."""
+    epochs_discarded: int = Field(ge=0)
+    """Completed epochs the run had before, thrown away (their figures are no longer in this file)."""
+
+
 class RunRecord(BaseModel):
     """One training run, as saved under runs/."""
 
@@ -135,6 +148,8 @@ class RunRecord(BaseModel):
     """Training images seen per epoch (after subset and limit_train_batches)."""
     test_size: Optional[int] = None
     """Test images evaluated after each epoch."""
+    restarts: list[RunRestart] = Field(default_factory=list)
+    """Each time a resume started this run again from epoch 1 (`tuitrain --resume --restart-missing`)."""
 
     @property
     def best_accuracy(self) -> Optional[float]:

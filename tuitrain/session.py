@@ -7,13 +7,16 @@ estimates). Never imports textual.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import secrets
+import socket
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, Any, Iterator, Optional
 
 from pydantic import BaseModel, ValidationError
 
@@ -25,7 +28,7 @@ from tuitrain.core.events import LogMessage, Sink
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RESUMABLE
 from tuitrain.presets import Preset, PresetRun
-from tuitrain.records import RunRecord, read_record, utc_now, write_record
+from tuitrain.records import RunRecord, RunRestart, read_record, utc_now, write_record
 from tuitrain.train import estimate
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 from tuitrain.train.data import MnistArrays, resolve_mnist
@@ -40,6 +43,11 @@ from tuitrain.train.loop import (
 DEFAULT_RUNS_DIR = Path("runs")
 """In each invocation folder: the runs it was asked for (JSON), so --resume can also start the ones never
 started. Not named *.json, so globs for run files skip it."""
+LOCK_FILE = "tuitrain.lock"
+"""In each invocation folder: locked (flock) by the process that trains or resumes its runs, which also
+writes its pid there, so that a second one is refused instead of both writing the same files."""
+_held_locks: dict[Path, IO[str]] = {}
+"""Invocation folders this process holds locked, to their open lock files."""
 
 
 
@@ -111,6 +119,62 @@ def check_writable(folder: Path) -> None:
         ) from None
 
 
+def lock_folder(folder: Path) -> int:
+    """Hold an invocation folder for this process (until release_folder or exit), or say who holds it;
+    returns the lock file's descriptor (for handing down to a detached child).
+
+    An flock, not a pid check: two processes started together both see "not running" in the run files,
+    but only one gets the lock. Taking a folder this process already holds does nothing more."""
+    key = Path(folder).resolve()
+    if key in _held_locks:
+        return _held_locks[key].fileno()
+    fd = os.open(key / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    lock = os.fdopen(fd, "r+", encoding="utf-8")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = lock.read().strip() or "pid unknown"
+        lock.close()
+        raise TuitrainError(
+            f"{folder}: another tuitrain ({holder}) is training or resuming these runs; wait for it to end or stop it."
+        ) from None
+    _note_holder(key, lock)
+    return lock.fileno()
+
+
+@contextmanager
+def locked_for_checks(folder: Path) -> Iterator[None]:
+    """Take a folder's lock; if what follows fails, let go of it again (unless it was held before)."""
+    held_before = Path(folder).resolve() in _held_locks
+    lock_folder(folder)
+    try:
+        yield
+    except BaseException:
+        if not held_before:
+            release_folder(folder)
+        raise
+
+
+def adopt_folder_lock(folder: Path, fd: int) -> None:
+    """Take over a folder lock that the parent (tuitrain --detach) took and passed down as an open file."""
+    _note_holder(Path(folder).resolve(), os.fdopen(fd, "r+", encoding="utf-8"))
+
+
+def _note_holder(key: Path, lock: IO[str]) -> None:
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    lock.flush()
+    _held_locks[key] = lock
+
+
+def release_folder(folder: Optional[Path]) -> None:
+    """Let go of a folder lock this process holds (closing the file: a detached child holding a copy keeps it)."""
+    lock = _held_locks.pop(Path(folder).resolve(), None) if folder is not None else None
+    if lock is not None:
+        lock.close()
+
+
 def new_invocation_dir(runs_dir: Path, preset_name: str) -> tuple[str, Path]:
     """A folder unique across processes: timestamp, preset name, random suffix, created exclusively."""
     for _ in range(10):
@@ -141,6 +205,8 @@ class PresetInvocation:
     """On resume: runs that ended before (completed, diverged, failed), kept as they are."""
     resuming: dict[int, tuple[RunRecord, Optional[dict]]] = field(default_factory=dict)
     """On resume: interrupted or crashed runs to continue, with their last checkpoint (None: from the start)."""
+    restarting: list[int] = field(default_factory=list)
+    """On resume with restart_missing: runs that had epochs but no usable checkpoint, trained again from epoch 1."""
 
     def __post_init__(self) -> None:
         if not self.files:
@@ -169,6 +235,7 @@ class PresetInvocation:
         if self.folder is None:
             self.invocation, self.folder = new_invocation_dir(self.runs_dir, self.preset.name)
             self.write_plan()
+        lock_folder(self.folder)  # held from the start when resuming, or handed down by --detach
         tensors: dict[tuple, TensorData] = {}
         for index, run in enumerate(self.runs):
             if control.stop_all.is_set():
@@ -205,6 +272,7 @@ class PresetInvocation:
             )
             if state is None:  # a resumed run's epochs may come from another machine or load
                 estimate.learn_from_run(record)
+        release_folder(self.folder)
         return self.records
 
     def write_plan(self) -> None:
@@ -216,31 +284,35 @@ class PresetInvocation:
         atomic_write_text(self.folder / PLAN_FILE, plan.model_dump_json(indent=1))
 
     @classmethod
-    def resume(cls, target: Path, *, data_dir: Optional[Path] = None) -> "PresetInvocation":
+    def resume(cls, target: Path, *, data_dir: Optional[Path] = None, restart_missing: bool = False) -> "PresetInvocation":
         """Continue an interrupted or crashed run (a run file), or every unfinished run of an invocation folder.
 
-        Everything is checked here (files readable, runs resumable, checkpoints intact, folder writable)
-        before any training; RecordError / TuitrainError say what is wrong.
+        Takes the folder's lock first (another process resuming or training it is refused), then checks
+        everything (files readable, runs resumable, checkpoints intact, folder writable) before any
+        training; RecordError / TuitrainError say what is wrong. With `restart_missing`, a run whose
+        checkpoint is missing or damaged is trained again from epoch 1 (its record says so) instead of
+        refusing the whole resume.
         """
         target = Path(target)
         if target.is_dir():
-            return cls._resume_folder(target, data_dir)
+            return cls._resume_folder(target, data_dir, restart_missing)
         if not target.is_file():
             raise TuitrainError(f"{target}: no such run file or folder. Pass a run file (.json) or an invocation folder.")
-        record = read_record(target)
-        _check_resumable(record, target, single=True)
         folder = target.parent
         check_writable(folder)
-        run = PresetRun(label=record.label, spec=record.spec)
-        inv = cls(
-            preset=_preset_named(record.preset or "resumed", record.label), runs=[run], runs_dir=folder.parent,
-            data_dir=data_dir, invocation=record.invocation or folder.name, folder=folder, files=[target.name],
-        )
-        inv.resuming[0] = (record, _checkpoint_for(target, record))
+        with locked_for_checks(folder):
+            record = read_record(target)
+            _check_resumable(record, target, single=True)
+            run = PresetRun(label=record.label, spec=record.spec)
+            inv = cls(
+                preset=_preset_named(record.preset or "resumed", record.label), runs=[run], runs_dir=folder.parent,
+                data_dir=data_dir, invocation=record.invocation or folder.name, folder=folder, files=[target.name],
+            )
+            inv._continue(0, record, target, restart_missing)
         return inv
 
     @classmethod
-    def _resume_folder(cls, folder: Path, data_dir: Optional[Path]) -> "PresetInvocation":
+    def _resume_folder(cls, folder: Path, data_dir: Optional[Path], restart_missing: bool) -> "PresetInvocation":
         plan_path = folder / PLAN_FILE
         if not plan_path.is_file():
             raise TuitrainError(
@@ -251,24 +323,41 @@ class PresetInvocation:
         except (OSError, UnicodeDecodeError, ValueError, ValidationError) as exc:
             raise RecordError(f"{plan_path}: damaged invocation plan ({str(exc).splitlines()[0][:120]}).") from None
         check_writable(folder)
-        inv = cls(
-            preset=_preset_named(plan.preset, plan.title), runs=[PresetRun(r.label, r.spec) for r in plan.runs],
-            runs_dir=folder.parent, data_dir=data_dir, invocation=plan.invocation, folder=folder,
-            files=[r.file for r in plan.runs],
-        )
-        for index, name in enumerate(inv.files):
-            path = folder / name
-            if not path.exists():
-                continue  # never started: trained from the start
-            record = read_record(path)
-            if effective_status(record) in RESUMABLE:
-                inv.resuming[index] = (record, _checkpoint_for(path, record))
-            else:
-                _check_resumable(record, path, single=False)
-                inv.kept[index] = record
-        if not inv.resuming and len(inv.kept) == len(inv.runs):
-            raise TuitrainError(f"{folder}: every run has already ended; nothing to resume.")
+        with locked_for_checks(folder):
+            inv = cls(
+                preset=_preset_named(plan.preset, plan.title), runs=[PresetRun(r.label, r.spec) for r in plan.runs],
+                runs_dir=folder.parent, data_dir=data_dir, invocation=plan.invocation, folder=folder,
+                files=[r.file for r in plan.runs],
+            )
+            for index, name in enumerate(inv.files):
+                path = folder / name
+                if not path.exists():
+                    continue  # never started: trained from the start
+                record = read_record(path)
+                if effective_status(record) in RESUMABLE:
+                    inv._continue(index, record, path, restart_missing)
+                else:
+                    _check_resumable(record, path, single=False)
+                    inv.kept[index] = record
+            if not inv.resuming and len(inv.kept) == len(inv.runs):
+                raise TuitrainError(f"{folder}: every run has already ended; nothing to resume.")
         return inv
+
+    def _continue(self, index: int, record: RunRecord, path: Path, restart_missing: bool) -> None:
+        """Plan to continue run `index` from its checkpoint, or (restart_missing) from epoch 1 without one."""
+        try:
+            state = _checkpoint_for(path, record)
+        except RecordError as exc:
+            if not restart_missing:
+                raise RecordError(
+                    f"{exc} Put the checkpoint back, or add --restart-missing: {record.label} is then trained again "
+                    f"from epoch 1 (its {len(record.epochs)} saved epoch(s) discarded)"
+                    + (" and the other runs go on." if len(self.runs) > 1 else ".")
+                ) from None
+            record.restarts.append(RunRestart(reason=str(exc), epochs_discarded=len(record.epochs)))
+            self.restarting.append(index)
+            state = None
+        self.resuming[index] = (record, state)
 
     def not_started(self) -> list[str]:
         return [r.label for r in self.runs[len(self.records):]]
@@ -300,7 +389,12 @@ def _checkpoint_for(run_path: Path, record: RunRecord) -> Optional[dict]:
                 f"{path}: checkpoint missing, so {record.label} cannot continue from epoch {len(record.epochs) + 1}."
             )
         return None
-    return load_checkpoint(path, record.id)
+    try:
+        return load_checkpoint(path, record.id)
+    except RecordError:
+        if record.epochs:
+            raise
+        return None  # no epoch to lose: it starts over (a restarted run killed before its first checkpoint)
 
 
 class PresetSource:
@@ -313,7 +407,10 @@ class PresetSource:
         self.title = f"{preset.name}: {preset.title}"
 
     def run(self, sink: Sink) -> None:
-        self.invocation.run(sink, self.control)
+        try:
+            self.invocation.run(sink, self.control)
+        finally:  # the app lives on after a preset ends or fails
+            release_folder(self.invocation.folder)
 
     def stop(self) -> None:
         assert self.control is not None

@@ -74,3 +74,89 @@ def test_schema_command(capsys: pytest.CaptureFixture) -> None:
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert schema["title"] == "RunRecord"
+
+
+def test_lr_override_replaces_the_sweep(mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    runs = tmp_path / "runs"
+    code = main(["--preset", "lr_sweep", "--no-ui", "--lr", "0.05", "--subset", "64", "--epochs", "1", "--test-subset", "32",
+                 "--device", "cpu", "--data-dir", str(mnist_dir), "--runs-dir", str(runs)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.splitlines()[0].endswith("— 1 run(s); --lr 0.05 replaces the sweep over lr")
+    [path] = sorted(runs.rglob("*.json"))
+    record = read_record(path)
+    assert (path.name, record.label, record.spec.lr) == ("01-lr=0.05.json", "lr=0.05", 0.05)
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--batch-size", "100000", "--batch-size 100000: must be at most 65536."),
+        ("--lr", "11", "--lr 11: must be at most 10."),
+        ("--epochs", "10001", "--epochs 10001: must be at most 10000."),
+    ],
+)
+def test_out_of_range_option_is_named(tmp_path: Path, capsys: pytest.CaptureFixture, option: str, value: str,
+                                      message: str) -> None:
+    assert main(["--preset", "smoke", "--no-ui", option, value, "--runs-dir", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == f"tuitrain: error: {message}\n"
+    assert not (tmp_path / "r").exists()
+
+
+def test_files_follow_the_umask_and_keep_their_mode(mnist_dir: Path, tiny_preset: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    import stat
+
+    saved = os.umask(0o027)
+    try:
+        runs = tmp_path / "runs"
+        assert main(["--preset", str(tiny_preset), "--no-ui", "--epochs", "1", "--data-dir", str(mnist_dir),
+                     "--runs-dir", str(runs)]) == 0
+        [folder] = runs.iterdir()
+        written = sorted(p.name for p in folder.iterdir())
+        assert any(n.endswith(".ckpt.pt") for n in written) and "invocation.plan" in written
+        assert {n: stat.S_IMODE((folder / n).stat().st_mode) for n in written} == {n: 0o640 for n in written}
+        table = tmp_path / "table.txt"
+        table.write_text("old")
+        table.chmod(0o644)
+        assert main(["compare", str(folder), "--output", str(table)]) == 0
+        assert stat.S_IMODE(table.stat().st_mode) == 0o644 and "Comparing 2 run(s)" in table.read_text()
+    finally:
+        os.umask(saved)
+
+
+def test_nothing_to_compare_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for args in ([str(empty)], [str(empty / "*.json")], ["--runs-dir", str(empty)], [str(empty), str(tmp_path / "nope*")]):
+        assert main(["compare", "--no-ui", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("tuitrain: error: nothing to compare: ") and err.count("\n") == 1, err
+
+
+def test_watch_takes_runs_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tests.compare_fixtures import make_record
+    from tuitrain.records import write_record
+
+    runs = tmp_path / "elsewhere"
+    (runs / "20250102-100000-fixture-abcdef").mkdir(parents=True)
+    write_record(make_record("only", [91.0], [(2.0, 1.0, 1.5)]), runs / "20250102-100000-fixture-abcdef" / "01-only.json")
+    assert main(["watch", "--no-ui", "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "Run only: completed, best test accuracy 91.00%" in out
+
+
+def test_list_presets_marks_a_preset_named_unlike_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    from tuitrain import session
+
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    (folder / "quick.toml").write_text('name = "fast"\ntitle = "Quick one"\n', encoding="utf-8")
+    monkeypatch.setenv("TUITRAIN_PRESETS_DIR", str(folder))
+    monkeypatch.setattr(session, "estimated_seconds", lambda specs, **kw: 1.0)
+    assert main(["--list-presets"]) == 0
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("quick ")]
+    assert "INVALID" in line and "name = 'fast' differs from the file name" in line
+    assert main(["--preset", "fast", "--no-ui"]) == 2
+    assert "quick.toml says name = 'fast'" in capsys.readouterr().err

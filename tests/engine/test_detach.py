@@ -66,3 +66,41 @@ def test_detach_checks_input_before_starting(mnist_dir: Path, tiny_preset: Path,
     assert main(["--detach", "--runs-dir", str(runs)]) == 2
     assert "--detach needs --preset" in capsys.readouterr().err
     assert not runs.exists() or not any(runs.iterdir())  # nothing started, no folder left behind
+
+
+def test_resume_detach_continues_in_the_background(mnist_dir: Path, tiny_preset: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    from tuitrain.core.control import RunControl
+    from tuitrain.core.events import BatchLosses
+    from tuitrain.presets import load_preset_file
+    from tuitrain.session import LOCK_FILE, PresetInvocation
+
+    control = RunControl()
+    inv = PresetInvocation.prepare(load_preset_file(tiny_preset), runs_dir=tmp_path / "runs",
+                                   overrides={"epochs": 2}, data_dir=mnist_dir)
+    inv.run(lambda e: control.stop_all.set() if isinstance(e, BatchLosses) else None, control)
+    folder = inv.folder.resolve()
+    assert main(["--resume", str(folder), "--detach", "--data-dir", str(mnist_dir)]) == 0
+    out = capsys.readouterr().out
+    pid = int(re.search(r"Resuming .* in the background \(pid (\d+)\)", out).group(1))
+    try:
+        assert os.getsid(pid) == pid
+        assert f"Run folder: {folder}\n" in out and f"tuitrain watch {folder}" in out
+        deadline = time.monotonic() + TIMEOUT_S
+        statuses: list[str] = []
+        while statuses != ["completed", "completed"]:
+            assert time.monotonic() < deadline, f"timed out; log:\n{(folder / DETACHED_LOG).read_text()}"
+            time.sleep(0.2)
+            try:
+                statuses = [read_record(folder / name).status for name in inv.files if (folder / name).exists()]
+            except RecordError:
+                continue
+        log = (folder / DETACHED_LOG).read_text()
+        assert f"Resuming {folder}: 1 run(s) to continue, 1 to start" in log
+        assert (folder / LOCK_FILE).read_text().startswith(f"pid {pid} ")  # the child held the folder
+        assert len(read_record(folder / inv.files[0]).resumed_at) == 1
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

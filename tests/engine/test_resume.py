@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.helpers import ROOT, start_headless
 from tuitrain.cli import main
 from tuitrain.core.control import RunControl
 from tuitrain.core.errors import RecordError, TuitrainError
 from tuitrain.core.events import BatchLosses, EpochEnded
 from tuitrain.presets import load_preset_file
 from tuitrain.records import read_record, write_record
-from tuitrain.session import PLAN_FILE, PresetInvocation
+from tuitrain.session import LOCK_FILE, PLAN_FILE, PresetInvocation
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 
 
@@ -164,3 +171,100 @@ def test_weights_only_load_refuses_arbitrary_objects(tmp_path: Path) -> None:
     torch.save({"version": 1, "payload": object.__new__(RunControl)}, path)
     with pytest.raises(RecordError, match="damaged checkpoint"):
         load_checkpoint(path)
+
+
+def resume_process(folder: Path, mnist_dir: Path, tmp_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TUITRAIN_CACHE_DIR": str(tmp_path / "cache")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tuitrain", "--resume", str(folder), "--data-dir", str(mnist_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+    )
+
+
+def wait_until(condition, what: str, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def lock_holder(folder: Path) -> str:
+    try:
+        return (folder / LOCK_FILE).read_text()
+    except OSError:
+        return ""
+
+
+def test_two_resumes_of_one_folder_train_it_once(mnist_dir: Path, tiny_preset: Path, tmp_path: Path) -> None:
+    """Started together, both would see "not running" in the run files: the folder lock lets only one in."""
+    control = RunControl()
+    inv = prepare(tiny_preset, tmp_path / "runs", mnist_dir, epochs=60)
+    inv.run(stop_in_epoch(control, epoch=1), control)
+    folder = inv.folder
+    first, second = resume_process(folder, mnist_dir, tmp_path), resume_process(folder, mnist_dir, tmp_path)
+    try:
+        wait_until(lambda: first.poll() is not None or second.poll() is not None, "one resume to give way")
+        loser, winner = (first, second) if first.poll() is not None else (second, first)
+        err = loser.stderr.read()
+        assert loser.returncode == 2
+        assert err == (f"tuitrain: error: {folder}: another tuitrain (pid {winner.pid} on {socket.gethostname()}) is "
+                       "training or resuming these runs; wait for it to end or stop it.\n")
+        assert winner.poll() is None  # still training
+        wait_until(lambda: lock_holder(folder).startswith(f"pid {winner.pid} "), "the winner's pid in the lock file")
+        with pytest.raises(TuitrainError, match=f"another tuitrain \\(pid {winner.pid} "):
+            PresetInvocation.resume(folder)
+        winner.send_signal(signal.SIGTERM)
+        assert winner.wait(timeout=120) == 143
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:
+                proc.kill()
+    record = read_record(folder / inv.files[0])
+    assert record.status == "interrupted" and len(record.resumed_at) == 1  # resumed once, by one process
+
+
+def test_a_training_preset_holds_its_folder(mnist_dir: Path, tiny_preset: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    runs = tmp_path / "runs"
+    proc = start_headless(tiny_preset, mnist_dir, runs, tmp_path, "--epochs", "200")
+    try:
+        wait_until(lambda: runs.is_dir() and any(lock_holder(f).startswith(f"pid {proc.pid} ") for f in runs.iterdir()),
+                   "the training process's lock")
+        [folder] = list(runs.iterdir())
+        wait_until(lambda: (folder / PLAN_FILE).is_file(), "the plan")
+        assert main(["--resume", str(folder), "--data-dir", str(mnist_dir)]) == 2
+        assert f"another tuitrain (pid {proc.pid} on" in capsys.readouterr().err
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_restart_missing_trains_an_unresumable_run_again_and_the_others_go_on(
+    mnist_dir: Path, tiny_preset: Path, tmp_path: Path, capsys: pytest.CaptureFixture, damage: str
+) -> None:
+    control = RunControl()
+    inv = prepare(tiny_preset, tmp_path / "runs", mnist_dir, epochs=3)
+    inv.run(stop_in_epoch(control, epoch=2), control)  # run 1 has epoch 1 and its checkpoint; run 2 never started
+    run_file = inv.folder / inv.files[0]
+    ckpt = checkpoint_path(run_file)
+    if damage == "missing":
+        ckpt.unlink()
+    else:
+        ckpt.write_bytes(ckpt.read_bytes()[:100])
+    assert main(["--resume", str(inv.folder), "--data-dir", str(mnist_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "or add --restart-missing: activation=relu is then trained again from epoch 1" in err and "the other runs go on." in err
+    assert not (inv.folder / inv.files[1]).exists()  # nothing started
+
+    assert main(["--resume", str(inv.folder), "--data-dir", str(mnist_dir), "--restart-missing"]) == 0
+    out = capsys.readouterr().out
+    assert "0 run(s) to continue, 1 to start, 0 already ended, 1 to train again from epoch 1" in out
+    restarted, other = (read_record(inv.folder / name) for name in inv.files)
+    assert (restarted.status, other.status) == ("completed", "completed")
+    assert [e.epoch for e in restarted.epochs] == [1, 2, 3]
+    [restart] = restarted.restarts
+    assert restart.epochs_discarded == 1 and ("checkpoint missing" in restart.reason or "damaged" in restart.reason)
+    assert len(restarted.batch_losses) == len(other.batch_losses)  # the discarded epoch's losses are gone
+    assert main(["--restart-missing"]) == 2
+    assert "--restart-missing goes with --resume" in capsys.readouterr().err

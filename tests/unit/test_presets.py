@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tuitrain.core.errors import PresetError
+from tuitrain.core.errors import PresetError, TuitrainError
 from tuitrain.presets import available_presets, find_preset, load_preset_file
 
 ASSIGNMENT = {"smoke", "model_a_vs_b", "activations", "lr_sweep", "resnet_vs_alexnet"}
@@ -92,3 +92,103 @@ def test_broken_preset_files(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(PresetError, match=message) as info:
         load_preset_file(path)
     assert str(path) in str(info.value)
+
+
+def test_override_of_a_swept_key_collapses_the_axis_and_labels_follow(tmp_path: Path) -> None:
+    lr = find_preset("lr_sweep")
+    runs = lr.expand({"lr": 0.05})
+    assert [(r.label, r.spec.lr) for r in runs] == [("lr=0.05", 0.05)]
+    assert lr.replaced_sweeps({"lr": 0.05, "epochs": 1}) == ["--lr 0.05 replaces the sweep over lr"]
+    assert lr.replaced_sweeps({"epochs": 1}) == []
+    preset = load_preset_file(write(tmp_path, """
+name = "g"
+title = "grid"
+[grid]
+activation = ["relu", "tanh"]
+batch_size = [32, 64]
+[[runs]]
+label = "Adam, lr 0.1"
+lr = 0.1
+[[runs]]
+label = "slow"
+lr = 0.001
+[[runs]]
+label = "SGD"
+optimizer = "sgd"
+"""))
+    runs = preset.expand({"batch_size": 16, "lr": 0.05})
+    # one run per remaining combination: the two runs that differed only in lr collapse into the first
+    assert [r.label for r in runs] == [
+        "Adam, lr 0.05, activation=relu, batch_size=16", "Adam, lr 0.05, activation=tanh, batch_size=16",
+        "SGD, activation=relu, batch_size=16", "SGD, activation=tanh, batch_size=16",
+    ]
+    assert {(r.spec.lr, r.spec.batch_size) for r in runs} == {(0.05, 16)}
+    assert preset.replaced_sweeps({"lr": 0.05, "batch_size": 16}) == [
+        "--batch-size 16 replaces the sweep over batch_size", "--lr 0.05 replaces the sweep over lr"]
+    # a label that rests on a setting its run chose gets the new value appended
+    assert [r.label for r in preset.expand({"lr": 0.05, "activation": "relu", "batch_size": 8})[:1]] == [
+        "Adam, lr 0.05, activation=relu, batch_size=8"]
+    fast = load_preset_file(write(tmp_path, 'name = "f"\ntitle = "t"\n[[runs]]\nlabel = "fast"\nlr = 0.1\n'
+                                            '[[runs]]\nlabel = "B"\nmodel = "model_a"\n'))
+    assert [r.label for r in fast.expand({"lr": 0.05})] == ["fast, lr=0.05", "B"]
+
+
+def test_a_run_cannot_set_what_the_grid_sweeps(tmp_path: Path) -> None:
+    path = write(tmp_path, 'name = "x"\ntitle = "t"\n[grid]\nlr = [0.1, 0.01]\n[[runs]]\nlabel = "fast"\nlr = 0.1\n')
+    with pytest.raises(PresetError, match=r"p.toml:7: runs\[1\] sets lr, which the grid sweeps"):
+        load_preset_file(path)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"batch_size": 100000}, "--batch-size 100000: must be at most 65536."),
+        ({"lr": 20.0}, "--lr 20: must be at most 10."),
+        ({"epochs": 20000}, "--epochs 20000: must be at most 10000."),
+        ({"seed": 2**63}, f"--seed {2**63}: must be at most {2**63 - 1}."),
+    ],
+)
+def test_out_of_range_override_names_the_option(overrides: dict, message: str) -> None:
+    with pytest.raises(TuitrainError) as info:
+        find_preset("smoke").expand(overrides)
+    assert str(info.value) == message
+    assert not isinstance(info.value, PresetError)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('name = "x"\ntitle = "clear\\u001b[2J"\n', r"p.toml:2: title holds a control character \(\\x1b\)"),
+        ('name = "x"\ntitle = "t"\ndescription = "bell\\u0007"\n', r"p.toml:3: description holds a control character \(\\x07\)"),
+        ('name = "x"\ntitle = "t"\n[[runs]]\nmodel = "model_a"\n[[runs]]\nlabel = "two\\nlines"\n',
+         r"p.toml:6: runs\[2\].label holds a control character \(\\n\)"),
+        ('name = "x"\ntitle = "t"\n[[runs]]\nlabel = "back\\rover"\n', r"p.toml:4: runs\[1\].label holds a control character \(\\r\)"),
+    ],
+)
+def test_control_characters_are_refused_in_presets(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(PresetError, match=message):
+        load_preset_file(write(tmp_path, text))
+
+
+def test_multiline_description_is_fine(tmp_path: Path) -> None:
+    text = 'name = "x"\ntitle = "t"\ndescription = """\nTwo\n\tlines."""\n'
+    assert load_preset_file(write(tmp_path, text)).description == "Two\n\tlines."
+
+
+def test_named_presets_are_named_after_their_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "quick.toml").write_text('name = "fast"\ntitle = "t"\n', encoding="utf-8")
+    (folder / "good.toml").write_text('name = "good"\ntitle = "t"\n', encoding="utf-8")
+    monkeypatch.setenv("TUITRAIN_PRESETS_DIR", str(folder))
+    assert find_preset("good").name == "good"
+    with pytest.raises(PresetError, match=r"quick.toml:1: name = 'fast' differs from the file name; .*rename the file "
+                                          r"to fast.toml or set name = 'quick'"):
+        find_preset("quick")
+    with pytest.raises(PresetError, match=r"unknown preset 'fast'.*quick.toml says name = 'fast'"):
+        find_preset("fast")
+    # passed by path from elsewhere, any file name will do; its runs are saved under its name
+    elsewhere = tmp_path / "elsewhere" / "quick.toml"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text('name = "fast"\ntitle = "t"\n', encoding="utf-8")
+    assert find_preset(str(elsewhere)).name == "fast"

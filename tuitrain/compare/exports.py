@@ -101,7 +101,7 @@ def _render_sections(c: "Comparison", table: Callable[[list[str], list[list[str]
     title = f"Comparing {len(c.runs)} run(s)"
     if c.unreadable:
         title += f" ({len(c.unreadable)} file(s) unreadable)"
-    presets = sorted({r.record.preset or "–" for r in c.runs})
+    presets = sorted({fmt.printable(r.record.preset or "–") for r in c.runs})
     if c.runs:
         title += f" from {', '.join(presets)}"
     blocks.append(("# " if heading else "") + title)

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from tuitrain import format as fmt
 from tuitrain.catalog import RunFile
 from tuitrain.records import RunRecord
 
@@ -102,9 +103,10 @@ def param_text(value: Any) -> str:
 
 
 def unique_labels(records: Sequence[RunRecord]) -> list[str]:
-    """Labels as given, with the preset name (then a counter) added where two runs share one."""
-    given = [r.label or r.id for r in records]
-    labels = [f"{g} ({r.preset})" if given.count(g) > 1 and r.preset else g for g, r in zip(given, records)]
+    """Labels as given (control characters escaped: run files may be hand-made), with the preset name (then a
+    counter) added where two runs share one."""
+    given = [fmt.printable(r.label or r.id) for r in records]
+    labels = [f"{g} ({fmt.printable(r.preset)})" if given.count(g) > 1 and r.preset else g for g, r in zip(given, records)]
     counts: dict[str, int] = {}
     result = []
     for label in labels:

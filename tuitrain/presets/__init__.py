@@ -20,8 +20,9 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tuitrain.core.errors import PresetError
+from tuitrain.core.errors import PresetError, TuitrainError
 from tuitrain.core.spec import RunSpec
+from tuitrain.format import printable
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -79,15 +80,25 @@ class Preset(BaseModel):
     def expand(self, overrides: Optional[dict[str, Any]] = None, source: str = "", text: str = "") -> list[PresetRun]:
         """The preset's runs, each a validated RunSpec with a readable label; CLI overrides win.
 
+        A swept setting given as an override is no longer swept: its grid axis collapses, and explicit
+        runs that then differ in nothing else collapse into the first. Labels follow the overrides, so
+        that a label never contradicts its run's settings (see `_relabel`).
+
         Values from the file are checked strictly (TOML has types: "3" is not a number); `text`, the
         file's TOML, lets errors name the line.
         """
+        overrides = dict(overrides or {})
+        check_overrides(overrides)
 
         def where(key: Optional[str] = None, value: Any = _NOT_GIVEN, section: Optional[str] = None) -> str:
             line = line_of(text, key, value, section) if text and key else None
             base = source or self.name
             return f"{base}:{line}" if line else base
 
+        for key, value, keep in (("title", self.title, ""), ("description", self.description, "\n\t")):
+            if printable(value, keep) != value:
+                raise PresetError(f"{where(key)}: {key} holds a control character ({_first_control(value, keep)}); "
+                                  "write plain text.")
         for section, keys in (("defaults", self.defaults), ("grid", self.grid)):
             for key in keys:
                 if key not in SPEC_FIELDS:
@@ -99,9 +110,10 @@ class Preset(BaseModel):
         if size > MAX_RUNS:
             raise PresetError(f"{where()}: {size} runs is more than {MAX_RUNS}; make the grid smaller.")
         explicit = self.runs or [{}]
-        grid_keys = list(self.grid)
+        grid_keys = [k for k in self.grid if k not in overrides]
         combos = list(itertools.product(*(self.grid[k] for k in grid_keys))) if grid_keys else [()]
         result = []
+        remaining_seen: list[dict[str, Any]] = []
         for run_no, entry in enumerate(explicit, 1):
             entry = dict(entry)
             label = entry.pop("label", None)
@@ -110,21 +122,34 @@ class Preset(BaseModel):
                     raise PresetError(
                         f"{where(key, section='runs')}: runs[{run_no}]: unknown setting {key!r}. Known: {', '.join(sorted(SPEC_FIELDS))}."
                     )
+            if label is not None and printable(label) != str(label):
+                raise PresetError(f"{where('label', label, 'runs')}: runs[{run_no}].label holds a control character "
+                                  f"({_first_control(label)}); write plain text.")
+            for key in entry:
+                if key in self.grid:
+                    raise PresetError(f"{where(key, section='runs')}: runs[{run_no}] sets {key}, which the grid sweeps; "
+                                      f"set it in one place.")
+            remaining = {k: v for k, v in entry.items() if k not in overrides}
+            collapsed = len(remaining) < len(entry) and remaining in remaining_seen
+            remaining_seen.append(remaining)
             for combo in combos:
-                values = {**self.defaults, **entry, **dict(zip(grid_keys, combo))}
+                swept = dict(zip(grid_keys, combo))
+                values = {**self.defaults, **entry, **swept}
                 try:
                     RunSpec.model_validate(values, strict=True)  # the file's own values, strictly typed
-                    spec = RunSpec.model_validate({**values, **(overrides or {})})
+                    spec = RunSpec.model_validate({**values, **overrides})
                 except ValidationError as exc:
                     first = exc.errors()[0]
                     key = ".".join(str(p) for p in first["loc"])
                     value = first.get("input")
-                    section = "grid" if key in grid_keys else "runs" if key in entry else "defaults"
+                    section = "grid" if key in self.grid else "runs" if key in entry else "defaults"
                     raise PresetError(f"{where(key, value, section)}: {key} = {value!r}: {first['msg']}.") from None
-                parts = [str(label)] if label is not None else []
+                if collapsed:
+                    continue  # differs from an earlier run only in settings the overrides replace
+                parts = [_relabel(str(label), overrides, set(entry))] if label is not None else []
                 if label is None:
-                    parts += [f"{k}={v}" for k, v in entry.items()]
-                parts += [f"{k}={v}" for k, v in zip(grid_keys, combo)]
+                    parts += [f"{k}={overrides.get(k, v)}" for k, v in entry.items()]
+                parts += [f"{k}={overrides[k] if k in overrides else swept[k]}" for k in self.grid]
                 result.append(PresetRun(label=", ".join(parts) or self.name, spec=spec))
         labels = [r.label for r in result]
         if len(set(labels)) != len(labels):
@@ -134,6 +159,77 @@ class Preset(BaseModel):
                 if labels.count(r.label) > 1:
                     result[i] = PresetRun(label=f"{r.label} #{seen[r.label]}", spec=r.spec)
         return result
+
+    def swept_settings(self) -> list[str]:
+        """Settings that differ between the preset's runs: its grid, and keys its explicit runs set differently."""
+        keys = list(self.grid)
+        for entry in self.runs:
+            for key in entry:
+                if key != "label" and key not in keys and len({repr(r.get(key, self.defaults.get(key))) for r in self.runs}) > 1:
+                    keys.append(key)
+        return keys
+
+    def replaced_sweeps(self, overrides: Optional[dict[str, Any]]) -> list[str]:
+        """'--lr 0.05 replaces the sweep over lr', for each override of a swept setting."""
+        overrides = overrides or {}
+        return [f"{option_name(k)} {_shown(overrides[k])} replaces the sweep over {k}"
+                for k in self.swept_settings() if k in overrides]
+
+
+def option_name(key: str) -> str:
+    """The command-line option that overrides a run setting: batch_size -> --batch-size."""
+    return "--" + key.replace("_", "-")
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _plain_error(error: Any) -> str:
+    """A pydantic error as a person would say it: 'must be at most 65536'."""
+    ctx = error.get("ctx") or {}
+    bounds = {"less_than_equal": ("at most", "le"), "less_than": ("below", "lt"),
+              "greater_than_equal": ("at least", "ge"), "greater_than": ("above", "gt")}
+    if error["type"] in bounds and bounds[error["type"]][1] in ctx:
+        words, key = bounds[error["type"]]
+        return f"must be {words} {_shown(ctx[key])}"
+    if error["type"] == "literal_error" and "expected" in ctx:
+        return f"must be {ctx['expected']}"
+    msg = str(error["msg"])
+    return msg[:1].lower() + msg[1:]
+
+
+def check_overrides(overrides: dict[str, Any]) -> None:
+    """Each override on its own against the run settings' limits; the error names the option, not a preset."""
+    for key, value in overrides.items():
+        if key not in SPEC_FIELDS:
+            raise TuitrainError(f"{option_name(key)}: not a run setting. Known: {', '.join(sorted(SPEC_FIELDS))}.")
+        try:
+            RunSpec.model_validate({key: value})
+        except ValidationError as exc:
+            raise TuitrainError(f"{option_name(key)} {_shown(value)}: {_plain_error(exc.errors()[0])}.") from None
+
+
+def _relabel(label: str, overrides: dict[str, Any], set_by_run: set[str]) -> str:
+    """An explicit label made true again under overrides: where it states an overridden setting
+    ("lr=0.1", "lr 0.1") the value is replaced; where its run set that setting itself (so the label
+    may rest on it, e.g. "fast") the new value is appended ("fast, lr=0.05")."""
+    for key, value in overrides.items():
+        name = re.escape(key).replace("_", "[_ -]")
+        stated = re.compile(rf"(?<![A-Za-z0-9_])({name}(?:\s*[=:]\s*|\s+))[^\s,;)\]]+", re.IGNORECASE)
+        if stated.search(label):
+            label = stated.sub(lambda m, shown=_shown(value): m.group(1) + shown, label)
+        elif key in set_by_run:
+            label = f"{label}, {key}={_shown(value)}"
+    return label
+
+
+def _first_control(text: Any, keep: str = "") -> str:
+    """The first control character of `text` not in `keep`, escaped, for an error message."""
+    for char in str(text):
+        if printable(char, keep) != char:
+            return printable(char)
+    return ""
 
 
 def builtin_presets() -> Traversable:
@@ -193,8 +289,22 @@ def load_preset_file(path: Union[Path, Traversable]) -> Preset:
         else:
             msg = first["msg"]
         raise PresetError(f"{where}: {key}: {msg}.") from None
+    stem = path.name.removesuffix(".toml")
+    if preset.name != stem and in_presets_folder(path):
+        raise PresetError(
+            f"{path}:{line_of(text, 'name') or 1}: name = {preset.name!r} differs from the file name; a preset in a "
+            f"presets folder is found by its file name, so rename the file to {preset.name}.toml or set name = {stem!r}."
+        )
     preset.expand(source=str(path), text=text)  # validate every run now, not when it starts
     return preset
+
+
+def in_presets_folder(path: Union[Path, Traversable]) -> bool:
+    """Is this file one of the named presets (directly in a presets folder)?"""
+    if not isinstance(path, Path):
+        return True  # a packaged resource: a shipped preset
+    folders = {d.resolve() for d in presets_dirs() if isinstance(d, Path)}
+    return path.resolve().parent in folders
 
 
 def available_presets() -> dict[str, Union[Path, Traversable]]:
@@ -216,5 +326,16 @@ def find_preset(name_or_path: str) -> Preset:
     known = available_presets()
     if name_or_path not in known:
         names = ", ".join(sorted(known)) or "(none found)"
-        raise PresetError(f"unknown preset {name_or_path!r}. Available: {names}. Or pass a path to a .toml file.")
+        misnamed = [str(p) for p in known.values() if _declared_name(p) == name_or_path]
+        hint = f" {misnamed[0]} says name = {name_or_path!r} but is named otherwise; see --list-presets." if misnamed else ""
+        raise PresetError(f"unknown preset {name_or_path!r}. Available: {names}. Or pass a path to a .toml file.{hint}")
     return load_preset_file(known[name_or_path])
+
+
+def _declared_name(path: Union[Path, Traversable]) -> Optional[str]:
+    """The `name` a preset file declares, or None if it cannot be read."""
+    try:
+        name = tomllib.loads(path.read_text(encoding="utf-8")).get("name")
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return name if isinstance(name, str) else None
