@@ -168,10 +168,12 @@ def train_headless(invocation, heading: str) -> int:
     """Train an invocation with log lines; signals stop it cleanly (see tuitrain.signals)."""
     from tuitrain import format as fmt
     from tuitrain.core.control import RunControl
+    from tuitrain.core.errors import RunFilesError
     from tuitrain.headless import HeadlessPrinter, safe_print
     from tuitrain.signals import StopOnSignals
 
     control = RunControl()
+    files_error: Optional[RunFilesError] = None
 
     def on_signal(signum: int, first: bool) -> None:
         if first:
@@ -182,17 +184,21 @@ def train_headless(invocation, heading: str) -> int:
     try:
         with stops:
             safe_print(heading, sys.stdout)
-            records = invocation.run(printer, control)
+            try:
+                records = invocation.run(printer, control)
+            except RunFilesError as exc:  # the folder cannot take the run files: the runs after it would fail too
+                files_error, records = exc, invocation.records
+                safe_print(f"tuitrain: error: {exc}", sys.stderr)
     finally:
         # also on a second Ctrl-C (SignalExit): say which runs never started
         skipped = invocation.not_started()
-        if skipped and stops.received is not None:
+        if skipped and (stops.received is not None or files_error is not None):
             safe_print(f"Not started: {', '.join(skipped)}", sys.stdout)
     if records:
         safe_print("\n" + fmt.summary(records), sys.stdout)
     if invocation.folder is not None:
         safe_print(f"\nRun files: {invocation.folder}", sys.stdout)
-        if stops.received is not None:
+        if stops.received is not None or (files_error is not None and invocation.folder.is_dir()):
             safe_print(f"Continue with: tuitrain --resume {invocation.folder}", sys.stdout)
     if stops.received is not None:
         return stops.exit_code

@@ -30,6 +30,7 @@ from tuitrain.train import estimate
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 from tuitrain.train.data import MnistArrays, resolve_mnist
 from tuitrain.train.loop import (
+    RunPlace,
     TensorData,
     describe_device,
     environment,
@@ -199,10 +200,12 @@ class PresetInvocation:
                     preset=self.preset.name, invocation=self.invocation,
                 )
             self.records.append(record)
-            fit(
+            place = RunPlace(
+                run_index=index, run_count=len(self.runs), run_file=path, checkpoint_file=checkpoint_path(path)
+            )
+            fit(  # RunFilesError (the folder cannot be written) ends the invocation here
                 run.spec, sink, control, data=tensors[key], record=record,
-                persist=lambda r, p=path: write_record(r, p), run_index=index, run_count=len(self.runs), path=path,
-                checkpoint_to=checkpoint_path(path), resume=state,
+                persist=lambda r, p=path: write_record(r, p), place=place, resume=state,
             )
             if state is None:  # a resumed run's epochs may come from another machine or load
                 estimate.learn_from_run(record)

@@ -17,3 +17,11 @@ class PresetError(TuitrainError):
 
 class RecordError(TuitrainError):
     """A run file cannot be read: not JSON, not a run record, or from a newer tuitrain."""
+
+
+class RunFilesError(TuitrainError):
+    """A run file or checkpoint could not be written while training (folder unwritable or gone, disk full).
+
+    The run ends as interrupted, resumable once the cause is fixed; the runs after it do not start."""
+
+    exit_code = 1
