@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,12 +18,24 @@ import pytest
 from tests.helpers import ROOT, write_mnist_dir
 from tuitrain import catalog
 from tuitrain.catalog import load_run_file
+from tuitrain.cli import main
+from tuitrain.core.control import RunControl
+from tuitrain.core.errors import RunFilesError
+from tuitrain.presets import load_preset_file
 from tuitrain.records import read_record
+from tuitrain.session import PresetInvocation
+from tuitrain.signals import SignalExit, StopOnSignals
+from tuitrain.train import checkpoint
+from tuitrain.train.checkpoint import load_checkpoint
 
 TIMEOUT_S = 120
 BATCH = 8
 TRAIN = 512
 TRAIN_LINE = re.compile(r"^Train Epoch: (\d+) \[(\d+)/(\d+) ")
+
+
+def prepare(preset: Path, runs: Path, data: Path, **overrides) -> PresetInvocation:
+    return PresetInvocation.prepare(load_preset_file(preset), runs_dir=runs, overrides=overrides, data_dir=data)
 
 
 def start_long_run(tmp_path: Path, preset: Path, data: Path, name: str) -> tuple[subprocess.Popen, Path]:
@@ -81,3 +94,113 @@ def test_second_signal_during_the_last_save_still_leaves_the_run_interrupted(tmp
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate(timeout=TIMEOUT_S)
+
+
+# --- a second signal inside RunControl.uninterrupted, in-process ----------------------------------
+
+
+def test_second_signal_inside_an_uninterrupted_block_is_raised_after_it() -> None:
+    control = RunControl()
+    written = []
+    with StopOnSignals(control) as stops:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # handlers run in the main thread between bytecodes
+        assert control.stop_all.is_set() and stops.received == signal.SIGTERM
+        with pytest.raises(SignalExit) as info:
+            with control.uninterrupted():
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGTERM)  # a third: still one exit
+                time.sleep(0.05)
+                written.append("the last write")
+        assert info.value.exit_code == 143
+    assert written == ["the last write"]
+
+
+# --- the runs folder becomes unwritable, disappears, or fills up while a run trains -----------------
+
+
+def fail_writes_after_first_checkpoint(monkeypatch, runs: Path, fault) -> None:
+    """From the first checkpoint in an invocation folder under `runs` on, every new file there calls `fault(folder)`
+    (as tempfile.mkstemp, which atomic writes start with, would fail in a folder made read-only or deleted)."""
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        folder = Path(dir) if dir is not None else None
+        if folder is not None and folder.parent == runs and list(folder.glob("*.ckpt.pt")):
+            fault(folder)
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def read_only(folder: Path) -> None:
+    raise PermissionError(errno.EACCES, "Permission denied", str(folder / ".tmp"))
+
+
+def test_unwritable_folder_mid_run_gives_one_line_summary_and_exit_1(
+    tmp_path: Path, tiny_preset: Path, mnist_dir: Path, monkeypatch, capsys
+) -> None:
+    runs = tmp_path / "runs"
+    fail_writes_after_first_checkpoint(monkeypatch, runs, read_only)
+    code = main(["--preset", str(tiny_preset), "--no-ui", "--runs-dir", str(runs), "--data-dir", str(mnist_dir)])
+    out, err = capsys.readouterr()
+    [folder] = runs.iterdir()
+    assert code == 1
+    assert "Traceback" not in out + err
+    assert err.strip() == f"tuitrain: error: {folder}: cannot write run files: no permission to write there (Permission denied)"
+    assert "Run activation=relu: interrupted" in out
+    assert "Not started: activation=tanh" in out
+    assert out.index("Not started") < out.index("Final acc") < out.index(f"Continue with: tuitrain --resume {folder}")
+    # as the disk allows: the run file's last good write (running: shown crashed once this process is gone),
+    # and the checkpoint of epoch 1 that --resume continues from
+    saved = read_record(folder / "01-activation=relu.json")
+    assert saved.status == "running" and saved.epochs == []
+    assert load_checkpoint(folder / "01-activation=relu.ckpt.pt", saved.id)["epoch"] == 1
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_runs_folder_deleted_mid_run(tmp_path: Path, tiny_preset: Path, mnist_dir: Path, monkeypatch, capsys) -> None:
+    runs = tmp_path / "runs"
+    fail_writes_after_first_checkpoint(monkeypatch, runs, shutil.rmtree)  # really deleted; mkstemp then fails
+    code = main(["--preset", str(tiny_preset), "--no-ui", "--runs-dir", str(runs), "--data-dir", str(mnist_dir)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "Traceback" not in out + err
+    assert re.fullmatch(r"tuitrain: error: \S+: cannot write run files: the folder no longer exists \(No such file or directory\)\n", err)
+    assert "Not started: activation=tanh" in out and "interrupted" in out
+    assert "Continue with" not in out  # nothing left to continue from
+    assert list(runs.iterdir()) == []
+
+
+def test_disk_full_at_a_checkpoint_ends_the_run_resumable(tmp_path: Path, tiny_preset: Path, mnist_dir: Path,
+                                                          monkeypatch) -> None:
+    whole = prepare(tiny_preset, tmp_path / "whole", mnist_dir, epochs=3).run(lambda e: None)
+
+    real = checkpoint.atomic_write
+    written = []
+
+    def disk_full_at_epoch_2(path: Path, write) -> None:
+        def write_until_full(fh) -> None:
+            fh.write(b"x" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        written.append(path)
+        real(path, write_until_full if len(written) == 2 else write)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", disk_full_at_epoch_2)
+    inv = prepare(tiny_preset, tmp_path / "runs", mnist_dir, epochs=3)
+    with pytest.raises(RunFilesError, match="disk is full") as info:
+        inv.run(lambda e: None)
+    folder = inv.folder
+    assert str(info.value) == f"{folder}: cannot write run files: the disk is full (No space left on device)"
+    saved = read_record(folder / inv.files[0])
+    assert saved.status == "interrupted" and saved.error == str(info.value)
+    assert inv.not_started() == ["activation=tanh"]
+    assert not list(folder.glob(".*.tmp"))
+
+    monkeypatch.setattr(checkpoint, "atomic_write", real)  # space is back
+    resumed = PresetInvocation.resume(folder, data_dir=mnist_dir)
+    assert list(resumed.resuming) == [0] and resumed.not_started() == ["activation=relu", "activation=tanh"]
+    records = resumed.run(lambda e: None)
+    assert [r.status for r in records] == ["completed", "completed"]
+    assert read_record(folder / inv.files[0]).batch_losses == whole[0].batch_losses  # from epoch 2's start, exactly
