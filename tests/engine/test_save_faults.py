@@ -82,7 +82,8 @@ def test_second_signal_during_the_last_save_still_leaves_the_run_interrupted(tmp
             time.sleep(gap)
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=TIMEOUT_S)
-            assert proc.returncode == 128 + signal.SIGTERM, err
+            # 143, or killed by the second SIGTERM itself when it came after training ended and the handlers went
+            assert proc.returncode in (128 + signal.SIGTERM, -signal.SIGTERM), err
             assert "Traceback" not in err, err
             record = read_record(path)
             assert record.status == "interrupted", (gap, record.status, err)
