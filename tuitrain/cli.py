@@ -181,25 +181,27 @@ def train_headless(invocation, heading: str) -> int:
 
     stops = StopOnSignals(control, on_signal=on_signal)
     printer = HeadlessPrinter(sys.stdout)
-    try:
-        with stops:
+    with stops:
+        try:
             safe_print(heading, sys.stdout)
-            try:
-                records = invocation.run(printer, control)
-            except RunFilesError as exc:  # the folder cannot take the run files: the runs after it would fail too
-                files_error, records = exc, invocation.records
-                safe_print(f"tuitrain: error: {exc}", sys.stderr)
-    finally:
-        # also on a second Ctrl-C (SignalExit): say which runs never started
-        skipped = invocation.not_started()
-        if skipped and (stops.received is not None or files_error is not None):
-            safe_print(f"Not started: {', '.join(skipped)}", sys.stdout)
-    if records:
-        safe_print("\n" + fmt.summary(records), sys.stdout)
-    if invocation.folder is not None:
-        safe_print(f"\nRun files: {invocation.folder}", sys.stdout)
-        if stops.received is not None or (files_error is not None and invocation.folder.is_dir()):
-            safe_print(f"Continue with: tuitrain --resume {invocation.folder}", sys.stdout)
+            invocation.run(printer, control)
+        except RunFilesError as exc:  # the folder cannot take the run files: the runs after it would fail too
+            files_error = exc
+            safe_print(f"tuitrain: error: {exc}", sys.stderr)
+        finally:
+            # also after a second signal (SignalExit): a signal now waits until these lines say how to go on
+            with control.uninterrupted():
+                stopped = stops.received is not None or files_error is not None
+                records = invocation.records
+                skipped = invocation.not_started()
+                if skipped and stopped:
+                    safe_print(f"Not started: {', '.join(skipped)}", sys.stdout)
+                if records:
+                    safe_print("\n" + fmt.summary(records), sys.stdout)
+                if invocation.folder is not None and (records or stopped):  # not before a data error, say
+                    safe_print(f"\nRun files: {invocation.folder}", sys.stdout)
+                    if stopped and invocation.folder.is_dir():
+                        safe_print(f"Continue with: tuitrain --resume {invocation.folder}", sys.stdout)
     if stops.received is not None:
         return stops.exit_code
     return 0 if records and all(r.status == "completed" for r in records) else 1
