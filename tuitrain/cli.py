@@ -197,10 +197,12 @@ def train_headless(invocation, heading: str) -> int:
     """Train an invocation with log lines; signals stop it cleanly (see tuitrain.signals)."""
     from tuitrain import format as fmt
     from tuitrain.core.control import RunControl
+    from tuitrain.core.errors import RunFilesError
     from tuitrain.headless import HeadlessPrinter, safe_print
     from tuitrain.signals import StopOnSignals
 
     control = RunControl()
+    files_error: Optional[RunFilesError] = None
 
     def on_signal(signum: int, first: bool) -> None:
         if first:
@@ -208,21 +210,27 @@ def train_headless(invocation, heading: str) -> int:
 
     stops = StopOnSignals(control, on_signal=on_signal)
     printer = HeadlessPrinter(sys.stdout)
-    try:
-        with stops:
+    with stops:
+        try:
             safe_print(heading, sys.stdout)
-            records = invocation.run(printer, control)
-    finally:
-        # also on a second Ctrl-C (SignalExit): say which runs never started
-        skipped = invocation.not_started()
-        if skipped and stops.received is not None:
-            safe_print(f"Not started: {', '.join(fmt.printable(s) for s in skipped)}", sys.stdout)
-    if records:
-        safe_print("\n" + fmt.summary(records), sys.stdout)
-    if invocation.folder is not None:
-        safe_print(f"\nRun files: {invocation.folder}", sys.stdout)
-        if stops.received is not None:
-            safe_print(f"Continue with: tuitrain --resume {invocation.folder}", sys.stdout)
+            invocation.run(printer, control)
+        except RunFilesError as exc:  # the folder cannot take the run files: the runs after it would fail too
+            files_error = exc
+            safe_print(f"tuitrain: error: {exc}", sys.stderr)
+        finally:
+            # also after a second signal (SignalExit): a signal now waits until these lines say how to go on
+            with control.uninterrupted():
+                stopped = stops.received is not None or files_error is not None
+                records = invocation.records
+                skipped = invocation.not_started()
+                if skipped and stopped:
+                    safe_print(f"Not started: {', '.join(fmt.printable(s) for s in skipped)}", sys.stdout)
+                if records:
+                    safe_print("\n" + fmt.summary(records), sys.stdout)
+                if invocation.folder is not None and (records or stopped):  # not before a data error, say
+                    safe_print(f"\nRun files: {invocation.folder}", sys.stdout)
+                    if stopped and invocation.folder.is_dir():
+                        safe_print(f"Continue with: tuitrain --resume {invocation.folder}", sys.stdout)
     if stops.received is not None:
         return stops.exit_code
     return 0 if records and all(r.status == "completed" for r in records) else 1

@@ -75,9 +75,10 @@ def spec_summary(spec: RunSpec) -> str:
 
 
 def run_time(record: RunRecord) -> Optional[float]:
+    """A finished run's training time (its epochs' training and evaluation: no pauses, start-up or downtime)."""
     if record.ended_at is None:
         return None
-    return (record.ended_at - record.started_at).total_seconds()
+    return record.training_s
 
 
 def _numeric(cell: str) -> bool:

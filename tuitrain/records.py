@@ -79,11 +79,14 @@ class EpochRecord(BaseModel):
     test_total: int = Field(ge=0)
     """Test images evaluated."""
     duration_s: Figure = Field(ge=0)
-    """Wall time of the epoch, training and evaluation."""
+    """Seconds the epoch took: its training time plus eval_s; pauses (paused_s) and saving excluded. The sum
+    over a run's epochs is its training time. (Files written before paused_s existed count pauses in.)"""
     samples_per_s: Figure = Field(ge=0)
-    """Training samples per second of training time (evaluation excluded)."""
+    """Training samples per second of training time (evaluation and pauses excluded)."""
     eval_s: Figure = Field(0.0, ge=0)
     """Wall time of the evaluation after the epoch."""
+    paused_s: Figure = Field(0.0, ge=0)
+    """Seconds training was paused during the epoch (not in duration_s); 0 in files written before it existed."""
 
 
 class RunRestart(BaseModel):
@@ -109,7 +112,8 @@ class RunRecord(BaseModel):
     id: str
     """Unique run id."""
     status: RunStatus = "running"
-    """running, completed, interrupted (stopped by the user or a signal), diverged (NaN/Inf loss) or failed (error)."""
+    """running, completed, interrupted (stopped before its end by the user, a signal, or run files that could not be
+    written, e.g. a full disk: error says which; resumable), diverged (NaN/Inf loss) or failed (error in training)."""
     preset: Optional[str] = None
     """Name of the preset this run belongs to."""
     invocation: Optional[str] = None

@@ -33,6 +33,7 @@ from tuitrain.train import estimate
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 from tuitrain.train.data import MnistArrays, resolve_mnist
 from tuitrain.train.loop import (
+    RunPlace,
     TensorData,
     environment,
     fit,
@@ -236,43 +237,47 @@ class PresetInvocation:
             self.invocation, self.folder = new_invocation_dir(self.runs_dir, self.preset.name)
             self.write_plan()
         lock_folder(self.folder)  # held from the start when resuming, or handed down by --detach
-        tensors: dict[tuple, TensorData] = {}
-        for index, run in enumerate(self.runs):
-            if control.stop_all.is_set():
-                break
-            if index in self.kept:
-                self.records.append(self.kept[index])
-                continue
-            control.stop_run.clear()
-            device = select_device(run.spec.device)
-            key = (str(device), run.spec.subset, run.spec.test_subset)
-            if key not in tensors:
-                tensors.clear()  # hold one copy at a time: GPU memory is not free
-                tensors[key] = TensorData.from_arrays(arrays, device, run.spec.subset, run.spec.test_subset)
-            path = self.folder / self.files[index]
-            state = None
-            if index in self.resuming:
-                record, state = self.resuming[index]
-                log(f"Resuming {record.label} from epoch {len(state['epochs']) + 1 if state else 1}")
-                record.status, record.ended_at, record.error, record.traceback = "running", None, None, None
-                record.env = environment(device)  # this process now: a live pid, not a crash
-                record.resumed_at.append(utc_now())
-                if state is None:  # stopped before its first epoch ended: start over
-                    record.epochs, record.batch_losses = [], []
-            else:
-                record = new_record(
-                    run.spec, device, run_id=f"{self.invocation}-{index + 1:02d}", label=run.label,
-                    preset=self.preset.name, invocation=self.invocation,
+        try:
+            tensors: dict[tuple, TensorData] = {}
+            for index, run in enumerate(self.runs):
+                if control.stop_all.is_set():
+                    break
+                if index in self.kept:
+                    self.records.append(self.kept[index])
+                    continue
+                control.stop_run.clear()
+                device = select_device(run.spec.device)
+                key = (str(device), run.spec.subset, run.spec.test_subset)
+                if key not in tensors:
+                    tensors.clear()  # hold one copy at a time: GPU memory is not free
+                    tensors[key] = TensorData.from_arrays(arrays, device, run.spec.subset, run.spec.test_subset)
+                path = self.folder / self.files[index]
+                state = None
+                if index in self.resuming:
+                    record, state = self.resuming[index]
+                    log(f"Resuming {record.label} from epoch {len(state['epochs']) + 1 if state else 1}")
+                    record.status, record.ended_at, record.error, record.traceback = "running", None, None, None
+                    record.env = environment(device)  # this process now: a live pid, not a crash
+                    record.resumed_at.append(utc_now())
+                    if state is None:  # stopped before its first epoch ended: start over
+                        record.epochs, record.batch_losses = [], []
+                else:
+                    record = new_record(
+                        run.spec, device, run_id=f"{self.invocation}-{index + 1:02d}", label=run.label,
+                        preset=self.preset.name, invocation=self.invocation,
+                    )
+                self.records.append(record)
+                place = RunPlace(
+                    run_index=index, run_count=len(self.runs), run_file=path, checkpoint_file=checkpoint_path(path)
                 )
-            self.records.append(record)
-            fit(
-                run.spec, sink, control, data=tensors[key], record=record,
-                persist=lambda r, p=path: write_record(r, p), run_index=index, run_count=len(self.runs), path=path,
-                checkpoint_to=checkpoint_path(path), resume=state,
-            )
-            if state is None:  # a resumed run's epochs may come from another machine or load
-                estimate.learn_from_run(record)
-        release_folder(self.folder)
+                fit(  # RunFilesError (the folder cannot be written) ends the invocation here
+                    run.spec, sink, control, data=tensors[key], record=record,
+                    persist=lambda r, p=path: write_record(r, p), place=place, resume=state,
+                )
+                if state is None:  # a resumed run's epochs may come from another machine or load
+                    estimate.learn_from_run(record)
+        finally:
+            release_folder(self.folder)
         return self.records
 
     def write_plan(self) -> None:

@@ -3,7 +3,8 @@
 The first signal sets `control.stop_all`: the loop stops at the next batch boundary and saves the
 current run as `interrupted`. A second signal raises `SignalExit` (a KeyboardInterrupt) in the main
 thread to exit at once; the loop still marks the run interrupted on the way out, and files are only
-ever replaced atomically, so what is on disk stays valid. Never imports textual.
+ever replaced atomically, so what is on disk stays valid. A second signal that arrives during that
+last write (`RunControl.uninterrupted`) is raised once the write is done. Never imports textual.
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ class StopOnSignals:
         if self.on_signal is not None:
             self.on_signal(signum, first)
         if not first and self.exit_on_second:
-            raise SignalExit(signum)
+            exit_now = SignalExit(signum)
+            if self.control is not None and self.control.defer_exit(exit_now):
+                return  # raised when the run file's last write is done
+            raise exit_now
 
     def install(self) -> "StopOnSignals":
         for sig in self.signals:

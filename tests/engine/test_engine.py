@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -105,3 +106,37 @@ def test_engine_does_not_import_textual() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+PAUSE_S = 0.3
+
+
+class PauseOnce(RunControl):
+    """Pauses at the first batch boundary after `paused` is set, for at least PAUSE_S (a sleep, then unpaused)."""
+
+    def wait_while_paused(self, heartbeat=None, every_s: float = 30.0) -> float:
+        time.sleep(PAUSE_S)
+        self.paused.clear()
+        return super().wait_while_paused(heartbeat, every_s)
+
+
+def test_epoch_time_is_training_plus_evaluation_and_pauses_are_recorded_apart(mnist_dir: Path) -> None:
+    control = PauseOnce()
+    events = []
+
+    def sink(event) -> None:
+        events.append(event)
+        if isinstance(event, BatchLosses) and event.first_step == 0:
+            control.paused.set()
+
+    record = fit(spec(epochs=2), sink, control, data=load_idx_folder(mnist_dir))
+    first, second = record.epochs
+    assert first.paused_s >= PAUSE_S and second.paused_s == 0
+    for epoch in record.epochs:  # duration = training time (samples / samples per second) + evaluation
+        assert epoch.duration_s == pytest.approx(record.train_size / epoch.samples_per_s + epoch.eval_s, rel=1e-9)
+    assert [e.paused_s for e in events if isinstance(e, EpochEnded)] == [first.paused_s, second.paused_s]
+    # elapsed_s counts the finished epochs' durations and this epoch's training so far: pauses never
+    for e in (e for e in events if isinstance(e, BatchLosses)):
+        before = sum(x.duration_s for x in record.epochs[: e.epoch - 1])
+        this = record.epochs[e.epoch - 1]
+        assert before <= e.elapsed_s <= before + this.duration_s - this.eval_s

@@ -27,7 +27,7 @@ from tuitrain.core.spec import RunSpec
 from tuitrain.follow import Follower, RunFileReader, RunTracker, newest_invocation
 from tuitrain.records import EnvInfo, EpochRecord, RunRecord, write_record
 from tuitrain.train.data import load_idx_folder
-from tuitrain.train.loop import fit
+from tuitrain.train.loop import RunPlace, fit
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTED = datetime.now(timezone.utc)  # after this process started: its pid counts as the writer's
@@ -89,7 +89,7 @@ def test_follower_rebuilds_the_engine_events(mnist_dir: Path, tmp_path: Path) ->
         polls_with_losses += bool(losses_of(new))
         followed.extend(new)
 
-    fit(spec(), engine.append, data=load_idx_folder(mnist_dir), persist=persist, path=path)
+    fit(spec(), engine.append, data=load_idx_folder(mnist_dir), persist=persist, place=RunPlace(run_file=path))
 
     started = of_type(followed, RunStarted)
     assert len(started) == 1 and started == of_type(engine, RunStarted)  # every field, device and sizes included
@@ -115,7 +115,8 @@ def test_follower_rebuilds_the_engine_events(mnist_dir: Path, tmp_path: Path) ->
 def test_whole_history_is_replayed_when_watching_starts_late(mnist_dir: Path, tmp_path: Path) -> None:
     path = tmp_path / "01-run.json"
     engine: list[Event] = []
-    fit(spec(epochs=2), engine.append, data=load_idx_folder(mnist_dir), persist=lambda r: write_record(r, path), path=path)
+    fit(spec(epochs=2), engine.append, data=load_idx_folder(mnist_dir), persist=lambda r: write_record(r, path),
+        place=RunPlace(run_file=path))
     followed = Follower(path).poll()
     assert [type(e) for e in followed][0] is RunStarted
     assert losses_of(followed) == losses_of(engine)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 
 @dataclass
@@ -18,6 +19,8 @@ class RunControl:
     """Stop the current run and start no more."""
     paused: threading.Event = field(default_factory=threading.Event)
     """While set, the loop waits at the next batch boundary."""
+    _holding: int = field(default=0, init=False, repr=False, compare=False)
+    _held_exit: Optional[BaseException] = field(default=None, init=False, repr=False, compare=False)
 
     def should_stop(self) -> bool:
         return self.stop_run.is_set() or self.stop_all.is_set()
@@ -36,3 +39,33 @@ class RunControl:
                 heartbeat()
                 last = time.perf_counter()
         return time.perf_counter() - start
+
+    @contextmanager
+    def uninterrupted(self) -> Iterator[None]:
+        """A block that a second stop signal must not cut short: the run file's last write.
+
+        While one is open on the main thread, a front end's signal handler hands the exception it would
+        raise to `defer_exit`; the block runs to its end and the exception is raised as it closes. On
+        another thread (where no signal handler raises) this is a plain block.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+            if not self._holding and self._held_exit is not None:
+                exc, self._held_exit = self._held_exit, None
+                raise exc
+
+    def defer_exit(self, exc: BaseException) -> bool:
+        """Keep `exc` to be raised when the open `uninterrupted` block ends; False (nothing kept) when none is open.
+
+        Called by a signal handler, which runs on the main thread: the same thread as the blocks it defers to."""
+        if not self._holding:
+            return False
+        if self._held_exit is None:
+            self._held_exit = exc
+        return True

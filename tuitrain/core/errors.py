@@ -30,3 +30,11 @@ def first_error(exc: Any) -> tuple[str, str]:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
     return where, first["msg"]
+
+
+class RunFilesError(TuitrainError):
+    """A run file or checkpoint could not be written while training (folder unwritable or gone, disk full).
+
+    The run ends as interrupted, resumable once the cause is fixed; the runs after it do not start."""
+
+    exit_code = 1

@@ -62,7 +62,8 @@ class BatchLosses:
     samples_per_s: float
     """Training throughput of this epoch so far."""
     elapsed_s: float
-    """Wall time since the run started (excluding pauses)."""
+    """Seconds of training and evaluation of this run in this process so far: the finished epochs' duration_s
+    plus this epoch's training time (pauses and start-up excluded)."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,12 @@ class EpochEnded:
     test_correct: int
     test_total: int
     duration_s: float
+    """Training plus evaluation time of the epoch, pauses excluded (records.EpochRecord.duration_s)."""
     samples_per_s: float
     epochs: int
     """Total epochs planned for this run."""
+    paused_s: float = 0.0
+    """Seconds training was paused during the epoch."""
 
 
 @dataclass(frozen=True)

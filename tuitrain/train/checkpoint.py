@@ -3,12 +3,13 @@
 A checkpoint holds what continuing needs to give the same batch losses as an uninterrupted run
 (on the CPU): model and optimizer state, the global torch RNG (CUDA too), the batch-order
 generator, and the run's completed epochs and batch losses up to that epoch end (so a crash
-between writing the checkpoint and the run file loses nothing). Written atomically; read with
-torch.load(weights_only=True): plain tensors, numbers, strings, lists and dicts only.
+between writing the checkpoint and the run file loses nothing). Serialised in memory, then written
+atomically; read with torch.load(weights_only=True): plain tensors, numbers, strings, lists and dicts only.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Optional
 
@@ -45,7 +46,11 @@ def save_checkpoint(
         # float64 holds every float32 loss exactly
         "batch_losses": torch.tensor(record.batch_losses, dtype=torch.float64),
     }
-    atomic_write(Path(path), lambda fh: torch.save(state, fh))
+    # serialised in memory first: torch.save writing to a full disk fails with an opaque "unexpected pos"
+    # RuntimeError, while writing the bytes raises the OSError (ENOSPC) that says what happened
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(Path(path), lambda fh: fh.write(buffer.getbuffer()))
 
 
 def load_checkpoint(path: Path, run_id: Optional[str] = None) -> dict[str, Any]:

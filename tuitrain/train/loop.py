@@ -4,17 +4,19 @@ In-memory data (airbench style): the whole dataset is one normalised tensor on t
 device and batches are slices of a seeded randperm. Losses stay on the device and are read back
 every `spec.log_every` steps (nanoGPT: `.item()` is a sync point); finiteness is checked on the
 device at the same points. The loop prints nothing and knows nothing of any UI: it reports
-through events and saves through the `persist` hook.
+through events and saves through the `persist` hook. An epoch's time is its training time (pauses
+excluded) plus its evaluation: start-up, pauses and epoch-end saving are not training.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import platform
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -23,7 +25,7 @@ from torch import nn
 
 from tuitrain.core.control import RunControl
 from tuitrain.core.devices import cpu_device
-from tuitrain.core.errors import TuitrainError
+from tuitrain.core.errors import RunFilesError, TuitrainError
 from tuitrain.core.events import (
     BatchLosses,
     EpochEnded,
@@ -33,6 +35,7 @@ from tuitrain.core.events import (
     Sink,
 )
 from tuitrain.core.spec import RunSpec
+from tuitrain.core.status import RunStatus
 from tuitrain.records import EnvInfo, EpochRecord, RunRecord, utc_now
 from tuitrain.train.checkpoint import restore_checkpoint, save_checkpoint
 from tuitrain.train.cuda_step import make_step, wants_graph
@@ -196,6 +199,276 @@ def new_record(spec: RunSpec, device: torch.device, *, run_id: str, label: str, 
     return RunRecord(id=run_id, label=label, spec=spec, env=environment(device), **extra)
 
 
+@dataclass(frozen=True)
+class RunPlace:
+    """Where a run stands in its preset invocation and where its files go."""
+
+    run_index: int = 0
+    """0-based position of the run in its invocation."""
+    run_count: int = 1
+    """Runs in the invocation."""
+    run_file: Optional[Path] = None
+    """The run file that `persist` writes (named in RunStarted and RunFinished); None when there is none."""
+    checkpoint_file: Optional[Path] = None
+    """Where the epoch-end checkpoint is written; None: no checkpoints."""
+
+
+def cannot_write(exc: OSError, folder: Optional[Path]) -> RunFilesError:
+    """A failed write of a run file or checkpoint, worded for the user: the folder, and why."""
+    if folder is None and exc.filename:
+        folder = Path(exc.filename).parent
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        why = "the disk is full"
+    elif folder is not None and not folder.is_dir():
+        why = "the folder no longer exists"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        why = "no permission to write there"
+    elif exc.errno == errno.EROFS:
+        why = "the file system is read-only"
+    else:
+        why = exc.strerror or str(exc)
+    detail = f" ({exc.strerror})" if exc.strerror and exc.strerror != why else ""
+    return RunFilesError(f"{folder or 'run folder'}: cannot write run files: {why}{detail}")
+
+
+@dataclass
+class EpochProgress:
+    """One epoch's batch loop so far."""
+
+    epoch: int
+    losses: list[torch.Tensor] = field(default_factory=list)
+    """One loss per trained batch, on the device (appending is cheaper than an indexed store)."""
+    read: int = 0
+    """losses[:read] are already on the host, in the record."""
+    samples: int = 0
+    """Training samples seen, as of the last read-back and at the end."""
+    train_s: float = 0.0
+    """Training time so far, pauses excluded (up to the last pause, and in full at the end)."""
+    paused_s: float = 0.0
+    """Seconds spent paused."""
+
+
+class FitLoop:
+    """One run's training, split like Lightning's fit loop and epoch loop: `run` (the epochs, then the run's end),
+    `run_epoch` (the batch loop), `read_back` (losses to the host, every log_every batches) and `end_epoch`
+    (evaluate, record, checkpoint, save). Built by `fit`, which also owns the thread count."""
+
+    def __init__(
+        self, spec: RunSpec, emit: Sink, control: RunControl, persist: Persist, place: RunPlace, device: torch.device,
+        data: Union[MnistArrays, TensorData], record: Optional[RunRecord], resume: Optional[dict],
+    ) -> None:
+        if isinstance(data, MnistArrays):
+            data = TensorData.from_arrays(data, device, spec.subset, spec.test_subset)
+        spec = spec.model_copy(update={"data_source": data.source})
+        if record is None:
+            record = new_record(spec, device, run_id=f"run-{int(time.time())}", label="run")
+        record.spec = spec
+        record.status = "running"
+        record.env.threads = torch.get_num_threads()
+        self.spec, self.emit, self.control, self.persist, self.place = spec, emit, control, persist, place
+        self.device, self.data, self.record = device, data, record
+
+        torch.manual_seed(spec.seed)
+        self.order_gen = torch.Generator().manual_seed(spec.seed)
+        self.model = prepare_model(spec, device)
+        self.graph = wants_graph(spec.model, device)
+        self.optimizer = make_optimizer(spec, self.model.parameters(), capturable=self.graph)
+        if resume is not None:
+            load_optimizer_state(
+                self.optimizer, lambda: restore_checkpoint(resume, self.model, self.optimizer, self.order_gen, record)
+            )
+
+        self.n = int(data.train_x.shape[0])
+        self.batches = math.ceil(self.n / spec.batch_size)
+        if spec.limit_train_batches:
+            self.batches = min(self.batches, spec.limit_train_batches)
+        self.start_epoch = len(record.epochs) + 1
+        # what RunStarted says, also in the file: a watcher in another process rebuilds the same events from it
+        record.run_index, record.run_count, record.batches_per_epoch = place.run_index, place.run_count, self.batches
+        record.train_size, record.test_size = min(self.n, self.batches * spec.batch_size), int(data.test_x.shape[0])
+
+        self.status: RunStatus = "completed"
+        """How the run ends, as far as training goes (the record's status is set when it ends)."""
+        self.diverged_at: Optional[str] = None
+        self.active_s = 0.0
+        """Training and evaluation time of the finished epochs (this process): what BatchLosses.elapsed_s adds to."""
+        self.progress: Optional[EpochProgress] = None
+        self.last_save = self.last_read = time.monotonic()
+
+    # --- the run ---------------------------------------------------------------------------------
+
+    def run(self) -> RunRecord:
+        spec, record, place, emit = self.spec, self.record, self.place, self.emit
+        emit(RunStarted(
+            run_id=record.id, label=record.label, run_index=place.run_index, run_count=place.run_count, spec=spec,
+            device=describe_device(self.device), train_size=record.train_size, test_size=record.test_size,
+            batches_per_epoch=self.batches, start_epoch=self.start_epoch, path=place.run_file,
+        ))
+        files_error: Optional[RunFilesError] = None
+        try:
+            try:
+                self.save()
+                self.model.train()
+                # after restore_checkpoint: a CUDA graph captures the optimizer state tensors in place
+                self.train_step = make_step(
+                    self.model, self.optimizer, nn.CrossEntropyLoss(), self.data.train_x, self.data.train_y,
+                    spec.batch_size, graph=self.graph, log=lambda text: emit(LogMessage(text)),
+                )
+                for epoch in range(self.start_epoch, spec.epochs + 1):
+                    progress = self.run_epoch(epoch)
+                    if self.status != "completed":
+                        break  # an unfinished epoch is not evaluated or recorded
+                    self.end_epoch(progress)
+            except RunFilesError as exc:  # nowhere to save to: stop, resumable once the folder or disk is fixed
+                self.status, record.error, files_error = "interrupted", str(exc), exc
+            except Exception as exc:  # noqa: BLE001 - a failing run is recorded, not lost
+                self.status = "failed"
+                record.error = f"{type(exc).__name__}: {exc}"
+                record.traceback = traceback.format_exc()
+            self.keep_unread_losses()
+            if self.status == "completed" and self.diverged_at is not None:  # on_divergence = "continue"
+                self.status = "diverged"
+                record.error = f"{self.diverged_at}; training continued (on_divergence = continue)"
+            with self.control.uninterrupted():  # a second stop signal now waits for this write
+                record.status, record.ended_at = self.status, utc_now()
+                try:
+                    self.save()
+                except RunFilesError as exc:  # the file keeps its last saved state; this process says why
+                    files_error = files_error or exc
+                    record.status, record.error = "interrupted", str(files_error)
+        except BaseException:  # a second Ctrl-C or signal: leave now, but leave the file saying so
+            with self.control.uninterrupted():
+                if record.status == "running":
+                    self.keep_unread_losses()
+                    record.status, record.ended_at = "interrupted", utc_now()
+                    try:
+                        self.save()
+                    except RunFilesError:
+                        pass  # leaving anyway; the file keeps its last saved state
+            raise
+        emit(RunFinished(
+            run_id=record.id, label=record.label, run_index=place.run_index, status=record.status,
+            path=place.run_file, error=record.error, best_accuracy=record.best_accuracy,
+        ))
+        if files_error is not None:
+            raise files_error
+        return record
+
+    # --- one epoch -------------------------------------------------------------------------------
+
+    def run_epoch(self, epoch: int) -> EpochProgress:
+        """Train one epoch's batches; stop at a batch boundary when asked (self.status says why); wait while
+        paused, which is not training time."""
+        control, step, bs, batches = self.control, self.train_step, self.spec.batch_size, self.batches
+        log_every = self.spec.log_every
+        progress = self.progress = EpochProgress(epoch)
+        losses = progress.losses
+        perm = torch.randperm(self.n, generator=self.order_gen).to(self.device, non_blocking=True)
+        samples = 0
+        segment_start = time.perf_counter()
+        for b in range(batches):
+            if control.should_stop():
+                self.status = "interrupted"
+                break
+            if control.paused.is_set():
+                pause_start = time.perf_counter()
+                progress.train_s += pause_start - segment_start
+                control.wait_while_paused(self.save)  # saving now and then: a long pause is not a crash
+                segment_start = time.perf_counter()
+                progress.paused_s += segment_start - pause_start
+            idx = perm[b * bs : (b + 1) * bs]
+            losses.append(step(idx))
+            samples += int(idx.shape[0])  # a shape, not a tensor value: no sync
+            if (b + 1) % log_every == 0 or b + 1 == batches or time.monotonic() - self.last_read >= READ_BACK_EVERY_S:
+                progress.samples = samples
+                if not self.read_back(progress, segment_start):
+                    break
+        progress.train_s += time.perf_counter() - segment_start
+        progress.samples = samples
+        return progress
+
+    def read_back(self, progress: EpochProgress, segment_start: float) -> bool:
+        """Bring the losses trained since the last read-back to the host, report them (BatchLosses) and save
+        every PERSIST_EVERY_S. False when a non-finite loss stops the run."""
+        record = self.record
+        self.last_read = time.monotonic()
+        batch = len(progress.losses)
+        chunk = torch.stack(progress.losses[progress.read : batch])
+        # checked on the device; with the read-back below, the only syncs of the whole chunk (every
+        # log_every steps), never one per batch
+        finite = bool(torch.isfinite(chunk).all())
+        values = chunk.tolist()
+        train_s = progress.train_s + (time.perf_counter() - segment_start)
+        record.batch_losses.extend(values)
+        progress.read = batch
+        self.emit(BatchLosses(
+            run_id=record.id, epoch=progress.epoch, first_step=len(record.batch_losses) - len(values),
+            losses=tuple(values), batch=batch, batches_per_epoch=self.batches, samples_done=progress.samples,
+            train_size=record.train_size, samples_per_s=progress.samples / train_s if train_s > 0 else 0.0,
+            elapsed_s=self.active_s + train_s,
+        ))
+        if not finite and self.diverged_at is None:
+            bad = next(i for i, v in enumerate(values) if not math.isfinite(v))
+            self.diverged_at = f"non-finite loss ({values[bad]}) at epoch {progress.epoch}, batch {batch - len(values) + bad + 1}"
+            if self.spec.on_divergence == "stop":
+                self.status = "diverged"
+                record.error = self.diverged_at
+                return False
+        if time.monotonic() - self.last_save >= PERSIST_EVERY_S:
+            self.save()
+        return True
+
+    def end_epoch(self, progress: EpochProgress) -> None:
+        """Evaluate, record the epoch (its time: training plus evaluation), write the checkpoint and the run file,
+        report EpochEnded."""
+        record, place = self.record, self.place
+        epoch_losses = record.batch_losses[-self.batches :]
+        eval_start = time.perf_counter()
+        test_loss, correct, total = evaluate(self.model, self.data.test_x, self.data.test_y)
+        eval_s = time.perf_counter() - eval_start
+        result = EpochRecord(
+            epoch=progress.epoch, initial_loss=epoch_losses[0], final_loss=epoch_losses[-1],
+            mean_loss=sum(epoch_losses) / len(epoch_losses), test_loss=test_loss,
+            test_accuracy=100.0 * correct / max(total, 1), test_correct=correct, test_total=total,
+            duration_s=progress.train_s + eval_s, eval_s=eval_s, paused_s=progress.paused_s,
+            samples_per_s=progress.samples / progress.train_s if progress.train_s else 0.0,
+        )
+        record.epochs.append(result)
+        self.active_s += result.duration_s
+        if place.checkpoint_file is not None:
+            try:
+                save_checkpoint(place.checkpoint_file, self.model, self.optimizer, self.order_gen, record)
+            except OSError as exc:
+                raise cannot_write(exc, place.checkpoint_file.parent) from exc
+            record.checkpoint = place.checkpoint_file.name
+        self.save()
+        self.emit(EpochEnded(
+            run_id=record.id, label=record.label, run_index=place.run_index, epochs=self.spec.epochs,
+            **result.model_dump(exclude={"eval_s"}),
+        ))
+
+    # --- saving ----------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Write the run file (the `persist` hook); RunFilesError when it cannot be written."""
+        try:
+            self.persist(self.record)
+        except OSError as exc:
+            raise cannot_write(exc, self.place.run_file.parent if self.place.run_file else None) from exc
+        self.last_save = time.monotonic()
+
+    def keep_unread_losses(self) -> None:
+        """Put the losses of an epoch cut short between two read-backs into the record (no event: the run is ending)."""
+        progress = self.progress
+        if progress is None or progress.read >= len(progress.losses):
+            return
+        unread, progress.read = progress.losses[progress.read :], len(progress.losses)
+        try:
+            self.record.batch_losses.extend(torch.stack(unread).tolist())
+        except Exception:  # noqa: BLE001 - a device that failed mid-run: those losses are gone, the rest is saved
+            pass
+
+
 def fit(
     spec: RunSpec,
     sink: Optional[Sink] = None,
@@ -204,166 +477,29 @@ def fit(
     data: Union[MnistArrays, TensorData],
     record: Optional[RunRecord] = None,
     persist: Optional[Persist] = None,
-    run_index: int = 0,
-    run_count: int = 1,
-    path=None,
-    checkpoint_to=None,
+    place: RunPlace = RunPlace(),
     resume: Optional[dict] = None,
 ) -> RunRecord:
     """Train and evaluate one run, emitting events to `sink`; returns the finished record.
 
-    `persist(record)` is called at the start, at every epoch end, every few seconds while
-    training and at the end. Errors inside training end the run as `failed` (the record says why);
-    a user error such as an unavailable device is raised before anything starts. With
-    `checkpoint_to` (a path), a checkpoint is written there at every epoch end; `resume` (a state from
-    checkpoint.load_checkpoint) continues from that epoch end. A KeyboardInterrupt (a second Ctrl-C)
-    saves the run as interrupted and propagates.
+    `persist(record)` is called at the start, at every epoch end, every few seconds while training and
+    at the end. Errors inside training end the run as `failed` (the record says why); a user error such
+    as an unavailable device is raised before anything starts. `place` says where the run stands in its
+    invocation and where its files go: with a checkpoint file, a checkpoint is written there at every
+    epoch end; `resume` (a state from checkpoint.load_checkpoint) continues from that epoch end.
+    A KeyboardInterrupt (a second Ctrl-C) saves the run as interrupted and propagates; one arriving
+    during the last save waits for it (RunControl.uninterrupted). A run file or checkpoint that cannot
+    be written ends the run as interrupted (the record says why), then raises RunFilesError: the
+    invocation cannot go on in that folder.
     """
-    emit = sink or (lambda _e: None)
-    control = control or RunControl()
-    save = persist or (lambda _r: None)
     device = select_device(spec.device)
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(cpu_threads(spec, device) or threads_before)
-    if isinstance(data, MnistArrays):
-        data = TensorData.from_arrays(data, device, spec.subset, spec.test_subset)
-    spec = spec.model_copy(update={"data_source": data.source})
-    if record is None:
-        record = new_record(spec, device, run_id=f"run-{int(time.time())}", label="run")
-    record.spec = spec
-    record.status = "running"
-    record.env.threads = torch.get_num_threads()
-
-    torch.manual_seed(spec.seed)
-    order_gen = torch.Generator().manual_seed(spec.seed)
-    model = prepare_model(spec, device)
-    graph = wants_graph(spec.model, device)
-    optimizer = make_optimizer(spec, model.parameters(), capturable=graph)
-    loss_fn = nn.CrossEntropyLoss()
-    if resume is not None:
-        load_optimizer_state(optimizer, lambda: restore_checkpoint(resume, model, optimizer, order_gen, record))
-
-    n = int(data.train_x.shape[0])
-    bs = spec.batch_size
-    batches = math.ceil(n / bs)
-    if spec.limit_train_batches:
-        batches = min(batches, spec.limit_train_batches)
-    start_epoch = len(record.epochs) + 1
-    # what RunStarted says, also in the file: a watcher in another process rebuilds the same events from it
-    record.run_index, record.run_count, record.batches_per_epoch = run_index, run_count, batches
-    record.train_size, record.test_size = min(n, batches * bs), int(data.test_x.shape[0])
-
-    emit(RunStarted(
-        run_id=record.id, label=record.label, run_index=run_index, run_count=run_count, spec=spec,
-        device=describe_device(device), train_size=record.train_size, test_size=record.test_size,
-        batches_per_epoch=batches, start_epoch=start_epoch, path=path,
-    ))
-    save(record)
-
-    run_start = time.perf_counter()
-    paused_s = 0.0
-    last_save = last_read = time.monotonic()
-    status = "completed"
-    diverged_at: Optional[str] = None
     try:
-        model.train()
-        # after restore_checkpoint: a CUDA graph captures the optimizer state tensors in place
-        train_step = make_step(
-            model, optimizer, loss_fn, data.train_x, data.train_y, bs, graph=graph, log=lambda text: emit(LogMessage(text)),
+        torch.set_num_threads(cpu_threads(spec, device) or threads_before)
+        loop = FitLoop(
+            spec, sink or (lambda _e: None), control or RunControl(), persist or (lambda _r: None), place, device,
+            data, record, resume,
         )
-        for epoch in range(start_epoch, spec.epochs + 1):
-            epoch_start = time.perf_counter()
-            train_time = 0.0
-            perm = torch.randperm(n, generator=order_gen).to(device, non_blocking=True)
-            losses: list[torch.Tensor] = []  # on the device; appending is cheaper than an indexed store
-            read = 0  # losses[:read] are already on the host
-            done = 0  # batches trained this epoch
-            samples = 0
-            seg_start = time.perf_counter()
-            for b in range(batches):
-                if control.should_stop():
-                    status = "interrupted"
-                    break
-                if control.paused.is_set():
-                    train_time += time.perf_counter() - seg_start
-                    paused_s += control.wait_while_paused(lambda: save(record))
-                    seg_start = time.perf_counter()
-                idx = perm[b * bs : (b + 1) * bs]
-                losses.append(train_step(idx))
-                done = b + 1
-                samples += int(idx.shape[0])  # a shape, not a tensor value: no sync
-                if (b + 1) % spec.log_every == 0 or b + 1 == batches or time.monotonic() - last_read >= READ_BACK_EVERY_S:
-                    last_read = time.monotonic()
-                    chunk = torch.stack(losses[read : b + 1])
-                    # checked on the device, as the issue asks; with the read-back below, the only syncs of
-                    # the whole chunk (every log_every steps), never one per batch
-                    finite = bool(torch.isfinite(chunk).all())
-                    values = chunk.tolist()
-                    now = time.perf_counter()
-                    seen = train_time + (now - seg_start)
-                    record.batch_losses.extend(values)
-                    emit(BatchLosses(
-                        run_id=record.id, epoch=epoch, first_step=len(record.batch_losses) - len(values),
-                        losses=tuple(values), batch=b + 1, batches_per_epoch=batches, samples_done=samples,
-                        train_size=record.train_size, samples_per_s=samples / seen if seen > 0 else 0.0,
-                        elapsed_s=now - run_start - paused_s,
-                    ))
-                    read = b + 1
-                    if not finite and diverged_at is None:
-                        bad = next(i for i, v in enumerate(values) if not math.isfinite(v))
-                        diverged_at = f"non-finite loss ({values[bad]}) at epoch {epoch}, batch {read - len(values) + bad + 1}"
-                        if spec.on_divergence == "stop":
-                            status = "diverged"
-                            record.error = diverged_at
-                            break
-                    if time.monotonic() - last_save >= PERSIST_EVERY_S:
-                        save(record)
-                        last_save = time.monotonic()
-            train_time += time.perf_counter() - seg_start
-            if read < done:  # losses of an epoch cut short between two read-backs
-                record.batch_losses.extend(torch.stack(losses[read:done]).tolist())
-            if status != "completed":
-                break  # an unfinished epoch is not evaluated or recorded
-            epoch_losses = record.batch_losses[-batches:]
-            eval_start = time.perf_counter()
-            test_loss, correct, total = evaluate(model, data.test_x, data.test_y)
-            eval_s = time.perf_counter() - eval_start
-            result = EpochRecord(
-                epoch=epoch, initial_loss=epoch_losses[0], final_loss=epoch_losses[-1],
-                mean_loss=sum(epoch_losses) / len(epoch_losses), test_loss=test_loss,
-                test_accuracy=100.0 * correct / max(total, 1), test_correct=correct, test_total=total,
-                duration_s=time.perf_counter() - epoch_start, samples_per_s=samples / train_time if train_time else 0.0,
-                eval_s=eval_s,
-            )
-            record.epochs.append(result)
-            if checkpoint_to is not None:
-                save_checkpoint(checkpoint_to, model, optimizer, order_gen, record)
-                record.checkpoint = Path(checkpoint_to).name
-            save(record)
-            last_save = time.monotonic()
-            emit(EpochEnded(
-                run_id=record.id, label=record.label, run_index=run_index, epochs=spec.epochs,
-                **result.model_dump(exclude={"eval_s"}),
-            ))
-    except Exception as exc:  # noqa: BLE001 - a failing run is recorded, not lost
-        status = "failed"
-        record.error = f"{type(exc).__name__}: {exc}"
-        record.traceback = traceback.format_exc()
-    except BaseException:  # a second Ctrl-C: leave now, but leave the file saying so
-        record.status = "interrupted"
-        record.ended_at = utc_now()
-        save(record)
+        return loop.run()
+    finally:
         torch.set_num_threads(threads_before)
-        raise
-    if status == "completed" and diverged_at is not None:  # on_divergence = "continue"
-        status = "diverged"
-        record.error = f"{diverged_at}; training continued (on_divergence = continue)"
-    record.status = status
-    record.ended_at = utc_now()
-    save(record)
-    emit(RunFinished(
-        run_id=record.id, label=record.label, run_index=run_index, status=status, path=path,
-        error=record.error, best_accuracy=record.best_accuracy,
-    ))
-    torch.set_num_threads(threads_before)
-    return record
