@@ -68,6 +68,11 @@ def visible_columns(table: DataTable) -> tuple[int, int]:
     return (shown[0], shown[-1]) if shown else (0, 0)
 
 
+def without_path(error: str, path: Path) -> str:
+    """A file's error without the path it starts with (the path is shown already)."""
+    return error.removeprefix(f"{path}: ")
+
+
 class CompareScreen(SizedScreen):
     """Runs side by side. Space: include/leave out a run; b: pin it as baseline; a: all hyperparameters."""
 
@@ -241,7 +246,7 @@ class CompareScreen(SizedScreen):
         unreadable = Text()
         for f in c.unreadable:
             unreadable.append(f"{f.path}\n", style="bold")
-            unreadable.append(f"    {f.error}\n")
+            unreadable.append(f"    {without_path(f.error or '', f.path)}\n")
         self.query_one("#compare-unreadable", Static).update(unreadable if c.unreadable else "Every file was read.")
         self.draw_charts(c)
         self.call_after_refresh(self.show_hints)

@@ -28,6 +28,7 @@ from tuitrain.tui.messages import (
     StartPreset,
     WatchRuns,
 )
+from tuitrain.tui.screens.compare import CompareScreen, without_path
 from tuitrain.tui.widgets.too_small import SizedScreen, TooSmall
 
 DATE_FORMAT = "%Y-%m-%d %H:%M"
@@ -278,7 +279,7 @@ class HomeScreen(SizedScreen[None]):
             if run is not None:
                 details.append(str(run.path))
                 if run.error:
-                    details.append(f"\nunreadable: {run.error}", style="red")
+                    details.append(f"\nunreadable: {without_path(run.error, run.path)}", style="red")
         self.query_one("#details", Static).update(details)
 
     @on(DataTable.RowSelected, "#presets")
@@ -326,6 +327,4 @@ class HomeScreen(SizedScreen[None]):
         self.open_comparison(list(self.selected_runs))
 
     def open_comparison(self, paths: list[Path]) -> None:
-        from tuitrain.tui.screens.compare import CompareScreen
-
         self.app.push_screen(CompareScreen(paths))

@@ -23,6 +23,8 @@ from tuitrain.monitor import RunState, downsample
 PALETTE = [(0, 175, 255), (255, 135, 0), (95, 215, 95), (215, 95, 215), (255, 215, 0), (255, 95, 95), (135, 135, 255)]
 MARKERS = ("braille", "•", "+", "x")
 """Past the palette a run's line is drawn with the next marker: no two runs of a sweep look the same."""
+ACCURACY_TICKS = 6
+"""About this many ticks on the accuracy axis: 0-100 in steps of 20, 80-100 in steps of 5."""
 SWATCH = {"braille": "━━", "•": "••", "+": "++", "x": "××"}
 
 
@@ -163,7 +165,7 @@ def draw_accuracy(plt, series: Sequence[tuple[list[float], list[float], RunStyle
     plt.xticks(int_ticks(1, last_epoch, count=min(last_epoch, 8)))
     low, high = accuracy_range(lowest)
     plt.ylim(low, high)
-    set_y_ticks(plt, low, high, log_scale=False)
+    set_y_ticks(plt, low, high, log_scale=False, count=ACCURACY_TICKS)
     plt.xlabel("epoch")
 
 
