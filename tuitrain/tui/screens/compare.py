@@ -191,6 +191,8 @@ class CompareScreen(SizedScreen):
         target = next(iter(pane.query("SelectionList, DataTable, VerticalScroll")), None)
         if target is not None:
             target.focus()
+        if pane.id == "tab-charts" and self.comparison is not None:
+            self.call_after_refresh(self.draw_charts, self.shown())
         self.call_after_refresh(self.show_hints)
 
     def action_pin_baseline(self) -> None:
@@ -248,7 +250,7 @@ class CompareScreen(SizedScreen):
             unreadable.append(f"{f.path}\n", style="bold")
             unreadable.append(f"    {without_path(f.error or '', f.path)}\n")
         self.query_one("#compare-unreadable", Static).update(unreadable if c.unreadable else "Every file was read.")
-        self.draw_charts(c)
+        self.call_after_refresh(self.draw_charts, c)  # sized to the charts once laid out
         self.call_after_refresh(self.show_hints)
 
     def run_header(self, c: Comparison, run: RunColumn, suffix: str = "") -> Text:
@@ -295,14 +297,14 @@ class CompareScreen(SizedScreen):
         points = max(20, loss_plot.size.width - 10)
         series = [(*loss_curve(r.record, points=points), self.run_styles[r.index]) for r in c.runs]
         log_scale = all(min(ys) > 0 for xs, ys, _ in series if xs)
-        draw_loss(loss_plot.plt, series, log_scale=log_scale, xlabel="epoch")
+        draw_loss(loss_plot.plt, series, log_scale=log_scale, xlabel="epoch", height=loss_plot.content_size.height)
         last = max([0.0, *(max(xs) for xs, _, _ in series if xs)])
         if last:
             loss_plot.plt.xticks(int_ticks(0, math.ceil(last), count=min(math.ceil(last) + 1, 8)))
         loss_plot.refresh()
         curves = [(*accuracy_curve(r.record), self.run_styles[r.index]) for r in c.runs]
         last_epoch = max([1, *(int(max(xs)) for xs, _, _ in curves if xs)])
-        draw_accuracy(acc_plot.plt, curves, last_epoch=last_epoch)
+        draw_accuracy(acc_plot.plt, curves, last_epoch=last_epoch, height=acc_plot.content_size.height)
         acc_plot.refresh()
 
     def on_resize(self) -> None:

@@ -83,19 +83,19 @@ def int_ticks(low: int, high: int, count: int = 5) -> list[int]:
 
 
 def round_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Evenly spaced ticks at round numbers (steps of 1, 2 or 5 times a power of ten) in [low, high]."""
+    """Evenly spaced ticks at round numbers (steps of 1, 2 or 5 times a power of ten) in [low, high]:
+    the step whose number of ticks is nearest `count` (the larger step on a tie)."""
     if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
         return [low] if math.isfinite(low) else []
-    raw = (high - low) / max(count - 1, 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw - 1e-12)
-    first = math.ceil(low / step - 1e-9) * step
-    ticks = []
-    value = first
-    while value <= high + step * 1e-9:
-        ticks.append(round(value, 10))
-        value += step
-    return ticks
+    power = 10 ** math.floor(math.log10((high - low) / max(count - 1, 1)))
+
+    def ticks_of(step: float) -> list[float]:
+        first = math.ceil(low / step - 1e-9)
+        last = math.floor(high / step + 1e-9)
+        return [round(n * step, 10) for n in range(first, last + 1)]
+
+    steps = [m * p for p in (power / 10, power, power * 10) for m in (1, 2, 5)]
+    return min((ticks_of(step) for step in reversed(steps)), key=lambda t: abs(len(t) - count))
 
 
 def log_ticks(low: float, high: float) -> list[float]:
@@ -118,8 +118,15 @@ def tick_label(value: float) -> str:
     return f"{value:g}"
 
 
+def tick_count(height: int, most: int) -> int:
+    """As many y ticks as fit a chart `height` rows tall (frame, x ticks and x label take 4) with a row between."""
+    return max(2, min(most, (height - 4 + 1) // 2))
+
+
 def set_y_ticks(plt, low: float, high: float, *, log_scale: bool, count: int = 5) -> None:
     ticks = log_ticks(low, high) if log_scale else round_ticks(low, high, count)
+    if log_scale and len(ticks) > count:
+        ticks = ticks[:: -(-len(ticks) // count)]
     if ticks:
         plt.yticks(ticks, [tick_label(t) for t in ticks])
 
@@ -136,7 +143,8 @@ def _finite(x: list[float], y: list[float], positive: bool) -> tuple[list[float]
     return [a for a, _ in keep], [b for _, b in keep]
 
 
-def draw_loss(plt, series: Sequence[tuple[list[float], list[float], RunStyle]], *, log_scale: bool, xlabel: str) -> None:
+def draw_loss(plt, series: Sequence[tuple[list[float], list[float], RunStyle]], *, log_scale: bool, xlabel: str,
+              height: int) -> None:
     """Loss lines with round y ticks (on a log scale: powers of ten)."""
     plt.clear_figure()
     drawn = [(xs, ys, style) for xs, ys, style in (( *_finite(x, y, log_scale), s) for x, y, s in series) if xs]
@@ -147,11 +155,12 @@ def draw_loss(plt, series: Sequence[tuple[list[float], list[float], RunStyle]], 
         high = max(max(ys) for _, ys, _ in drawn)
         if log_scale:
             plt.yscale("log")  # plotext cannot draw an empty log-scale plot: only with lines
-        set_y_ticks(plt, low, high, log_scale=log_scale)
+        set_y_ticks(plt, low, high, log_scale=log_scale, count=tick_count(height, 5))
     plt.xlabel(xlabel)
 
 
-def draw_accuracy(plt, series: Sequence[tuple[list[float], list[float], RunStyle]], *, last_epoch: int) -> None:
+def draw_accuracy(plt, series: Sequence[tuple[list[float], list[float], RunStyle]], *, last_epoch: int,
+                  height: int) -> None:
     """Test accuracy lines, a dot at each epoch, on an axis that ends at 100% with round ticks."""
     plt.clear_figure()
     lowest = 100.0
@@ -165,7 +174,7 @@ def draw_accuracy(plt, series: Sequence[tuple[list[float], list[float], RunStyle
     plt.xticks(int_ticks(1, last_epoch, count=min(last_epoch, 8)))
     low, high = accuracy_range(lowest)
     plt.ylim(low, high)
-    set_y_ticks(plt, low, high, log_scale=False, count=ACCURACY_TICKS)
+    set_y_ticks(plt, low, high, log_scale=False, count=tick_count(height, ACCURACY_TICKS))
     plt.xlabel("epoch")
 
 
@@ -194,7 +203,7 @@ class LossChart(PlotextPlot):
             x, y = downsample(run.steps(), values, points)
             series.append((x, y, run_style(run.run_id, run.run_index)))
             last_step = max(last_step, int(run.steps()[-1]))
-        draw_loss(self.plt, series, log_scale=log_scale, xlabel="step")
+        draw_loss(self.plt, series, log_scale=log_scale, xlabel="step", height=self.content_size.height)
         if last_step:
             self.plt.xticks(int_ticks(0, last_step))
         self.refresh()
@@ -210,5 +219,6 @@ class AccuracyChart(PlotextPlot):
             for run in runs
             if run.epochs
         ]
-        draw_accuracy(self.plt, series, last_epoch=max([1, *(run.spec.epochs for run in runs if run.epochs)]))
+        draw_accuracy(self.plt, series, last_epoch=max([1, *(run.spec.epochs for run in runs if run.epochs)]),
+                      height=self.content_size.height)
         self.refresh()
