@@ -13,13 +13,12 @@ import pytest
 from textual.widgets import DataTable, Static, TabbedContent
 
 from tests.app.scripted import ScriptedSource, run_events, two_runs_mid_training
-from tests.compare_fixtures import chance_run, grid_runs, interrupted_run, make_record, normal_pair, write_runs
+from tests.compare_fixtures import chance_run, grid_runs, make_record, normal_pair, write_runs
 from tests.helpers import wait_for
 from tuitrain.tui.app import TuitrainApp
 from tuitrain.tui.compare_app import CompareApp
 from tuitrain.tui.screens.compare import CompareScreen
 from tuitrain.tui.screens.help import HelpScreen, help_text
-from tuitrain.tui.screens.home import HomeScreen
 from tuitrain.tui.screens.run import RunScreen
 from tuitrain.tui.widgets.charts import ACCURACY_TICKS, PALETTE, accuracy_range, round_ticks, run_style
 from tuitrain.tui.widgets.epoch_table import EpochTable
@@ -42,10 +41,6 @@ def utc(monkeypatch):
 def rendered_lines(table: DataTable) -> list[str]:
     """The table's lines as drawn on the screen (header first)."""
     return [table.render_line(y).text for y in range(min(table.size.height, table.row_count + 1))]
-
-
-def shows(screen, selector: str) -> bool:
-    return screen.query_one(selector).display and not screen.has_class("too-small")
 
 
 async def small_help_then_large(pilot) -> None:

@@ -94,6 +94,8 @@ class HomeScreen(SizedScreen[None]):
         """Run files picked with space, in the order picked: what the compare screen gets."""
         self.signature: tuple = ()
         self.preset_errors: dict[str, str] = {}
+        self.preset_rows: dict[str, list] = {}
+        """Each preset's cells: name, runs, estimated time, title (or why the file is invalid)."""
         self.completed_runs: Optional[set[Path]] = None
         """Completed run files at the last load: a new one updates the estimates (its measured speed is cached)."""
 
@@ -110,20 +112,17 @@ class HomeScreen(SizedScreen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#presets", DataTable)
-        table.add_column("Preset", key="name")
-        table.add_column("Runs", key="runs")
-        table.add_column("Est. time", key="time")
-        table.add_column("Title", key="title")
         for name, path in self.preset_paths.items():
             try:
                 preset = load_preset_file(path)
                 count = str(len(preset.expand(self.overrides)))
                 self.presets[name] = preset
-                table.add_row(name, Text(count, justify="right"), Text("…", justify="right"), preset.title, key=name)
+                self.preset_rows[name] = [name, Text(count, justify="right"), Text("…", justify="right"), preset.title]
             except TuitrainError as exc:
                 self.preset_errors[name] = str(exc)
                 problem = preset_problem(str(exc), path)
-                table.add_row(name, "–", "–", Text(f"invalid: {problem}", style="red", no_wrap=True), key=name)
+                self.preset_rows[name] = [name, "–", "–", Text(f"invalid: {problem}", style="red", no_wrap=True)]
+        self.fill_presets_table()
         table.focus()
         self.set_interval(REFRESH_S, self.refresh_runs_if_changed)
         if self.estimate_now:
@@ -179,6 +178,7 @@ class HomeScreen(SizedScreen[None]):
         self.estimated.clear()
         table = self.query_one("#presets", DataTable)
         for name in self.presets:
+            self.preset_rows[name][2] = Text("…", justify="right")
             table.update_cell(name, "time", Text("…", justify="right"))
         self.estimate_presets()
 
@@ -198,6 +198,7 @@ class HomeScreen(SizedScreen[None]):
     def show_estimate(self, message: EstimateReady) -> None:
         self.estimated.add(message.name)
         text = fmt.duration(message.seconds) if message.seconds is not None else "?"
+        self.preset_rows[message.name][2] = Text(text, justify="right")
         self.query_one("#presets", DataTable).update_cell(message.name, "time", Text(text, justify="right"))
 
     @on(RunsLoaded)
@@ -250,9 +251,28 @@ class HomeScreen(SizedScreen[None]):
         if rows:
             table.move_cursor(row=min(row, len(rows) - 1))
 
+    def fill_presets_table(self) -> None:
+        """The presets with the title column as wide as the room left (a title is cut, never scrolled to)."""
+        table = self.query_one("#presets", DataTable)
+        row = table.cursor_row
+        rows = list(self.preset_rows.values())
+        headers = [("Preset", "name"), ("Runs", "runs"), ("Est. time", "time"), ("Title", "title")]
+        widths = [max([len(title), *(len(str(cells[i])) for cells in rows)]) for i, (title, _) in enumerate(headers)]
+        widths[2] = max(widths[2], 7)  # room for estimates still to come ("…" now)
+        room = (table.size.width or self.app.size.width) - 2
+        widths[-1] = max(min(widths[-1], room - sum(w + 2 for w in widths[:-1]) - 2), MIN_LABEL_WIDTH)
+        table.clear(columns=True)
+        for (title, key), width in zip(headers, widths):
+            table.add_column(title, key=key, width=width)
+        for name, cells in self.preset_rows.items():
+            table.add_row(*cells, key=name)
+        if rows:
+            table.move_cursor(row=min(row, len(rows) - 1))
+
     def on_resize(self) -> None:
+        self.call_after_refresh(self.fill_presets_table)  # the titles' room follows the width
         if self.run_files:
-            self.call_after_refresh(self.fill_runs_table)  # the label's room follows the width
+            self.call_after_refresh(self.fill_runs_table)
 
     def highlighted_run(self) -> Optional[RunFile]:
         table = self.query_one("#runs", DataTable)

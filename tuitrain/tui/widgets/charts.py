@@ -75,11 +75,12 @@ def distinct_styles(styles: Sequence[RunStyle]) -> list[RunStyle]:
 
 
 def int_ticks(low: int, high: int, count: int = 5) -> list[int]:
-    """About `count` whole-number ticks from low to high (steps and epochs are whole numbers)."""
+    """About `count` whole-number ticks from low to high at round steps (steps and epochs are whole numbers)."""
     if high <= low:
         return [low]
-    step = max(1, -(-(high - low) // (count - 1)))
-    return list(range(low, high + 1, step))
+    if high - low < count:
+        return list(range(low, high + 1))
+    return [int(t) for t in round_ticks(low, high, count) if t == int(t)]
 
 
 def round_ticks(low: float, high: float, count: int = 5) -> list[float]:
