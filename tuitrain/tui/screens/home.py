@@ -7,7 +7,7 @@ any other opens it in the compare screen.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from rich.text import Text
 from textual import on, work
@@ -63,6 +63,37 @@ def preset_problem(error: str, path: Optional[Path]) -> str:
 
 def cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def fit_cell(cell: Union[str, Text], width: int) -> Union[str, Text]:
+    if isinstance(cell, Text):
+        cell = cell.copy()
+        cell.truncate(width, overflow="ellipsis")
+        return cell
+    return cut(cell, width)
+
+
+def fill_fitted(table: DataTable, headers: list[tuple[str, str]], rows: dict[str, list], least: dict[str, int]) -> None:
+    """Rebuild `table` with each column as wide as its widest cell (at least `least[key]`; the first
+    column's mark exactly that) and the last column as wide as the room left, its cells cut to it: the
+    other columns always stay on screen. (Widths are set before the rows: a table that measured its
+    columns only once idle could draw its first rows with the headers' widths.)"""
+    row = table.cursor_row
+    widths = [
+        least.get(key, 0) if key == headers[0][1] and key in least
+        else max([len(title), least.get(key, 0), *(len(str(cells[i])) for cells in rows.values())])
+        for i, (title, key) in enumerate(headers)
+    ]
+    room = (table.size.width or table.app.size.width) - 2  # the vertical scrollbar
+    fixed = sum(w + 2 for w in widths[:-1])  # a space either side of each cell
+    widths[-1] = max(min(widths[-1], room - fixed - 2), MIN_LABEL_WIDTH)
+    table.clear(columns=True)
+    for (title, key), width in zip(headers, widths):
+        table.add_column(title, key=key, width=width)
+    for key, cells in rows.items():
+        table.add_row(*cells[:-1], fit_cell(cells[-1], widths[-1]), key=key)
+    if rows:
+        table.move_cursor(row=min(row, len(rows) - 1))
 
 
 def watch_target(run: RunFile, runs_dir: Path) -> Path:
@@ -229,45 +260,15 @@ class HomeScreen(SizedScreen[None]):
         ]
 
     def fill_runs_table(self) -> None:
-        """Rebuild the saved runs' table with columns as wide as their widest cell, and the label last, cut
-        to the room left. (Widths known before the rows: a table that measured its columns only once idle
-        could draw its first rows with the headers' widths.)"""
-        table = self.query_one("#runs", DataTable)
-        row = table.cursor_row
-        rows = [self.run_cells(f) for f in self.run_files]
         headers = [(SELECTED_MARK, "sel"), ("Date", "date"), ("Preset", "preset"), ("Status", "status"),
                    ("Best acc", "best"), ("Label", "label")]
-        widths = [max([len(title), *(len(str(cells[i])) for cells in rows)]) for i, (title, _) in enumerate(headers)]
-        widths[0] = 1
-        room = (table.size.width or self.app.size.width) - 2  # the vertical scrollbar
-        fixed = sum(w + 2 for w in widths[:-1])  # each cell has a space either side
-        widths[-1] = max(min(widths[-1], room - fixed - 2), MIN_LABEL_WIDTH)
-        table.clear(columns=True)
-        for (title, key), width in zip(headers, widths):
-            table.add_column(title, key=key, width=width)
-        for f, cells in zip(self.run_files, rows):
-            cells[-1] = cut(str(cells[-1]), widths[-1])
-            table.add_row(*cells, key=str(f.path))
-        if rows:
-            table.move_cursor(row=min(row, len(rows) - 1))
+        rows = {str(f.path): self.run_cells(f) for f in self.run_files}
+        fill_fitted(self.query_one("#runs", DataTable), headers, rows, least={"sel": 1})
 
     def fill_presets_table(self) -> None:
-        """The presets with the title column as wide as the room left (a title is cut, never scrolled to)."""
-        table = self.query_one("#presets", DataTable)
-        row = table.cursor_row
-        rows = list(self.preset_rows.values())
         headers = [("Preset", "name"), ("Runs", "runs"), ("Est. time", "time"), ("Title", "title")]
-        widths = [max([len(title), *(len(str(cells[i])) for cells in rows)]) for i, (title, _) in enumerate(headers)]
-        widths[2] = max(widths[2], 7)  # room for estimates still to come ("…" now)
-        room = (table.size.width or self.app.size.width) - 2
-        widths[-1] = max(min(widths[-1], room - sum(w + 2 for w in widths[:-1]) - 2), MIN_LABEL_WIDTH)
-        table.clear(columns=True)
-        for (title, key), width in zip(headers, widths):
-            table.add_column(title, key=key, width=width)
-        for name, cells in self.preset_rows.items():
-            table.add_row(*cells, key=name)
-        if rows:
-            table.move_cursor(row=min(row, len(rows) - 1))
+        # room in the time column for estimates still to come ("…" now)
+        fill_fitted(self.query_one("#presets", DataTable), headers, self.preset_rows, least={"time": 7})
 
     def on_resize(self) -> None:
         self.call_after_refresh(self.fill_presets_table)  # the titles' room follows the width
