@@ -283,10 +283,10 @@ class CompareScreen(SizedScreen):
             first, last = visible_columns(table)
             if total and (first, last) != (1, total * per_run):
                 shown = f"runs {(first + per_run - 1) // per_run}–{(last + per_run - 1) // per_run} of {total} in view"
-                hint = f"{shown}: ←/→ scroll to the others"
+                hint = f"{shown} (←/→ for the others)"
             else:
                 hint = f"{total} run(s)" if total else "No run shown."
-            keys = "  b pins the run under the cursor as baseline" if per_run == 1 and total else ""
+            keys = " · b pins the column's run as baseline" if per_run == 1 and total else ""
             self.query_one(hint_id, Static).update(Text(hint + keys, style="dim"))
 
     def draw_charts(self, c: Comparison) -> None:
