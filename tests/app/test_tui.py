@@ -187,22 +187,25 @@ async def test_tiny_terminal_asks_to_enlarge_then_recovers(tmp_path):
     app = TuitrainApp(runs_dir=tmp_path / "runs", presets={})
     async with app.run_test(size=(40, 12)) as pilot:
         await pilot.pause()
-        notice = app.screen.query_one(TooSmall)
-        table = app.screen.query_one("#presets")
-        assert app.has_class("too-small")
+        home = app.screen
+        notice = home.query_one(TooSmall)
+        table = home.query_one("#presets")
+        assert home.has_class("too-small")
         assert notice.display and not table.display
         assert "enlarge" in str(notice.render())
         await pilot.resize_terminal(80, 24)
-        await wait_for(pilot, lambda: not app.has_class("too-small"), "the normal layout")
+        await wait_for(pilot, lambda: not home.has_class("too-small"), "the normal layout")
         assert not notice.display and table.display
 
 
 async def test_compare_key_without_selection_or_screen_says_so(tmp_path):
     app = TuitrainApp(runs_dir=tmp_path / "runs", presets={})
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await pilot.press("c")
-        await pilot.pause()
-        assert len(app._notifications) == 1
+        await wait_for(pilot, lambda: app.screen.query("Toast"), "the notification")
+        (toast,) = app.screen.query("Toast")
+        assert "Select runs to compare first" in str(toast.render())
+        assert isinstance(app.screen, HomeScreen)
 
 
 def test_help_screen_snapshot(snap_compare, tmp_path):

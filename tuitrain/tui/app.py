@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any, Optional
 
-from textual import events, on
+from textual import on
 from textual.app import App
 from textual.binding import Binding
 
@@ -21,7 +21,6 @@ from tuitrain.tui.screens.dialogs import ErrorScreen
 from tuitrain.tui.screens.help import HelpScreen
 from tuitrain.tui.screens.home import HomeScreen
 from tuitrain.tui.screens.run import RunScreen
-from tuitrain.tui.widgets.too_small import MIN_HEIGHT, MIN_WIDTH
 
 
 class TuitrainApp(App[int]):
@@ -57,7 +56,6 @@ class TuitrainApp(App[int]):
 
     def on_mount(self) -> None:
         self.install_signal_handlers()
-        self.update_size_class()
         self.push_screen(HomeScreen(self.preset_paths, self.runs_dir, self.overrides, estimate_now=self.preset is None))
         if self.preset:
             self.start_preset(self.preset, self.preset_paths.get(self.preset))
@@ -86,13 +84,6 @@ class TuitrainApp(App[int]):
     def on_unmount(self) -> None:
         if self.stop_signals is not None:
             self.stop_signals.restore()
-
-    def on_resize(self, event: events.Resize) -> None:
-        self.update_size_class(event.size)  # self.size lags: the app applies a resize a tick later
-
-    def update_size_class(self, size=None) -> None:
-        width, height = size or self.size
-        self.set_class(width < MIN_WIDTH or height < MIN_HEIGHT, "too-small")
 
     @on(StartPreset)
     def start_requested(self, message: StartPreset) -> None:

@@ -9,6 +9,7 @@ from typing import Optional
 from textual.message import Message
 
 from tuitrain.catalog import RunFile
+from tuitrain.compare import Comparison
 from tuitrain.core.events import Event
 
 
@@ -47,6 +48,13 @@ class RunsLoaded(Message):
     """Saved run files under the runs folder, newest first."""
 
     runs: list[RunFile]
+
+
+@dataclass
+class ComparisonLoaded(Message):
+    """The compare screen's run files were read and compared."""
+
+    comparison: Comparison
 
 
 @dataclass

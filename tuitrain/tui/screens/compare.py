@@ -1,4 +1,5 @@
-"""The compare screen: saved runs side by side, with overlaid curves, tables, grid and observations.
+"""The compare screen: saved runs side by side, in views one key apart: charts (with the run list),
+summary table, observations, per-epoch table, grid and unreadable files.
 
 Self-contained: push it from any app (`app.push_screen(CompareScreen(paths))`). Files are read in a
 thread worker; every figure comes from tuitrain.compare, the same model as `tuitrain compare --no-ui`.
@@ -6,7 +7,7 @@ thread worker; every figure comes from tuitrain.compare, the same model as `tuit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -14,9 +15,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
-from textual.message import Message
-from textual.screen import Screen
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import (
     DataTable,
     Footer,
@@ -37,32 +36,55 @@ from tuitrain.compare import (
     accuracy_curve,
     loss_curve,
 )
-
-# one palette for every screen: a run's colour is the same in the run screen and the comparison
-from tuitrain.tui.widgets.charts import run_colour, run_markup_colour
+from tuitrain.tui.messages import ComparisonLoaded
+from tuitrain.tui.widgets.charts import (
+    RunStyle,
+    distinct_styles,
+    draw_accuracy,
+    draw_loss,
+    int_ticks,
+    run_style,
+)
+from tuitrain.tui.widgets.too_small import SizedScreen, TooSmall
 
 THRESHOLDS = (90.0, 95.0, 97.0, 98.0, 99.0)
+VIEWS = ("tab-charts", "tab-summary", "tab-observations", "tab-epochs", "tab-grid", "tab-unreadable")
+"""The views in key order: 1 shows the first."""
 
 Source = Union[Comparison, Sequence[Union[Path, str, RunFile]]]
 
 
-@dataclass
-class RunsLoaded(Message):
-    """The run files were read (in a worker)."""
+def visible_columns(table: DataTable) -> tuple[int, int]:
+    """(first, last) 1-based numbers of the scrolling columns wholly in view (0, 0 when none)."""
+    columns = table.ordered_columns[table.fixed_columns:]
+    fixed = sum(c.get_render_width(table) for c in table.ordered_columns[: table.fixed_columns])
+    left, right = table.scroll_x, table.scroll_x + table.scrollable_content_region.width - fixed
+    shown, x = [], 0
+    for number, column in enumerate(columns, start=1):
+        width = column.get_render_width(table)
+        if x >= left and x + width <= right:
+            shown.append(number)
+        x += width
+    return (shown[0], shown[-1]) if shown else (0, 0)
 
-    comparison: Comparison
+
+def without_path(error: str, path: Path) -> str:
+    """A file's error without the path it starts with (the path is shown already)."""
+    return error.removeprefix(f"{path}: ")
 
 
-class CompareScreen(Screen):
+class CompareScreen(SizedScreen):
     """Runs side by side. Space: include/leave out a run; b: pin it as baseline; a: all hyperparameters."""
 
     CSS_PATH = "compare.tcss"
     AUTO_FOCUS = "#compare-runs"
     BINDINGS = [
-        Binding("b", "pin_baseline", "Pin baseline"),
+        Binding("1", "show_view(0)", "Views", key_display="1-6"),
+        *(Binding(str(n + 1), f"show_view({n})", show=False) for n in range(1, len(VIEWS))),
+        Binding("b", "pin_baseline", "Baseline"),
         Binding("a", "toggle_params", "All params"),
         Binding("t", "next_threshold", "Threshold"),
-        Binding("escape,q", "back", "Back"),
+        Binding("escape", "back", "Back"),
     ]
 
     def __init__(self, source: Source, *, threshold: float = DEFAULT_THRESHOLD, all_params: bool = False,
@@ -73,51 +95,72 @@ class CompareScreen(Screen):
         self.threshold = threshold
         self.all_params = all_params
         self.included: set[int] = set()
+        self.run_styles: dict[int, RunStyle] = {}
+        """Each run's colour and marker, by its number in the comparison."""
 
     def compose(self) -> ComposeResult:
-        yield Static("Reading run files…", id="compare-title")
-        with Horizontal(id="compare-top"):
-            yield SelectionList[int](id="compare-runs")
-            yield PlotextPlot(id="compare-loss")
-            yield PlotextPlot(id="compare-acc")
+        yield Static("Reading run files…", id="compare-title", classes="screen-title")
         with TabbedContent(id="compare-tabs"):
-            with TabPane("Summary", id="tab-summary"):
+            with TabPane("1 Charts", id="tab-charts"):
+                with Horizontal(id="compare-top"):
+                    yield SelectionList[int](id="compare-runs")
+                    with Vertical(id="compare-charts"):
+                        yield PlotextPlot(id="compare-loss")
+                        yield PlotextPlot(id="compare-acc")
+            with TabPane("2 Summary", id="tab-summary"):
+                yield Static(id="summary-hint", classes="hint")
+                yield DataTable(id="compare-table", cursor_type="column", zebra_stripes=True, fixed_columns=1)
+            with TabPane("3 Observations", id="tab-observations"):
                 with VerticalScroll():
-                    yield DataTable(id="compare-table", cursor_type="column", zebra_stripes=True)
                     yield Static(id="compare-observations")
-            with TabPane("Per epoch", id="tab-epochs"):
-                yield DataTable(id="epoch-table", zebra_stripes=True)
-            with TabPane("Grid", id="tab-grid"):
-                yield Static(id="compare-grid")
-            with TabPane("Unreadable", id="tab-unreadable"):
-                yield Static(id="compare-unreadable")
+            with TabPane("4 Per epoch", id="tab-epochs"):
+                yield Static(id="epochs-hint", classes="hint")
+                yield DataTable(id="epoch-table", zebra_stripes=True, fixed_columns=1)
+            with TabPane("5 Grid", id="tab-grid"):
+                with VerticalScroll():
+                    yield Static(id="compare-grid")
+            with TabPane("6 Unreadable", id="tab-unreadable"):
+                with VerticalScroll():
+                    yield Static(id="compare-unreadable")
         yield Footer()
+        yield TooSmall()
 
     def on_mount(self) -> None:
         if isinstance(self.source, Comparison):
-            self.post_message(RunsLoaded(self.source))
+            self.post_message(ComparisonLoaded(self.source))
         else:
             self.load_runs(list(self.source))
 
     @work(thread=True, exclusive=True)
     def load_runs(self, items: list[Union[Path, str, RunFile]]) -> None:
         files = [item if isinstance(item, RunFile) else load_run_file(Path(item)) for item in items]
-        self.post_message(RunsLoaded(Comparison.from_files(files, threshold=self.threshold, all_params=self.all_params)))
+        self.post_message(ComparisonLoaded(Comparison.from_files(files, threshold=self.threshold, all_params=self.all_params)))
 
-    @on(RunsLoaded)
-    def show_runs(self, message: RunsLoaded) -> None:
+    @on(ComparisonLoaded)
+    def show_runs(self, message: ComparisonLoaded) -> None:
         self.comparison = message.comparison
         self.threshold = self.comparison.threshold
         self.all_params = self.comparison.all_params
         self.included = {r.index for r in self.comparison.runs}
-        runs = self.query_one("#compare-runs", SelectionList)
-        runs.clear_options()
-        runs.add_options([
-            Selection(Text(f"{r.label}  {r.status}", style=run_markup_colour(r.index - 1)), r.index, True) for r in self.comparison.runs
-        ])
-        if runs.option_count:
-            runs.highlighted = 0
+        runs = self.comparison.runs
+        styles = distinct_styles([run_style(r.record.id, r.record.run_index) for r in runs])
+        self.run_styles = {r.index: style for r, style in zip(runs, styles)}
+        run_list = self.query_one("#compare-runs", SelectionList)
+        run_list.clear_options()
+        run_list.add_options([Selection(self.run_entry(r), r.index, True) for r in runs])
+        if run_list.option_count:
+            run_list.highlighted = 0
+        if not runs and self.comparison.unreadable:
+            self.query_one(TabbedContent).active = "tab-unreadable"
         self.refresh_views()
+
+    def run_entry(self, run: RunColumn) -> Text:
+        """A run in the list: its line as drawn in the charts, its label and status (the charts' legend)."""
+        style = self.run_styles[run.index]
+        entry = style.swatch()
+        entry.append(f" {run.label}", style=style.markup)
+        entry.append(f" {run.status}", style="dim")
+        return entry
 
     @on(SelectionList.SelectedChanged, "#compare-runs")
     def runs_selected(self, message: SelectionList.SelectedChanged) -> None:
@@ -127,10 +170,30 @@ class CompareScreen(Screen):
 
     # ---- actions -------------------------------------------------------------------------------
     def highlighted_run(self) -> Optional[int]:
+        """The run under the cursor: in the summary table, its column; elsewhere, the run list's entry."""
+        if self.query_one(TabbedContent).active == "tab-summary":
+            table = self.query_one("#compare-table", DataTable)
+            if table.row_count and table.cursor_column > 0:
+                key = table.ordered_columns[table.cursor_column].key.value or ""
+                return int(key.removeprefix("run-")) if key.startswith("run-") else None
         runs = self.query_one("#compare-runs", SelectionList)
         if runs.highlighted is None or runs.option_count == 0:
             return None
         return runs.get_option_at_index(runs.highlighted).value
+
+    def action_show_view(self, number: int) -> None:
+        self.query_one(TabbedContent).active = VIEWS[number]
+
+    @on(TabbedContent.TabActivated)
+    def view_shown(self, event: TabbedContent.TabActivated) -> None:
+        # the view's main widget takes the keys: the run list, a table, or the scrolling text
+        pane = event.pane
+        target = next(iter(pane.query("SelectionList, DataTable, VerticalScroll")), None)
+        if target is not None:
+            target.focus()
+        if pane.id == "tab-charts" and self.comparison is not None:
+            self.call_after_refresh(self.draw_charts, self.shown())
+        self.call_after_refresh(self.show_hints)
 
     def action_pin_baseline(self) -> None:
         if self.comparison is None:
@@ -180,16 +243,19 @@ class CompareScreen(Screen):
         )
         notes = c.observations()
         self.query_one("#compare-observations", Static).update(
-            Text("Observations\n" + "\n".join(f"• {n}" for n in notes)) if notes else ""
+            Text("\n".join(f"• {n}" for n in notes)) if notes else "No observations about the shown runs."
         )
-        self.query_one("#compare-unreadable", Static).update(
-            Text("\n".join(f"{f.path}\n    {f.error}" for f in c.unreadable)) if c.unreadable else "Every file was read."
-        )
-        self.draw_charts(c)
+        unreadable = Text()
+        for f in c.unreadable:
+            unreadable.append(f"{f.path}\n", style="bold")
+            unreadable.append(f"    {without_path(f.error or '', f.path)}\n")
+        self.query_one("#compare-unreadable", Static).update(unreadable if c.unreadable else "Every file was read.")
+        self.call_after_refresh(self.draw_charts, c)  # sized to the charts once laid out
+        self.call_after_refresh(self.show_hints)
 
     def run_header(self, c: Comparison, run: RunColumn, suffix: str = "") -> Text:
         label = run.label + (" ★" if run.index == c.baseline else "") + suffix
-        return Text(label, style=f"bold {run_markup_colour(run.index - 1)}")
+        return Text(label, style=f"bold {self.run_styles[run.index].markup}")
 
     def fill_table(self, c: Comparison) -> None:
         table = self.query_one("#compare-table", DataTable)
@@ -205,34 +271,43 @@ class CompareScreen(Screen):
         table.add_column("Epoch")
         for r in c.runs:
             table.add_column(self.run_header(c, r, ": initial → final loss"))
-            table.add_column(Text("test acc", style=run_markup_colour(r.index - 1)))
+            table.add_column(Text("test acc", style=self.run_styles[r.index].markup))
         table.add_rows(c.epoch_table_rows())
+
+    @on(DataTable.ColumnHighlighted)
+    def show_hints(self) -> None:
+        """Say which runs' columns are in view when they do not all fit, and how to reach the others."""
+        for table_id, hint_id, per_run in (("#compare-table", "#summary-hint", 1), ("#epoch-table", "#epochs-hint", 2)):
+            table = self.query_one(table_id, DataTable)
+            total = (len(table.columns) - 1) // per_run
+            first, last = visible_columns(table)
+            if total and (first, last) != (1, total * per_run):
+                shown = f"runs {(first + per_run - 1) // per_run}–{(last + per_run - 1) // per_run} of {total} in view"
+                hint = f"{shown} (←/→ for the others)"
+            else:
+                hint = f"{total} run(s)" if total else "No run shown."
+            keys = " · b pins the column's run as baseline" if per_run == 1 and total else ""
+            self.query_one(hint_id, Static).update(Text(hint + keys, style="dim"))
 
     def draw_charts(self, c: Comparison) -> None:
         loss_plot = self.query_one("#compare-loss", PlotextPlot)
         acc_plot = self.query_one("#compare-acc", PlotextPlot)
+        loss_plot.border_title = "Training loss (smoothed, log scale)"
+        acc_plot.border_title = f"Test accuracy % (threshold {c.threshold:g}%)"
         points = max(20, loss_plot.size.width - 10)
-        plt = loss_plot.plt
-        plt.clear_figure()
-        plt.title("Training loss (smoothed, log scale)")
-        plt.xlabel("epoch")
-        curves = [(r, *loss_curve(r.record, points=points)) for r in c.runs]
-        curves = [(r, xs, ys) for r, xs, ys in curves if xs and min(ys) > 0]
-        if curves:  # plotext cannot draw an empty log-scale plot
-            plt.yscale("log")
-        for r, xs, ys in curves:
-            plt.plot(xs, ys, color=run_colour(r.index - 1), marker="braille")
+        series = [(*loss_curve(r.record, points=points), self.run_styles[r.index]) for r in c.runs]
+        log_scale = all(min(ys) > 0 for xs, ys, _ in series if xs)
+        draw_loss(loss_plot.plt, series, log_scale=log_scale, xlabel="epoch", height=loss_plot.content_size.height)
+        last = max([0.0, *(max(xs) for xs, _, _ in series if xs)])
+        if last:
+            loss_plot.plt.xticks(int_ticks(0, math.ceil(last), count=min(math.ceil(last) + 1, 8)))
         loss_plot.refresh()
-        plt = acc_plot.plt
-        plt.clear_figure()
-        plt.title(f"Test accuracy % (threshold {c.threshold:g}%)")
-        plt.xlabel("epoch")
-        for r in c.runs:
-            xs, ys = accuracy_curve(r.record)
-            if xs:
-                plt.plot(xs, ys, color=run_colour(r.index - 1), marker="braille")
+        curves = [(*accuracy_curve(r.record), self.run_styles[r.index]) for r in c.runs]
+        last_epoch = max([1, *(int(max(xs)) for xs, _, _ in curves if xs)])
+        draw_accuracy(acc_plot.plt, curves, last_epoch=last_epoch, height=acc_plot.content_size.height)
         acc_plot.refresh()
 
     def on_resize(self) -> None:
         if self.comparison is not None:
             self.draw_charts(self.shown())
+            self.call_after_refresh(self.show_hints)

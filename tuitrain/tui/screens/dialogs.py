@@ -12,6 +12,8 @@ from textual.widgets import Button, Static
 class ConfirmScreen(ModalScreen[bool]):
     """Asks a yes/no question; dismisses with True for yes."""
 
+    CSS_PATH = "dialogs.tcss"
+
     BINDINGS = [
         Binding("y", "answer(True)", "Yes"),
         Binding("n,escape", "answer(False)", "No"),
@@ -40,6 +42,8 @@ class ConfirmScreen(ModalScreen[bool]):
 
 class ErrorScreen(ModalScreen[None]):
     """Shows a one-line user error (unknown preset, no data, …) until dismissed."""
+
+    CSS_PATH = "dialogs.tcss"
 
     BINDINGS = [Binding("escape,enter,q", "close", "Close")]
 

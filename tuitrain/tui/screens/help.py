@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Markdown
 
-from tuitrain.tui.widgets.too_small import TooSmall
+from tuitrain.tui.widgets.too_small import SizedScreen, TooSmall
 
-HELP = """\
-# tuitrain keys
-
+HOME = """\
 ## Presets and saved runs (home)
 | Key | Does |
 |---|---|
-| Enter | train the highlighted preset (on the presets list); watch a *live* run (on the saved runs) |
+| Enter | on a preset: train it; on a saved run: watch it if *live*, else open it in the comparison |
 | Tab | move between the presets and the saved runs |
 | Space | select / unselect the highlighted saved run |
 | c | compare the selected runs |
 | r | reload the saved runs |
+"""
 
+TRAINING = """\
 ## Training (run screen)
 | Key | Does |
 |---|---|
@@ -31,23 +32,49 @@ HELP = """\
 | s | smoothed (EMA) / raw batch losses |
 | l | linear / log scale for the loss chart |
 | Esc | back to the presets once training is over (at any time when watching another process's run) |
+"""
 
+COMPARE = """\
+## Comparing runs (compare screen)
+| Key | Does |
+|---|---|
+| 1 … 6 | views: charts and run list, summary, observations, per epoch, grid, unreadable files |
+| Space | in the run list: show / leave out the highlighted run |
+| b | pin the highlighted run (the summary's column under the cursor) as the baseline; again to unpin |
+| a | all hyperparameters / only those that differ |
+| t | next threshold for "first epoch ≥ threshold" |
+| ← → | in the tables: move across the runs' columns (the line above says which are in view) |
+| Esc | back (in `tuitrain compare`: quit) |
+"""
+
+EVERYWHERE = """\
 ## Everywhere
 | Key | Does |
 |---|---|
 | ? | this help (Esc closes it) |
-| q | quit; while training it asks first, then saves the run as *interrupted* |
-
-Run files are JSON, one per run, under the runs folder (`--runs-dir`, default `runs/`).
+| q | quit, from any screen; while training it asks first, then saves the run as *interrupted* |
 """
 
+SECTIONS = {"home": HOME, "training": TRAINING, "compare": COMPARE, "everywhere": EVERYWHERE}
+FOOTNOTE = "\nRun files are JSON, one per run, under the runs folder (`--runs-dir`, default `runs/`).\n"
 
-class HelpScreen(Screen[None]):
-    BINDINGS = [Binding("escape,question_mark,q", "close", "Close help")]
+
+def help_text(sections: Sequence[str] = tuple(SECTIONS)) -> str:
+    return "# tuitrain keys\n\n" + "\n".join(SECTIONS[s] for s in sections) + FOOTNOTE
+
+
+class HelpScreen(SizedScreen[None]):
+    CSS_PATH = "help.tcss"
+    BINDINGS = [Binding("escape,question_mark", "close", "Close help")]
+
+    def __init__(self, sections: Sequence[str] = tuple(SECTIONS)) -> None:
+        """`sections`: the screens whose keys to list (`tuitrain compare` has only the compare screen)."""
+        super().__init__()
+        self.sections = tuple(sections)
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-body"):
-            yield Markdown(HELP)
+            yield Markdown(help_text(self.sections))
         yield Footer()
         yield TooSmall()
 

@@ -1,18 +1,19 @@
 """The home screen: presets (with estimated time on this device) and saved runs, newest first.
 
-Runs that another process is training right now are marked live; Enter on one watches it.
+Runs that another process is training right now are marked live; Enter on one watches it, Enter on
+any other opens it in the compare screen.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from rich.text import Text
 from textual import on, work
+from textual.events import DescendantFocus
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
@@ -27,8 +28,11 @@ from tuitrain.tui.messages import (
     StartPreset,
     WatchRuns,
 )
-from tuitrain.tui.widgets.too_small import TooSmall
+from tuitrain.tui.screens.compare import CompareScreen, without_path
+from tuitrain.tui.widgets.too_small import SizedScreen, TooSmall
 
+DATE_FORMAT = "%Y-%m-%d %H:%M"
+MIN_LABEL_WIDTH = 12
 STATUS_STYLE = {
     "completed": "green", "running": "cyan", "interrupted": "yellow", "crashed": "bold red",
     "diverged": "red", "failed": "bold red", "unreadable": "dim red",
@@ -48,6 +52,50 @@ def runs_signature(runs_dir: Path) -> tuple:
         return ()
 
 
+def preset_problem(error: str, path: Optional[Path]) -> str:
+    """A preset file's error with the reason first and the file last ("path:line: reason" -> "reason (file:line)")."""
+    if path is not None and error.startswith(str(path)):
+        where, _, reason = error[len(str(path)):].partition(": ")
+        if reason:
+            return f"{reason} ({path.name}{where})"
+    return error
+
+
+def cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def fit_cell(cell: Union[str, Text], width: int) -> Union[str, Text]:
+    if isinstance(cell, Text):
+        cell = cell.copy()
+        cell.truncate(width, overflow="ellipsis")
+        return cell
+    return cut(cell, width)
+
+
+def fill_fitted(table: DataTable, headers: list[tuple[str, str]], rows: dict[str, list], least: dict[str, int]) -> None:
+    """Rebuild `table` with each column as wide as its widest cell (at least `least[key]`; the first
+    column's mark exactly that) and the last column as wide as the room left, its cells cut to it: the
+    other columns always stay on screen. (Widths are set before the rows: a table that measured its
+    columns only once idle could draw its first rows with the headers' widths.)"""
+    row = table.cursor_row
+    widths = [
+        least.get(key, 0) if key == headers[0][1] and key in least
+        else max([len(title), least.get(key, 0), *(len(str(cells[i])) for cells in rows.values())])
+        for i, (title, key) in enumerate(headers)
+    ]
+    room = (table.size.width or table.app.size.width) - 2  # the vertical scrollbar
+    fixed = sum(w + 2 for w in widths[:-1])  # a space either side of each cell
+    widths[-1] = max(min(widths[-1], room - fixed - 2), MIN_LABEL_WIDTH)
+    table.clear(columns=True)
+    for (title, key), width in zip(headers, widths):
+        table.add_column(title, key=key, width=width)
+    for key, cells in rows.items():
+        table.add_row(*cells[:-1], fit_cell(cells[-1], widths[-1]), key=key)
+    if rows:
+        table.move_cursor(row=min(row, len(rows) - 1))
+
+
 def watch_target(run: RunFile, runs_dir: Path) -> Path:
     """What to watch for a live run: its whole invocation folder when it has one, else the file."""
     folder = run.path.parent
@@ -56,7 +104,8 @@ def watch_target(run: RunFile, runs_dir: Path) -> Path:
     return run.path
 
 
-class HomeScreen(Screen[None]):
+class HomeScreen(SizedScreen[None]):
+    CSS_PATH = "home.tcss"
     BINDINGS = [
         Binding("space", "toggle_run", "Select run"),
         Binding("c", "compare", "Compare"),
@@ -75,38 +124,36 @@ class HomeScreen(Screen[None]):
         self.selected_runs: list[Path] = []
         """Run files picked with space, in the order picked: what the compare screen gets."""
         self.signature: tuple = ()
+        self.preset_errors: dict[str, str] = {}
+        self.preset_rows: dict[str, list] = {}
+        """Each preset's cells: name, runs, estimated time, title (or why the file is invalid)."""
+        self.completed_runs: Optional[set[Path]] = None
+        """Completed run files at the last load: a new one updates the estimates (its measured speed is cached)."""
 
     def compose(self) -> ComposeResult:
-        yield Static("tuitrain — train MNIST classifiers and watch them", id="home-title")
+        yield Static("tuitrain — train MNIST classifiers and watch them", id="home-title", classes="screen-title")
         yield Static("Device: …", id="device")
         yield Static("Presets — Enter trains the highlighted one", classes="section")
         yield DataTable(id="presets", cursor_type="row", zebra_stripes=True)
         yield Static(self.runs_title(), classes="section", id="runs-title")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Static(id="details")
         yield Footer()
         yield TooSmall()
 
     def on_mount(self) -> None:
         table = self.query_one("#presets", DataTable)
-        table.add_column("Preset", key="name")
-        table.add_column("Runs", key="runs")
-        table.add_column("Est. time", key="time")
-        table.add_column("Title", key="title")
         for name, path in self.preset_paths.items():
             try:
                 preset = load_preset_file(path)
                 count = str(len(preset.expand(self.overrides)))
                 self.presets[name] = preset
-                table.add_row(name, Text(count, justify="right"), Text("…", justify="right"), preset.title, key=name)
+                self.preset_rows[name] = [name, Text(count, justify="right"), Text("…", justify="right"), preset.title]
             except TuitrainError as exc:
-                table.add_row(name, "–", "–", Text(f"INVALID: {exc}", style="red"), key=name)
-        runs = self.query_one("#runs", DataTable)
-        runs.add_column(SELECTED_MARK, key="sel", width=1)
-        runs.add_column("Date", key="date")
-        runs.add_column("Preset", key="preset")
-        runs.add_column("Label", key="label")
-        runs.add_column("Status", key="status")
-        runs.add_column("Best acc", key="best")
+                self.preset_errors[name] = str(exc)
+                problem = preset_problem(str(exc), path)
+                self.preset_rows[name] = [name, "–", "–", Text(f"invalid: {problem}", style="red", no_wrap=True)]
+        self.fill_presets_table()
         table.focus()
         self.set_interval(REFRESH_S, self.refresh_runs_if_changed)
         if self.estimate_now:
@@ -114,14 +161,14 @@ class HomeScreen(Screen[None]):
 
     def runs_title(self, count: Optional[int] = None) -> str:
         shown = f" ({count})" if count is not None else ""
-        return f"Saved runs in {self.runs_dir}{shown} — Space selects, c compares, Enter watches a live run"
+        return f"Saved runs{shown} — Space selects, c compares; Enter opens (watches a live run)"
 
     def refresh_runs_if_changed(self) -> None:
         if self.is_current and runs_signature(self.runs_dir) != self.signature:
             self.load_runs()
 
     def on_screen_resume(self) -> None:
-        self.load_runs()
+        self.load_runs()  # also re-estimates when a run completed meanwhile
         if self.estimate_now and len(self.estimated) < len(self.presets):
             self.estimate_presets()
 
@@ -157,6 +204,15 @@ class HomeScreen(Screen[None]):
             except Exception as exc:  # noqa: BLE001 - an estimate is a convenience, never fatal
                 self.post_message(EstimateReady(name, None, error=str(exc)))
 
+    def estimate_again(self) -> None:
+        """Estimate every preset afresh (completed runs have updated the measured speeds)."""
+        self.estimated.clear()
+        table = self.query_one("#presets", DataTable)
+        for name in self.presets:
+            self.preset_rows[name][2] = Text("…", justify="right")
+            table.update_cell(name, "time", Text("…", justify="right"))
+        self.estimate_presets()
+
     def load_runs(self) -> None:
         self.signature = runs_signature(self.runs_dir)  # before the scan: a change during it is seen next time
         self.read_runs_folder()
@@ -173,6 +229,7 @@ class HomeScreen(Screen[None]):
     def show_estimate(self, message: EstimateReady) -> None:
         self.estimated.add(message.name)
         text = fmt.duration(message.seconds) if message.seconds is not None else "?"
+        self.preset_rows[message.name][2] = Text(text, justify="right")
         self.query_one("#presets", DataTable).update_cell(message.name, "time", Text(text, justify="right"))
 
     @on(RunsLoaded)
@@ -180,24 +237,71 @@ class HomeScreen(Screen[None]):
         self.run_files = message.runs
         known = {f.path for f in message.runs}
         self.selected_runs = [p for p in self.selected_runs if p in known]
-        table = self.query_one("#runs", DataTable)
-        row = table.cursor_row
-        table.clear()
-        for f in message.runs:
-            r = f.record
-            status = f.status
-            cells = (
-                SELECTED_MARK if f.path in self.selected_runs else "",
-                r.started_at.astimezone().strftime("%Y-%m-%d %H:%M") if r else "–",
-                (r.preset or "–") if r else "–",
-                r.label if r else Text(f"{f.path.name}: {f.error}", style="dim"),
-                Text(LIVE, style="bold cyan") if status == "running" else Text(status, style=STATUS_STYLE.get(status, "")),
-                Text(fmt.accuracy(r.best_accuracy) if r else "–", justify="right"),
-            )
-            table.add_row(*cells, key=str(f.path))
-        if message.runs:
-            table.move_cursor(row=min(row, len(message.runs) - 1))
+        self.fill_runs_table()
         self.query_one("#runs-title", Static).update(self.runs_title(len(message.runs)))
+        self.show_details()
+        completed = {f.path for f in message.runs if f.status == "completed"}
+        if self.completed_runs is not None and completed - self.completed_runs and self.estimate_now:
+            self.estimate_again()
+        self.completed_runs = completed
+
+    def run_cells(self, f: RunFile) -> list:
+        """One saved run's cells: an unreadable file shows its name and 'unreadable' (the reason is in the
+        details line), so no reason can push the other columns off the screen."""
+        r = f.record
+        status = f.status
+        return [
+            SELECTED_MARK if f.path in self.selected_runs else "",
+            r.started_at.astimezone().strftime(DATE_FORMAT) if r else "–",
+            (r.preset or "–") if r else "–",
+            Text(LIVE, style="bold cyan") if status == "running" else Text(status, style=STATUS_STYLE.get(status, "")),
+            Text(fmt.accuracy(r.best_accuracy) if r else "–", justify="right"),
+            r.label if r else f.path.name,
+        ]
+
+    def fill_runs_table(self) -> None:
+        headers = [(SELECTED_MARK, "sel"), ("Date", "date"), ("Preset", "preset"), ("Status", "status"),
+                   ("Best acc", "best"), ("Label", "label")]
+        rows = {str(f.path): self.run_cells(f) for f in self.run_files}
+        fill_fitted(self.query_one("#runs", DataTable), headers, rows, least={"sel": 1})
+
+    def fill_presets_table(self) -> None:
+        headers = [("Preset", "name"), ("Runs", "runs"), ("Est. time", "time"), ("Title", "title")]
+        # room in the time column for estimates still to come ("…" now)
+        fill_fitted(self.query_one("#presets", DataTable), headers, self.preset_rows, least={"time": 7})
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.fill_presets_table)  # the titles' room follows the width
+        if self.run_files:
+            self.call_after_refresh(self.fill_runs_table)
+
+    def highlighted_run(self) -> Optional[RunFile]:
+        table = self.query_one("#runs", DataTable)
+        if not self.run_files or table.row_count == 0:
+            return None
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        return next((f for f in self.run_files if str(f.path) == str(row_key.value)), None)
+
+    @on(DataTable.RowHighlighted)
+    @on(DescendantFocus)
+    def show_details(self) -> None:
+        """Under the runs: the whole of what a row can only hint at (a file's path, why it is unreadable, why a
+        preset is invalid), for the highlighted row of the focused table."""
+        details = Text()
+        presets = self.query_one("#presets", DataTable)
+        if self.focused is presets and presets.row_count:
+            name = str(presets.coordinate_to_cell_key(presets.cursor_coordinate)[0].value)
+            if name in self.preset_errors:
+                details.append(self.preset_errors[name], style="red")
+            elif name in self.presets:
+                details.append(" ".join((self.presets[name].description or self.presets[name].title).split()))
+        else:
+            run = self.highlighted_run()
+            if run is not None:
+                details.append(str(run.path))
+                if run.error:
+                    details.append(f"\nunreadable: {without_path(run.error, run.path)}", style="red")
+        self.query_one("#details", Static).update(details)
 
     @on(DataTable.RowSelected, "#presets")
     def start_preset(self, event: DataTable.RowSelected) -> None:
@@ -205,12 +309,15 @@ class HomeScreen(Screen[None]):
         self.post_message(StartPreset(name, self.preset_paths.get(name)))
 
     @on(DataTable.RowSelected, "#runs")
-    def select_run_by_enter(self, event: DataTable.RowSelected) -> None:
+    def open_run(self, event: DataTable.RowSelected) -> None:
+        """Enter: watch a live run; open any other in the compare screen, on its own."""
         run = next((f for f in self.run_files if str(f.path) == str(event.row_key.value)), None)
-        if run is not None and run.status == "running":
+        if run is None:
+            return
+        if run.status == "running":
             self.post_message(WatchRuns(watch_target(run, self.runs_dir)))
         else:
-            self.action_toggle_run()
+            self.open_comparison([run.path])
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> Optional[bool]:
         if action == "toggle_run":
@@ -235,12 +342,10 @@ class HomeScreen(Screen[None]):
         self.load_runs()
 
     def action_compare(self) -> None:
-        try:
-            from tuitrain.tui.screens.compare import CompareScreen
-        except ImportError:
-            self.notify("Comparing runs is not available yet.", severity="warning")
-            return
         if not self.selected_runs:
             self.notify("Select runs to compare first: Tab to the saved runs, Space on each.", severity="warning")
             return
-        self.app.push_screen(CompareScreen(list(self.selected_runs)))
+        self.open_comparison(list(self.selected_runs))
+
+    def open_comparison(self, paths: list[Path]) -> None:
+        self.app.push_screen(CompareScreen(paths))

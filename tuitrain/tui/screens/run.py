@@ -15,7 +15,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
+from rich.text import Text
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
@@ -32,10 +32,10 @@ from tuitrain.core.events import (
 from tuitrain.monitor import SweepMonitor
 from tuitrain.tui.messages import EngineEvent, SourceFailed
 from tuitrain.tui.screens.dialogs import ConfirmScreen, ErrorScreen
-from tuitrain.tui.widgets.charts import AccuracyChart, LossChart
+from tuitrain.tui.widgets.charts import AccuracyChart, LossChart, run_style
 from tuitrain.tui.widgets.epoch_table import EpochTable
 from tuitrain.tui.widgets.progress import ProgressPanel
-from tuitrain.tui.widgets.too_small import TooSmall
+from tuitrain.tui.widgets.too_small import SizedScreen, TooSmall
 
 REDRAW_EVERY_S = 0.5
 # The loss chart changes at every read-back, and a plotext render costs tens of ms (more in a big
@@ -51,7 +51,8 @@ CONTROL_ACTIONS = {"pause", "stop_run", "stop_all"}
 WATCHING_NOTE = "Watching another process's training: pause and stop work only there."
 
 
-class RunScreen(Screen[None]):
+class RunScreen(SizedScreen[None]):
+    CSS_PATH = "run.tcss"
     BINDINGS = [
         Binding("p", "pause", "Pause"),
         Binding("n", "stop_run", "Stop run"),
@@ -74,6 +75,8 @@ class RunScreen(Screen[None]):
         self.done = False
         self.quitting = False
         self.note = WATCHING_NOTE if source.control is None else ""
+        self.files: Optional[str] = None
+        """Where the run files are, shown once training ends."""
         self.feed_worker: Optional[Worker] = None
 
     @property
@@ -91,8 +94,9 @@ class RunScreen(Screen[None]):
         return self.source.control is not None and self.source.control.paused.is_set()
 
     def compose(self) -> ComposeResult:
-        yield Static(self.source.title, id="run-title")
+        yield Static(self.source.title, id="run-title", classes="screen-title")
         yield ProgressPanel(id="progress")
+        yield Static(id="legend")
         with Horizontal(id="charts"):
             yield LossChart(id="loss-chart")
             yield AccuracyChart(id="accuracy-chart")
@@ -132,6 +136,7 @@ class RunScreen(Screen[None]):
             self.accuracy_dirty = True
         elif isinstance(event, (RunStarted, RunFinished)):
             self.loss_dirty = self.accuracy_dirty = True
+            self.show_legend()
             if isinstance(event, RunStarted):
                 # a watched run that started over (resumed) is replayed from its start
                 self.query_one(EpochTable).remove_run(event.run_id)
@@ -169,12 +174,22 @@ class RunScreen(Screen[None]):
             statuses = [r.status for r in self.monitor.runs.values()]
             summary = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses)) or "no run started"
             folder = self.source.result_folder()
-            self.note = f"Finished ({summary})." + (f" Files: {folder}" if folder else "")
+            self.note = f"Finished ({summary})."
+            self.files = str(folder) if folder else None
         self.show_progress()
         self.refresh_bindings()
 
     def show_progress(self) -> None:
-        self.query_one(ProgressPanel).show(self.monitor, paused=self.paused, note=self.note)
+        self.query_one(ProgressPanel).show(self.monitor, paused=self.paused, note=self.note, files=self.files)
+
+    def show_legend(self) -> None:
+        """The charts' legend, outside them: each run's line style and label, in its colour."""
+        legend = Text()
+        for run in self.monitor.runs.values():
+            style = run_style(run.run_id, run.run_index)
+            legend.append_text(style.swatch())
+            legend.append(f" {run.label}   ", style=style.markup)
+        self.query_one("#legend", Static).update(legend)
 
     def redraw_charts(self, force: bool = False) -> None:
         if self.progress_dirty:
@@ -195,6 +210,7 @@ class RunScreen(Screen[None]):
 
     def on_resize(self) -> None:
         self.loss_dirty = True  # re-bucket the points for the new width
+        self.progress_dirty = True  # the files' path is cut to the width
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> Optional[bool]:
         if action in CONTROL_ACTIONS:

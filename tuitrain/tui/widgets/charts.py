@@ -1,43 +1,182 @@
-"""The run screen's plotext charts: batch loss per step and test accuracy per epoch, one line per run.
+"""The plotext charts of the run and compare screens, and the style (colour, marker) of each run.
 
 They redraw only when told (the run screen calls draw() from a timer, a few times a second at most)
-and plot about one point per column: the full series stays in the monitor and the record.
+and plot about one point per column: the full series stays in the monitor and the record. Charts
+carry no legend over the data: their title is the widget's border title, and the runs' colours are
+explained beside the chart (the run screen's legend line, the compare screen's run list).
 """
 
 from __future__ import annotations
 
 import math
 import time
+import zlib
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import numpy as np
+from rich.text import Text
 from textual_plotext import PlotextPlot
 
 from tuitrain.monitor import RunState, downsample
 
-# One colour per run, in run order; the same in both charts and in the tables (as Rich markup).
 PALETTE = [(0, 175, 255), (255, 135, 0), (95, 215, 95), (215, 95, 215), (255, 215, 0), (255, 95, 95), (135, 135, 255)]
+MARKERS = ("braille", "•", "+", "x")
+"""Past the palette a run's line is drawn with the next marker: no two runs of a sweep look the same."""
+ACCURACY_TICKS = 6
+"""About this many ticks on the accuracy axis: 0-100 in steps of 20, 80-100 in steps of 5."""
+SWATCH = {"braille": "━━", "•": "••", "+": "++", "x": "××"}
 
 
-def run_colour(run_index: int) -> tuple[int, int, int]:
-    return PALETTE[run_index % len(PALETTE)]
+@dataclass(frozen=True)
+class RunStyle:
+    colour: tuple[int, int, int]
+    marker: str = "braille"
+
+    @property
+    def markup(self) -> str:
+        r, g, b = self.colour
+        return f"rgb({r},{g},{b})"
+
+    def swatch(self) -> Text:
+        """What the run's line looks like, for a legend outside the chart."""
+        return Text(SWATCH.get(self.marker, self.marker * 2), style=f"bold {self.markup}")
+
+    def with_marker(self, marker: str) -> "RunStyle":
+        return RunStyle(self.colour, marker)
 
 
-def run_markup_colour(run_index: int) -> str:
-    r, g, b = run_colour(run_index)
-    return f"rgb({r},{g},{b})"
+def run_style(run_id: str, run_index: Optional[int]) -> RunStyle:
+    """A run's style from what never changes about it, so it is the same on every screen and in every
+    comparison: the runs of one invocation take the palette in order (run ids are "<invocation>-NN",
+    and the invocation picks where in the palette its first run starts); a run without a position
+    (older files, runs made elsewhere) takes the colour its id hashes to."""
+    if run_index is None:
+        return RunStyle(PALETTE[zlib.crc32(run_id.encode()) % len(PALETTE)])
+    invocation = run_id.rsplit("-", 1)[0]
+    start = zlib.crc32(invocation.encode()) % len(PALETTE)
+    lap = run_index // len(PALETTE)
+    return RunStyle(PALETTE[(start + run_index) % len(PALETTE)], MARKERS[lap % len(MARKERS)])
+
+
+def distinct_styles(styles: Sequence[RunStyle]) -> list[RunStyle]:
+    """The same styles, except that a run whose style is already taken (two runs from different
+    invocations, say) keeps its colour and takes the next free marker."""
+    taken: set[RunStyle] = set()
+    result = []
+    for style in styles:
+        for marker in (style.marker, *MARKERS):
+            candidate = style.with_marker(marker)
+            if candidate not in taken:
+                break
+        taken.add(candidate)
+        result.append(candidate)
+    return result
 
 
 def int_ticks(low: int, high: int, count: int = 5) -> list[int]:
-    """About `count` whole-number ticks from low to high (steps and epochs are whole numbers)."""
+    """About `count` whole-number ticks from low to high at round steps (steps and epochs are whole numbers)."""
     if high <= low:
         return [low]
-    step = max(1, -(-(high - low) // (count - 1)))
-    return list(range(low, high + 1, step))
+    if high - low < count:
+        return list(range(low, high + 1))
+    return [int(t) for t in round_ticks(low, high, count) if t == int(t)]
+
+
+def round_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Evenly spaced ticks at round numbers (steps of 1, 2 or 5 times a power of ten) in [low, high]:
+    the step whose number of ticks is nearest `count` (the larger step on a tie)."""
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return [low] if math.isfinite(low) else []
+    power = 10 ** math.floor(math.log10((high - low) / max(count - 1, 1)))
+
+    def ticks_of(step: float) -> list[float]:
+        first = math.ceil(low / step - 1e-9)
+        last = math.floor(high / step + 1e-9)
+        return [round(n * step, 10) for n in range(first, last + 1)]
+
+    steps = [m * p for p in (power / 10, power, power * 10) for m in (1, 2, 5)]
+    return min((ticks_of(step) for step in reversed(steps)), key=lambda t: abs(len(t) - count))
+
+
+def log_ticks(low: float, high: float) -> list[float]:
+    """Powers of ten in [low, high]; with 1-2-5 steps between them when fewer than three fit."""
+    if low <= 0 or high <= low:
+        return []
+    for mantissas in ((1,), (1, 2, 5), (1, 2, 3, 5, 7)):
+        ticks = [
+            m * 10.0**e
+            for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+            for m in mantissas
+            if low <= m * 10.0**e <= high
+        ]
+        if len(ticks) >= 3:
+            break
+    return ticks
+
+
+def tick_label(value: float) -> str:
+    return f"{value:g}"
+
+
+def tick_count(height: int, most: int) -> int:
+    """As many y ticks as fit a chart `height` rows tall (frame, x ticks and x label take 4) with a row between."""
+    return max(2, min(most, (height - 4 + 1) // 2))
+
+
+def set_y_ticks(plt, low: float, high: float, *, log_scale: bool, count: int = 5) -> None:
+    ticks = log_ticks(low, high) if log_scale else round_ticks(low, high, count)
+    if log_scale and len(ticks) > count:
+        ticks = ticks[:: -(-len(ticks) // count)]
+    if ticks:
+        plt.yticks(ticks, [tick_label(t) for t in ticks])
+
+
+def accuracy_range(lowest: float) -> tuple[float, float]:
+    """Accuracy cannot pass 100%: the axis ends there, and starts at a round number below the lowest point."""
+    span = 100.0 - lowest
+    step = 5.0 if span <= 25 else 10.0 if span <= 50 else 20.0
+    return max(0.0, math.floor(lowest / step) * step - (step if lowest % step == 0 else 0)), 100.0
 
 
 def _finite(x: list[float], y: list[float], positive: bool) -> tuple[list[float], list[float]]:
     keep = [(a, b) for a, b in zip(x, y) if math.isfinite(b) and (b > 0 or not positive)]
     return [a for a, _ in keep], [b for _, b in keep]
+
+
+def draw_loss(plt, series: Sequence[tuple[list[float], list[float], RunStyle]], *, log_scale: bool, xlabel: str,
+              height: int) -> None:
+    """Loss lines with round y ticks (on a log scale: powers of ten)."""
+    plt.clear_figure()
+    drawn = [(xs, ys, style) for xs, ys, style in (( *_finite(x, y, log_scale), s) for x, y, s in series) if xs]
+    for xs, ys, style in drawn:
+        plt.plot(xs, ys, color=style.colour, marker=style.marker)
+    if drawn:
+        low = min(min(ys) for _, ys, _ in drawn)
+        high = max(max(ys) for _, ys, _ in drawn)
+        if log_scale:
+            plt.yscale("log")  # plotext cannot draw an empty log-scale plot: only with lines
+        set_y_ticks(plt, low, high, log_scale=log_scale, count=tick_count(height, 5))
+    plt.xlabel(xlabel)
+
+
+def draw_accuracy(plt, series: Sequence[tuple[list[float], list[float], RunStyle]], *, last_epoch: int,
+                  height: int) -> None:
+    """Test accuracy lines, a dot at each epoch, on an axis that ends at 100% with round ticks."""
+    plt.clear_figure()
+    lowest = 100.0
+    for xs, ys, style in series:
+        if not xs:
+            continue
+        lowest = min([lowest, *ys])
+        plt.plot(xs, ys, color=style.colour, marker=style.marker)
+        plt.scatter(xs, ys, color=style.colour, marker="dot" if style.marker == "braille" else style.marker)
+    plt.xlim(1, max(last_epoch, 2))
+    plt.xticks(int_ticks(1, last_epoch, count=min(last_epoch, 8)))
+    low, high = accuracy_range(lowest)
+    plt.ylim(low, high)
+    set_y_ticks(plt, low, high, log_scale=False, count=tick_count(height, ACCURACY_TICKS))
+    plt.xlabel("epoch")
 
 
 class LossChart(PlotextPlot):
@@ -53,25 +192,21 @@ class LossChart(PlotextPlot):
         return result
 
     def draw(self, runs: list[RunState], *, smooth: bool, log_scale: bool) -> None:
-        plt = self.plt
-        plt.clear_figure()
-        plt.title(f"Batch loss ({'EMA' if smooth else 'raw'}{', log' if log_scale else ''})")
+        self.border_title = f"Batch loss ({'EMA' if smooth else 'raw'}{', log' if log_scale else ''})"
         # braille packs two points per column; leave room for the y-axis labels
         points = max(2 * (self.size.width - 10), 10)
+        series = []
         last_step = 0
         for run in runs:
             if not run.losses:
                 continue
-            series = np.asarray(run.smoothed if smooth else run.losses)
-            x, y = _finite(*downsample(run.steps(), series, points), positive=log_scale)
-            if x:
-                plt.plot(x, y, label=run.label, color=run_colour(run.run_index), marker="braille")
-                last_step = max(last_step, int(run.steps()[-1]))
+            values = np.asarray(run.smoothed if smooth else run.losses)
+            x, y = downsample(run.steps(), values, points)
+            series.append((x, y, run_style(run.run_id, run.run_index)))
+            last_step = max(last_step, int(run.steps()[-1]))
+        draw_loss(self.plt, series, log_scale=log_scale, xlabel="step", height=self.content_size.height)
         if last_step:
-            plt.xticks(int_ticks(0, last_step))
-        if log_scale:
-            plt.yscale("log")
-        plt.xlabel("step")
+            self.plt.xticks(int_ticks(0, last_step))
         self.refresh()
 
 
@@ -79,22 +214,12 @@ class AccuracyChart(PlotextPlot):
     """Test accuracy (%) after each epoch."""
 
     def draw(self, runs: list[RunState]) -> None:
-        plt = self.plt
-        plt.clear_figure()
-        plt.title("Test accuracy %")
-        last_epoch, lowest = 1, 100.0
-        for run in runs:
-            if not run.epochs:
-                continue
-            x = [e.epoch for e in run.epochs]
-            y = [e.test_accuracy for e in run.epochs]
-            last_epoch = max(last_epoch, run.spec.epochs)
-            lowest = min([lowest, *y])
-            plt.plot(x, y, label=run.label, color=run_colour(run.run_index), marker="braille")
-            plt.scatter(x, y, color=run_colour(run.run_index), marker="dot")
-        plt.xlim(1, max(last_epoch, 2))
-        plt.xticks(int_ticks(1, last_epoch, count=min(last_epoch, 8)))
-        # accuracy cannot pass 100%: keep the axis there, with room below the lowest point
-        plt.ylim(max(0.0, math.floor(lowest / 5) * 5 - 5), 100)
-        plt.xlabel("epoch")
+        self.border_title = "Test accuracy %"
+        series = [
+            ([e.epoch for e in run.epochs], [e.test_accuracy for e in run.epochs], run_style(run.run_id, run.run_index))
+            for run in runs
+            if run.epochs
+        ]
+        draw_accuracy(self.plt, series, last_epoch=max([1, *(run.spec.epochs for run in runs if run.epochs)]),
+                      height=self.content_size.height)
         self.refresh()

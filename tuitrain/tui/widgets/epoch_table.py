@@ -8,7 +8,7 @@ from textual.widgets import DataTable
 from tuitrain import format as fmt
 from tuitrain.core.events import EpochEnded
 from tuitrain.monitor import RunState
-from tuitrain.tui.widgets.charts import run_markup_colour
+from tuitrain.tui.widgets.charts import run_style
 
 
 class EpochTable(DataTable):
@@ -20,7 +20,7 @@ class EpochTable(DataTable):
             self.add_column(name, key=name)
 
     def add_epoch(self, run: RunState, epoch: EpochEnded) -> None:
-        label = Text(run.label, style=run_markup_colour(run.run_index))
+        label = Text(run.label, style=run_style(run.run_id, run.run_index).markup)
         cells = [Text(c, justify="right") for c in fmt.epoch_row(epoch)]
         self.add_row(label, *cells, key=f"{run.run_id}:{epoch.epoch}")
         self.scroll_end(animate=False)

@@ -1,0 +1,98 @@
+"""A scripted EventSource for app tests and snapshots: a fixed list of engine events, no clocks.
+
+Every figure the run screen shows (losses, accuracies, samples/s, elapsed, ETA, device) comes from
+the events, so a screen fed by it looks the same on every machine and every time.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+from typing import Optional
+
+from tuitrain.core.control import RunControl
+from tuitrain.core.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted, Sink
+from tuitrain.core.spec import RunSpec
+
+INVOCATION = "20250102-100000-demo-a1b2c3"
+DEVICE = "CPU (2 threads)"
+BATCHES = 20
+TRAIN_SIZE = 640
+TEST_SIZE = 200
+
+
+def loss_at(step: int, scale: float) -> float:
+    """A smooth, made-up loss curve: fixed numbers, no randomness."""
+    return 0.05 + 2.25 * scale * math.exp(-step / 12) + 0.02 * math.sin(step)
+
+
+def run_events(index: int, count: int, label: str, accuracies: list[float], *, epochs: int,
+               batches_done: int, finished: bool, scale: float, invocation: str = INVOCATION) -> list[Event]:
+    run_id = f"{invocation}-{index + 1:02d}"
+    spec = RunSpec(model="model_a", epochs=epochs, batch_size=32, lr=0.003, subset=TRAIN_SIZE, device="cpu")
+    events: list[Event] = [RunStarted(
+        run_id=run_id, label=label, run_index=index, run_count=count, spec=spec, device=DEVICE,
+        train_size=TRAIN_SIZE, test_size=TEST_SIZE, batches_per_epoch=BATCHES, start_epoch=1,
+    )]
+    step = 0
+    for epoch in range(1, len(accuracies) + 2):
+        last_batch = BATCHES if epoch <= len(accuracies) else batches_done
+        losses = [loss_at(s, scale) for s in range(step, step + last_batch)]
+        for start in range(0, last_batch, 5):
+            chunk = tuple(losses[start:start + 5])
+            batch = start + len(chunk)
+            events.append(BatchLosses(
+                run_id=run_id, epoch=epoch, first_step=step + start, losses=chunk, batch=batch,
+                batches_per_epoch=BATCHES, samples_done=batch * 32, train_size=TRAIN_SIZE, samples_per_s=1600.0,
+                elapsed_s=((epoch - 1) * BATCHES + batch) * 0.5,
+            ))
+        if epoch > len(accuracies):
+            break
+        accuracy = accuracies[epoch - 1]
+        events.append(EpochEnded(
+            run_id=run_id, label=label, run_index=index, epoch=epoch, initial_loss=losses[0], final_loss=losses[-1],
+            mean_loss=sum(losses) / len(losses), test_loss=losses[-1], test_accuracy=accuracy,
+            test_correct=round(accuracy * TEST_SIZE / 100), test_total=TEST_SIZE, duration_s=10.0,
+            samples_per_s=1600.0, epochs=epochs,
+        ))
+        step += BATCHES
+    if finished:
+        events.append(RunFinished(run_id=run_id, label=label, run_index=index, status="completed",
+                                  best_accuracy=max(accuracies)))
+    return events
+
+
+def two_runs_mid_training() -> list[Event]:
+    """Run 1 of 2 completed (3 epochs), run 2 after one epoch and half of the next."""
+    return [
+        LogMessage("Data: synthetic"),
+        *run_events(0, 2, "activation=relu", [91.5, 95.0, 96.5], epochs=3, batches_done=0, finished=True, scale=1.0),
+        *run_events(1, 2, "activation=tanh", [89.0], epochs=3, batches_done=10, finished=False, scale=1.2),
+    ]
+
+
+class ScriptedSource:
+    """Delivers its events, then (`in_progress`) waits as training would until stopped, or ends."""
+
+    title = "demo — Two scripted runs (2 runs)"
+
+    def __init__(self, events: list[Event], *, in_progress: bool = True, folder: Optional[Path] = None) -> None:
+        self.events = events
+        self.in_progress = in_progress
+        self.folder = folder
+        self.control: Optional[RunControl] = RunControl()
+        self.delivered = threading.Event()
+
+    def run(self, sink: Sink) -> None:
+        for event in self.events:
+            sink(event)
+        self.delivered.set()
+        if self.in_progress:
+            self.control.stop_all.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.control.stop_all.set()
+
+    def result_folder(self) -> Optional[Path]:
+        return self.folder
