@@ -143,11 +143,11 @@ def scan_runs(runs_dir: Path) -> list[RunFile]:
 
 def latest_invocation(runs_dir: Path) -> list[RunFile]:
     """The runs of the most recent preset invocation under runs_dir, in run order."""
-    files = [f for f in scan_runs(runs_dir) if f.record is not None and f.record.invocation]
-    if not files:
+    invocations = [(f, f.record.invocation) for f in scan_runs(runs_dir) if f.record is not None and f.record.invocation]
+    if not invocations:
         return []
-    newest = files[0].record.invocation
-    return sorted((f for f in files if f.record.invocation == newest), key=lambda f: f.path.name)
+    newest = invocations[0][1]
+    return sorted((f for f, invocation in invocations if invocation == newest), key=lambda f: f.path.name)
 
 
 def is_pattern(arg: str) -> bool:

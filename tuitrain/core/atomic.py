@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Replace `path` with what `write(fh)` writes, so that readers see either the old or the new
     file, never a mix: a temporary file in the same folder, flushed and fsynced, then renamed."""
     path = Path(path)
@@ -37,5 +37,9 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         os.close(dir_fd)
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda fh: fh.write(data))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+    atomic_write_bytes(path, text.encode("utf-8"))

