@@ -8,10 +8,10 @@ from __future__ import annotations
 import glob
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Optional
 
 from tuitrain.core.errors import RecordError
 from tuitrain.records import RunRecord, read_record
@@ -29,8 +29,8 @@ class RunFile:
     """One run file: its record, or why it could not be read."""
 
     path: Path
-    record: Optional[RunRecord] = None
-    error: Optional[str] = None
+    record: RunRecord | None = None
+    error: str | None = None
 
     @property
     def status(self) -> str:
@@ -52,12 +52,14 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def process_start_time(pid: int) -> Optional[float]:
+def process_start_time(pid: int) -> float | None:
     """When process `pid` started (Unix time), from /proc on Linux; None where unknown."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, after the "(comm)" that may hold spaces
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+        boot = next(
+            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime ")
+        )
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
         return None
@@ -74,7 +76,7 @@ def training_process_alive(record: RunRecord) -> bool:
     return started is None or started <= since + 1.0
 
 
-def effective_status(record: RunRecord, now: Optional[datetime] = None) -> str:
+def effective_status(record: RunRecord, now: datetime | None = None) -> str:
     """The record's status, except that a 'running' record whose process is gone is 'crashed'.
 
     On this host the pid decides (dead, or reused by a younger process: crashed; alive: running, even if a
@@ -114,7 +116,9 @@ def expand_arguments(args: Iterable[str]) -> list[Path]:
         if path.is_dir():
             found.extend(run_paths(path))
         elif is_pattern(arg):
-            found.extend(Path(p) for p in sorted(glob.glob(os.path.expanduser(arg), recursive=True)) if p.endswith(".json"))
+            found.extend(
+                Path(p) for p in sorted(glob.glob(os.path.expanduser(arg), recursive=True)) if p.endswith(".json")
+            )
         else:
             found.append(path)
     unique, seen = [], set()
@@ -143,11 +147,13 @@ def scan_runs(runs_dir: Path) -> list[RunFile]:
 
 def latest_invocation(runs_dir: Path) -> list[RunFile]:
     """The runs of the most recent preset invocation under runs_dir, in run order."""
-    files = [f for f in scan_runs(runs_dir) if f.record is not None and f.record.invocation]
-    if not files:
+    invocations = [
+        (f, f.record.invocation) for f in scan_runs(runs_dir) if f.record is not None and f.record.invocation
+    ]
+    if not invocations:
         return []
-    newest = files[0].record.invocation
-    return sorted((f for f in files if f.record.invocation == newest), key=lambda f: f.path.name)
+    newest = invocations[0][1]
+    return sorted((f for f, invocation in invocations if invocation == newest), key=lambda f: f.path.name)
 
 
 def is_pattern(arg: str) -> bool:

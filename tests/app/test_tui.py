@@ -56,6 +56,7 @@ def table_rows(table: EpochTable) -> list[list[str]]:
     return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
 
 
+@pytest.mark.slow
 async def test_start_preset_from_home_with_keys_and_wait_for_the_end(tiny_preset, mnist_dir, tmp_path):
     runs_dir = tmp_path / "runs"
     app = TuitrainApp(runs_dir=runs_dir, data_dir=mnist_dir, presets={"tiny": tiny_preset})
@@ -89,6 +90,7 @@ async def test_start_preset_from_home_with_keys_and_wait_for_the_end(tiny_preset
         await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen), "the compare screen")
 
 
+@pytest.mark.slow
 async def test_pause_resume_and_stop_current_run(slow_preset, mnist_dir, tmp_path):
     runs_dir = tmp_path / "runs"
     app = TuitrainApp(runs_dir=runs_dir, data_dir=mnist_dir, presets={"slow": slow_preset})
@@ -121,6 +123,7 @@ async def test_pause_resume_and_stop_current_run(slow_preset, mnist_dir, tmp_pat
         assert statuses == ["interrupted", "interrupted"]
 
 
+@pytest.mark.slow
 async def test_quit_while_training_asks_then_saves_the_run_as_interrupted(slow_preset, mnist_dir, tmp_path):
     runs_dir = tmp_path / "runs"
     # opened straight on the preset, as `tuitrain --preset slow`
@@ -172,6 +175,7 @@ async def test_unknown_preset_is_a_clear_error_not_a_traceback(tmp_path):
         await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen), "the home screen")
 
 
+@pytest.mark.slow
 async def test_missing_data_is_shown_then_back_home(tiny_preset, tmp_path):
     app = TuitrainApp(
         preset="tiny", runs_dir=tmp_path / "runs", data_dir=tmp_path / "no-data-here", presets={"tiny": tiny_preset}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from tests.helpers import start_headless, wait_for
 from tuitrain import format as fmt
 from tuitrain.cli import main
@@ -34,6 +36,8 @@ def progress_text(screen: RunScreen) -> str:
     return str(screen.query_one(ProgressPanel).render())
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 async def test_watch_shows_epochs_arriving_from_another_process(tiny_preset, mnist_dir, tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -68,6 +72,8 @@ async def test_watch_shows_epochs_arriving_from_another_process(tiny_preset, mni
         proc.wait()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 async def test_live_run_on_home_opens_the_watch_view_and_a_killed_run_shows_crashed(tiny_preset, mnist_dir, tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()

@@ -173,6 +173,7 @@ def test_bad_cli_arguments(tmp_path: Path, capsys, argv: list[str], needles: tup
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.subprocess
 def test_bad_input_end_to_end_in_a_process(tmp_path: Path) -> None:
     """The real entry point: exit status 2, one line, no traceback, nothing written."""
     path = preset_with(tmp_path, "lr = 0.003", "lr = 0")

@@ -16,6 +16,8 @@ from tuitrain.records import read_record
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_headless_run_prints_and_saves(mnist_dir: Path, tiny_preset: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TUITRAIN_CACHE_DIR": str(tmp_path / "cache")}

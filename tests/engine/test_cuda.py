@@ -27,7 +27,7 @@ from tuitrain.train.cuda_step import EagerStep, GraphStep, make_step
 from tuitrain.train.data import load_idx_folder
 from tuitrain.train.loop import TensorData, fit, make_optimizer, prepare_model
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
 
 def test_fit_on_cuda_keeps_data_on_the_gpu(mnist_dir: Path) -> None:
@@ -163,6 +163,7 @@ def test_a_refused_capture_falls_back_to_the_eager_step(deterministic, mnist_dir
     assert record.batch_losses == pytest.approx(eager.batch_losses, rel=1e-3, abs=1e-5)
 
 
+@pytest.mark.subprocess
 def test_a_sync_inside_the_capture_falls_back_cleanly() -> None:
     """A real capture failure (an .item() while capturing), in a child process so that whatever it does
     to the CUDA context cannot touch the other tests."""

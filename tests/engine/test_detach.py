@@ -18,6 +18,8 @@ from tuitrain.records import read_record
 TIMEOUT_S = 240  # generous: the tests share two cores with whatever else runs
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_detach_returns_at_once_and_the_run_completes(
     mnist_dir: Path, tiny_preset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

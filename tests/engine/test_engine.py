@@ -82,6 +82,7 @@ def test_nan_loss_marks_diverged(mnist_dir: Path) -> None:
     assert events[-1].status == "diverged"
 
 
+@pytest.mark.slow
 def test_preset_invocation_writes_valid_files(mnist_dir: Path, tiny_preset: Path, tmp_path: Path) -> None:
     inv = PresetInvocation.prepare(load_preset_file(tiny_preset), runs_dir=tmp_path / "runs", data_dir=mnist_dir)
     records = inv.run(lambda e: None)
@@ -98,6 +99,7 @@ def test_preset_invocation_writes_valid_files(mnist_dir: Path, tiny_preset: Path
     assert not list(inv.folder.glob(".*.tmp"))
 
 
+@pytest.mark.subprocess
 def test_engine_does_not_import_textual() -> None:
     code = (
         "import sys; import tuitrain.train.loop, tuitrain.train.data, tuitrain.session, tuitrain.presets, "

@@ -83,6 +83,8 @@ def wait_for_epochs(runs: Path, proc: subprocess.Popen, epochs: int = 1) -> Path
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_signal_stops_cleanly_and_saves_interrupted(long_run, sig) -> None:
     proc, runs = long_run
     path = wait_for_epochs(runs, proc)
@@ -101,6 +103,8 @@ def test_signal_stops_cleanly_and_saves_interrupted(long_run, sig) -> None:
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_second_ctrl_c_exits_at_once_with_valid_files(long_run) -> None:
     proc, runs = long_run
     path = wait_for_epochs(runs, proc)
@@ -113,6 +117,8 @@ def test_second_ctrl_c_exits_at_once_with_valid_files(long_run) -> None:
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_kill_9_leaves_valid_file_shown_as_crashed(long_run) -> None:
     proc, runs = long_run
     path = wait_for_epochs(runs, proc, epochs=2)

@@ -258,6 +258,8 @@ def test_missing_target_is_a_clear_error(tmp_path: Path) -> None:
 # -- another process ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_headless_run_in_another_process_is_followed(mnist_dir: Path, tiny_preset: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -277,6 +279,8 @@ def test_headless_run_in_another_process_is_followed(mnist_dir: Path, tiny_prese
     assert len(losses_of(events, started[0].run_id)) == 2 * started[0].batches_per_epoch
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_killed_training_process_shows_as_crashed(mnist_dir: Path, tiny_preset: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -295,12 +299,14 @@ def test_killed_training_process_shows_as_crashed(mnist_dir: Path, tiny_preset: 
     assert follower.done  # no run will start after the writer died
 
 
+@pytest.mark.subprocess
 def test_follower_does_not_import_textual() -> None:
     code = "import sys, tuitrain.follow; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.subprocess
 def test_a_detached_process_that_died_before_its_first_run_file_ends_the_watch(tmp_path: Path) -> None:
     import json
     import socket

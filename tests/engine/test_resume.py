@@ -59,6 +59,7 @@ def test_checkpoint_written_each_epoch_and_loaded_safely(mnist_dir: Path, tiny_p
         load_checkpoint(checkpoint_path(run_file))
 
 
+@pytest.mark.slow
 def test_resume_run_equals_uninterrupted(mnist_dir: Path, tiny_preset: Path, tmp_path: Path) -> None:
     """Stopped in epoch 2 of 3, resumed: the same batch losses and test figures as a run never stopped."""
     whole = prepare(tiny_preset, tmp_path / "a", mnist_dir, epochs=3)
@@ -86,6 +87,7 @@ def test_resume_run_equals_uninterrupted(mnist_dir: Path, tiny_preset: Path, tmp
     assert len(saved.resumed_at) == 1 and saved.id == stopped.id
 
 
+@pytest.mark.slow
 def test_resume_folder_continues_and_starts_remaining(mnist_dir: Path, tiny_preset: Path, tmp_path: Path) -> None:
     whole = prepare(tiny_preset, tmp_path / "a", mnist_dir)
     expected = whole.run(lambda e: None)
@@ -108,6 +110,7 @@ def test_resume_folder_continues_and_starts_remaining(mnist_dir: Path, tiny_pres
         PresetInvocation.resume(inv.folder / inv.files[0])
 
 
+@pytest.mark.slow
 def test_resume_with_dropout_restores_rng(mnist_dir: Path, tmp_path: Path) -> None:
     """AlexNet uses dropout: the global RNG must come back from the checkpoint for equal losses."""
     preset = tmp_path / "alex.toml"

@@ -25,7 +25,7 @@ class RunControl:
     def should_stop(self) -> bool:
         return self.stop_run.is_set() or self.stop_all.is_set()
 
-    def wait_while_paused(self, heartbeat: Optional[Callable[[], None]] = None, every_s: float = 30.0) -> float:
+    def wait_while_paused(self, heartbeat: Callable[[], None] | None = None, every_s: float = 30.0) -> float:
         """Block while paused (unless stopped); return the seconds spent waiting.
 
         `heartbeat()` is called every `every_s` seconds meanwhile, so a long pause is not taken for a crash.

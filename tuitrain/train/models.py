@@ -29,9 +29,7 @@ class ModelA(nn.Module):
     def __init__(self, activation: str = "relu") -> None:
         super().__init__()
         self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), _act(activation), nn.MaxPool2d(2))
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(8 * 14 * 14, 64), _act(activation), nn.Linear(64, 10)
-        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(8 * 14 * 14, 64), _act(activation), nn.Linear(64, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -43,12 +41,14 @@ class ModelB(nn.Module):
     def __init__(self, activation: str = "relu") -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1), _act(activation), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), _act(activation), nn.MaxPool2d(2),
+            nn.Conv2d(1, 8, 3, padding=1),
+            _act(activation),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            _act(activation),
+            nn.MaxPool2d(2),
         )
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(16 * 7 * 7, 64), _act(activation), nn.Linear(64, 10)
-        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(16 * 7 * 7, 64), _act(activation), nn.Linear(64, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
