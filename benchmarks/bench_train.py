@@ -120,8 +120,11 @@ def run_assignment(model_name: str, device_name: str, raw_root: str, epochs: int
     eval_s = time.perf_counter() - start
     total = len(test_set)
     return {
-        "train_samples_per_s": samples / train_s, "train_s": train_s, "eval_s": eval_s,
-        "test_accuracy": 100.0 * correct / total, "test_loss": test_loss / total,
+        "train_samples_per_s": samples / train_s,
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "test_accuracy": 100.0 * correct / total,
+        "test_loss": test_loss / total,
         "peak_rss_mb": peak_rss_mb(),
         "cuda_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None,
     }
@@ -141,7 +144,9 @@ def run_engine(model_name: str, device_name: str, data_dir: str, epochs: int) ->
 
     device = select_device(device_name)
     arrays = resolve_mnist(Path(data_dir) if data_dir else None)
-    spec = RunSpec(model=model_name, optimizer="adam", lr=LR, batch_size=BATCH, epochs=epochs, seed=SEED, device=device_name)
+    spec = RunSpec(
+        model=model_name, optimizer="adam", lr=LR, batch_size=BATCH, epochs=epochs, seed=SEED, device=device_name
+    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     steps = []  # which training step fit used: the CUDA graph or the eager one
@@ -171,8 +176,11 @@ def run_engine(model_name: str, device_name: str, data_dir: str, epochs: int) ->
     train_s = sum(n / e.samples_per_s for e in record.epochs)  # training time only, as the engine measured it
     samples = n * len(record.epochs)
     return {
-        "train_samples_per_s": samples / train_s, "train_s": train_s, "eval_s": last.eval_s,
-        "test_accuracy": last.test_accuracy, "test_loss": last.test_loss,
+        "train_samples_per_s": samples / train_s,
+        "train_s": train_s,
+        "eval_s": last.eval_s,
+        "test_accuracy": last.test_accuracy,
+        "test_loss": last.test_loss,
         "peak_rss_mb": peak_rss_mb(),
         "cuda_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "step": ("cuda graph" if isinstance(steps[0], GraphStep) else "eager") if steps else "?",
@@ -191,15 +199,28 @@ def child_main(args: argparse.Namespace) -> int:
 
 def run_child(kind: str, model: str, args: argparse.Namespace, raw_root: str) -> dict:
     cmd = [
-        sys.executable, __file__, "--child", kind, "--model", model, "--device", args.device,
-        "--epochs", str(args.epochs), "--raw-root", raw_root, "--data-dir", str(args.data_dir or ""),
-        "--assignment-threads", str(args.assignment_threads),
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--model",
+        model,
+        "--device",
+        args.device,
+        "--epochs",
+        str(args.epochs),
+        "--raw-root",
+        raw_root,
+        "--data-dir",
+        str(args.data_dir or ""),
+        "--assignment-threads",
+        str(args.assignment_threads),
     ]
     env = {**os.environ, "TUITRAIN_CUDA_GRAPHS": "0"} if kind == "engine_eager" else None
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     raise RuntimeError(f"{kind} {model} failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
 
 
@@ -215,19 +236,32 @@ def fmt_row(kind: str, pair: int, r: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="folder with the four MNIST IDX files (default: found as the CLI finds it)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder with the four MNIST IDX files (default: found as the CLI finds it)",
+    )
     p.add_argument("--pairs", type=int, default=2, help="assignment/engine pairs per model (default 2)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--models", default="model_a,model_b")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--json", type=Path, help="also write all results to this JSON file")
-    p.add_argument("--assignment-threads", type=int, default=0, metavar="N",
-                   help="torch threads for the assignment loop (default 0: torch's default, as a script would run; "
-                        "the engine picks its own: 1 for Model A/B on the CPU)")
-    p.add_argument("--cuda-graphs", choices=["on", "off", "both"], default="on",
-                   help="the engine's training step on CUDA: the CUDA graph (on, the default), the eager step "
-                        "(off), or both as two contenders (engine, engine_eager)")
+    p.add_argument(
+        "--assignment-threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="torch threads for the assignment loop (default 0: torch's default, as a script would run; "
+        "the engine picks its own: 1 for Model A/B on the CPU)",
+    )
+    p.add_argument(
+        "--cuda-graphs",
+        choices=["on", "off", "both"],
+        default="on",
+        help="the engine's training step on CUDA: the CUDA graph (on, the default), the eager step "
+        "(off), or both as two contenders (engine, engine_eager)",
+    )
     p.add_argument("--child", choices=["assignment", "engine", "engine_eager"], help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--raw-root", help=argparse.SUPPRESS)
@@ -244,14 +278,20 @@ def main(argv=None) -> int:
 
     device = select_device(args.device)
     arrays = resolve_mnist(args.data_dir)
-    print(f"tuitrain benchmark: engine vs assignment loop, batch {BATCH}, Adam lr {LR:g}, {args.epochs} epoch(s), "
-          f"{len(arrays.train_labels):,} train / {len(arrays.test_labels):,} test images")
-    print(f"Device: {describe_device(device)}; torch {torch.__version__}; Python {platform.python_version()}; "
-          f"{os.cpu_count()} CPUs; data: {arrays.source}; assignment loop threads: "
-          f"{args.assignment_threads or 'torch default'}; load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(
+        f"tuitrain benchmark: engine vs assignment loop, batch {BATCH}, Adam lr {LR:g}, {args.epochs} epoch(s), "
+        f"{len(arrays.train_labels):,} train / {len(arrays.test_labels):,} test images"
+    )
+    print(
+        f"Device: {describe_device(device)}; torch {torch.__version__}; Python {platform.python_version()}; "
+        f"{os.cpu_count()} CPUs; data: {arrays.source}; assignment loop threads: "
+        f"{args.assignment_threads or 'torch default'}; load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}"
+    )
     results: dict[str, dict[str, list[dict]]] = {}
     failures: list[str] = []
-    kinds = ["assignment"] + {"on": ["engine"], "off": ["engine_eager"], "both": ["engine", "engine_eager"]}[args.cuda_graphs]
+    kinds = ["assignment"] + {"on": ["engine"], "off": ["engine_eager"], "both": ["engine", "engine_eager"]}[
+        args.cuda_graphs
+    ]
     with tempfile.TemporaryDirectory(prefix="tuitrain-bench-") as tmp:
         write_idx_folder(arrays, Path(tmp) / "MNIST" / "raw")
         del arrays
@@ -269,11 +309,16 @@ def main(argv=None) -> int:
                     runs[kind].append(r)
                     print(fmt_row(kind, pair, r), flush=True)
 
-    print(f"\nLoad average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
-          f"(other processes on the machine slow both contenders, unevenly)")
+    print(
+        f"\nLoad average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
+        f"(other processes on the machine slow both contenders, unevenly)"
+    )
     print("\nSummary (medians over pairs; ratio = engine / assignment speed):")
-    print(f"  {'model':<8} {'contender':<12} {'samples/s':>10} {'train x':>8} {'eval':>8} {'eval x':>7} {'test acc':>9}  step")
+    print(
+        f"  {'model':<8} {'contender':<12} {'samples/s':>10} {'train x':>8} {'eval':>8} {'eval x':>7} {'test acc':>9}  step"
+    )
     for model, runs in results.items():
+
         def med(kind, key):
             return statistics.median(r[key] for r in runs[kind]) if runs[kind] else float("nan")
 
@@ -284,13 +329,24 @@ def main(argv=None) -> int:
                 continue
             sps, ev = med(kind, "train_samples_per_s"), med(kind, "eval_s")
             step = ", ".join(sorted({r.get("step", "") for r in runs[kind]}))
-            print(f"  {model:<8} {kind:<12} {sps:10,.0f} {sps / a_sps:7.2f}x {ev:7.3f}s {a_ev / ev:6.1f}x "
-                  f"{med(kind, 'test_accuracy'):8.2f}%  {step}")
-    print("  peak RSS (MB, median): " + "; ".join(
-        f"{m} " + ", ".join(f"{kind} {statistics.median(r['peak_rss_mb'] for r in runs[kind]):.0f}" for kind in kinds if runs[kind])
-        for m, runs in results.items()))
+            print(
+                f"  {model:<8} {kind:<12} {sps:10,.0f} {sps / a_sps:7.2f}x {ev:7.3f}s {a_ev / ev:6.1f}x "
+                f"{med(kind, 'test_accuracy'):8.2f}%  {step}"
+            )
+    print(
+        "  peak RSS (MB, median): "
+        + "; ".join(
+            f"{m} "
+            + ", ".join(
+                f"{kind} {statistics.median(r['peak_rss_mb'] for r in runs[kind]):.0f}" for kind in kinds if runs[kind]
+            )
+            for m, runs in results.items()
+        )
+    )
     if args.json:
-        args.json.write_text(json.dumps({"device": describe_device(device), "results": results, "failures": failures}, indent=1))
+        args.json.write_text(
+            json.dumps({"device": describe_device(device), "results": results, "failures": failures}, indent=1)
+        )
     if failures:
         print(f"\n{len(failures)} run(s) failed:\n" + "\n".join(failures))
         return 1

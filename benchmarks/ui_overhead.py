@@ -71,7 +71,9 @@ def with_app(preset_path: Path, runs_dir: Path, data_dir: Path) -> float:
     from tuitrain.tui.screens.run import RunScreen
 
     async def drive() -> None:
-        app = TuitrainApp(preset="ui_overhead", runs_dir=runs_dir, data_dir=data_dir, presets={"ui_overhead": preset_path})
+        app = TuitrainApp(
+            preset="ui_overhead", runs_dir=runs_dir, data_dir=data_dir, presets={"ui_overhead": preset_path}
+        )
         async with app.run_test(size=(120, 40)) as pilot:
             while not (isinstance(app.screen, RunScreen) and app.screen.done):
                 await pilot.pause(0.2)
@@ -98,23 +100,40 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="tuitrain-bench-") as tmp:
         preset_path = Path(tmp) / "ui_overhead.toml"
-        preset_path.write_text(PRESET.format(
-            batch_size=args.batch_size, epochs=args.epochs, subset=args.subset, device=args.device
-        ))
-        print(f"model_b, {args.subset} train images, {args.epochs} epochs, batch {args.batch_size}, "
-              f"device {args.device}; {args.rounds} alternated rounds", flush=True)
+        preset_path.write_text(
+            PRESET.format(batch_size=args.batch_size, epochs=args.epochs, subset=args.subset, device=args.device)
+        )
+        print(
+            f"model_b, {args.subset} train images, {args.epochs} epochs, batch {args.batch_size}, "
+            f"device {args.device}; {args.rounds} alternated rounds",
+            flush=True,
+        )
         off, on = [], []
         for i in range(args.rounds):
             for name, trial, out in (("UI off", "off", off), ("UI on ", "on", on)):
                 start = time.perf_counter()
                 child = subprocess.run(
-                    [sys.executable, __file__, "--trial", trial, "--preset-file", str(preset_path),
-                     "--runs-dir", str(Path(tmp) / f"runs-{trial}-{i}"), *(["--data-dir", str(args.data_dir)] if args.data_dir else [])],
-                    check=True, capture_output=True, text=True,
+                    [
+                        sys.executable,
+                        __file__,
+                        "--trial",
+                        trial,
+                        "--preset-file",
+                        str(preset_path),
+                        "--runs-dir",
+                        str(Path(tmp) / f"runs-{trial}-{i}"),
+                        *(["--data-dir", str(args.data_dir)] if args.data_dir else []),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
                 )
                 value = float(child.stdout.strip().splitlines()[-1])
                 out.append(value)
-                print(f"round {i + 1}  {name}  {value:8.0f} samples/s  ({time.perf_counter() - start:.1f}s wall)", flush=True)
+                print(
+                    f"round {i + 1}  {name}  {value:8.0f} samples/s  ({time.perf_counter() - start:.1f}s wall)",
+                    flush=True,
+                )
         m_off, m_on = statistics.median(off), statistics.median(on)
         print(f"\nmedian UI off {m_off:.0f} samples/s, UI on {m_on:.0f} samples/s")
         print(f"ratio UI on / UI off = {m_on / m_off:.3f}  (target >= 0.95)")

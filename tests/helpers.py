@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -54,12 +54,26 @@ async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: flo
         await pilot.pause(0.05)
 
 
-def start_headless(preset: Path, mnist_dir: Path, runs: Path, tmp_path: Path, *extra: str,
-                   stderr=subprocess.DEVNULL) -> subprocess.Popen:
+def start_headless(
+    preset: Path, mnist_dir: Path, runs: Path, tmp_path: Path, *extra: str, stderr=subprocess.DEVNULL
+) -> subprocess.Popen:
     """`tuitrain --preset PRESET --no-ui` on the synthetic data, in a subprocess (another process training)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TUITRAIN_CACHE_DIR": str(tmp_path / "cache")}
     return subprocess.Popen(
-        [sys.executable, "-m", "tuitrain", "--preset", str(preset), "--no-ui", "--data-dir", str(mnist_dir),
-         "--runs-dir", str(runs), *extra],
-        stdout=subprocess.DEVNULL, stderr=stderr, env=env,
+        [
+            sys.executable,
+            "-m",
+            "tuitrain",
+            "--preset",
+            str(preset),
+            "--no-ui",
+            "--data-dir",
+            str(mnist_dir),
+            "--runs-dir",
+            str(runs),
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        env=env,
     )

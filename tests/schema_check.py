@@ -19,7 +19,9 @@ TYPES = {
 }
 
 
-def schema_errors(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None, where: str = "$") -> list[str]:
+def schema_errors(
+    value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None, where: str = "$"
+) -> list[str]:
     """Where `value` breaks `schema`, as 'path: what' lines; [] when it conforms."""
     root = root or schema
     if "$ref" in schema:

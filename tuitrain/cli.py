@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from tuitrain import __version__
 from tuitrain.core.errors import TuitrainError
@@ -76,19 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", metavar="NAME|FILE", help="preset name from presets/ or a path to a .toml file")
     p.add_argument("--no-ui", action="store_true", help="train headless: progress lines and a summary, no app")
     p.add_argument(
-        "--detach", action="store_true",
+        "--detach",
+        action="store_true",
         help="train headless in the background, in its own session; prints the run folder and returns",
     )
     p.add_argument("--into-folder", type=Path, help=argparse.SUPPRESS)  # the detached child's invocation folder
     p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # the detached child's inherited folder lock
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     p.add_argument(
-        "--resume", type=Path, metavar="RUN_FILE|FOLDER",
+        "--resume",
+        type=Path,
+        metavar="RUN_FILE|FOLDER",
         help="continue an interrupted or crashed run from its last completed epoch, or every unfinished run of an "
         "invocation folder (headless; add --detach to do it in the background)",
     )
     p.add_argument(
-        "--restart-missing", action="store_true",
+        "--restart-missing",
+        action="store_true",
         help="with --resume: a run whose checkpoint is missing or damaged is trained again from epoch 1 (its saved "
         "epochs are discarded, and its run file records the restart) instead of stopping the resume",
     )
@@ -101,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=_positive_float, metavar="LR", help="learning rate (replaces a preset's sweep)")
     g.add_argument("--seed", type=_non_negative_int, metavar="N")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto (default) = CUDA when available")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run files go (default: runs/)")
+    p.add_argument(
+        "--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run files go (default: runs/)"
+    )
     p.add_argument("--data-dir", type=Path, metavar="DIR", help="folder with the four MNIST IDX files (.gz or not)")
     return p
 
@@ -129,7 +136,11 @@ def cmd_list_presets(args: argparse.Namespace) -> int:
 
     overrides = overrides_from(args)
     device = device_label(overrides.get("device", "auto"))
-    print(f"Estimated times are for {device} (calibrated once per model, then refined by its completed runs).", file=sys.stderr, flush=True)
+    print(
+        f"Estimated times are for {device} (calibrated once per model, then refined by its completed runs).",
+        file=sys.stderr,
+        flush=True,
+    )
     rows = []
     for name, path in available_presets().items():
         try:
@@ -145,8 +156,9 @@ def cmd_list_presets(args: argparse.Namespace) -> int:
 
 def preset_heading(preset, invocation, overrides: dict[str, Any]) -> str:
     """'Preset lr_sweep: … — 1 run(s); --lr 0.05 replaces the sweep over lr'."""
-    return "; ".join([f"Preset {preset.name}: {preset.title} — {len(invocation.runs)} run(s)",
-                      *preset.replaced_sweeps(overrides)])
+    return "; ".join(
+        [f"Preset {preset.name}: {preset.title} — {len(invocation.runs)} run(s)", *preset.replaced_sweeps(overrides)]
+    )
 
 
 def adopt_lock(args: argparse.Namespace, folder: Path) -> None:
@@ -202,7 +214,7 @@ def train_headless(invocation, heading: str) -> int:
     from tuitrain.signals import StopOnSignals
 
     control = RunControl()
-    files_error: Optional[RunFilesError] = None
+    files_error: RunFilesError | None = None
 
     def on_signal(signum: int, first: bool) -> None:
         if first:
@@ -234,8 +246,6 @@ def train_headless(invocation, heading: str) -> int:
     if stops.received is not None:
         return stops.exit_code
     return 0 if records and all(r.status == "completed" for r in records) else 1
-
-
 
 
 def run_detached(args: argparse.Namespace) -> int:
@@ -290,7 +300,12 @@ def run_detached(args: argparse.Namespace) -> int:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                child, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                child,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
                 pass_fds=(lock_fd,),
             )
     finally:
@@ -311,7 +326,9 @@ def run_app(args: argparse.Namespace) -> int:
         from tuitrain.tui.app import TuitrainApp
     except ImportError as exc:
         raise TuitrainError(f"the app is not available ({exc}); use --no-ui.") from None
-    app = TuitrainApp(preset=args.preset, runs_dir=args.runs_dir, data_dir=args.data_dir, overrides=overrides_from(args))
+    app = TuitrainApp(
+        preset=args.preset, runs_dir=args.runs_dir, data_dir=args.data_dir, overrides=overrides_from(args)
+    )
     app.run()
     return app.signal_exit_code or app.return_code or 0
 
@@ -331,12 +348,20 @@ def cmd_watch(argv: Sequence[str]) -> int:
         "another machine writing to a shared disk), live, from their run files.",
     )
     parser.add_argument(
-        "target", nargs="?", type=Path, metavar="RUN_FILE|DIR",
+        "target",
+        nargs="?",
+        type=Path,
+        metavar="RUN_FILE|DIR",
         help="a run file, an invocation folder, or a runs folder (its newest invocation); default: --runs-dir",
     )
     parser.add_argument("--no-ui", action="store_true", help="print progress lines instead of opening the app")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR",
-                        help="the runs folder whose newest invocation is watched when no target is given (default: runs/)")
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs"),
+        metavar="DIR",
+        help="the runs folder whose newest invocation is watched when no target is given (default: runs/)",
+    )
     args = parser.parse_args(argv)
     args.target = args.target if args.target is not None else args.runs_dir
     follower = Follower(args.target)
@@ -358,7 +383,7 @@ def cmd_watch(argv: Sequence[str]) -> int:
 SUBCOMMANDS = {"schema": cmd_schema, "compare": cmd_compare, "watch": cmd_watch}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in SUBCOMMANDS:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tuitrain.catalog import load_run_arguments
 from tuitrain.compare import DEFAULT_THRESHOLD, FORMATS, Comparison
@@ -43,10 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, metavar="FILE", help="write the comparison to FILE (implies --no-ui)")
     p.add_argument("--all-params", action="store_true", help="show every hyperparameter, not only those that differ")
     p.add_argument("--baseline", metavar="LABEL|N", help="pin a run (label or 1-based index): others show deltas")
-    p.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD, metavar="PCT",
-                   help=f"accuracy for the 'first epoch reaching' row (default {DEFAULT_THRESHOLD:g})")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR",
-                   help="where to look for the latest invocation when no path is given (default: runs/)")
+    p.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=DEFAULT_THRESHOLD,
+        metavar="PCT",
+        help=f"accuracy for the 'first epoch reaching' row (default {DEFAULT_THRESHOLD:g})",
+    )
+    p.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs"),
+        metavar="DIR",
+        help="where to look for the latest invocation when no path is given (default: runs/)",
+    )
     return p
 
 
@@ -54,7 +64,9 @@ def cmd_compare(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     files = load_run_arguments(args.paths, args.runs_dir)
     if not files:
-        raise TuitrainError(f"nothing to compare: {args.runs_dir} holds no runs of a preset; pass run files or folders.")
+        raise TuitrainError(
+            f"nothing to compare: {args.runs_dir} holds no runs of a preset; pass run files or folders."
+        )
     if not any(f.record for f in files) and not any(f.path.is_file() for f in files):
         # only empty folders and patterns that match nothing: a usage mistake, not unreadable files to report
         raise TuitrainError("nothing to compare: " + " ".join(f.error or str(f.path) for f in files))

@@ -7,7 +7,7 @@ is compared afterwards. Pure Python: no numpy, torch or textual.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 
 def ema_alpha(batches_per_epoch: int) -> float:
@@ -15,7 +15,7 @@ def ema_alpha(batches_per_epoch: int) -> float:
     return min(0.3, max(0.02, 20.0 / max(batches_per_epoch, 1)))
 
 
-def smooth(values: Iterable[float], alpha: float, last: Optional[float] = None) -> list[float]:
+def smooth(values: Iterable[float], alpha: float, last: float | None = None) -> list[float]:
     """The EMA of `values`, continuing from `last` (the smoothed value before them, if any).
 
     A non-finite loss (a diverged run) is passed through as it is rather than smeared into the

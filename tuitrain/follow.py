@@ -19,7 +19,6 @@ import socket
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
 
 from tuitrain.catalog import (
     PLAN_FILE,
@@ -66,7 +65,7 @@ def is_invocation_folder(folder: Path) -> bool:
     return bool(INVOCATION_NAME.match(folder.name)) or bool(run_files(folder)) or (folder / PLAN_FILE).is_file()
 
 
-def invocation_started(folder: Path) -> Optional[float]:
+def invocation_started(folder: Path) -> float | None:
     """When an invocation started: from its folder name (cheap), else its first run, else the folder's time."""
     if INVOCATION_NAME.match(folder.name):
         try:
@@ -85,7 +84,7 @@ def invocation_started(folder: Path) -> Optional[float]:
         return None
 
 
-def newest_invocation(runs_dir: Path) -> Optional[Path]:
+def newest_invocation(runs_dir: Path) -> Path | None:
     """The invocation folder directly under runs_dir that started last."""
     try:
         folders = [d for d in Path(runs_dir).iterdir() if d.is_dir() and is_invocation_folder(d)]
@@ -104,12 +103,12 @@ class RunFileReader:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._version: Optional[tuple[int, int, int]] = None
+        self._version: tuple[int, int, int] | None = None
         self.failures = 0
         """Consecutive reads that failed; reset by a good read."""
-        self.error: Optional[str] = None
+        self.error: str | None = None
 
-    def read(self) -> Optional[RunRecord]:
+    def read(self) -> RunRecord | None:
         """The record if the file changed since the last good read and is valid now, else None."""
         try:
             st = os.stat(self.path)
@@ -161,7 +160,7 @@ class EpochClock:
     def __init__(self) -> None:
         self.epoch = 0
         """The epoch in progress at the last version seen."""
-        self.last: Optional[tuple[int, datetime]] = None
+        self.last: tuple[int, datetime] | None = None
         """(losses, heartbeat_at) of the last version seen."""
         self.counted_from = 0
         """Losses of this epoch already there when it was first seen (not timed here)."""
@@ -213,14 +212,14 @@ class RunTracker:
         self.path = Path(path)
         self.reader = RunFileReader(path)
         self.fallback_index = fallback_index
-        self.record: Optional[RunRecord] = None
+        self.record: RunRecord | None = None
         self.steps = 0
         """Batch losses emitted."""
         self.epochs = 0
         """Epochs emitted."""
-        self.finished: Optional[str] = None
+        self.finished: str | None = None
         """The status a RunFinished was emitted with."""
-        self.reported_error: Optional[str] = None
+        self.reported_error: str | None = None
         self.clock = EpochClock()
 
     def poll(self) -> list[Event]:
@@ -263,7 +262,9 @@ class RunTracker:
         losses = record.batch_losses
         while True:
             # an epoch is announced once all of its losses have been
-            while self.epochs < len(record.epochs) and self.steps >= min(len(losses), record.epochs[self.epochs].epoch * bpe):
+            while self.epochs < len(record.epochs) and self.steps >= min(
+                len(losses), record.epochs[self.epochs].epoch * bpe
+            ):
                 events.append(self._epoch_ended(record, self.epochs))
                 self.epochs += 1
             if self.steps >= len(losses):
@@ -292,18 +293,31 @@ class RunTracker:
         error = record.error
         if status == "crashed" and error is None:
             error = "the training process is gone (killed, or its machine went down); the file holds what it saved last"
-        return [RunFinished(
-            run_id=record.id, label=record.label, run_index=self.run_index, status=status, path=self.path,
-            error=error, best_accuracy=record.best_accuracy,
-        )]
+        return [
+            RunFinished(
+                run_id=record.id,
+                label=record.label,
+                run_index=self.run_index,
+                status=status,
+                path=self.path,
+                error=error,
+                best_accuracy=record.best_accuracy,
+            )
+        ]
 
     def _started(self, record: RunRecord) -> RunStarted:
         return RunStarted(
-            run_id=record.id, label=record.label, run_index=self.run_index,
-            run_count=max(record.run_count or 1, self.run_index + 1), spec=record.spec, device=_device_text(record),
+            run_id=record.id,
+            label=record.label,
+            run_index=self.run_index,
+            run_count=max(record.run_count or 1, self.run_index + 1),
+            spec=record.spec,
+            device=_device_text(record),
             train_size=self.train_size(record),
             test_size=record.test_size or (record.epochs[0].test_total if record.epochs else record.spec.test_size()),
-            batches_per_epoch=self.batches_per_epoch(record), start_epoch=1, path=self.path,
+            batches_per_epoch=self.batches_per_epoch(record),
+            start_epoch=1,
+            path=self.path,
         )
 
     def _batch_losses(self, record: RunRecord, epoch: int, start: int, end: int, bpe: int) -> BatchLosses:
@@ -315,15 +329,25 @@ class RunTracker:
         # a finished epoch says its own rate; the epoch in progress is timed from the file's versions
         rate = finished.samples_per_s if finished is not None else self.clock.rate(record, epoch, samples)
         return BatchLosses(
-            run_id=record.id, epoch=epoch, first_step=start, losses=tuple(record.batch_losses[start:end]),
-            batch=batch, batches_per_epoch=bpe, samples_done=samples, train_size=train_size,
-            samples_per_s=rate, elapsed_s=elapsed,
+            run_id=record.id,
+            epoch=epoch,
+            first_step=start,
+            losses=tuple(record.batch_losses[start:end]),
+            batch=batch,
+            batches_per_epoch=bpe,
+            samples_done=samples,
+            train_size=train_size,
+            samples_per_s=rate,
+            elapsed_s=elapsed,
         )
 
     def _epoch_ended(self, record: RunRecord, i: int) -> EpochEnded:
         e = record.epochs[i]
         return EpochEnded(
-            run_id=record.id, label=record.label, run_index=self.run_index, epochs=record.spec.epochs,
+            run_id=record.id,
+            label=record.label,
+            run_index=self.run_index,
+            epochs=record.spec.epochs,
             **e.model_dump(exclude={"eval_s"}),
         )
 
@@ -335,7 +359,7 @@ class Follower:
     control is None because a watched run is controlled by the process that trains it.
     """
 
-    control: Optional[RunControl] = None
+    control: RunControl | None = None
 
     def __init__(self, target: Path, poll_s: float = POLL_S) -> None:
         self.target = Path(target).expanduser()
@@ -343,7 +367,7 @@ class Follower:
             raise TuitrainError(f"{self.target}: no such run file or folder. Pass a run file (.json) or a runs folder.")
         self.single_file = self.target.is_file()
         if self.single_file:
-            self.folder: Optional[Path] = self.target.parent
+            self.folder: Path | None = self.target.parent
         elif is_invocation_folder(self.target):
             self.folder = self.target
         else:
@@ -387,10 +411,12 @@ class Follower:
             events.append(LogMessage(f"Waiting for the first run file in {self.folder}…"))
         if not self.trackers and not self.writer_gone and detached_writer_died(self.folder):
             self.writer_gone = True
-            events.append(LogMessage(
-                f"The training process ended before writing a run file; see {self.folder / DETACHED_LOG}"
-                + (f": {last_line}" if (last_line := last_log_line(self.folder / DETACHED_LOG)) else ".")
-            ))
+            events.append(
+                LogMessage(
+                    f"The training process ended before writing a run file; see {self.folder / DETACHED_LOG}"
+                    + (f": {last_line}" if (last_line := last_log_line(self.folder / DETACHED_LOG)) else ".")
+                )
+            )
         return events
 
     @property
@@ -435,7 +461,7 @@ class Follower:
     def stop(self) -> None:
         self._stop.set()
 
-    def result_folder(self) -> Optional[Path]:
+    def result_folder(self) -> Path | None:
         return self.folder
 
 

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import re
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 from tuitrain.catalog import effective_status
 from tuitrain.core.spec import RunSpec
+from tuitrain.core.text import printable  # noqa: F401 - fmt.printable for the display modules
 from tuitrain.records import RunRecord
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
-
-def printable(text: object, keep: str = "") -> str:
-    """`text` with control characters shown escaped (ESC as \\x1b, a newline as \\n), except those in `keep`:
-    labels come from files anyone can write, and must not move the cursor or clear a terminal."""
-
-    def escape(match: re.Match) -> str:
-        char = match.group()
-        return char if char in keep else char.encode("unicode_escape").decode("ascii")
-
-    return _CONTROL.sub(escape, str(text))
-
-
-def duration(seconds: Optional[float]) -> str:
+def duration(seconds: float | None) -> str:
     if seconds is None or seconds != seconds or seconds < 0:
         return "–"
     seconds = int(round(seconds))
@@ -36,11 +23,11 @@ def duration(seconds: Optional[float]) -> str:
     return f"{s}s"
 
 
-def loss(value: Optional[float]) -> str:
+def loss(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
-def accuracy(value: Optional[float]) -> str:
+def accuracy(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}%"
 
 
@@ -52,7 +39,9 @@ def train_line(epoch: int, samples_done: int, train_size: int, last_loss: float)
 
 def test_line(test_loss: float, correct: int, total: int) -> str:
     """The PyTorch MNIST example's test line."""
-    return f"Test set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{total} ({100.0 * correct / max(total, 1):.2f}%)"
+    return (
+        f"Test set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{total} ({100.0 * correct / max(total, 1):.2f}%)"
+    )
 
 
 EPOCH_HEADER = ("Epoch", "Initial loss", "Final loss", "Test accuracy")
@@ -74,7 +63,7 @@ def spec_summary(spec: RunSpec) -> str:
     return f"{model}, {spec.optimizer} lr {spec.lr:g}, batch {spec.batch_size}"
 
 
-def run_time(record: RunRecord) -> Optional[float]:
+def run_time(record: RunRecord) -> float | None:
     """A finished run's training time (its epochs' training and evaluation: no pauses, start-up or downtime)."""
     if record.ended_at is None:
         return None
@@ -113,7 +102,9 @@ def summary(records: list[RunRecord]) -> str:
         head = f"{printable(r.label)}  ({spec_summary(r.spec)})  {effective_status(r)}, {len(r.epochs)}/{r.spec.epochs} epochs, {duration(run_time(r))}"
         if r.error:
             head += f"\n  {printable(r.error, keep=chr(10))}"
-        blocks.append(head + ("\n" + text_table(EPOCH_HEADER, epoch_rows(r)) if r.epochs else "\n  (no completed epoch)"))
+        blocks.append(
+            head + ("\n" + text_table(EPOCH_HEADER, epoch_rows(r)) if r.epochs else "\n  (no completed epoch)")
+        )
     rows = [
         (r.label, effective_status(r), accuracy(r.final_accuracy), accuracy(r.best_accuracy), duration(run_time(r)))
         for r in records

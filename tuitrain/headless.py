@@ -21,7 +21,11 @@ def safe_print(text: str, out: TextIO) -> bool:
     try:
         print(text, file=out, flush=True)
         return True
-    except (OSError, ValueError, RuntimeError):  # BrokenPipeError, EIO after SIGHUP, a closed file, re-entry from a signal handler
+    except (
+        OSError,
+        ValueError,
+        RuntimeError,
+    ):  # BrokenPipeError, EIO after SIGHUP, a closed file, re-entry from a signal handler
         return False
 
 

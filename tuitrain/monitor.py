@@ -7,7 +7,6 @@ training worker of this process, or (later) run files written by another process
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -35,7 +34,7 @@ class RunState:
     device: str
     batches_per_epoch: int
     start_epoch: int = 1
-    first_step: Optional[int] = None
+    first_step: int | None = None
     """Global step of losses[0] (a resumed run does not start at 0)."""
     losses: list[float] = field(default_factory=list)
     smoothed: list[float] = field(default_factory=list)
@@ -65,7 +64,7 @@ class RunState:
         return (self.epoch - 1) * self.batches_per_epoch + self.batch
 
     @property
-    def eta_s(self) -> Optional[float]:
+    def eta_s(self) -> float | None:
         """Remaining time of this run at its rate so far (training only; evaluation is short)."""
         done = self.steps_done - (self.start_epoch - 1) * self.batches_per_epoch
         if self.status != "running" or done <= 0 or self.elapsed_s <= 0:
@@ -82,19 +81,25 @@ class SweepMonitor:
     """All runs of one preset invocation, in run order, fed one event at a time."""
 
     runs: dict[str, RunState] = field(default_factory=dict)
-    current: Optional[RunState] = None
+    current: RunState | None = None
     last_log: str = ""
 
-    def apply(self, event: Event) -> Optional[RunState]:
+    def apply(self, event: Event) -> RunState | None:
         """Take in an event; returns the run it concerns (None for log lines and unknown runs)."""
         if isinstance(event, LogMessage):
             self.last_log = event.text
             return None
         if isinstance(event, RunStarted):
             state = RunState(
-                run_id=event.run_id, label=event.label, run_index=event.run_index, run_count=event.run_count,
-                spec=event.spec, device=event.device, batches_per_epoch=event.batches_per_epoch,
-                start_epoch=event.start_epoch, epoch=event.start_epoch,
+                run_id=event.run_id,
+                label=event.label,
+                run_index=event.run_index,
+                run_count=event.run_count,
+                spec=event.spec,
+                device=event.device,
+                batches_per_epoch=event.batches_per_epoch,
+                start_epoch=event.start_epoch,
+                epoch=event.start_epoch,
             )
             self.runs[event.run_id] = state
             self.current = state

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Optional
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
@@ -53,7 +54,7 @@ class EnvInfo(BaseModel):
     """torch.get_num_threads() during training."""
     pid: int = Field(default_factory=os.getpid)
     """Process id of the training process (to tell a crashed run from a live one)."""
-    python_version: Optional[str] = None
+    python_version: str | None = None
     """Python version."""
 
 
@@ -114,9 +115,9 @@ class RunRecord(BaseModel):
     status: RunStatus = "running"
     """running, completed, interrupted (stopped before its end by the user, a signal, or run files that could not be
     written, e.g. a full disk: error says which; resumable), diverged (NaN/Inf loss) or failed (error in training)."""
-    preset: Optional[str] = None
+    preset: str | None = None
     """Name of the preset this run belongs to."""
-    invocation: Optional[str] = None
+    invocation: str | None = None
     """Id shared by the runs started by one preset invocation."""
     label: str
     """Readable label of the run within its preset, e.g. 'lr=0.01'."""
@@ -126,7 +127,7 @@ class RunRecord(BaseModel):
     """Device, torch version, host, threads."""
     started_at: datetime = Field(default_factory=utc_now)
     """When the run started (UTC)."""
-    ended_at: Optional[datetime] = None
+    ended_at: datetime | None = None
     """When the run ended (UTC); None while running."""
     heartbeat_at: datetime = Field(default_factory=utc_now)
     """Last time the training process wrote this file; a stale heartbeat means the process died."""
@@ -134,33 +135,33 @@ class RunRecord(BaseModel):
     """Training loss of every batch, in order (global step = index); NaN/Inf are written as "NaN"/"Infinity"."""
     epochs: list[EpochRecord] = Field(default_factory=list)
     """Completed epochs, in order."""
-    error: Optional[str] = None
+    error: str | None = None
     """Why the run failed or diverged."""
-    traceback: Optional[str] = None
+    traceback: str | None = None
     """Python traceback of a failed run, for bug reports."""
-    checkpoint: Optional[str] = None
+    checkpoint: str | None = None
     """File name (beside this file) of the last epoch-end checkpoint, if any."""
     resumed_at: list[datetime] = Field(default_factory=list)
     """When the run was resumed from its last checkpoint (UTC), once per resume."""
-    run_index: Optional[int] = None
+    run_index: int | None = None
     """0-based position of this run in its preset invocation (for watchers; None in older files)."""
-    run_count: Optional[int] = None
+    run_count: int | None = None
     """Number of runs in its preset invocation (for watchers; None in older files)."""
-    batches_per_epoch: Optional[int] = None
+    batches_per_epoch: int | None = None
     """Training batches per epoch, so a watcher can tell epoch and batch from a global step."""
-    train_size: Optional[int] = None
+    train_size: int | None = None
     """Training images seen per epoch (after subset and limit_train_batches)."""
-    test_size: Optional[int] = None
+    test_size: int | None = None
     """Test images evaluated after each epoch."""
     restarts: list[RunRestart] = Field(default_factory=list)
     """Each time a resume started this run again from epoch 1 (`tuitrain --resume --restart-missing`)."""
 
     @property
-    def best_accuracy(self) -> Optional[float]:
+    def best_accuracy(self) -> float | None:
         return max((e.test_accuracy for e in self.epochs), default=None)
 
     @property
-    def final_accuracy(self) -> Optional[float]:
+    def final_accuracy(self) -> float | None:
         return self.epochs[-1].test_accuracy if self.epochs else None
 
     @property
@@ -192,7 +193,9 @@ def migrate(data: dict[str, Any], source: str = "run file") -> dict[str, Any]:
             raise RecordError(f"{source}: schema_version {version} is too old to migrate.")
         data = step(dict(data))
         if not isinstance(data.get("schema_version"), int) or data["schema_version"] <= version:
-            raise RuntimeError(f"migration from schema_version {version} must raise the version")  # a bug, not bad input
+            raise RuntimeError(
+                f"migration from schema_version {version} must raise the version"
+            )  # a bug, not bad input
         version = data["schema_version"]
     return data
 

@@ -12,11 +12,12 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Iterator, Optional
+from typing import IO, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -51,7 +52,6 @@ _held_locks: dict[Path, IO[str]] = {}
 """Invocation folders this process holds locked, to their open lock files."""
 
 
-
 class PlannedRun(BaseModel):
     label: str
     """Label of the run within its preset."""
@@ -82,12 +82,12 @@ def device_label(device: str = "auto") -> str:
     return estimate.planned_device(select_device(device))
 
 
-def check_data(data_dir: Optional[Path]) -> str:
+def check_data(data_dir: Path | None) -> str:
     """Find and validate MNIST now (DataError says what is wrong); returns where it came from."""
     return resolve_mnist(data_dir).source
 
 
-def estimated_seconds(specs: list[RunSpec], *, calibrate: bool = True, setup: bool = True) -> Optional[float]:
+def estimated_seconds(specs: list[RunSpec], *, calibrate: bool = True, setup: bool = True) -> float | None:
     """Estimated wall time of these runs on this machine (with preparing the data once when `setup`);
     None when a figure is missing and `calibrate` is off. Calibrates each new model for about a second."""
     if setup:
@@ -169,7 +169,7 @@ def _note_holder(key: Path, lock: IO[str]) -> None:
     _held_locks[key] = lock
 
 
-def release_folder(folder: Optional[Path]) -> None:
+def release_folder(folder: Path | None) -> None:
     """Let go of a folder lock this process holds (closing the file: a detached child holding a copy keeps it)."""
     lock = _held_locks.pop(Path(folder).resolve(), None) if folder is not None else None
     if lock is not None:
@@ -196,15 +196,15 @@ class PresetInvocation:
     preset: Preset
     runs: list[PresetRun]
     runs_dir: Path
-    data_dir: Optional[Path] = None
+    data_dir: Path | None = None
     invocation: str = ""
-    folder: Optional[Path] = None
+    folder: Path | None = None
     records: list[RunRecord] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     """Run file name of each run (in the invocation folder)."""
     kept: dict[int, RunRecord] = field(default_factory=dict)
     """On resume: runs that ended before (completed, diverged, failed), kept as they are."""
-    resuming: dict[int, tuple[RunRecord, Optional[dict]]] = field(default_factory=dict)
+    resuming: dict[int, tuple[RunRecord, dict | None]] = field(default_factory=dict)
     """On resume: interrupted or crashed runs to continue, with their last checkpoint (None: from the start)."""
     restarting: list[int] = field(default_factory=list)
     """On resume with restart_missing: runs that had epochs but no usable checkpoint, trained again from epoch 1."""
@@ -215,9 +215,13 @@ class PresetInvocation:
 
     @classmethod
     def prepare(
-        cls, preset: Preset, *, runs_dir: Path = DEFAULT_RUNS_DIR, overrides: Optional[dict[str, Any]] = None,
-        data_dir: Optional[Path] = None,
-    ) -> "PresetInvocation":
+        cls,
+        preset: Preset,
+        *,
+        runs_dir: Path = DEFAULT_RUNS_DIR,
+        overrides: dict[str, Any] | None = None,
+        data_dir: Path | None = None,
+    ) -> PresetInvocation:
         """Validate everything that can fail cheaply (overrides, device, runs folder) before any training."""
         runs = preset.expand(overrides)
         for run in runs:
@@ -225,7 +229,7 @@ class PresetInvocation:
         check_writable(Path(runs_dir))
         return cls(preset=preset, runs=runs, runs_dir=Path(runs_dir), data_dir=data_dir)
 
-    def run(self, sink: Sink, control: Optional[RunControl] = None, arrays: Optional[MnistArrays] = None) -> list[RunRecord]:
+    def run(self, sink: Sink, control: RunControl | None = None, arrays: MnistArrays | None = None) -> list[RunRecord]:
         control = control or RunControl()
         log = lambda text: sink(LogMessage(text))  # noqa: E731
         if arrays is None:
@@ -263,16 +267,26 @@ class PresetInvocation:
                         record.epochs, record.batch_losses = [], []
                 else:
                     record = new_record(
-                        run.spec, device, run_id=f"{self.invocation}-{index + 1:02d}", label=run.label,
-                        preset=self.preset.name, invocation=self.invocation,
+                        run.spec,
+                        device,
+                        run_id=f"{self.invocation}-{index + 1:02d}",
+                        label=run.label,
+                        preset=self.preset.name,
+                        invocation=self.invocation,
                     )
                 self.records.append(record)
                 place = RunPlace(
                     run_index=index, run_count=len(self.runs), run_file=path, checkpoint_file=checkpoint_path(path)
                 )
                 fit(  # RunFilesError (the folder cannot be written) ends the invocation here
-                    run.spec, sink, control, data=tensors[key], record=record,
-                    persist=lambda r, p=path: write_record(r, p), place=place, resume=state,
+                    run.spec,
+                    sink,
+                    control,
+                    data=tensors[key],
+                    record=record,
+                    persist=lambda r, p=path: write_record(r, p),
+                    place=place,
+                    resume=state,
                 )
                 if state is None:  # a resumed run's epochs may come from another machine or load
                     estimate.learn_from_run(record)
@@ -283,13 +297,15 @@ class PresetInvocation:
     def write_plan(self) -> None:
         assert self.folder is not None
         plan = InvocationPlan(
-            preset=self.preset.name, title=self.preset.title, invocation=self.invocation,
+            preset=self.preset.name,
+            title=self.preset.title,
+            invocation=self.invocation,
             runs=[PlannedRun(label=r.label, spec=r.spec, file=f) for r, f in zip(self.runs, self.files)],
         )
         atomic_write_text(self.folder / PLAN_FILE, plan.model_dump_json(indent=1))
 
     @classmethod
-    def resume(cls, target: Path, *, data_dir: Optional[Path] = None, restart_missing: bool = False) -> "PresetInvocation":
+    def resume(cls, target: Path, *, data_dir: Path | None = None, restart_missing: bool = False) -> PresetInvocation:
         """Continue an interrupted or crashed run (a run file), or every unfinished run of an invocation folder.
 
         Takes the folder's lock first (another process resuming or training it is refused), then checks
@@ -302,7 +318,9 @@ class PresetInvocation:
         if target.is_dir():
             return cls._resume_folder(target, data_dir, restart_missing)
         if not target.is_file():
-            raise TuitrainError(f"{target}: no such run file or folder. Pass a run file (.json) or an invocation folder.")
+            raise TuitrainError(
+                f"{target}: no such run file or folder. Pass a run file (.json) or an invocation folder."
+            )
         folder = target.parent
         check_writable(folder)
         with locked_for_checks(folder):
@@ -310,14 +328,19 @@ class PresetInvocation:
             _check_resumable(record, target, single=True)
             run = PresetRun(label=record.label, spec=record.spec)
             inv = cls(
-                preset=_preset_named(record.preset or "resumed", record.label), runs=[run], runs_dir=folder.parent,
-                data_dir=data_dir, invocation=record.invocation or folder.name, folder=folder, files=[target.name],
+                preset=_preset_named(record.preset or "resumed", record.label),
+                runs=[run],
+                runs_dir=folder.parent,
+                data_dir=data_dir,
+                invocation=record.invocation or folder.name,
+                folder=folder,
+                files=[target.name],
             )
             inv._continue(0, record, target, restart_missing)
         return inv
 
     @classmethod
-    def _resume_folder(cls, folder: Path, data_dir: Optional[Path], restart_missing: bool) -> "PresetInvocation":
+    def _resume_folder(cls, folder: Path, data_dir: Path | None, restart_missing: bool) -> PresetInvocation:
         plan_path = folder / PLAN_FILE
         if not plan_path.is_file():
             raise TuitrainError(
@@ -330,8 +353,12 @@ class PresetInvocation:
         check_writable(folder)
         with locked_for_checks(folder):
             inv = cls(
-                preset=_preset_named(plan.preset, plan.title), runs=[PresetRun(r.label, r.spec) for r in plan.runs],
-                runs_dir=folder.parent, data_dir=data_dir, invocation=plan.invocation, folder=folder,
+                preset=_preset_named(plan.preset, plan.title),
+                runs=[PresetRun(r.label, r.spec) for r in plan.runs],
+                runs_dir=folder.parent,
+                data_dir=data_dir,
+                invocation=plan.invocation,
+                folder=folder,
                 files=[r.file for r in plan.runs],
             )
             for index, name in enumerate(inv.files):
@@ -365,7 +392,7 @@ class PresetInvocation:
         self.resuming[index] = (record, state)
 
     def not_started(self) -> list[str]:
-        return [r.label for r in self.runs[len(self.records):]]
+        return [r.label for r in self.runs[len(self.records) :]]
 
 
 def _preset_named(name: str, title: str) -> Preset:
@@ -385,7 +412,7 @@ def _check_resumable(record: RunRecord, path: Path, *, single: bool) -> None:
         raise TuitrainError(f"{path}: the run is {status}; only interrupted or crashed runs can be resumed.")
 
 
-def _checkpoint_for(run_path: Path, record: RunRecord) -> Optional[dict]:
+def _checkpoint_for(run_path: Path, record: RunRecord) -> dict | None:
     """The run's last checkpoint, checked now (before training); None if it never finished an epoch."""
     path = checkpoint_path(run_path)
     if not path.exists():
@@ -407,7 +434,7 @@ class PresetSource:
 
     def __init__(self, invocation: PresetInvocation) -> None:
         self.invocation = invocation
-        self.control: Optional[RunControl] = RunControl()
+        self.control: RunControl | None = RunControl()
         preset = invocation.preset
         self.title = f"{preset.name}: {preset.title}"
 
@@ -421,5 +448,5 @@ class PresetSource:
         assert self.control is not None
         self.control.stop_all.set()
 
-    def result_folder(self) -> Optional[Path]:
+    def result_folder(self) -> Path | None:
         return self.invocation.folder

@@ -10,8 +10,8 @@ last write (`RunControl.uninterrupted`) is raised once the write is done. Never 
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Callable, Optional, Sequence
 
 from tuitrain.core.control import RunControl
 
@@ -53,25 +53,25 @@ class StopOnSignals:
 
     def __init__(
         self,
-        control: Optional[RunControl],
+        control: RunControl | None,
         signals: Sequence[int] = STOP_SIGNALS,
         *,
-        on_signal: Optional[Callable[[int, bool], None]] = None,
+        on_signal: Callable[[int, bool], None] | None = None,
         exit_on_second: bool = True,
     ) -> None:
         self.control = control
         self.signals = tuple(signals)
         self.on_signal = on_signal
         self.exit_on_second = exit_on_second
-        self.received: Optional[int] = None
+        self.received: int | None = None
         """The first stop signal received, or None."""
         self._previous: dict[int, object] = {}
 
     @property
-    def exit_code(self) -> Optional[int]:
+    def exit_code(self) -> int | None:
         return None if self.received is None else exit_code_for(self.received)
 
-    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         first = self.received is None
         if first:
             self.received = signum
@@ -85,7 +85,7 @@ class StopOnSignals:
                 return  # raised when the run file's last write is done
             raise exit_now
 
-    def install(self) -> "StopOnSignals":
+    def install(self) -> StopOnSignals:
         for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -95,7 +95,7 @@ class StopOnSignals:
             signal.signal(sig, handler)  # type: ignore[arg-type]
         self._previous.clear()
 
-    def __enter__(self) -> "StopOnSignals":
+    def __enter__(self) -> StopOnSignals:
         return self.install()
 
     def __exit__(self, *exc) -> None:

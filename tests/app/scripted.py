@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import threading
 from pathlib import Path
-from typing import Optional
 
 from tuitrain.core.control import RunControl
 from tuitrain.core.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted, Sink
@@ -27,39 +26,81 @@ def loss_at(step: int, scale: float) -> float:
     return 0.05 + 2.25 * scale * math.exp(-step / 12) + 0.02 * math.sin(step)
 
 
-def run_events(index: int, count: int, label: str, accuracies: list[float], *, epochs: int,
-               batches_done: int, finished: bool, scale: float, invocation: str = INVOCATION) -> list[Event]:
+def run_events(
+    index: int,
+    count: int,
+    label: str,
+    accuracies: list[float],
+    *,
+    epochs: int,
+    batches_done: int,
+    finished: bool,
+    scale: float,
+    invocation: str = INVOCATION,
+) -> list[Event]:
     run_id = f"{invocation}-{index + 1:02d}"
     spec = RunSpec(model="model_a", epochs=epochs, batch_size=32, lr=0.003, subset=TRAIN_SIZE, device="cpu")
-    events: list[Event] = [RunStarted(
-        run_id=run_id, label=label, run_index=index, run_count=count, spec=spec, device=DEVICE,
-        train_size=TRAIN_SIZE, test_size=TEST_SIZE, batches_per_epoch=BATCHES, start_epoch=1,
-    )]
+    events: list[Event] = [
+        RunStarted(
+            run_id=run_id,
+            label=label,
+            run_index=index,
+            run_count=count,
+            spec=spec,
+            device=DEVICE,
+            train_size=TRAIN_SIZE,
+            test_size=TEST_SIZE,
+            batches_per_epoch=BATCHES,
+            start_epoch=1,
+        )
+    ]
     step = 0
     for epoch in range(1, len(accuracies) + 2):
         last_batch = BATCHES if epoch <= len(accuracies) else batches_done
         losses = [loss_at(s, scale) for s in range(step, step + last_batch)]
         for start in range(0, last_batch, 5):
-            chunk = tuple(losses[start:start + 5])
+            chunk = tuple(losses[start : start + 5])
             batch = start + len(chunk)
-            events.append(BatchLosses(
-                run_id=run_id, epoch=epoch, first_step=step + start, losses=chunk, batch=batch,
-                batches_per_epoch=BATCHES, samples_done=batch * 32, train_size=TRAIN_SIZE, samples_per_s=1600.0,
-                elapsed_s=((epoch - 1) * BATCHES + batch) * 0.5,
-            ))
+            events.append(
+                BatchLosses(
+                    run_id=run_id,
+                    epoch=epoch,
+                    first_step=step + start,
+                    losses=chunk,
+                    batch=batch,
+                    batches_per_epoch=BATCHES,
+                    samples_done=batch * 32,
+                    train_size=TRAIN_SIZE,
+                    samples_per_s=1600.0,
+                    elapsed_s=((epoch - 1) * BATCHES + batch) * 0.5,
+                )
+            )
         if epoch > len(accuracies):
             break
         accuracy = accuracies[epoch - 1]
-        events.append(EpochEnded(
-            run_id=run_id, label=label, run_index=index, epoch=epoch, initial_loss=losses[0], final_loss=losses[-1],
-            mean_loss=sum(losses) / len(losses), test_loss=losses[-1], test_accuracy=accuracy,
-            test_correct=round(accuracy * TEST_SIZE / 100), test_total=TEST_SIZE, duration_s=10.0,
-            samples_per_s=1600.0, epochs=epochs,
-        ))
+        events.append(
+            EpochEnded(
+                run_id=run_id,
+                label=label,
+                run_index=index,
+                epoch=epoch,
+                initial_loss=losses[0],
+                final_loss=losses[-1],
+                mean_loss=sum(losses) / len(losses),
+                test_loss=losses[-1],
+                test_accuracy=accuracy,
+                test_correct=round(accuracy * TEST_SIZE / 100),
+                test_total=TEST_SIZE,
+                duration_s=10.0,
+                samples_per_s=1600.0,
+                epochs=epochs,
+            )
+        )
         step += BATCHES
     if finished:
-        events.append(RunFinished(run_id=run_id, label=label, run_index=index, status="completed",
-                                  best_accuracy=max(accuracies)))
+        events.append(
+            RunFinished(run_id=run_id, label=label, run_index=index, status="completed", best_accuracy=max(accuracies))
+        )
     return events
 
 
@@ -77,11 +118,11 @@ class ScriptedSource:
 
     title = "demo — Two scripted runs (2 runs)"
 
-    def __init__(self, events: list[Event], *, in_progress: bool = True, folder: Optional[Path] = None) -> None:
+    def __init__(self, events: list[Event], *, in_progress: bool = True, folder: Path | None = None) -> None:
         self.events = events
         self.in_progress = in_progress
         self.folder = folder
-        self.control: Optional[RunControl] = RunControl()
+        self.control: RunControl | None = RunControl()
         self.delivered = threading.Event()
 
     def run(self, sink: Sink) -> None:
@@ -94,5 +135,5 @@ class ScriptedSource:
     def stop(self) -> None:
         self.control.stop_all.set()
 
-    def result_folder(self) -> Optional[Path]:
+    def result_folder(self) -> Path | None:
         return self.folder

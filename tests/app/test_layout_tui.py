@@ -147,8 +147,10 @@ async def test_compare_lists_each_unreadable_path_once(tmp_path):
 
 
 async def test_a_run_keeps_its_colour_on_the_run_screen_and_in_any_comparison(tmp_path):
-    records = [make_record(f"lr={i}", [90.0 + i / 10], [(2.3, 0.3, 0.5)], invocation="20250102-100000-sweep-abcdef")
-               for i in range(10)]
+    records = [
+        make_record(f"lr={i}", [90.0 + i / 10], [(2.3, 0.3, 0.5)], invocation="20250102-100000-sweep-abcdef")
+        for i in range(10)
+    ]
     for i, r in enumerate(records):
         r.id, r.run_index, r.run_count = f"20250102-100000-sweep-abcdef-{i + 1:02d}", i, 10
     paths = write_runs(tmp_path / "runs", records)
@@ -165,8 +167,17 @@ async def test_a_run_keeps_its_colour_on_the_run_screen_and_in_any_comparison(tm
             by_label = {r.label: screen.run_styles[r.index] for r in screen.comparison.runs}
             assert by_label == {r.label: run_style(r.id, r.run_index) for r in records if r.label in by_label}
     # the run screen's epoch table colours a run's label with the same colour
-    events = run_events(3, 10, "lr=3", [90.3], epochs=1, batches_done=0, finished=True, scale=1.0,
-                        invocation="20250102-100000-sweep-abcdef")
+    events = run_events(
+        3,
+        10,
+        "lr=3",
+        [90.3],
+        epochs=1,
+        batches_done=0,
+        finished=True,
+        scale=1.0,
+        invocation="20250102-100000-sweep-abcdef",
+    )
     app = TuitrainApp(runs_dir=tmp_path / "runs", presets={})
     async with app.run_test(size=(80, 24)) as pilot:
         app.push_screen(RunScreen(ScriptedSource(events, in_progress=False)))
@@ -181,8 +192,11 @@ async def test_chart_legends_are_outside_the_plots(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         app.push_screen(RunScreen(source))
         screen = app.screen
-        await wait_for(pilot, lambda: source.delivered.is_set() and screen.query_one(EpochTable).row_count == 4,
-                       "the scripted events")
+        await wait_for(
+            pilot,
+            lambda: source.delivered.is_set() and screen.query_one(EpochTable).row_count == 4,
+            "the scripted events",
+        )
         await wait_for(pilot, lambda: not (screen.loss_dirty or screen.accuracy_dirty), "the charts to draw")
         legend = str(screen.query_one("#legend", Static).render())
         assert "activation=relu" in legend and "activation=tanh" in legend
@@ -277,7 +291,9 @@ async def test_an_invalid_preset_shows_its_reason_first(tmp_path, tiny_preset):
         await pilot.pause()
         title = str(app.screen.query_one("#presets", DataTable).get_row("broken")[-1])
         assert title.startswith("invalid: unknown setting 'warp'")  # the reason first, cut to the room left
-        assert preset_problem(f"{broken}:5: unknown setting 'warp'.", broken) == "unknown setting 'warp'. (broken.toml:5)"
+        assert (
+            preset_problem(f"{broken}:5: unknown setting 'warp'.", broken) == "unknown setting 'warp'. (broken.toml:5)"
+        )
         await pilot.press("down")
         details = str(app.screen.query_one("#details", Static).render())
         assert str(broken) in details

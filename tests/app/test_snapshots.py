@@ -51,10 +51,16 @@ def test_run_screen_mid_training_snapshot(snap_compare, tmp_path, fixed_world):
         app.push_screen(RunScreen(source))
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
         screen = app.screen
-        await wait_for(pilot, lambda: source.delivered.is_set() and screen.query_one(EpochTable).row_count == 4,
-                       "the scripted events")
-        await wait_for(pilot, lambda: not (screen.loss_dirty or screen.accuracy_dirty or screen.progress_dirty),
-                       "the charts to draw")
+        await wait_for(
+            pilot,
+            lambda: source.delivered.is_set() and screen.query_one(EpochTable).row_count == 4,
+            "the scripted events",
+        )
+        await wait_for(
+            pilot,
+            lambda: not (screen.loss_dirty or screen.accuracy_dirty or screen.progress_dirty),
+            "the charts to draw",
+        )
         await pilot.pause()
 
     try:
@@ -71,8 +77,11 @@ def test_home_screen_snapshot(snap_compare, tmp_path, tiny_preset, fixed_world):
     async def loaded(pilot):
         screen = app.screen
         await wait_for(pilot, lambda: screen.query_one("#runs", DataTable).row_count == 5, "the saved runs")
-        await wait_for(pilot, lambda: str(screen.query_one("#presets", DataTable).get_cell("tiny", "time")) == "1m35s",
-                       "the estimate")
+        await wait_for(
+            pilot,
+            lambda: str(screen.query_one("#presets", DataTable).get_cell("tiny", "time")) == "1m35s",
+            "the estimate",
+        )
         await app.workers.wait_for_complete()
         await pilot.pause()
 

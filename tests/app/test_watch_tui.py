@@ -24,10 +24,6 @@ from tuitrain.tui.widgets.progress import ProgressPanel
 TIMEOUT_S = 180.0
 
 
-
-
-
-
 def table_rows(table: EpochTable) -> list[list[str]]:
     return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
 
@@ -98,7 +94,9 @@ async def test_live_run_on_home_opens_the_watch_view_and_a_killed_run_shows_cras
             await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the watch view")
             screen = app.screen
             assert screen.watching and screen.source.folder == next(runs.iterdir())
-            await wait_for(pilot, lambda: screen.monitor.current is not None and screen.monitor.current.losses, "losses")
+            await wait_for(
+                pilot, lambda: screen.monitor.current is not None and screen.monitor.current.losses, "losses"
+            )
             # leaving a watch view is allowed at any time and stops following (the run goes on)
             await pilot.press("escape")
             await wait_for(pilot, lambda: app.screen is home, "back on the home screen")
@@ -106,7 +104,9 @@ async def test_live_run_on_home_opens_the_watch_view_and_a_killed_run_shows_cras
             assert proc.poll() is None
             runs_table.focus()
             await pilot.press("enter")
-            await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen is not screen, "the watch view again")
+            await wait_for(
+                pilot, lambda: isinstance(app.screen, RunScreen) and app.screen is not screen, "the watch view again"
+            )
             screen = app.screen
             table = screen.query_one(EpochTable)
             await wait_for(pilot, lambda: table.row_count >= 1, "an epoch")
@@ -131,8 +131,22 @@ def test_watch_command_checks_its_target(tmp_path, capsys):
 
 def test_watch_no_ui_prints_a_finished_run(tiny_preset, mnist_dir, tmp_path, capsys):
     runs = tmp_path / "runs"
-    assert main(["--preset", str(tiny_preset), "--no-ui", "--data-dir", str(mnist_dir), "--runs-dir", str(runs),
-                 "--epochs", "1"]) == 0
+    assert (
+        main(
+            [
+                "--preset",
+                str(tiny_preset),
+                "--no-ui",
+                "--data-dir",
+                str(mnist_dir),
+                "--runs-dir",
+                str(runs),
+                "--epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["watch", str(runs), "--no-ui"]) == 0
     out = capsys.readouterr().out

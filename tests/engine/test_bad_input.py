@@ -54,29 +54,35 @@ def assert_clean_error(code: int, err: str, *needles: str) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "needles"),
     [
-        ('lr = 0.003', 'lr = ', ("p.toml: TOML syntax error at line 8, column", "Fix the syntax")),
-        ('title = "A preset"', 'title = "A preset"\ncolour = "red"', ("p.toml:3:", "colour: unknown key", "Known: name")),
-        ('epochs = 1', 'epochs = "3"', ("p.toml:6:", "epochs = '3'", "valid integer")),
-        ('lr = 0.003', 'lr = 1', ()),  # an integer is a fine float: no error (checked below)
-        ('lr = 0.003', 'lr = 0', ("p.toml:8:", "lr = 0", "greater than 0")),
-        ('lr = 0.003', 'lr = -0.1', ("p.toml:8:", "greater than 0")),
-        ('epochs = 1', 'epochs = 0', ("p.toml:6:", "epochs = 0", "greater than or equal to 1")),
-        ('batch_size = 32', 'batch_size = 0', ("p.toml:7:", "batch_size = 0")),
+        ("lr = 0.003", "lr = ", ("p.toml: TOML syntax error at line 8, column", "Fix the syntax")),
+        (
+            'title = "A preset"',
+            'title = "A preset"\ncolour = "red"',
+            ("p.toml:3:", "colour: unknown key", "Known: name"),
+        ),
+        ("epochs = 1", 'epochs = "3"', ("p.toml:6:", "epochs = '3'", "valid integer")),
+        ("lr = 0.003", "lr = 1", ()),  # an integer is a fine float: no error (checked below)
+        ("lr = 0.003", "lr = 0", ("p.toml:8:", "lr = 0", "greater than 0")),
+        ("lr = 0.003", "lr = -0.1", ("p.toml:8:", "greater than 0")),
+        ("epochs = 1", "epochs = 0", ("p.toml:6:", "epochs = 0", "greater than or equal to 1")),
+        ("batch_size = 32", "batch_size = 0", ("p.toml:7:", "batch_size = 0")),
         ('model = "model_a"', 'model = "vgg"', ("p.toml:5:", "model = 'vgg'", "'model_a'")),
         ('model = "model_a"', 'activation = "gelu"', ("p.toml:5:", "activation = 'gelu'", "'relu'")),
         ('model = "model_a"', 'optimizer = "rmsprop"', ("p.toml:5:", "optimizer = 'rmsprop'", "'adam'")),
         ('device = "cpu"', 'device = "tpu"', ("p.toml:9:", "device = 'tpu'", "'cuda'")),
         ('model = "model_a"', 'colour = "red"', ("p.toml:5:", "unknown setting 'colour'", "Known:")),
-        ("", '\n[grid]\nlr = []\n', ("p.toml:12:", "grid.lr is an empty list")),
-        ("", '\n[grid]\nlr = [0.1, -1.0]\n', ("p.toml:12:", "lr = -1.0")),
-        ("", '\n[grid]\n' + "".join(f"seed{i} = [1]\n" for i in range(1)), ("unknown setting 'seed0'",)),
-        ("", '\n[grid]\nseed = ' + str(list(range(40))) + '\nlr = ' + str([0.1] * 40) + '\n', ("more than 1000",)),
+        ("", "\n[grid]\nlr = []\n", ("p.toml:12:", "grid.lr is an empty list")),
+        ("", "\n[grid]\nlr = [0.1, -1.0]\n", ("p.toml:12:", "lr = -1.0")),
+        ("", "\n[grid]\n" + "".join(f"seed{i} = [1]\n" for i in range(1)), ("unknown setting 'seed0'",)),
+        ("", "\n[grid]\nseed = " + str(list(range(40))) + "\nlr = " + str([0.1] * 40) + "\n", ("more than 1000",)),
     ],
 )
 def test_bad_preset_values(tmp_path: Path, capsys, old: str, new: str, needles: tuple[str, ...]) -> None:
     path = preset_with(tmp_path, old, new)
     runs = tmp_path / "runs"
-    code, err = run_main(capsys, ["--preset", str(path), "--no-ui", "--runs-dir", str(runs), "--data-dir", str(tmp_path / "nodata")])
+    code, err = run_main(
+        capsys, ["--preset", str(path), "--no-ui", "--runs-dir", str(runs), "--data-dir", str(tmp_path / "nodata")]
+    )
     if not needles:  # valid preset: gets as far as the (missing) data
         assert_clean_error(code, err, "no such folder")
     else:
@@ -121,22 +127,30 @@ def test_missing_or_corrupt_data(tmp_path: Path, tiny_preset: Path, capsys, dama
         labels.write_bytes(gzip.compress(lab[:-3]))
         needles = ()
     runs = tmp_path / "runs"
-    code, err = run_main(capsys, ["--preset", str(tiny_preset), "--no-ui", "--runs-dir", str(runs), "--data-dir", str(data)])
+    code, err = run_main(
+        capsys, ["--preset", str(tiny_preset), "--no-ui", "--runs-dir", str(runs), "--data-dir", str(data)]
+    )
     assert_clean_error(code, err, str(data.name), *needles)
     assert not runs.exists()  # a data error writes nothing
 
 
-def test_unwritable_runs_folder_checked_before_anything(tmp_path: Path, tiny_preset: Path, mnist_dir: Path, capsys) -> None:
+def test_unwritable_runs_folder_checked_before_anything(
+    tmp_path: Path, tiny_preset: Path, mnist_dir: Path, capsys
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    code, err = run_main(capsys, ["--preset", str(tiny_preset), "--no-ui", "--runs-dir", str(blocker / "runs"),
-                                  "--data-dir", str(mnist_dir)])
+    code, err = run_main(
+        capsys,
+        ["--preset", str(tiny_preset), "--no-ui", "--runs-dir", str(blocker / "runs"), "--data-dir", str(mnist_dir)],
+    )
     assert_clean_error(code, err, "runs folder is not writable", "--runs-dir")
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-        code, err = run_main(capsys, ["--preset", str(tiny_preset), "--no-ui", "--runs-dir", str(locked / "runs"),
-                                      "--data-dir", str(mnist_dir)])
+        code, err = run_main(
+            capsys,
+            ["--preset", str(tiny_preset), "--no-ui", "--runs-dir", str(locked / "runs"), "--data-dir", str(mnist_dir)],
+        )
         assert_clean_error(code, err, "runs folder is not writable")
 
 
@@ -144,8 +158,9 @@ def test_device_cuda_without_cuda(tmp_path: Path, tiny_preset: Path, capsys, mon
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    code, err = run_main(capsys, ["--preset", str(tiny_preset), "--no-ui", "--device", "cuda",
-                                  "--runs-dir", str(tmp_path / "runs")])
+    code, err = run_main(
+        capsys, ["--preset", str(tiny_preset), "--no-ui", "--device", "cuda", "--runs-dir", str(tmp_path / "runs")]
+    )
     assert_clean_error(code, err, "--device cuda", "no CUDA device", "--device auto or cpu")
     assert not (tmp_path / "runs").exists()
 
@@ -179,7 +194,10 @@ def test_bad_input_end_to_end_in_a_process(tmp_path: Path) -> None:
     path = preset_with(tmp_path, "lr = 0.003", "lr = 0")
     out = subprocess.run(
         [sys.executable, "-m", "tuitrain", "--preset", str(path), "--no-ui", "--runs-dir", str(tmp_path / "runs")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr

@@ -22,9 +22,22 @@ def test_headless_run_prints_and_saves(mnist_dir: Path, tiny_preset: Path, tmp_p
     runs = tmp_path / "runs"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TUITRAIN_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run(
-        [sys.executable, "-m", "tuitrain", "--preset", str(tiny_preset), "--no-ui", "--data-dir", str(mnist_dir),
-         "--runs-dir", str(runs)],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "tuitrain",
+            "--preset",
+            str(tiny_preset),
+            "--no-ui",
+            "--data-dir",
+            str(mnist_dir),
+            "--runs-dir",
+            str(runs),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
@@ -80,8 +93,27 @@ def test_schema_command(capsys: pytest.CaptureFixture) -> None:
 
 def test_lr_override_replaces_the_sweep(mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     runs = tmp_path / "runs"
-    code = main(["--preset", "lr_sweep", "--no-ui", "--lr", "0.05", "--subset", "64", "--epochs", "1", "--test-subset", "32",
-                 "--device", "cpu", "--data-dir", str(mnist_dir), "--runs-dir", str(runs)])
+    code = main(
+        [
+            "--preset",
+            "lr_sweep",
+            "--no-ui",
+            "--lr",
+            "0.05",
+            "--subset",
+            "64",
+            "--epochs",
+            "1",
+            "--test-subset",
+            "32",
+            "--device",
+            "cpu",
+            "--data-dir",
+            str(mnist_dir),
+            "--runs-dir",
+            str(runs),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert out.splitlines()[0].endswith("— 1 run(s); --lr 0.05 replaces the sweep over lr")
@@ -98,22 +130,38 @@ def test_lr_override_replaces_the_sweep(mnist_dir: Path, tmp_path: Path, capsys:
         ("--epochs", "10001", "--epochs 10001: must be at most 10000."),
     ],
 )
-def test_out_of_range_option_is_named(tmp_path: Path, capsys: pytest.CaptureFixture, option: str, value: str,
-                                      message: str) -> None:
+def test_out_of_range_option_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture, option: str, value: str, message: str
+) -> None:
     assert main(["--preset", "smoke", "--no-ui", option, value, "--runs-dir", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err == f"tuitrain: error: {message}\n"
     assert not (tmp_path / "r").exists()
 
 
-def test_files_follow_the_umask_and_keep_their_mode(mnist_dir: Path, tiny_preset: Path, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture) -> None:
+def test_files_follow_the_umask_and_keep_their_mode(
+    mnist_dir: Path, tiny_preset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     import stat
 
     saved = os.umask(0o027)
     try:
         runs = tmp_path / "runs"
-        assert main(["--preset", str(tiny_preset), "--no-ui", "--epochs", "1", "--data-dir", str(mnist_dir),
-                     "--runs-dir", str(runs)]) == 0
+        assert (
+            main(
+                [
+                    "--preset",
+                    str(tiny_preset),
+                    "--no-ui",
+                    "--epochs",
+                    "1",
+                    "--data-dir",
+                    str(mnist_dir),
+                    "--runs-dir",
+                    str(runs),
+                ]
+            )
+            == 0
+        )
         [folder] = runs.iterdir()
         written = sorted(p.name for p in folder.iterdir())
         assert any(n.endswith(".ckpt.pt") for n in written) and "invocation.plan" in written
@@ -130,7 +178,12 @@ def test_files_follow_the_umask_and_keep_their_mode(mnist_dir: Path, tiny_preset
 def test_nothing_to_compare_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    for args in ([str(empty)], [str(empty / "*.json")], ["--runs-dir", str(empty)], [str(empty), str(tmp_path / "nope*")]):
+    for args in (
+        [str(empty)],
+        [str(empty / "*.json")],
+        ["--runs-dir", str(empty)],
+        [str(empty), str(tmp_path / "nope*")],
+    ):
         assert main(["compare", "--no-ui", *args]) == 2, args
         err = capsys.readouterr().err
         assert err.startswith("tuitrain: error: nothing to compare: ") and err.count("\n") == 1, err
@@ -142,14 +195,17 @@ def test_watch_takes_runs_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
 
     runs = tmp_path / "elsewhere"
     (runs / "20250102-100000-fixture-abcdef").mkdir(parents=True)
-    write_record(make_record("only", [91.0], [(2.0, 1.0, 1.5)]), runs / "20250102-100000-fixture-abcdef" / "01-only.json")
+    write_record(
+        make_record("only", [91.0], [(2.0, 1.0, 1.5)]), runs / "20250102-100000-fixture-abcdef" / "01-only.json"
+    )
     assert main(["watch", "--no-ui", "--runs-dir", str(runs)]) == 0
     out = capsys.readouterr().out
     assert "Run only: completed, best test accuracy 91.00%" in out
 
 
-def test_list_presets_marks_a_preset_named_unlike_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture) -> None:
+def test_list_presets_marks_a_preset_named_unlike_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     from tuitrain import session
 
     folder = tmp_path / "presets"

@@ -50,7 +50,19 @@ def test_fit_on_cuda_keeps_data_on_the_gpu(mnist_dir: Path) -> None:
 def test_cli_headless_on_cuda_writes_a_completed_record(mnist_dir: Path, tiny_preset: Path, tmp_path: Path) -> None:
     # the preset says device = "cpu"; the command line's --device wins
     runs = tmp_path / "runs"
-    code = main(["--preset", str(tiny_preset), "--no-ui", "--device", "cuda", "--data-dir", str(mnist_dir), "--runs-dir", str(runs)])
+    code = main(
+        [
+            "--preset",
+            str(tiny_preset),
+            "--no-ui",
+            "--device",
+            "cuda",
+            "--data-dir",
+            str(mnist_dir),
+            "--runs-dir",
+            str(runs),
+        ]
+    )
     assert code == 0
     files = sorted(runs.glob("*/*.json"))
     assert len(files) == 2
@@ -135,7 +147,9 @@ def test_fit_on_cuda_trains_through_the_graph_like_the_eager_step(
     assert record.epochs[-1].test_accuracy == pytest.approx(eager.epochs[-1].test_accuracy, abs=1.0)
 
 
-def test_a_refused_capture_falls_back_to_the_eager_step(deterministic, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_refused_capture_falls_back_to_the_eager_step(
+    deterministic, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     class RefusingGraph:  # stands in for torch.cuda.graph: fails after the warm-up has trained
         def __init__(self, *args, **kwargs) -> None:
             pass

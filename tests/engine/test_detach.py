@@ -24,8 +24,20 @@ def test_detach_returns_at_once_and_the_run_completes(
     mnist_dir: Path, tiny_preset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     runs = tmp_path / "runs"
-    code = main(["--preset", str(tiny_preset), "--no-ui", "--detach", "--data-dir", str(mnist_dir), "--runs-dir", str(runs),
-                 "--epochs", "1"])
+    code = main(
+        [
+            "--preset",
+            str(tiny_preset),
+            "--no-ui",
+            "--detach",
+            "--data-dir",
+            str(mnist_dir),
+            "--runs-dir",
+            str(runs),
+            "--epochs",
+            "1",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     pid = int(re.search(r"pid (\d+)", out).group(1))
@@ -58,10 +70,16 @@ def test_detach_returns_at_once_and_the_run_completes(
             pass
 
 
-def test_detach_checks_input_before_starting(mnist_dir: Path, tiny_preset: Path, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture) -> None:
+def test_detach_checks_input_before_starting(
+    mnist_dir: Path, tiny_preset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     runs = tmp_path / "runs"
-    assert main(["--preset", str(tiny_preset), "--detach", "--data-dir", str(tmp_path / "nowhere"), "--runs-dir", str(runs)]) == 2
+    assert (
+        main(
+            ["--preset", str(tiny_preset), "--detach", "--data-dir", str(tmp_path / "nowhere"), "--runs-dir", str(runs)]
+        )
+        == 2
+    )
     assert "no such folder" in capsys.readouterr().err
     assert main(["--preset", "no_such_preset", "--detach", "--runs-dir", str(runs)]) == 2
     assert "unknown preset" in capsys.readouterr().err
@@ -70,16 +88,18 @@ def test_detach_checks_input_before_starting(mnist_dir: Path, tiny_preset: Path,
     assert not runs.exists() or not any(runs.iterdir())  # nothing started, no folder left behind
 
 
-def test_resume_detach_continues_in_the_background(mnist_dir: Path, tiny_preset: Path, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture) -> None:
+def test_resume_detach_continues_in_the_background(
+    mnist_dir: Path, tiny_preset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from tuitrain.core.control import RunControl
     from tuitrain.core.events import BatchLosses
     from tuitrain.presets import load_preset_file
     from tuitrain.session import LOCK_FILE, PresetInvocation
 
     control = RunControl()
-    inv = PresetInvocation.prepare(load_preset_file(tiny_preset), runs_dir=tmp_path / "runs",
-                                   overrides={"epochs": 2}, data_dir=mnist_dir)
+    inv = PresetInvocation.prepare(
+        load_preset_file(tiny_preset), runs_dir=tmp_path / "runs", overrides={"epochs": 2}, data_dir=mnist_dir
+    )
     inv.run(lambda e: control.stop_all.set() if isinstance(e, BatchLosses) else None, control)
     folder = inv.folder.resolve()
     assert main(["--resume", str(folder), "--detach", "--data-dir", str(mnist_dir)]) == 0

@@ -56,9 +56,25 @@ def long_run(tmp_path: Path, tiny_preset: Path):
     runs = tmp_path / "runs"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tuitrain", "--preset", str(tiny_preset), "--no-ui", "--epochs", "200",
-         "--runs-dir", str(runs), "--data-dir", str(data)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tuitrain",
+            "--preset",
+            str(tiny_preset),
+            "--no-ui",
+            "--epochs",
+            "200",
+            "--runs-dir",
+            str(runs),
+            "--data-dir",
+            str(data),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         yield proc, runs
@@ -189,8 +205,12 @@ def test_slow_model_still_persists_every_few_seconds(mnist_dir: Path, monkeypatc
     monkeypatch.setattr(loop, "READ_BACK_EVERY_S", 0.0)
     monkeypatch.setattr(loop, "PERSIST_EVERY_S", 0.0)
     events, saves = [], []
-    record = fit(spec(epochs=1, log_every=100000), events.append, persist=lambda r: saves.append(len(r.batch_losses)),
-                 data=load_idx_folder(mnist_dir))
+    record = fit(
+        spec(epochs=1, log_every=100000),
+        events.append,
+        persist=lambda r: saves.append(len(r.batch_losses)),
+        data=load_idx_folder(mnist_dir),
+    )
     chunks = [len(e.losses) for e in events if isinstance(e, BatchLosses)]
     assert chunks == [1] * 16
     assert saves[1:17] == list(range(1, 17))  # after the start, one save per batch

@@ -8,9 +8,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -60,15 +60,15 @@ def steps_are_contiguous(events: list[Event]) -> bool:
     return True
 
 
-def follow_until(follower: Follower, done: Callable[[list[Event]], bool], timeout: float, events: list[Event]) -> list[Event]:
+def follow_until(
+    follower: Follower, done: Callable[[list[Event]], bool], timeout: float, events: list[Event]
+) -> list[Event]:
     deadline = time.monotonic() + timeout
     while not done(events):
         assert time.monotonic() < deadline, f"timed out; events so far: {[type(e).__name__ for e in events]}"
         events.extend(follower.poll())
         time.sleep(0.1)
     return events
-
-
 
 
 # -- in process: each saved version is followed at once ---------------------------------------------------
@@ -106,7 +106,9 @@ def test_follower_rebuilds_the_engine_events(mnist_dir: Path, tmp_path: Path) ->
         assert e.batch == e.first_step + len(e.losses) - (e.epoch - 1) * bpe
         assert 0 < e.batch <= bpe
     # epochs are announced after their losses, as the loop does
-    kinds = [(type(e).__name__, getattr(e, "epoch", None)) for e in followed if isinstance(e, (BatchLosses, EpochEnded))]
+    kinds = [
+        (type(e).__name__, getattr(e, "epoch", None)) for e in followed if isinstance(e, (BatchLosses, EpochEnded))
+    ]
     for i, (kind, epoch) in enumerate(kinds):
         if kind == "EpochEnded":
             assert kinds[i - 1] == ("BatchLosses", epoch)
@@ -115,8 +117,13 @@ def test_follower_rebuilds_the_engine_events(mnist_dir: Path, tmp_path: Path) ->
 def test_whole_history_is_replayed_when_watching_starts_late(mnist_dir: Path, tmp_path: Path) -> None:
     path = tmp_path / "01-run.json"
     engine: list[Event] = []
-    fit(spec(epochs=2), engine.append, data=load_idx_folder(mnist_dir), persist=lambda r: write_record(r, path),
-        place=RunPlace(run_file=path))
+    fit(
+        spec(epochs=2),
+        engine.append,
+        data=load_idx_folder(mnist_dir),
+        persist=lambda r: write_record(r, path),
+        place=RunPlace(run_file=path),
+    )
     followed = Follower(path).poll()
     assert [type(e) for e in followed][0] is RunStarted
     assert losses_of(followed) == losses_of(engine)
@@ -129,9 +136,18 @@ def test_whole_history_is_replayed_when_watching_starts_late(mnist_dir: Path, tm
 
 def sample_record(**kw) -> RunRecord:
     base = dict(
-        id="inv-01", label="a", preset="tiny", invocation="inv", spec=spec(epochs=2),
-        env=EnvInfo(device="CPU", torch_version="x", threads=2), batches_per_epoch=4, train_size=128, test_size=64,
-        run_index=0, run_count=1, started_at=STARTED,
+        id="inv-01",
+        label="a",
+        preset="tiny",
+        invocation="inv",
+        spec=spec(epochs=2),
+        env=EnvInfo(device="CPU", torch_version="x", threads=2),
+        batches_per_epoch=4,
+        train_size=128,
+        test_size=64,
+        run_index=0,
+        run_count=1,
+        started_at=STARTED,
     )
     base.update(kw)
     return RunRecord(**base)
@@ -139,7 +155,9 @@ def sample_record(**kw) -> RunRecord:
 
 def version(record: RunRecord, losses: int, at_s: float) -> RunRecord:
     """The file as saved `at_s` seconds after the run started, holding `losses` batch losses."""
-    return record.model_copy(update={"batch_losses": [1.0] * losses, "heartbeat_at": record.started_at + timedelta(seconds=at_s)})
+    return record.model_copy(
+        update={"batch_losses": [1.0] * losses, "heartbeat_at": record.started_at + timedelta(seconds=at_s)}
+    )
 
 
 def rates(events: list[Event]) -> list[tuple[int, float]]:
@@ -148,8 +166,19 @@ def rates(events: list[Event]) -> list[tuple[int, float]]:
 
 def test_batch_losses_carry_the_rate_of_their_own_epoch(tmp_path: Path) -> None:
     # epoch 1 trained 128 samples at 1000/s (and was evaluated); epoch 2 trains at 100/s: 4 batches of 32 in 1.28 s
-    first = EpochRecord(epoch=1, initial_loss=2.0, final_loss=1.0, mean_loss=1.5, test_loss=1.0, test_accuracy=50.0,
-                        test_correct=32, test_total=64, duration_s=0.5, samples_per_s=1000.0, eval_s=0.372)
+    first = EpochRecord(
+        epoch=1,
+        initial_loss=2.0,
+        final_loss=1.0,
+        mean_loss=1.5,
+        test_loss=1.0,
+        test_accuracy=50.0,
+        test_correct=32,
+        test_total=64,
+        duration_s=0.5,
+        samples_per_s=1000.0,
+        eval_s=0.372,
+    )
     record = sample_record(spec=spec(epochs=3), epochs=[first])
     tracker = RunTracker(tmp_path / "01-a.json")
     assert rates(tracker.update(version(record, 4, 0.5))) == [(1, 1000.0)]  # saved at the end of epoch 1
@@ -272,7 +301,10 @@ def test_headless_run_in_another_process_is_followed(mnist_dir: Path, tiny_prese
         proc.kill()
         proc.wait()
     started = of_type(events, RunStarted)
-    assert [(s.label, s.run_index, s.run_count) for s in started] == [("activation=relu", 0, 2), ("activation=tanh", 1, 2)]
+    assert [(s.label, s.run_index, s.run_count) for s in started] == [
+        ("activation=relu", 0, 2),
+        ("activation=tanh", 1, 2),
+    ]
     assert [(e.run_index, e.epoch) for e in of_type(events, EpochEnded)] == [(0, 1), (0, 2), (1, 1), (1, 2)]
     assert [f.status for f in of_type(events, RunFinished)] == ["completed", "completed"]
     assert steps_are_contiguous(events)

@@ -130,8 +130,9 @@ def test_estimate_calibrates_once_and_scales_with_the_run() -> None:
     assert estimate.throughput(spec.model_copy(update={"model": "model_b"}), calibrate=False) is None
 
 
-def test_a_completed_run_refines_the_figures_with_its_own(mnist_dir: Path, tiny_preset: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_completed_run_refines_the_figures_with_its_own(
+    mnist_dir: Path, tiny_preset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tuitrain.presets import load_preset_file
     from tuitrain.session import PresetInvocation
     from tuitrain.train import estimate
@@ -150,19 +151,42 @@ def test_a_completed_run_refines_the_figures_with_its_own(mnist_dir: Path, tiny_
         assert measured[0] <= learned["train_samples_per_s"] <= measured[-1]
 
 
-def measured_run(train_size: int, samples_per_s: float, *, epochs: int = 2, threads: int = 2,
-                 test_total: int = 10_000, eval_s: float = 1.0):
+def measured_run(
+    train_size: int,
+    samples_per_s: float,
+    *,
+    epochs: int = 2,
+    threads: int = 2,
+    test_total: int = 10_000,
+    eval_s: float = 1.0,
+):
     """A completed run record as the loop writes it, with chosen throughput figures."""
     from tuitrain.records import EnvInfo, EpochRecord, RunRecord
 
     spec = RunSpec(model="model_a", epochs=epochs, device="cpu")
     return RunRecord(
-        id=f"run-{train_size}-{samples_per_s:g}", label="a", status="completed", spec=spec, train_size=train_size,
+        id=f"run-{train_size}-{samples_per_s:g}",
+        label="a",
+        status="completed",
+        spec=spec,
+        train_size=train_size,
         env=EnvInfo(device="CPU", device_type="cpu", torch_version=torch.__version__, threads=threads),
-        epochs=[EpochRecord(epoch=n, initial_loss=2.0, final_loss=1.0, mean_loss=1.5, test_loss=1.0,
-                            test_accuracy=90.0, test_correct=test_total * 9 // 10, test_total=test_total,
-                            duration_s=train_size / samples_per_s + eval_s, samples_per_s=samples_per_s, eval_s=eval_s)
-                for n in range(1, epochs + 1)],
+        epochs=[
+            EpochRecord(
+                epoch=n,
+                initial_loss=2.0,
+                final_loss=1.0,
+                mean_loss=1.5,
+                test_loss=1.0,
+                test_accuracy=90.0,
+                test_correct=test_total * 9 // 10,
+                test_total=test_total,
+                duration_s=train_size / samples_per_s + eval_s,
+                samples_per_s=samples_per_s,
+                eval_s=eval_s,
+            )
+            for n in range(1, epochs + 1)
+        ],
     )
 
 
@@ -173,7 +197,9 @@ def test_run_figures_are_combined_weighted_and_tiny_runs_ignored(monkeypatch: py
     spec = RunSpec(model="model_a", epochs=3, device="cpu")
     estimate.learn_from_run(measured_run(60_000, 1_000.0))  # two full epochs at 1000 samples/s
     first = estimate.throughput(spec, calibrate=False)
-    assert first["train_samples_per_s"] == pytest.approx(1_000.0) and first["eval_samples_per_s"] == pytest.approx(10_000.0)
+    assert first["train_samples_per_s"] == pytest.approx(1_000.0) and first["eval_samples_per_s"] == pytest.approx(
+        10_000.0
+    )
     full = estimate.run_seconds(spec, calibrate=False)
     # a --subset 1 --epochs 1 run times the loop's fixed costs: it changes nothing
     estimate.learn_from_run(measured_run(1, 0.5, epochs=1, test_total=1, eval_s=0.01))

@@ -180,7 +180,10 @@ def resume_process(folder: Path, mnist_dir: Path, tmp_path: Path) -> subprocess.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TUITRAIN_CACHE_DIR": str(tmp_path / "cache")}
     return subprocess.Popen(
         [sys.executable, "-m", "tuitrain", "--resume", str(folder), "--data-dir", str(mnist_dir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -210,8 +213,10 @@ def test_two_resumes_of_one_folder_train_it_once(mnist_dir: Path, tiny_preset: P
         loser, winner = (first, second) if first.poll() is not None else (second, first)
         err = loser.stderr.read()
         assert loser.returncode == 2
-        assert err == (f"tuitrain: error: {folder}: another tuitrain (pid {winner.pid} on {socket.gethostname()}) is "
-                       "training or resuming these runs; wait for it to end or stop it.\n")
+        assert err == (
+            f"tuitrain: error: {folder}: another tuitrain (pid {winner.pid} on {socket.gethostname()}) is "
+            "training or resuming these runs; wait for it to end or stop it.\n"
+        )
         assert winner.poll() is None  # still training
         wait_until(lambda: lock_holder(folder).startswith(f"pid {winner.pid} "), "the winner's pid in the lock file")
         with pytest.raises(TuitrainError, match=f"another tuitrain \\(pid {winner.pid} "):
@@ -226,13 +231,16 @@ def test_two_resumes_of_one_folder_train_it_once(mnist_dir: Path, tiny_preset: P
     assert record.status == "interrupted" and len(record.resumed_at) == 1  # resumed once, by one process
 
 
-def test_a_training_preset_holds_its_folder(mnist_dir: Path, tiny_preset: Path, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture) -> None:
+def test_a_training_preset_holds_its_folder(
+    mnist_dir: Path, tiny_preset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     runs = tmp_path / "runs"
     proc = start_headless(tiny_preset, mnist_dir, runs, tmp_path, "--epochs", "200")
     try:
-        wait_until(lambda: runs.is_dir() and any(lock_holder(f).startswith(f"pid {proc.pid} ") for f in runs.iterdir()),
-                   "the training process's lock")
+        wait_until(
+            lambda: runs.is_dir() and any(lock_holder(f).startswith(f"pid {proc.pid} ") for f in runs.iterdir()),
+            "the training process's lock",
+        )
         [folder] = list(runs.iterdir())
         wait_until(lambda: (folder / PLAN_FILE).is_file(), "the plan")
         assert main(["--resume", str(folder), "--data-dir", str(mnist_dir)]) == 2
@@ -257,7 +265,11 @@ def test_restart_missing_trains_an_unresumable_run_again_and_the_others_go_on(
         ckpt.write_bytes(ckpt.read_bytes()[:100])
     assert main(["--resume", str(inv.folder), "--data-dir", str(mnist_dir)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "or add --restart-missing: activation=relu is then trained again from epoch 1" in err and "the other runs go on." in err
+    assert (
+        err.count("\n") == 1
+        and "or add --restart-missing: activation=relu is then trained again from epoch 1" in err
+        and "the other runs go on." in err
+    )
     assert not (inv.folder / inv.files[1]).exists()  # nothing started
 
     assert main(["--resume", str(inv.folder), "--data-dir", str(mnist_dir), "--restart-missing"]) == 0

@@ -42,9 +42,27 @@ def start_long_run(tmp_path: Path, preset: Path, data: Path, name: str) -> tuple
     runs = tmp_path / name
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "TUITRAIN_CPU_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tuitrain", "--preset", str(preset), "--no-ui", "--epochs", "200",
-         "--batch-size", str(BATCH), "--runs-dir", str(runs), "--data-dir", str(data)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tuitrain",
+            "--preset",
+            str(preset),
+            "--no-ui",
+            "--epochs",
+            "200",
+            "--batch-size",
+            str(BATCH),
+            "--runs-dir",
+            str(runs),
+            "--data-dir",
+            str(data),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     return proc, runs
 
@@ -107,12 +125,11 @@ def test_second_signal_inside_an_uninterrupted_block_is_raised_after_it() -> Non
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)  # handlers run in the main thread between bytecodes
         assert control.stop_all.is_set() and stops.received == signal.SIGTERM
-        with pytest.raises(SignalExit) as info:
-            with control.uninterrupted():
-                os.kill(os.getpid(), signal.SIGTERM)
-                os.kill(os.getpid(), signal.SIGTERM)  # a third: still one exit
-                time.sleep(0.05)
-                written.append("the last write")
+        with pytest.raises(SignalExit) as info, control.uninterrupted():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)  # a third: still one exit
+            time.sleep(0.05)
+            written.append("the last write")
         assert info.value.exit_code == 143
     assert written == ["the last write"]
 
@@ -148,7 +165,10 @@ def test_unwritable_folder_mid_run_gives_one_line_summary_and_exit_1(
     [folder] = runs.iterdir()
     assert code == 1
     assert "Traceback" not in out + err
-    assert err.strip() == f"tuitrain: error: {folder}: cannot write run files: no permission to write there (Permission denied)"
+    assert (
+        err.strip()
+        == f"tuitrain: error: {folder}: cannot write run files: no permission to write there (Permission denied)"
+    )
     assert "Run activation=relu: interrupted" in out
     assert "Not started: activation=tanh" in out
     assert out.index("Not started") < out.index("Final acc") < out.index(f"Continue with: tuitrain --resume {folder}")
@@ -167,14 +187,18 @@ def test_runs_folder_deleted_mid_run(tmp_path: Path, tiny_preset: Path, mnist_di
     out, err = capsys.readouterr()
     assert code == 1
     assert "Traceback" not in out + err
-    assert re.fullmatch(r"tuitrain: error: \S+: cannot write run files: the folder no longer exists \(No such file or directory\)\n", err)
+    assert re.fullmatch(
+        r"tuitrain: error: \S+: cannot write run files: the folder no longer exists \(No such file or directory\)\n",
+        err,
+    )
     assert "Not started: activation=tanh" in out and "interrupted" in out
     assert "Continue with" not in out  # nothing left to continue from
     assert list(runs.iterdir()) == []
 
 
-def test_disk_full_at_a_checkpoint_ends_the_run_resumable(tmp_path: Path, tiny_preset: Path, mnist_dir: Path,
-                                                          monkeypatch) -> None:
+def test_disk_full_at_a_checkpoint_ends_the_run_resumable(
+    tmp_path: Path, tiny_preset: Path, mnist_dir: Path, monkeypatch
+) -> None:
     whole = prepare(tiny_preset, tmp_path / "whole", mnist_dir, epochs=3).run(lambda e: None)
 
     real = checkpoint.atomic_write

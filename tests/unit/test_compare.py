@@ -80,7 +80,9 @@ def test_observations_best_and_faster(tmp_path: Path) -> None:
     notes = compare(tmp_path, normal_pair()).observations()
     assert "Best: tanh with 98.60% best test accuracy (epoch 3), 0.40 points above the next, relu (98.20%)." in notes
     assert "Fastest to 97% test accuracy: tanh at epoch 1; relu at epoch 2." in notes
-    assert "After epoch 1: tanh 97.20%, relu 96.00%; tanh converges faster than relu (1.20 points ahead or more)." in notes
+    assert (
+        "After epoch 1: tanh 97.20%, relu 96.00%; tanh converges faster than relu (1.20 points ahead or more)." in notes
+    )
     assert "Training time: relu took 1m30s, tanh 2m30s (1.7×)." in notes  # equal epochs: no busy-machine caveat
     assert not any("stuck" in n or "diverged" in n or "fell" in n or "rose" in n for n in notes)
 
@@ -96,8 +98,10 @@ def test_a_difference_within_noise_is_no_winner(tmp_path: Path) -> None:
 def test_observations_chance_diverged_interrupted(tmp_path: Path) -> None:
     c = compare(tmp_path, [*normal_pair(), chance_run(), diverged_run(), interrupted_run()])
     notes = c.observations()
-    assert any(n.startswith("lr=0.1 is stuck at chance level: best test accuracy 11.35% (chance 10%") and "2.3031" in n
-               for n in notes)
+    assert any(
+        n.startswith("lr=0.1 is stuck at chance level: best test accuracy 11.35% (chance 10%") and "2.3031" in n
+        for n in notes
+    )
     assert "lr=5 diverged: non-finite loss (nan) at epoch 2, batch 5; 1 epoch completed before it." in notes
     assert "sigmoid was interrupted after 1/3 epochs; its figures cover only those." in notes
     # only the healthy runs are said to be stuck; the healthy best is still the best
@@ -146,6 +150,7 @@ def test_loss_curve_is_downsampled_and_skips_nan() -> None:
 
 # ---- unreadable files --------------------------------------------------------------------------
 
+
 def unreadable_files(folder: Path) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     good = write_runs(folder, normal_pair())[0]
@@ -187,6 +192,7 @@ def test_missing_file_and_empty_pattern_are_unreadable(tmp_path: Path) -> None:
 
 
 # ---- exports, parsed back ----------------------------------------------------------------------
+
 
 @pytest.fixture
 def mixed(tmp_path: Path) -> Comparison:
@@ -235,7 +241,9 @@ def test_markdown_export_parses_back(tmp_path: Path) -> None:
     assert runs[0] == ["", "relu lr=0.01", "relu lr=0.001", "tanh lr=0.01", "tanh lr=0.001"]
     assert ["Best test acc", "97.90%", "98.40%", "97.10%", "98.80%"] in runs
     assert markdown_rows(text, "Best test accuracy by activation × lr") == [
-        ["activation \\ lr", "0.001", "0.01"], ["relu", "98.40%", "97.90%"], ["tanh", "98.80%", "97.10%"],
+        ["activation \\ lr", "0.001", "0.01"],
+        ["relu", "98.40%", "97.90%"],
+        ["tanh", "98.80%", "97.10%"],
     ]
     epochs = markdown_rows(text, "Per epoch")
     assert epochs[1][:3] == ["1", "2.3000 → 0.2000", "96.90%"]
@@ -243,11 +251,14 @@ def test_markdown_export_parses_back(tmp_path: Path) -> None:
 
 # ---- the command line --------------------------------------------------------------------------
 
+
 def test_cli_no_argument_compares_latest_invocation(tmp_path: Path, capsys) -> None:
     runs_dir = tmp_path / "runs"
     write_runs(runs_dir / "old", normal_pair())
-    newer = [make_record(r.label, [50.0], [(2.3, 1.0, 1.5)], invocation="inv-2", lr=lr)
-             for r, lr in zip(normal_pair(), (0.1, 0.01))]
+    newer = [
+        make_record(r.label, [50.0], [(2.3, 1.0, 1.5)], invocation="inv-2", lr=lr)
+        for r, lr in zip(normal_pair(), (0.1, 0.01))
+    ]
     for r in newer:
         r.started_at = r.started_at.replace(year=2026)
     write_runs(runs_dir / "new", newer)
@@ -259,7 +270,9 @@ def test_cli_no_argument_compares_latest_invocation(tmp_path: Path, capsys) -> N
 def test_cli_output_file_and_baseline(tmp_path: Path, capsys) -> None:
     paths = write_runs(tmp_path / "runs", normal_pair())
     out = tmp_path / "cmp.json"
-    assert main(["compare", str(tmp_path / "runs"), "--format", "json", "--output", str(out), "--baseline", "tanh"]) == 0
+    assert (
+        main(["compare", str(tmp_path / "runs"), "--format", "json", "--output", str(out), "--baseline", "tanh"]) == 0
+    )
     assert json.loads(out.read_text())["baseline"] == "tanh"
     assert main(["compare", str(paths[0]), "--no-ui", "--output", str(paths[0])]) == 2
     assert "is one of the compared run files" in capsys.readouterr().err
@@ -277,6 +290,7 @@ def test_cli_threshold_and_all_params(tmp_path: Path, capsys) -> None:
 
 
 # ---- training time and divergence, as the records tell them ----------------------------------------
+
 
 def test_training_time_leaves_out_pauses_and_downtime(tmp_path: Path) -> None:
     # A paused for 25 s, B resumed after 2m30s of downtime: their wall-clock spans say nothing of training
@@ -296,18 +310,36 @@ def test_training_time_leaves_out_pauses_and_downtime(tmp_path: Path) -> None:
 
 def test_a_run_that_continued_after_diverging_counts_the_epochs_before_it(tmp_path: Path) -> None:
     error = "non-finite loss (nan) at epoch 1, batch 6; training continued (on_divergence = continue)"
-    kept_on = make_record("kept on", [10.0, 9.8], [(2.3, 2.31, 2.32), (2.30, 2.302, 2.3035)], status="diverged",
-                          error=error, on_divergence="continue", lr=5.0)
+    kept_on = make_record(
+        "kept on",
+        [10.0, 9.8],
+        [(2.3, 2.31, 2.32), (2.30, 2.302, 2.3035)],
+        status="diverged",
+        error=error,
+        on_divergence="continue",
+        lr=5.0,
+    )
     kept_on.batch_losses[5] = float("nan")  # epoch 1, batch 6
-    late = make_record("late", [90.0, 95.0, 96.0], [(2.3, 0.5, 0.6), (0.5, 0.3, 0.4), (0.3, 0.2, 0.25)],
-                       status="diverged", error="non-finite loss (inf) at epoch 3, batch 2; training continued",
-                       on_divergence="continue", lr=1.0)
+    late = make_record(
+        "late",
+        [90.0, 95.0, 96.0],
+        [(2.3, 0.5, 0.6), (0.5, 0.3, 0.4), (0.3, 0.2, 0.25)],
+        status="diverged",
+        error="non-finite loss (inf) at epoch 3, batch 2; training continued",
+        on_divergence="continue",
+        lr=1.0,
+    )
     late.batch_losses[21] = float("inf")  # epoch 3, batch 2
     notes = compare(tmp_path, [kept_on, late]).observations()
-    assert (f"kept on diverged: {error}; no epoch completed before it, and its figures for epochs 1–2 come after it."
-            in notes)
-    assert any(n.startswith("late diverged:") and n.endswith("; 2 epochs completed before it, and its figures for "
-                                                              "epoch 3 come after it.") for n in notes)
+    assert (
+        f"kept on diverged: {error}; no epoch completed before it, and its figures for epochs 1–2 come after it."
+        in notes
+    )
+    assert any(
+        n.startswith("late diverged:")
+        and n.endswith("; 2 epochs completed before it, and its figures for epoch 3 come after it.")
+        for n in notes
+    )
 
 
 def test_non_finite_figures_never_reach_the_output(tmp_path: Path) -> None:
@@ -332,15 +364,44 @@ def test_compare_smooths_the_loss_as_the_run_screen_does() -> None:
     from tuitrain.monitor import SweepMonitor
 
     # 15 losses, the last one NaN; 200 batches per epoch: the run screen's weight of a new loss is 0.1
-    r = make_record("lr=5", [40.0], [(2.3, 1.9, 2.0)], status="diverged", subset=12800,
-                    extra_losses=[1.8, 3.0, 9.0, 80.0, float("nan")])
+    r = make_record(
+        "lr=5",
+        [40.0],
+        [(2.3, 1.9, 2.0)],
+        status="diverged",
+        subset=12800,
+        extra_losses=[1.8, 3.0, 9.0, 80.0, float("nan")],
+    )
     monitor = SweepMonitor()
-    run = monitor.apply(RunStarted(run_id=r.id, label=r.label, run_index=0, run_count=1, spec=r.spec, device="CPU",
-                                   train_size=12800, test_size=100, batches_per_epoch=200, start_epoch=1))
+    run = monitor.apply(
+        RunStarted(
+            run_id=r.id,
+            label=r.label,
+            run_index=0,
+            run_count=1,
+            spec=r.spec,
+            device="CPU",
+            train_size=12800,
+            test_size=100,
+            batches_per_epoch=200,
+            start_epoch=1,
+        )
+    )
     for start, end in ((0, 7), (7, 15)):  # arriving in two read-backs changes nothing
-        monitor.apply(BatchLosses(run_id=r.id, epoch=1, first_step=start, losses=tuple(r.batch_losses[start:end]),
-                                  batch=7, batches_per_epoch=10, samples_done=0, train_size=640, samples_per_s=0.0,
-                                  elapsed_s=1.0))
+        monitor.apply(
+            BatchLosses(
+                run_id=r.id,
+                epoch=1,
+                first_step=start,
+                losses=tuple(r.batch_losses[start:end]),
+                batch=7,
+                batches_per_epoch=10,
+                samples_done=0,
+                train_size=640,
+                samples_per_s=0.0,
+                elapsed_s=1.0,
+            )
+        )
     xs, ys = loss_curve(r, points=100)  # one point per finite loss
     assert ys == pytest.approx(run.smoothed[:-1]) and math.isnan(run.smoothed[-1])
     assert xs == pytest.approx([(i + 1) / 200 for i in range(14)])

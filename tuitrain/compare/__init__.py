@@ -15,6 +15,14 @@ from tuitrain.compare.model import DEFAULT_THRESHOLD, Comparison, Grid, Metric
 from tuitrain.compare.runs import RunColumn, param_text
 
 __all__ = [
-    "DEFAULT_THRESHOLD", "FORMATS", "Comparison", "Grid", "Metric", "RunColumn", "accuracy_curve", "loss_curve",
-    "markdown_table", "param_text",
+    "DEFAULT_THRESHOLD",
+    "FORMATS",
+    "Comparison",
+    "Grid",
+    "Metric",
+    "RunColumn",
+    "accuracy_curve",
+    "loss_curve",
+    "markdown_table",
+    "param_text",
 ]

@@ -9,7 +9,8 @@ import csv
 import io
 import json
 import math
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from tuitrain import format as fmt
 from tuitrain.catalog import RunFile
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 FORMATS = ("text", "markdown", "csv", "json")
 
 
-def render(c: "Comparison", form: str = "text") -> str:
+def render(c: Comparison, form: str = "text") -> str:
     if form == "json":
         return json.dumps(_json_safe(to_json(c)), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     if form == "csv":
@@ -39,7 +40,7 @@ def render(c: "Comparison", form: str = "text") -> str:
     raise TuitrainError(f"unknown format {form!r}; choose one of {', '.join(FORMATS)}.")
 
 
-def to_json(c: "Comparison") -> dict[str, Any]:
+def to_json(c: Comparison) -> dict[str, Any]:
     base = c.baseline_run
     runs = []
     for r in c.runs:
@@ -47,18 +48,35 @@ def to_json(c: "Comparison") -> dict[str, Any]:
         deltas = None
         if base is not None and base is not r:
             base_figures = _json_figures(base, c.threshold)
-            deltas = {k: _delta(v, base_figures[k]) for k, v in figures.items() if k not in ("best_epoch", "epochs_done")}
-        runs.append({
-            "index": r.index, "label": r.label, "path": str(r.file.path), "status": r.status,
-            "preset": r.record.preset, "invocation": r.record.invocation, "device": r.device,
-            "schema_version": r.record.schema_version, "spec": r.record.spec.model_dump(mode="json"),
-            **figures, "delta_vs_baseline": deltas,
-            "epochs": [
-                {"epoch": e.epoch, "initial_loss": finite(e.initial_loss), "final_loss": finite(e.final_loss),
-                 "mean_loss": finite(e.mean_loss), "test_accuracy": e.test_accuracy, "test_loss": finite(e.test_loss)}
-                for e in r.record.epochs
-            ],
-        })
+            deltas = {
+                k: _delta(v, base_figures[k]) for k, v in figures.items() if k not in ("best_epoch", "epochs_done")
+            }
+        runs.append(
+            {
+                "index": r.index,
+                "label": r.label,
+                "path": str(r.file.path),
+                "status": r.status,
+                "preset": r.record.preset,
+                "invocation": r.record.invocation,
+                "device": r.device,
+                "schema_version": r.record.schema_version,
+                "spec": r.record.spec.model_dump(mode="json"),
+                **figures,
+                "delta_vs_baseline": deltas,
+                "epochs": [
+                    {
+                        "epoch": e.epoch,
+                        "initial_loss": finite(e.initial_loss),
+                        "final_loss": finite(e.final_loss),
+                        "mean_loss": finite(e.mean_loss),
+                        "test_accuracy": e.test_accuracy,
+                        "test_loss": finite(e.test_loss),
+                    }
+                    for e in r.record.epochs
+                ],
+            }
+        )
     grid = c.grid()
     return {
         "threshold": c.threshold,
@@ -72,12 +90,27 @@ def to_json(c: "Comparison") -> dict[str, Any]:
     }
 
 
-def csv_rows(c: "Comparison") -> tuple[list[str], list[list[Any]]]:
+def csv_rows(c: Comparison) -> tuple[list[str], list[list[Any]]]:
     """One row per run (unreadable files included, with the reason), raw numbers."""
     params = c.shown_params()
-    header = ["index", "label", "path", "status", *params, "final_accuracy", "best_accuracy", "best_epoch",
-              "final_loss", f"epoch_reaching_{c.threshold:g}", "epochs_done", "time_s", "device",
-              "delta_best_accuracy", "delta_final_loss", "reason"]
+    header = [
+        "index",
+        "label",
+        "path",
+        "status",
+        *params,
+        "final_accuracy",
+        "best_accuracy",
+        "best_epoch",
+        "final_loss",
+        f"epoch_reaching_{c.threshold:g}",
+        "epochs_done",
+        "time_s",
+        "device",
+        "delta_best_accuracy",
+        "delta_final_loss",
+        "reason",
+    ]
     base = c.baseline_run
     rows: list[list[Any]] = []
     for r in c.runs:
@@ -85,18 +118,34 @@ def csv_rows(c: "Comparison") -> tuple[list[str], list[list[Any]]]:
         if base is not None and base is not r:
             delta_acc = _blank(_delta(r.best_accuracy, base.best_accuracy))
             delta_loss = _blank(_delta(finite(r.final_loss), finite(base.final_loss)))
-        rows.append([
-            r.index, r.label, str(r.file.path), r.status, *(_blank(r.param(p)) for p in params),
-            _blank(r.final_accuracy), _blank(r.best_accuracy), _blank(r.best_epoch), _blank(finite(r.final_loss)),
-            _blank(r.epoch_reaching(c.threshold)), r.epochs_done, _blank(r.time_s), r.device,
-            delta_acc, delta_loss, r.record.error or "",
-        ])
+        rows.append(
+            [
+                r.index,
+                r.label,
+                str(r.file.path),
+                r.status,
+                *(_blank(r.param(p)) for p in params),
+                _blank(r.final_accuracy),
+                _blank(r.best_accuracy),
+                _blank(r.best_epoch),
+                _blank(finite(r.final_loss)),
+                _blank(r.epoch_reaching(c.threshold)),
+                r.epochs_done,
+                _blank(r.time_s),
+                r.device,
+                delta_acc,
+                delta_loss,
+                r.record.error or "",
+            ]
+        )
     for f in c.unreadable:
         rows.append(["", "", str(f.path), "unreadable", *([""] * len(params)), *([""] * 10), _reason(f)])
     return header, rows
 
 
-def _render_sections(c: "Comparison", table: Callable[[list[str], list[list[str]]], str], heading: str, bullet: str) -> str:
+def _render_sections(
+    c: Comparison, table: Callable[[list[str], list[list[str]]], str], heading: str, bullet: str
+) -> str:
     blocks = []
     title = f"Comparing {len(c.runs)} run(s)"
     if c.unreadable:
@@ -106,16 +155,22 @@ def _render_sections(c: "Comparison", table: Callable[[list[str], list[list[str]
         title += f" from {', '.join(presets)}"
     blocks.append(("# " if heading else "") + title)
     if c.runs:
-        note = "" if c.all_params or not c.differing_params() else " (hyperparameters that differ; --all-params for all)"
+        note = (
+            "" if c.all_params or not c.differing_params() else " (hyperparameters that differ; --all-params for all)"
+        )
         if not c.all_params and not c.differing_params() and len(c.runs) > 1:
             note = " (same hyperparameters)"
         blocks.append(f"{heading}Runs{note}\n\n" + table(c.header(), c.table_rows()))
         if any(r.epochs_done for r in c.runs):
-            blocks.append(f"{heading}Per epoch (initial → final training loss, test accuracy)\n\n"
-                          + table(c.epoch_header(), c.epoch_table_rows()))
+            blocks.append(
+                f"{heading}Per epoch (initial → final training loss, test accuracy)\n\n"
+                + table(c.epoch_header(), c.epoch_table_rows())
+            )
         grid = c.grid()
         if grid:
-            blocks.append(f"{heading}Best test accuracy by {grid.row_param} × {grid.col_param}\n\n" + table(*grid.table()))
+            blocks.append(
+                f"{heading}Best test accuracy by {grid.row_param} × {grid.col_param}\n\n" + table(*grid.table())
+            )
         notes = c.observations()
         if notes:
             blocks.append(f"{heading}Observations\n\n" + "\n".join(bullet + n for n in notes))
@@ -135,10 +190,10 @@ def _reason(f: RunFile) -> str:
     """The error without the path it starts with (the list shows the path already)."""
     error = f.error or "unreadable"
     prefix = f"{f.path}: "
-    return error[len(prefix):] if error.startswith(prefix) else error
+    return error[len(prefix) :] if error.startswith(prefix) else error
 
 
-def _delta(value: Optional[float], other: Optional[float]) -> Optional[float]:
+def _delta(value: float | None, other: float | None) -> float | None:
     if value is None or other is None:
         return None
     return value - other
@@ -150,9 +205,13 @@ def _blank(value: Any) -> Any:
 
 def _json_figures(r: RunColumn, threshold: float) -> dict[str, Any]:
     return {
-        "final_accuracy": r.final_accuracy, "best_accuracy": r.best_accuracy, "best_epoch": r.best_epoch,
-        "final_loss": finite(r.final_loss), "epoch_reaching_threshold": r.epoch_reaching(threshold),
-        "epochs_done": r.epochs_done, "time_s": r.time_s,
+        "final_accuracy": r.final_accuracy,
+        "best_accuracy": r.best_accuracy,
+        "best_epoch": r.best_epoch,
+        "final_loss": finite(r.final_loss),
+        "epoch_reaching_threshold": r.epoch_reaching(threshold),
+        "epochs_done": r.epochs_done,
+        "time_s": r.time_s,
     }
 
 

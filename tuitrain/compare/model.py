@@ -4,9 +4,10 @@ of the table, the per-epoch table and the sweep grid."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any
 
 from tuitrain import format as fmt
 from tuitrain.catalog import RunFile, load_run_file
@@ -39,10 +40,10 @@ class Metric:
     name: str
     value_of: Callable[[RunColumn], Any]
     text_of: Callable[[Any], str] = str
-    delta_of: Optional[Callable[[Any], str]] = None
+    delta_of: Callable[[Any], str] | None = None
     """The text of (value - baseline's value); None where a difference means nothing."""
 
-    def cell(self, run: RunColumn, baseline: Optional[RunColumn]) -> str:
+    def cell(self, run: RunColumn, baseline: RunColumn | None) -> str:
         value = self.value_of(run)
         text = self.text_of(value)
         if self.delta_of is None or baseline is None or baseline is run:
@@ -65,7 +66,7 @@ class Grid:
     col_param: str
     rows: list[Any]
     cols: list[Any]
-    cells: dict[tuple[Any, Any], Optional[float]]
+    cells: dict[tuple[Any, Any], float | None]
 
     def table(self) -> tuple[list[str], list[list[str]]]:
         header = [f"{self.row_param} \\ {self.col_param}", *(param_text(c) for c in self.cols)]
@@ -74,7 +75,10 @@ class Grid:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "rows_param": self.row_param, "cols_param": self.col_param, "rows": self.rows, "cols": self.cols,
+            "rows_param": self.row_param,
+            "cols_param": self.col_param,
+            "rows": self.rows,
+            "cols": self.cols,
             "best_accuracy": [[self.cells.get((r, c)) for c in self.cols] for r in self.rows],
         }
 
@@ -94,22 +98,25 @@ class Comparison:
     unreadable: list[RunFile] = field(default_factory=list)
     threshold: float = DEFAULT_THRESHOLD
     all_params: bool = False
-    baseline: Optional[int] = None
+    baseline: int | None = None
     """Index (1-based) of the pinned run, or None."""
 
     @classmethod
-    def from_files(cls, files: Sequence[RunFile], **options: Any) -> "Comparison":
+    def from_files(cls, files: Sequence[RunFile], **options: Any) -> Comparison:
         readable = [f for f in files if f.record is not None]
         labels = unique_labels([f.record for f in readable])
-        runs = [RunColumn(index=i + 1, label=label, file=f, record=f.record) for i, (f, label) in enumerate(zip(readable, labels))]
+        runs = [
+            RunColumn(index=i + 1, label=label, file=f, record=f.record)
+            for i, (f, label) in enumerate(zip(readable, labels))
+        ]
         return cls(runs=runs, unreadable=[f for f in files if f.record is None], **options)
 
     @classmethod
-    def from_paths(cls, paths: Sequence[Path], **options: Any) -> "Comparison":
+    def from_paths(cls, paths: Sequence[Path], **options: Any) -> Comparison:
         return cls.from_files([load_run_file(Path(p)) for p in paths], **options)
 
     # ---- selection -------------------------------------------------------------------------
-    def find_run(self, key: Union[str, int]) -> RunColumn:
+    def find_run(self, key: str | int) -> RunColumn:
         """A run by 1-based index or by label (exact, then unique prefix)."""
         text = str(key).strip()
         if text.isdigit():
@@ -126,12 +133,13 @@ class Comparison:
         raise TuitrainError(f"--baseline {text!r} {how}; the runs are: {labels}.")
 
     @property
-    def baseline_run(self) -> Optional[RunColumn]:
+    def baseline_run(self) -> RunColumn | None:
         return next((r for r in self.runs if r.index == self.baseline), None)
 
     def differing_params(self) -> list[str]:
         return [
-            name for name in PARAMS
+            name
+            for name in PARAMS
             if name not in BOOKKEEPING and len({param_text(r.param(name)) for r in self.runs}) > 1
         ]
 
@@ -148,8 +156,12 @@ class Comparison:
             Metric("Best at epoch", lambda r: r.best_epoch, _figure(str)),
             # a diverged run's last loss is NaN or infinite: shown as such, it is what happened
             Metric("Final train loss", lambda r: r.final_loss, fmt.loss, lambda d: f"{d:+.4f}"),
-            Metric(f"First epoch ≥ {threshold:g}%", lambda r: r.epoch_reaching(threshold),
-                   lambda v: "never" if v is None else str(v), lambda d: f"{d:+d}"),
+            Metric(
+                f"First epoch ≥ {threshold:g}%",
+                lambda r: r.epoch_reaching(threshold),
+                lambda v: "never" if v is None else str(v),
+                lambda d: f"{d:+d}",
+            ),
             Metric("Epochs", lambda r: f"{r.epochs_done}/{r.record.spec.epochs}"),  # done/planned
             Metric("Training time", lambda r: r.time_s, _figure(fmt.duration), _signed_duration),
             Metric("Device", lambda r: r.device),
@@ -179,12 +191,16 @@ class Comparison:
             row = [str(n)]
             for r in self.runs:
                 e = r.record.epochs[n - 1] if n <= r.epochs_done else None
-                row += [f"{fmt.loss(e.initial_loss)} → {fmt.loss(e.final_loss)}", fmt.accuracy(e.test_accuracy)] if e else ["–", "–"]
+                row += (
+                    [f"{fmt.loss(e.initial_loss)} → {fmt.loss(e.final_loss)}", fmt.accuracy(e.test_accuracy)]
+                    if e
+                    else ["–", "–"]
+                )
             rows.append(row)
         return rows
 
     # ---- the sweep grid ----------------------------------------------------------------------
-    def grid(self) -> Optional[Grid]:
+    def grid(self) -> Grid | None:
         """Best accuracy over two hyperparameters, when the runs differ in exactly two."""
         names = self.differing_params()
         if len(names) != 2 or len(self.runs) < 3:
@@ -195,7 +211,7 @@ class Comparison:
         combos = {(r.param(row_param), r.param(col_param)) for r in self.runs}
         if len(rows) < 2 or len(cols) < 2 or len(combos) < 0.75 * len(rows) * len(cols):
             return None  # not a sweep: a grid of mostly empty cells says nothing
-        cells: dict[tuple[Any, Any], Optional[float]] = {}
+        cells: dict[tuple[Any, Any], float | None] = {}
         for r in self.runs:
             key = (r.param(row_param), r.param(col_param))
             best = r.best_accuracy

@@ -17,8 +17,12 @@ if TYPE_CHECKING:
 
 Z_NOISE = 2.0  # two standard errors: a difference of test accuracies smaller than this is a tie
 
-UNFINISHED = {"interrupted": "was interrupted", "crashed": "crashed (its process is gone)",
-              "failed": "failed", "running": "is still running"}
+UNFINISHED = {
+    "interrupted": "was interrupted",
+    "crashed": "crashed (its process is gone)",
+    "failed": "failed",
+    "running": "is still running",
+}
 
 
 def noise(a: RunColumn, b: RunColumn) -> float:
@@ -38,10 +42,14 @@ def at_chance(r: RunColumn) -> bool:
     """Best accuracy within a few points of 100/classes and last-epoch loss near ln(classes)."""
     chance = 100.0 / r.num_classes
     loss = last_mean_loss(r)
-    return (r.best_accuracy or 0.0) <= chance * 1.5 and math.isfinite(loss) and abs(loss - math.log(r.num_classes)) <= 0.1 * math.log(r.num_classes)
+    return (
+        (r.best_accuracy or 0.0) <= chance * 1.5
+        and math.isfinite(loss)
+        and abs(loss - math.log(r.num_classes)) <= 0.1 * math.log(r.num_classes)
+    )
 
 
-def observations(c: "Comparison") -> list[str]:
+def observations(c: Comparison) -> list[str]:
     """Claims the numbers support, each with its numbers."""
     notes: list[str] = []
     trained = [r for r in c.runs if r.epochs_done]
@@ -52,8 +60,10 @@ def observations(c: "Comparison") -> list[str]:
             notes.append(_diverged(r))
         elif r.status in UNFINISHED:
             error = f" ({r.record.error})" if r.status == "failed" and r.record.error else ""
-            notes.append(f"{r.label} {UNFINISHED[r.status]}{error} after {r.epochs_done}/{r.record.spec.epochs} epochs; "
-                         "its figures cover only those.")
+            notes.append(
+                f"{r.label} {UNFINISHED[r.status]}{error} after {r.epochs_done}/{r.record.spec.epochs} epochs; "
+                "its figures cover only those."
+            )
     for r in trained:
         if r.index in stuck:
             loss = last_mean_loss(r)
@@ -75,8 +85,10 @@ def observations(c: "Comparison") -> list[str]:
 
 def _diverged(r: RunColumn) -> str:
     before = r.epochs_before_divergence
-    note = (f"{r.label} diverged: {r.record.error or 'non-finite loss'}; "
-            f"{epochs_text(before) if before else 'no epoch'} completed before it")
+    note = (
+        f"{r.label} diverged: {r.record.error or 'non-finite loss'}; "
+        f"{epochs_text(before) if before else 'no epoch'} completed before it"
+    )
     if r.epochs_done > before:  # on_divergence = "continue": it trained on
         later = f"epoch {r.epochs_done}" if r.epochs_done == before + 1 else f"epochs {before + 1}–{r.epochs_done}"
         note += f", and its figures for {later} come after it"
@@ -106,12 +118,14 @@ def _ranking(trained: list[RunColumn], stuck: set[int]) -> list[str]:
     others = [r for r in ranked[2:] if r.index not in stuck and r.status == "completed"]
     if others:
         worst = others[-1]
-        notes.append(f"Lowest: {worst.label} with {fmt.accuracy(worst.best_accuracy)}, "
-                     f"{best.best_accuracy - worst.best_accuracy:.2f} points below {best.label}.")
+        notes.append(
+            f"Lowest: {worst.label} with {fmt.accuracy(worst.best_accuracy)}, "
+            f"{best.best_accuracy - worst.best_accuracy:.2f} points below {best.label}."
+        )
     return notes
 
 
-def _convergence(c: "Comparison", trained: list[RunColumn], stuck: set[int]) -> list[str]:
+def _convergence(c: Comparison, trained: list[RunColumn], stuck: set[int]) -> list[str]:
     learning = [r for r in trained if r.index not in stuck and r.status != "diverged"]
     if len(learning) < 2:
         return []
@@ -122,14 +136,21 @@ def _convergence(c: "Comparison", trained: list[RunColumn], stuck: set[int]) -> 
     never = [r for r in learning if not reaching[r.index]]
     if reached and (never or reaching[reached[0].index] < reaching[reached[-1].index]):
         parts = [f"{r.label} at epoch {reaching[r.index]}" for r in reached]
-        parts += [f"{r.label} never (best {fmt.accuracy(r.best_accuracy)} in {epochs_text(r.epochs_done)})" for r in never]
+        parts += [
+            f"{r.label} never (best {fmt.accuracy(r.best_accuracy)} in {epochs_text(r.epochs_done)})" for r in never
+        ]
         notes.append(f"Fastest to {t} test accuracy: " + "; ".join(parts) + ".")
     else:
-        who = "All runs" if len(learning) == len(trained) else "The runs that learn (" + ", ".join(r.label for r in learning) + ")"
+        who = (
+            "All runs"
+            if len(learning) == len(trained)
+            else "The runs that learn (" + ", ".join(r.label for r in learning) + ")"
+        )
         if reached:
             notes.append(f"{who} first reached {t} at epoch {reaching[reached[0].index]}.")
         else:
             notes.append(f"{'No run' if who == 'All runs' else who + ': none'} reached {t} test accuracy.")
+
     # After the first epoch: split the runs at the widest gap in accuracy, if that gap is beyond noise.
     def acc1(r: RunColumn) -> float:
         return r.record.epochs[0].test_accuracy
@@ -141,8 +162,9 @@ def _convergence(c: "Comparison", trained: list[RunColumn], stuck: set[int]) -> 
         faster = " and ".join(r.label for r in first[:cut])
         slower = " and ".join(r.label for r in first[cut:])
         verb = "converges" if cut == 1 else "converge"
-        notes.append(f"After epoch 1: {listing}; {faster} {verb} faster than {slower} "
-                     f"({gap:.2f} points ahead or more).")
+        notes.append(
+            f"After epoch 1: {listing}; {faster} {verb} faster than {slower} ({gap:.2f} points ahead or more)."
+        )
     return notes
 
 
@@ -155,19 +177,26 @@ def _instability(r: RunColumn, stuck: bool) -> list[str]:
         p = a.test_accuracy / 100.0
         margin = Z_NOISE * 100.0 * math.sqrt(2 * p * (1 - p) / max(b.test_total, 1))
         if -drop > margin:
-            notes.append(f"{r.label}: test accuracy fell from {fmt.accuracy(a.test_accuracy)} (epoch {a.epoch}) "
-                         f"to {fmt.accuracy(b.test_accuracy)} (epoch {b.epoch}).")
-    rises = [(b.mean_loss - a.mean_loss, a, b) for a, b in zip(epochs, epochs[1:])
-             if math.isfinite(a.mean_loss) and math.isfinite(b.mean_loss)]
+            notes.append(
+                f"{r.label}: test accuracy fell from {fmt.accuracy(a.test_accuracy)} (epoch {a.epoch}) "
+                f"to {fmt.accuracy(b.test_accuracy)} (epoch {b.epoch})."
+            )
+    rises = [
+        (b.mean_loss - a.mean_loss, a, b)
+        for a, b in zip(epochs, epochs[1:])
+        if math.isfinite(a.mean_loss) and math.isfinite(b.mean_loss)
+    ]
     if rises:
         rise, a, b = max(rises, key=lambda d: d[0])
         if rise > 0.02 * abs(a.mean_loss) and rise > 1e-3:
-            notes.append(f"{r.label}: mean training loss rose from {a.mean_loss:.4f} (epoch {a.epoch}) to "
-                         f"{b.mean_loss:.4f} (epoch {b.epoch}).")
+            notes.append(
+                f"{r.label}: mean training loss rose from {a.mean_loss:.4f} (epoch {a.epoch}) to "
+                f"{b.mean_loss:.4f} (epoch {b.epoch})."
+            )
     return notes
 
 
-def _training_time(c: "Comparison") -> list[str]:
+def _training_time(c: Comparison) -> list[str]:
     """Which completed run trained longest, in training and evaluation time (pauses and downtime excluded)."""
     timed = [r for r in c.runs if r.time_s and r.status == "completed"]
     if len(timed) < 2:
@@ -176,13 +205,20 @@ def _training_time(c: "Comparison") -> list[str]:
     slow = max(timed, key=lambda r: r.time_s)
     if slow.time_s <= 1.2 * fast.time_s:
         return []
-    note = (f"Training time: {fast.label} took {fmt.duration(fast.time_s)}, "
-            f"{slow.label} {fmt.duration(slow.time_s)} ({slow.time_s / fast.time_s:.1f}×)")
+    note = (
+        f"Training time: {fast.label} took {fmt.duration(fast.time_s)}, "
+        f"{slow.label} {fmt.duration(slow.time_s)} ({slow.time_s / fast.time_s:.1f}×)"
+    )
     # Epochs of one run do the same work: if their times differ a lot, the machine was busy.
-    spread = [(max(d) / min(d), r, min(d), max(d)) for r in timed
-              if len(d := [e.duration_s for e in r.record.epochs]) > 1 and min(d) > 0]
+    spread = [
+        (max(d) / min(d), r, min(d), max(d))
+        for r in timed
+        if len(d := [e.duration_s for e in r.record.epochs]) > 1 and min(d) > 0
+    ]
     if spread and max(spread, key=lambda x: x[0])[0] > 2:
         _, r, lo, hi = max(spread, key=lambda x: x[0])
-        note += (f"; but epochs of one run took from {fmt.duration(lo)} to {fmt.duration(hi)} "
-                 f"({r.label}), so the machine was busy and these times say little about the runs")
+        note += (
+            f"; but epochs of one run took from {fmt.duration(lo)} to {fmt.duration(hi)} "
+            f"({r.label}), so the machine was busy and these times say little about the runs"
+        )
     return [note + "."]

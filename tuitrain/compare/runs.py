@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from tuitrain import format as fmt
 from tuitrain.catalog import RunFile
@@ -33,27 +34,27 @@ class RunColumn:
         return len(self.record.epochs)
 
     @property
-    def final_accuracy(self) -> Optional[float]:
+    def final_accuracy(self) -> float | None:
         return self.record.final_accuracy
 
     @property
-    def best_accuracy(self) -> Optional[float]:
+    def best_accuracy(self) -> float | None:
         return self.record.best_accuracy
 
     @property
-    def best_epoch(self) -> Optional[int]:
+    def best_epoch(self) -> int | None:
         if not self.record.epochs:
             return None
         return max(self.record.epochs, key=lambda e: e.test_accuracy).epoch  # first of equal bests
 
     @property
-    def final_loss(self) -> Optional[float]:
+    def final_loss(self) -> float | None:
         """The last training batch loss (of the last completed epoch, or later if the run was cut short)."""
         if self.record.batch_losses:
             return self.record.batch_losses[-1]
         return self.record.epochs[-1].final_loss if self.record.epochs else None
 
-    def epoch_reaching(self, threshold: float) -> Optional[int]:
+    def epoch_reaching(self, threshold: float) -> int | None:
         return next((e.epoch for e in self.record.epochs if e.test_accuracy >= threshold), None)
 
     @property
@@ -70,7 +71,7 @@ class RunColumn:
         return min(first_bad // max(per_epoch, 1), self.epochs_done)
 
     @property
-    def time_s(self) -> Optional[float]:
+    def time_s(self) -> float | None:
         """Training and evaluation time: the sum of the completed epochs' durations.
 
         Never the span from start to end, which also counts pauses, start-up and the downtime between
@@ -106,7 +107,9 @@ def unique_labels(records: Sequence[RunRecord]) -> list[str]:
     """Labels as given (control characters escaped: run files may be hand-made), with the preset name (then a
     counter) added where two runs share one."""
     given = [fmt.printable(r.label or r.id) for r in records]
-    labels = [f"{g} ({fmt.printable(r.preset)})" if given.count(g) > 1 and r.preset else g for g, r in zip(given, records)]
+    labels = [
+        f"{g} ({fmt.printable(r.preset)})" if given.count(g) > 1 and r.preset else g for g, r in zip(given, records)
+    ]
     counts: dict[str, int] = {}
     result = []
     for label in labels:
@@ -119,6 +122,6 @@ def epochs_text(n: int) -> str:
     return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
-def finite(value: Optional[float]) -> Optional[float]:
+def finite(value: float | None) -> float | None:
     """The value, or None where it is not a finite number (NaN or infinity have no place in a figure)."""
     return value if value is None or math.isfinite(value) else None

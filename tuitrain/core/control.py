@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
 
 
 @dataclass
@@ -20,7 +20,7 @@ class RunControl:
     paused: threading.Event = field(default_factory=threading.Event)
     """While set, the loop waits at the next batch boundary."""
     _holding: int = field(default=0, init=False, repr=False, compare=False)
-    _held_exit: Optional[BaseException] = field(default=None, init=False, repr=False, compare=False)
+    _held_exit: BaseException | None = field(default=None, init=False, repr=False, compare=False)
 
     def should_stop(self) -> bool:
         return self.stop_run.is_set() or self.stop_all.is_set()

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tuitrain.core.errors import PresetError, TuitrainError
 from tuitrain.core.spec import RunSpec
-from tuitrain.format import printable
+from tuitrain.core.text import printable
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,12 +35,12 @@ MAX_RUNS = 1000
 _NOT_GIVEN = object()
 
 
-def line_of(text: str, key: str, value: Any = _NOT_GIVEN, section: Optional[str] = None) -> Optional[int]:
+def line_of(text: str, key: str, value: Any = _NOT_GIVEN, section: str | None = None) -> int | None:
     """1-based line where `key = ...` is set in a TOML text, within `[section]` if given (preferring the
     line that also shows `value`). Good enough to point a person at the right line."""
     pattern = re.compile(rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""")
     header = re.compile(r"^\s*\[")
-    current: Optional[str] = None
+    current: str | None = None
     lines = []
     for i, line in enumerate(text.splitlines(), 1):
         if header.match(line):
@@ -77,7 +77,7 @@ class Preset(BaseModel):
     runs: list[dict[str, Any]] = Field(default_factory=list)
     """Explicit runs: optional `label` plus RunSpec fields."""
 
-    def expand(self, overrides: Optional[dict[str, Any]] = None, source: str = "", text: str = "") -> list[PresetRun]:
+    def expand(self, overrides: dict[str, Any] | None = None, source: str = "", text: str = "") -> list[PresetRun]:
         """The preset's runs, each a validated RunSpec with a readable label; CLI overrides win.
 
         A swept setting given as an override is no longer swept: its grid axis collapses, and explicit
@@ -90,22 +90,27 @@ class Preset(BaseModel):
         overrides = dict(overrides or {})
         check_overrides(overrides)
 
-        def where(key: Optional[str] = None, value: Any = _NOT_GIVEN, section: Optional[str] = None) -> str:
+        def where(key: str | None = None, value: Any = _NOT_GIVEN, section: str | None = None) -> str:
             line = line_of(text, key, value, section) if text and key else None
             base = source or self.name
             return f"{base}:{line}" if line else base
 
         for key, value, keep in (("title", self.title, ""), ("description", self.description, "\n\t")):
             if printable(value, keep) != value:
-                raise PresetError(f"{where(key)}: {key} holds a control character ({_first_control(value, keep)}); "
-                                  "write plain text.")
+                raise PresetError(
+                    f"{where(key)}: {key} holds a control character ({_first_control(value, keep)}); write plain text."
+                )
         for section, keys in (("defaults", self.defaults), ("grid", self.grid)):
             for key in keys:
                 if key not in SPEC_FIELDS:
-                    raise PresetError(f"{where(key, section=section)}: unknown setting {key!r}. Known: {', '.join(sorted(SPEC_FIELDS))}.")
+                    raise PresetError(
+                        f"{where(key, section=section)}: unknown setting {key!r}. Known: {', '.join(sorted(SPEC_FIELDS))}."
+                    )
         for key, values in self.grid.items():
             if not values:
-                raise PresetError(f"{where(key, section='grid')}: grid.{key} is an empty list; give at least one value.")
+                raise PresetError(
+                    f"{where(key, section='grid')}: grid.{key} is an empty list; give at least one value."
+                )
         size = max(len(self.runs), 1) * math.prod(len(v) for v in self.grid.values())
         if size > MAX_RUNS:
             raise PresetError(f"{where()}: {size} runs is more than {MAX_RUNS}; make the grid smaller.")
@@ -123,12 +128,16 @@ class Preset(BaseModel):
                         f"{where(key, section='runs')}: runs[{run_no}]: unknown setting {key!r}. Known: {', '.join(sorted(SPEC_FIELDS))}."
                     )
             if label is not None and printable(label) != str(label):
-                raise PresetError(f"{where('label', label, 'runs')}: runs[{run_no}].label holds a control character "
-                                  f"({_first_control(label)}); write plain text.")
+                raise PresetError(
+                    f"{where('label', label, 'runs')}: runs[{run_no}].label holds a control character "
+                    f"({_first_control(label)}); write plain text."
+                )
             for key in entry:
                 if key in self.grid:
-                    raise PresetError(f"{where(key, section='runs')}: runs[{run_no}] sets {key}, which the grid sweeps; "
-                                      f"set it in one place.")
+                    raise PresetError(
+                        f"{where(key, section='runs')}: runs[{run_no}] sets {key}, which the grid sweeps; "
+                        f"set it in one place."
+                    )
             remaining = {k: v for k, v in entry.items() if k not in overrides}
             collapsed = len(remaining) < len(entry) and remaining in remaining_seen
             remaining_seen.append(remaining)
@@ -165,15 +174,22 @@ class Preset(BaseModel):
         keys = list(self.grid)
         for entry in self.runs:
             for key in entry:
-                if key != "label" and key not in keys and len({repr(r.get(key, self.defaults.get(key))) for r in self.runs}) > 1:
+                if (
+                    key != "label"
+                    and key not in keys
+                    and len({repr(r.get(key, self.defaults.get(key))) for r in self.runs}) > 1
+                ):
                     keys.append(key)
         return keys
 
-    def replaced_sweeps(self, overrides: Optional[dict[str, Any]]) -> list[str]:
+    def replaced_sweeps(self, overrides: dict[str, Any] | None) -> list[str]:
         """'--lr 0.05 replaces the sweep over lr', for each override of a swept setting."""
         overrides = overrides or {}
-        return [f"{option_name(k)} {_shown(overrides[k])} replaces the sweep over {k}"
-                for k in self.swept_settings() if k in overrides]
+        return [
+            f"{option_name(k)} {_shown(overrides[k])} replaces the sweep over {k}"
+            for k in self.swept_settings()
+            if k in overrides
+        ]
 
 
 def option_name(key: str) -> str:
@@ -188,8 +204,12 @@ def _shown(value: Any) -> str:
 def _plain_error(error: Any) -> str:
     """A pydantic error as a person would say it: 'must be at most 65536'."""
     ctx = error.get("ctx") or {}
-    bounds = {"less_than_equal": ("at most", "le"), "less_than": ("below", "lt"),
-              "greater_than_equal": ("at least", "ge"), "greater_than": ("above", "gt")}
+    bounds = {
+        "less_than_equal": ("at most", "le"),
+        "less_than": ("below", "lt"),
+        "greater_than_equal": ("at least", "ge"),
+        "greater_than": ("above", "gt"),
+    }
     if error["type"] in bounds and bounds[error["type"]][1] in ctx:
         words, key = bounds[error["type"]]
         return f"must be {words} {_shown(ctx[key])}"
@@ -237,10 +257,10 @@ def builtin_presets() -> Traversable:
     return resources.files(__name__)
 
 
-def presets_dirs() -> list[Union[Path, Traversable]]:
+def presets_dirs() -> list[Path | Traversable]:
     """Where named presets are looked up, first match wins: TUITRAIN_PRESETS_DIR, ./presets, then the
     ones shipped with tuitrain."""
-    dirs: list[Union[Path, Traversable]] = []
+    dirs: list[Path | Traversable] = []
     if os.environ.get("TUITRAIN_PRESETS_DIR"):
         dirs.append(Path(os.environ["TUITRAIN_PRESETS_DIR"]))
     dirs.append(Path.cwd() / "presets")
@@ -256,7 +276,7 @@ def presets_dirs() -> list[Union[Path, Traversable]]:
     return unique
 
 
-def load_preset_file(path: Union[Path, Traversable]) -> Preset:
+def load_preset_file(path: Path | Traversable) -> Preset:
     """Read and validate a preset file (a path, or a packaged resource); PresetError says what is wrong."""
     path = path if isinstance(path, Traversable) else Path(path)
     try:
@@ -299,7 +319,7 @@ def load_preset_file(path: Union[Path, Traversable]) -> Preset:
     return preset
 
 
-def in_presets_folder(path: Union[Path, Traversable]) -> bool:
+def in_presets_folder(path: Path | Traversable) -> bool:
     """Is this file one of the named presets (directly in a presets folder)?"""
     if not isinstance(path, Path):
         return True  # a packaged resource: a shipped preset
@@ -307,11 +327,13 @@ def in_presets_folder(path: Union[Path, Traversable]) -> bool:
     return path.resolve().parent in folders
 
 
-def available_presets() -> dict[str, Union[Path, Traversable]]:
+def available_presets() -> dict[str, Path | Traversable]:
     """Named presets (file name without .toml) to their files, first folder first."""
-    found: dict[str, Union[Path, Traversable]] = {}
+    found: dict[str, Path | Traversable] = {}
     for folder in presets_dirs():
-        for path in sorted((p for p in folder.iterdir() if p.name.endswith(".toml") and p.is_file()), key=lambda p: p.name):
+        for path in sorted(
+            (p for p in folder.iterdir() if p.name.endswith(".toml") and p.is_file()), key=lambda p: p.name
+        ):
             found.setdefault(path.name[: -len(".toml")], path)
     return found
 
@@ -327,12 +349,16 @@ def find_preset(name_or_path: str) -> Preset:
     if name_or_path not in known:
         names = ", ".join(sorted(known)) or "(none found)"
         misnamed = [str(p) for p in known.values() if _declared_name(p) == name_or_path]
-        hint = f" {misnamed[0]} says name = {name_or_path!r} but is named otherwise; see --list-presets." if misnamed else ""
+        hint = (
+            f" {misnamed[0]} says name = {name_or_path!r} but is named otherwise; see --list-presets."
+            if misnamed
+            else ""
+        )
         raise PresetError(f"unknown preset {name_or_path!r}. Available: {names}. Or pass a path to a .toml file.{hint}")
     return load_preset_file(known[name_or_path])
 
 
-def _declared_name(path: Union[Path, Traversable]) -> Optional[str]:
+def _declared_name(path: Path | Traversable) -> str | None:
     """The `name` a preset file declares, or None if it cannot be read."""
     try:
         name = tomllib.loads(path.read_text(encoding="utf-8")).get("name")

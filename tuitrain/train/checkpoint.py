@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,7 +53,7 @@ def save_checkpoint(
     atomic_write(Path(path), lambda fh: fh.write(buffer.getbuffer()))
 
 
-def load_checkpoint(path: Path, run_id: Optional[str] = None) -> dict[str, Any]:
+def load_checkpoint(path: Path, run_id: str | None = None) -> dict[str, Any]:
     """Read a checkpoint (safely: weights_only); RecordError if it is missing, damaged or not this run's."""
     path = Path(path)
     try:
@@ -70,7 +70,10 @@ def load_checkpoint(path: Path, run_id: Optional[str] = None) -> dict[str, Any]:
 
 
 def restore_checkpoint(
-    state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, order_gen: torch.Generator,
+    state: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    order_gen: torch.Generator,
     record: RunRecord,
 ) -> None:
     """Put model, optimizer, RNGs and the record's epochs/losses back to the checkpoint's epoch end."""

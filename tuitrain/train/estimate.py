@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import torch
 
@@ -85,8 +85,10 @@ def _key(spec: RunSpec, device_name: str, torch_version: str = torch.__version__
 def _random_data(train: int, test: int, device: torch.device) -> TensorData:
     gen = torch.Generator().manual_seed(0)
     return TensorData(
-        torch.randn(train, 1, 28, 28, generator=gen).to(device), torch.randint(0, 10, (train,), generator=gen).to(device),
-        torch.randn(test, 1, 28, 28, generator=gen).to(device), torch.randint(0, 10, (test,), generator=gen).to(device),
+        torch.randn(train, 1, 28, 28, generator=gen).to(device),
+        torch.randint(0, 10, (train,), generator=gen).to(device),
+        torch.randn(test, 1, 28, 28, generator=gen).to(device),
+        torch.randint(0, 10, (test,), generator=gen).to(device),
         "random (calibration)",
     )
 
@@ -109,10 +111,17 @@ def measure(spec: RunSpec, device: torch.device) -> dict:
         if (len(marks) >= 3 and marks[-1][0] - marks[0][0] >= TIMED_S) or event.elapsed_s > MAX_CALIBRATION_S:
             control.stop_run.set()
 
-    run = spec.model_copy(update={
-        "device": device.type, "epochs": 1, "subset": None, "test_subset": None, "limit_train_batches": None,
-        "log_every": READ_EVERY.get(spec.model, 1), "on_divergence": "continue",
-    })
+    run = spec.model_copy(
+        update={
+            "device": device.type,
+            "epochs": 1,
+            "subset": None,
+            "test_subset": None,
+            "limit_train_batches": None,
+            "log_every": READ_EVERY.get(spec.model, 1),
+            "on_divergence": "continue",
+        }
+    )
     fit(run, on_event, control, data=data)
     if len(marks) < 2:  # a model so slow that the warm-up took everything: time all the steps
         marks = [(0.0, 0), last[0]]
@@ -142,7 +151,7 @@ def _save_cache(cache: dict) -> None:
         pass  # an estimate is a convenience: never fail for its cache
 
 
-def _combined(old: Optional[float], old_weight: float, new: float, new_weight: float) -> float:
+def _combined(old: float | None, old_weight: float, new: float, new_weight: float) -> float:
     """Throughput over both measurements: all their samples over all their seconds."""
     if old is None or old <= 0 or old_weight <= 0:
         return new
@@ -164,8 +173,11 @@ def learn_from_run(record: RunRecord) -> None:
     if (device.type == "cuda") != (record.env.device_type == "cuda"):
         return  # trained elsewhere (a resumed or copied run): its figures say nothing of this device
     train_size = record.train_size or record.spec.train_size()
-    timed = [e for e in record.epochs if e.samples_per_s > 0 and train_size >= MIN_EPOCH_SAMPLES
-             and train_size / e.samples_per_s >= MIN_EPOCH_TRAIN_S]
+    timed = [
+        e
+        for e in record.epochs
+        if e.samples_per_s > 0 and train_size >= MIN_EPOCH_SAMPLES and train_size / e.samples_per_s >= MIN_EPOCH_TRAIN_S
+    ]
     evaluated = [e for e in record.epochs if e.eval_s > 0 and e.test_total >= MIN_EVAL_SAMPLES]
     if not timed and not evaluated:
         return
@@ -177,7 +189,9 @@ def learn_from_run(record: RunRecord) -> None:
     if timed:
         samples = train_size * len(timed)
         rate = samples / sum(train_size / e.samples_per_s for e in timed)
-        weight = min(old.get("train_samples", CALIBRATION_WEIGHT), MEMORY_SAMPLES) if "train_samples_per_s" in old else 0
+        weight = (
+            min(old.get("train_samples", CALIBRATION_WEIGHT), MEMORY_SAMPLES) if "train_samples_per_s" in old else 0
+        )
         entry["train_samples_per_s"] = _combined(old.get("train_samples_per_s"), weight, rate, samples)
         entry["train_samples"] = weight + samples
     if evaluated:
@@ -193,7 +207,7 @@ def learn_from_run(record: RunRecord) -> None:
     _save_cache(cache)
 
 
-def throughput(spec: RunSpec, *, calibrate: bool = True) -> Optional[dict]:
+def throughput(spec: RunSpec, *, calibrate: bool = True) -> dict | None:
     """Cached throughput for this spec on its device; measured now if missing and `calibrate`."""
     device = select_device(spec.device)
     cache = _load_cache()
@@ -207,7 +221,7 @@ def throughput(spec: RunSpec, *, calibrate: bool = True) -> Optional[dict]:
     return cache[key]
 
 
-def run_seconds(spec: RunSpec, *, calibrate: bool = True) -> Optional[float]:
+def run_seconds(spec: RunSpec, *, calibrate: bool = True) -> float | None:
     """Estimated wall time of a whole run (training + per-epoch evaluation)."""
     tp = throughput(spec, calibrate=calibrate)
     if tp is None:
@@ -216,13 +230,13 @@ def run_seconds(spec: RunSpec, *, calibrate: bool = True) -> Optional[float]:
     return per_epoch * spec.epochs
 
 
-def preset_seconds(specs: Iterable[RunSpec], *, calibrate: bool = True) -> Optional[float]:
+def preset_seconds(specs: Iterable[RunSpec], *, calibrate: bool = True) -> float | None:
     """Estimated wall time of a whole preset: its runs plus preparing the data once."""
     runs = total_seconds(specs, calibrate=calibrate)
     return None if runs is None else runs + SETUP_S
 
 
-def total_seconds(specs: Iterable[RunSpec], *, calibrate: bool = True) -> Optional[float]:
+def total_seconds(specs: Iterable[RunSpec], *, calibrate: bool = True) -> float | None:
     total = 0.0
     for spec in specs:
         s = run_seconds(spec, calibrate=calibrate)

@@ -16,9 +16,9 @@ import os
 import platform
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
 
 import torch
 from torch import nn
@@ -91,8 +91,8 @@ class TensorData:
 
     @classmethod
     def from_arrays(
-        cls, arrays: MnistArrays, device: torch.device, subset: Optional[int] = None, test_subset: Optional[int] = None
-    ) -> "TensorData":
+        cls, arrays: MnistArrays, device: torch.device, subset: int | None = None, test_subset: int | None = None
+    ) -> TensorData:
         def images(a):  # move uint8 (4x less traffic), then normalise on the device
             x = torch.from_numpy(a).to(device).unsqueeze(1).float().div_(255.0)
             return x.sub_(MNIST_MEAN).div_(MNIST_STD).contiguous()
@@ -102,13 +102,15 @@ class TensorData:
 
         n, m = subset, test_subset
         return cls(
-            images(arrays.train_images[:n]), labels(arrays.train_labels[:n]),
-            images(arrays.test_images[:m]), labels(arrays.test_labels[:m]),
+            images(arrays.train_images[:n]),
+            labels(arrays.train_labels[:n]),
+            images(arrays.test_images[:m]),
+            labels(arrays.test_labels[:m]),
             arrays.source,
         )
 
 
-def cpu_threads(spec: RunSpec, device: torch.device) -> Optional[int]:
+def cpu_threads(spec: RunSpec, device: torch.device) -> int | None:
     """Intra-op threads to train with on the CPU: TUITRAIN_CPU_THREADS if set, else torch's default (every core).
 
     On an idle 2-core machine two threads trained Model A/B 1.5x faster than one (42k vs 28k
@@ -207,13 +209,13 @@ class RunPlace:
     """0-based position of the run in its invocation."""
     run_count: int = 1
     """Runs in the invocation."""
-    run_file: Optional[Path] = None
+    run_file: Path | None = None
     """The run file that `persist` writes (named in RunStarted and RunFinished); None when there is none."""
-    checkpoint_file: Optional[Path] = None
+    checkpoint_file: Path | None = None
     """Where the epoch-end checkpoint is written; None: no checkpoints."""
 
 
-def cannot_write(exc: OSError, folder: Optional[Path]) -> RunFilesError:
+def cannot_write(exc: OSError, folder: Path | None) -> RunFilesError:
     """A failed write of a run file or checkpoint, worded for the user: the folder, and why."""
     if folder is None and exc.filename:
         folder = Path(exc.filename).parent
@@ -254,8 +256,16 @@ class FitLoop:
     (evaluate, record, checkpoint, save). Built by `fit`, which also owns the thread count."""
 
     def __init__(
-        self, spec: RunSpec, emit: Sink, control: RunControl, persist: Persist, place: RunPlace, device: torch.device,
-        data: Union[MnistArrays, TensorData], record: Optional[RunRecord], resume: Optional[dict],
+        self,
+        spec: RunSpec,
+        emit: Sink,
+        control: RunControl,
+        persist: Persist,
+        place: RunPlace,
+        device: torch.device,
+        data: MnistArrays | TensorData,
+        record: RunRecord | None,
+        resume: dict | None,
     ) -> None:
         if isinstance(data, MnistArrays):
             data = TensorData.from_arrays(data, device, spec.subset, spec.test_subset)
@@ -289,30 +299,46 @@ class FitLoop:
 
         self.status: RunStatus = "completed"
         """How the run ends, as far as training goes (the record's status is set when it ends)."""
-        self.diverged_at: Optional[str] = None
+        self.diverged_at: str | None = None
         self.active_s = 0.0
         """Training and evaluation time of the finished epochs (this process): what BatchLosses.elapsed_s adds to."""
-        self.progress: Optional[EpochProgress] = None
+        self.progress: EpochProgress | None = None
         self.last_save = self.last_read = time.monotonic()
 
     # --- the run ---------------------------------------------------------------------------------
 
     def run(self) -> RunRecord:
         spec, record, place, emit = self.spec, self.record, self.place, self.emit
-        emit(RunStarted(
-            run_id=record.id, label=record.label, run_index=place.run_index, run_count=place.run_count, spec=spec,
-            device=describe_device(self.device), train_size=record.train_size, test_size=record.test_size,
-            batches_per_epoch=self.batches, start_epoch=self.start_epoch, path=place.run_file,
-        ))
-        files_error: Optional[RunFilesError] = None
+        emit(
+            RunStarted(
+                run_id=record.id,
+                label=record.label,
+                run_index=place.run_index,
+                run_count=place.run_count,
+                spec=spec,
+                device=describe_device(self.device),
+                train_size=record.train_size,
+                test_size=record.test_size,
+                batches_per_epoch=self.batches,
+                start_epoch=self.start_epoch,
+                path=place.run_file,
+            )
+        )
+        files_error: RunFilesError | None = None
         try:
             try:
                 self.save()
                 self.model.train()
                 # after restore_checkpoint: a CUDA graph captures the optimizer state tensors in place
                 self.train_step = make_step(
-                    self.model, self.optimizer, nn.CrossEntropyLoss(), self.data.train_x, self.data.train_y,
-                    spec.batch_size, graph=self.graph, log=lambda text: emit(LogMessage(text)),
+                    self.model,
+                    self.optimizer,
+                    nn.CrossEntropyLoss(),
+                    self.data.train_x,
+                    self.data.train_y,
+                    spec.batch_size,
+                    graph=self.graph,
+                    log=lambda text: emit(LogMessage(text)),
                 )
                 for epoch in range(self.start_epoch, spec.epochs + 1):
                     progress = self.run_epoch(epoch)
@@ -346,10 +372,17 @@ class FitLoop:
                     except RunFilesError:
                         pass  # leaving anyway; the file keeps its last saved state
             raise
-        emit(RunFinished(
-            run_id=record.id, label=record.label, run_index=place.run_index, status=record.status,
-            path=place.run_file, error=record.error, best_accuracy=record.best_accuracy,
-        ))
+        emit(
+            RunFinished(
+                run_id=record.id,
+                label=record.label,
+                run_index=place.run_index,
+                status=record.status,
+                path=place.run_file,
+                error=record.error,
+                best_accuracy=record.best_accuracy,
+            )
+        )
         if files_error is not None:
             raise files_error
         return record
@@ -401,15 +434,25 @@ class FitLoop:
         train_s = progress.train_s + (time.perf_counter() - segment_start)
         record.batch_losses.extend(values)
         progress.read = batch
-        self.emit(BatchLosses(
-            run_id=record.id, epoch=progress.epoch, first_step=len(record.batch_losses) - len(values),
-            losses=tuple(values), batch=batch, batches_per_epoch=self.batches, samples_done=progress.samples,
-            train_size=record.train_size, samples_per_s=progress.samples / train_s if train_s > 0 else 0.0,
-            elapsed_s=self.active_s + train_s,
-        ))
+        self.emit(
+            BatchLosses(
+                run_id=record.id,
+                epoch=progress.epoch,
+                first_step=len(record.batch_losses) - len(values),
+                losses=tuple(values),
+                batch=batch,
+                batches_per_epoch=self.batches,
+                samples_done=progress.samples,
+                train_size=record.train_size,
+                samples_per_s=progress.samples / train_s if train_s > 0 else 0.0,
+                elapsed_s=self.active_s + train_s,
+            )
+        )
         if not finite and self.diverged_at is None:
             bad = next(i for i, v in enumerate(values) if not math.isfinite(v))
-            self.diverged_at = f"non-finite loss ({values[bad]}) at epoch {progress.epoch}, batch {batch - len(values) + bad + 1}"
+            self.diverged_at = (
+                f"non-finite loss ({values[bad]}) at epoch {progress.epoch}, batch {batch - len(values) + bad + 1}"
+            )
             if self.spec.on_divergence == "stop":
                 self.status = "diverged"
                 record.error = self.diverged_at
@@ -427,10 +470,17 @@ class FitLoop:
         test_loss, correct, total = evaluate(self.model, self.data.test_x, self.data.test_y)
         eval_s = time.perf_counter() - eval_start
         result = EpochRecord(
-            epoch=progress.epoch, initial_loss=epoch_losses[0], final_loss=epoch_losses[-1],
-            mean_loss=sum(epoch_losses) / len(epoch_losses), test_loss=test_loss,
-            test_accuracy=100.0 * correct / max(total, 1), test_correct=correct, test_total=total,
-            duration_s=progress.train_s + eval_s, eval_s=eval_s, paused_s=progress.paused_s,
+            epoch=progress.epoch,
+            initial_loss=epoch_losses[0],
+            final_loss=epoch_losses[-1],
+            mean_loss=sum(epoch_losses) / len(epoch_losses),
+            test_loss=test_loss,
+            test_accuracy=100.0 * correct / max(total, 1),
+            test_correct=correct,
+            test_total=total,
+            duration_s=progress.train_s + eval_s,
+            eval_s=eval_s,
+            paused_s=progress.paused_s,
             samples_per_s=progress.samples / progress.train_s if progress.train_s else 0.0,
         )
         record.epochs.append(result)
@@ -442,10 +492,15 @@ class FitLoop:
                 raise cannot_write(exc, place.checkpoint_file.parent) from exc
             record.checkpoint = place.checkpoint_file.name
         self.save()
-        self.emit(EpochEnded(
-            run_id=record.id, label=record.label, run_index=place.run_index, epochs=self.spec.epochs,
-            **result.model_dump(exclude={"eval_s"}),
-        ))
+        self.emit(
+            EpochEnded(
+                run_id=record.id,
+                label=record.label,
+                run_index=place.run_index,
+                epochs=self.spec.epochs,
+                **result.model_dump(exclude={"eval_s"}),
+            )
+        )
 
     # --- saving ----------------------------------------------------------------------------------
 
@@ -471,14 +526,14 @@ class FitLoop:
 
 def fit(
     spec: RunSpec,
-    sink: Optional[Sink] = None,
-    control: Optional[RunControl] = None,
+    sink: Sink | None = None,
+    control: RunControl | None = None,
     *,
-    data: Union[MnistArrays, TensorData],
-    record: Optional[RunRecord] = None,
-    persist: Optional[Persist] = None,
+    data: MnistArrays | TensorData,
+    record: RunRecord | None = None,
+    persist: Persist | None = None,
     place: RunPlace = RunPlace(),
-    resume: Optional[dict] = None,
+    resume: dict | None = None,
 ) -> RunRecord:
     """Train and evaluate one run, emitting events to `sink`; returns the finished record.
 
@@ -497,8 +552,15 @@ def fit(
     try:
         torch.set_num_threads(cpu_threads(spec, device) or threads_before)
         loop = FitLoop(
-            spec, sink or (lambda _e: None), control or RunControl(), persist or (lambda _r: None), place, device,
-            data, record, resume,
+            spec,
+            sink or (lambda _e: None),
+            control or RunControl(),
+            persist or (lambda _r: None),
+            place,
+            device,
+            data,
+            record,
+            resume,
         )
         return loop.run()
     finally:

@@ -6,7 +6,7 @@ import asyncio
 import signal
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from textual import on
 from textual.app import App
@@ -35,12 +35,12 @@ class TuitrainApp(App[int]):
 
     def __init__(
         self,
-        preset: Optional[str] = None,
+        preset: str | None = None,
         runs_dir: Path = Path("runs"),
-        data_dir: Optional[Path] = None,
-        overrides: Optional[dict[str, Any]] = None,
-        presets: Optional[dict[str, Path]] = None,
-        watch: Optional[Path] = None,
+        data_dir: Path | None = None,
+        overrides: dict[str, Any] | None = None,
+        presets: dict[str, Path] | None = None,
+        watch: Path | None = None,
     ) -> None:
         """`presets` (name -> file) replaces the presets folders' list (tests use a tiny one); `watch` opens the
         run screen on a run file or folder that another process is training (`tuitrain watch`)."""
@@ -51,8 +51,8 @@ class TuitrainApp(App[int]):
         self.overrides = dict(overrides or {})
         self.preset_paths = dict(presets) if presets is not None else available_presets()
         self.watch = watch
-        self.stop_signals: Optional[StopOnSignals] = None
-        self.signal_exit_code: Optional[int] = None
+        self.stop_signals: StopOnSignals | None = None
+        self.signal_exit_code: int | None = None
 
     def on_mount(self) -> None:
         self.install_signal_handlers()
@@ -69,7 +69,9 @@ class TuitrainApp(App[int]):
             return  # signal handlers can only be set from the main thread (e.g. some test runners)
         loop = asyncio.get_running_loop()
         self.stop_signals = StopOnSignals(
-            None, [s for s in STOP_SIGNALS if s != signal.SIGINT], exit_on_second=False,
+            None,
+            [s for s in STOP_SIGNALS if s != signal.SIGINT],
+            exit_on_second=False,
             on_signal=lambda signum, first: loop.call_soon_threadsafe(self.stop_for_signal, signum),
         ).install()
 
@@ -89,7 +91,7 @@ class TuitrainApp(App[int]):
     def start_requested(self, message: StartPreset) -> None:
         self.start_preset(message.preset, message.path)
 
-    def start_preset(self, name: str, path: Optional[Path] = None) -> None:
+    def start_preset(self, name: str, path: Path | None = None) -> None:
         """Check everything cheap on the UI side (preset, overrides, device, runs folder), then train."""
         from tuitrain.session import (  # torch: not for watching or comparing
             PresetInvocation,
@@ -119,7 +121,7 @@ class TuitrainApp(App[int]):
             return
         self.push_screen(RunScreen(source))
 
-    def training_screen(self) -> Optional[RunScreen]:
+    def training_screen(self) -> RunScreen | None:
         for screen in reversed(self.screen_stack):
             if isinstance(screen, RunScreen) and screen.training:
                 return screen

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from textual.message import Message
 
@@ -32,8 +31,8 @@ class EstimateReady(Message):
     """The estimated time of one preset on this device (None: could not be estimated)."""
 
     name: str
-    seconds: Optional[float]
-    error: Optional[str] = None
+    seconds: float | None
+    error: str | None = None
 
 
 @dataclass
@@ -62,7 +61,7 @@ class StartPreset(Message):
     """The user asked to train this preset (a name or a .toml path)."""
 
     preset: str
-    path: Optional[Path] = None
+    path: Path | None = None
 
 
 @dataclass

@@ -8,8 +8,9 @@ thread worker; every figure comes from tuitrain.compare, the same model as `tuit
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Union
 
 from rich.text import Text
 from textual import on, work
@@ -51,12 +52,12 @@ THRESHOLDS = (90.0, 95.0, 97.0, 98.0, 99.0)
 VIEWS = ("tab-charts", "tab-summary", "tab-observations", "tab-epochs", "tab-grid", "tab-unreadable")
 """The views in key order: 1 shows the first."""
 
-Source = Union[Comparison, Sequence[Union[Path, str, RunFile]]]
+Source = Union[Comparison, Sequence[Path | str | RunFile]]
 
 
 def visible_columns(table: DataTable) -> tuple[int, int]:
     """(first, last) 1-based numbers of the scrolling columns wholly in view (0, 0 when none)."""
-    columns = table.ordered_columns[table.fixed_columns:]
+    columns = table.ordered_columns[table.fixed_columns :]
     fixed = sum(c.get_render_width(table) for c in table.ordered_columns[: table.fixed_columns])
     left, right = table.scroll_x, table.scroll_x + table.scrollable_content_region.width - fixed
     shown, x = [], 0
@@ -87,11 +88,18 @@ class CompareScreen(SizedScreen):
         Binding("escape", "back", "Back"),
     ]
 
-    def __init__(self, source: Source, *, threshold: float = DEFAULT_THRESHOLD, all_params: bool = False,
-                 name: Optional[str] = None, id: Optional[str] = None) -> None:  # noqa: A002 - Textual's name
+    def __init__(
+        self,
+        source: Source,
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        all_params: bool = False,
+        name: str | None = None,
+        id: str | None = None,
+    ) -> None:  # noqa: A002 - Textual's name
         super().__init__(name=name, id=id)
         self.source = source
-        self.comparison: Optional[Comparison] = None
+        self.comparison: Comparison | None = None
         self.threshold = threshold
         self.all_params = all_params
         self.included: set[int] = set()
@@ -101,27 +109,23 @@ class CompareScreen(SizedScreen):
     def compose(self) -> ComposeResult:
         yield Static("Reading run files…", id="compare-title", classes="screen-title")
         with TabbedContent(id="compare-tabs"):
-            with TabPane("1 Charts", id="tab-charts"):
-                with Horizontal(id="compare-top"):
-                    yield SelectionList[int](id="compare-runs")
-                    with Vertical(id="compare-charts"):
-                        yield PlotextPlot(id="compare-loss")
-                        yield PlotextPlot(id="compare-acc")
+            with TabPane("1 Charts", id="tab-charts"), Horizontal(id="compare-top"):
+                yield SelectionList[int](id="compare-runs")
+                with Vertical(id="compare-charts"):
+                    yield PlotextPlot(id="compare-loss")
+                    yield PlotextPlot(id="compare-acc")
             with TabPane("2 Summary", id="tab-summary"):
                 yield Static(id="summary-hint", classes="hint")
                 yield DataTable(id="compare-table", cursor_type="column", zebra_stripes=True, fixed_columns=1)
-            with TabPane("3 Observations", id="tab-observations"):
-                with VerticalScroll():
-                    yield Static(id="compare-observations")
+            with TabPane("3 Observations", id="tab-observations"), VerticalScroll():
+                yield Static(id="compare-observations")
             with TabPane("4 Per epoch", id="tab-epochs"):
                 yield Static(id="epochs-hint", classes="hint")
                 yield DataTable(id="epoch-table", zebra_stripes=True, fixed_columns=1)
-            with TabPane("5 Grid", id="tab-grid"):
-                with VerticalScroll():
-                    yield Static(id="compare-grid")
-            with TabPane("6 Unreadable", id="tab-unreadable"):
-                with VerticalScroll():
-                    yield Static(id="compare-unreadable")
+            with TabPane("5 Grid", id="tab-grid"), VerticalScroll():
+                yield Static(id="compare-grid")
+            with TabPane("6 Unreadable", id="tab-unreadable"), VerticalScroll():
+                yield Static(id="compare-unreadable")
         yield Footer()
         yield TooSmall()
 
@@ -132,9 +136,11 @@ class CompareScreen(SizedScreen):
             self.load_runs(list(self.source))
 
     @work(thread=True, exclusive=True)
-    def load_runs(self, items: list[Union[Path, str, RunFile]]) -> None:
+    def load_runs(self, items: list[Path | str | RunFile]) -> None:
         files = [item if isinstance(item, RunFile) else load_run_file(Path(item)) for item in items]
-        self.post_message(ComparisonLoaded(Comparison.from_files(files, threshold=self.threshold, all_params=self.all_params)))
+        self.post_message(
+            ComparisonLoaded(Comparison.from_files(files, threshold=self.threshold, all_params=self.all_params))
+        )
 
     @on(ComparisonLoaded)
     def show_runs(self, message: ComparisonLoaded) -> None:
@@ -169,7 +175,7 @@ class CompareScreen(SizedScreen):
             self.refresh_views()
 
     # ---- actions -------------------------------------------------------------------------------
-    def highlighted_run(self) -> Optional[int]:
+    def highlighted_run(self) -> int | None:
         """The run under the cursor: in the summary table, its column; elsewhere, the run list's entry."""
         if self.query_one(TabbedContent).active == "tab-summary":
             table = self.query_one("#compare-table", DataTable)
@@ -222,8 +228,13 @@ class CompareScreen(SizedScreen):
         full = self.comparison
         runs = [r for r in full.runs if r.index in self.included]
         baseline = full.baseline if full.baseline in self.included else None
-        return Comparison(runs=runs, unreadable=full.unreadable, threshold=full.threshold,
-                          all_params=full.all_params, baseline=baseline)
+        return Comparison(
+            runs=runs,
+            unreadable=full.unreadable,
+            threshold=full.threshold,
+            all_params=full.all_params,
+            baseline=baseline,
+        )
 
     def refresh_views(self) -> None:
         c = self.shown()
@@ -239,7 +250,8 @@ class CompareScreen(SizedScreen):
         grid = c.grid()
         self.query_one("#compare-grid", Static).update(
             Text(f"Best test accuracy by {grid.row_param} × {grid.col_param}\n\n" + fmt.text_table(*grid.table()))
-            if grid else "The shown runs do not form a sweep over exactly two hyperparameters."
+            if grid
+            else "The shown runs do not form a sweep over exactly two hyperparameters."
         )
         notes = c.observations()
         self.query_one("#compare-observations", Static).update(

@@ -7,13 +7,12 @@ any other opens it in the compare screen.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
 
 from rich.text import Text
 from textual import on, work
-from textual.events import DescendantFocus
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.events import DescendantFocus
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
@@ -34,8 +33,13 @@ from tuitrain.tui.widgets.too_small import SizedScreen, TooSmall
 DATE_FORMAT = "%Y-%m-%d %H:%M"
 MIN_LABEL_WIDTH = 12
 STATUS_STYLE = {
-    "completed": "green", "running": "cyan", "interrupted": "yellow", "crashed": "bold red",
-    "diverged": "red", "failed": "bold red", "unreadable": "dim red",
+    "completed": "green",
+    "running": "cyan",
+    "interrupted": "yellow",
+    "crashed": "bold red",
+    "diverged": "red",
+    "failed": "bold red",
+    "unreadable": "dim red",
 }
 SELECTED_MARK = "✓"
 LIVE = "● live"
@@ -52,10 +56,10 @@ def runs_signature(runs_dir: Path) -> tuple:
         return ()
 
 
-def preset_problem(error: str, path: Optional[Path]) -> str:
+def preset_problem(error: str, path: Path | None) -> str:
     """A preset file's error with the reason first and the file last ("path:line: reason" -> "reason (file:line)")."""
     if path is not None and error.startswith(str(path)):
-        where, _, reason = error[len(str(path)):].partition(": ")
+        where, _, reason = error[len(str(path)) :].partition(": ")
         if reason:
             return f"{reason} ({path.name}{where})"
     return error
@@ -65,7 +69,7 @@ def cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
-def fit_cell(cell: Union[str, Text], width: int) -> Union[str, Text]:
+def fit_cell(cell: str | Text, width: int) -> str | Text:
     if isinstance(cell, Text):
         cell = cell.copy()
         cell.truncate(width, overflow="ellipsis")
@@ -80,7 +84,8 @@ def fill_fitted(table: DataTable, headers: list[tuple[str, str]], rows: dict[str
     columns only once idle could draw its first rows with the headers' widths.)"""
     row = table.cursor_row
     widths = [
-        least.get(key, 0) if key == headers[0][1] and key in least
+        least.get(key, 0)
+        if key == headers[0][1] and key in least
         else max([len(title), least.get(key, 0), *(len(str(cells[i])) for cells in rows.values())])
         for i, (title, key) in enumerate(headers)
     ]
@@ -127,7 +132,7 @@ class HomeScreen(SizedScreen[None]):
         self.preset_errors: dict[str, str] = {}
         self.preset_rows: dict[str, list] = {}
         """Each preset's cells: name, runs, estimated time, title (or why the file is invalid)."""
-        self.completed_runs: Optional[set[Path]] = None
+        self.completed_runs: set[Path] | None = None
         """Completed run files at the last load: a new one updates the estimates (its measured speed is cached)."""
 
     def compose(self) -> ComposeResult:
@@ -159,7 +164,7 @@ class HomeScreen(SizedScreen[None]):
         if self.estimate_now:
             self.estimate_presets()
 
-    def runs_title(self, count: Optional[int] = None) -> str:
+    def runs_title(self, count: int | None = None) -> str:
         shown = f" ({count})" if count is not None else ""
         return f"Saved runs{shown} — Space selects, c compares; Enter opens (watches a live run)"
 
@@ -260,8 +265,14 @@ class HomeScreen(SizedScreen[None]):
         ]
 
     def fill_runs_table(self) -> None:
-        headers = [(SELECTED_MARK, "sel"), ("Date", "date"), ("Preset", "preset"), ("Status", "status"),
-                   ("Best acc", "best"), ("Label", "label")]
+        headers = [
+            (SELECTED_MARK, "sel"),
+            ("Date", "date"),
+            ("Preset", "preset"),
+            ("Status", "status"),
+            ("Best acc", "best"),
+            ("Label", "label"),
+        ]
         rows = {str(f.path): self.run_cells(f) for f in self.run_files}
         fill_fitted(self.query_one("#runs", DataTable), headers, rows, least={"sel": 1})
 
@@ -275,7 +286,7 @@ class HomeScreen(SizedScreen[None]):
         if self.run_files:
             self.call_after_refresh(self.fill_runs_table)
 
-    def highlighted_run(self) -> Optional[RunFile]:
+    def highlighted_run(self) -> RunFile | None:
         table = self.query_one("#runs", DataTable)
         if not self.run_files or table.row_count == 0:
             return None
@@ -319,7 +330,7 @@ class HomeScreen(SizedScreen[None]):
         else:
             self.open_comparison([run.path])
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> Optional[bool]:
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "toggle_run":
             return self.focused is self.query_one("#runs", DataTable) and bool(self.run_files)
         return True

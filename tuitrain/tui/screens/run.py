@@ -9,13 +9,12 @@ cheap widgets; the charts are only marked dirty and redrawn by a timer a few tim
 from __future__ import annotations
 
 import time
-from typing import Optional
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from rich.text import Text
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
@@ -75,9 +74,9 @@ class RunScreen(SizedScreen[None]):
         self.done = False
         self.quitting = False
         self.note = WATCHING_NOTE if source.control is None else ""
-        self.files: Optional[str] = None
+        self.files: str | None = None
         """Where the run files are, shown once training ends."""
-        self.feed_worker: Optional[Worker] = None
+        self.feed_worker: Worker | None = None
 
     @property
     def watching(self) -> bool:
@@ -143,7 +142,10 @@ class RunScreen(SizedScreen[None]):
                 self.query_one("#run-title", Static).update(self.source.title)
             if isinstance(event, RunFinished) and event.status != "completed":
                 detail = f": {event.error}" if event.error else ""
-                self.notify(f"{event.label}: {event.status}{detail}", severity="warning" if event.status == "interrupted" else "error")
+                self.notify(
+                    f"{event.label}: {event.status}{detail}",
+                    severity="warning" if event.status == "interrupted" else "error",
+                )
         if isinstance(event, LogMessage) and self.watching and self.monitor.current is not None:
             self.notify(event.text, severity="warning")  # e.g. a run file that cannot be read
         self.show_progress()
@@ -212,7 +214,7 @@ class RunScreen(SizedScreen[None]):
         self.loss_dirty = True  # re-bucket the points for the new width
         self.progress_dirty = True  # the files' path is cut to the width
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> Optional[bool]:
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in CONTROL_ACTIONS:
             return self.source.control is not None and not self.done
         if action == "back":
@@ -266,7 +268,7 @@ class RunScreen(SizedScreen[None]):
             self.app.exit()
             return
 
-        def answered(yes: Optional[bool]) -> None:
+        def answered(yes: bool | None) -> None:
             if yes:
                 self.stop_and_quit()
 

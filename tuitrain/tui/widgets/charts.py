@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 from rich.text import Text
@@ -42,11 +42,11 @@ class RunStyle:
         """What the run's line looks like, for a legend outside the chart."""
         return Text(SWATCH.get(self.marker, self.marker * 2), style=f"bold {self.markup}")
 
-    def with_marker(self, marker: str) -> "RunStyle":
+    def with_marker(self, marker: str) -> RunStyle:
         return RunStyle(self.colour, marker)
 
 
-def run_style(run_id: str, run_index: Optional[int]) -> RunStyle:
+def run_style(run_id: str, run_index: int | None) -> RunStyle:
     """A run's style from what never changes about it, so it is the same on every screen and in every
     comparison: the runs of one invocation take the palette in order (run ids are "<invocation>-NN",
     and the invocation picks where in the palette its first run starts); a run without a position
@@ -144,11 +144,12 @@ def _finite(x: list[float], y: list[float], positive: bool) -> tuple[list[float]
     return [a for a, _ in keep], [b for _, b in keep]
 
 
-def draw_loss(plt, series: Sequence[tuple[list[float], list[float], RunStyle]], *, log_scale: bool, xlabel: str,
-              height: int) -> None:
+def draw_loss(
+    plt, series: Sequence[tuple[list[float], list[float], RunStyle]], *, log_scale: bool, xlabel: str, height: int
+) -> None:
     """Loss lines with round y ticks (on a log scale: powers of ten)."""
     plt.clear_figure()
-    drawn = [(xs, ys, style) for xs, ys, style in (( *_finite(x, y, log_scale), s) for x, y, s in series) if xs]
+    drawn = [(xs, ys, style) for xs, ys, style in ((*_finite(x, y, log_scale), s) for x, y, s in series) if xs]
     for xs, ys, style in drawn:
         plt.plot(xs, ys, color=style.colour, marker=style.marker)
     if drawn:
@@ -160,8 +161,9 @@ def draw_loss(plt, series: Sequence[tuple[list[float], list[float], RunStyle]], 
     plt.xlabel(xlabel)
 
 
-def draw_accuracy(plt, series: Sequence[tuple[list[float], list[float], RunStyle]], *, last_epoch: int,
-                  height: int) -> None:
+def draw_accuracy(
+    plt, series: Sequence[tuple[list[float], list[float], RunStyle]], *, last_epoch: int, height: int
+) -> None:
     """Test accuracy lines, a dot at each epoch, on an axis that ends at 100% with round ticks."""
     plt.clear_figure()
     lowest = 100.0
@@ -220,6 +222,10 @@ class AccuracyChart(PlotextPlot):
             for run in runs
             if run.epochs
         ]
-        draw_accuracy(self.plt, series, last_epoch=max([1, *(run.spec.epochs for run in runs if run.epochs)]),
-                      height=self.content_size.height)
+        draw_accuracy(
+            self.plt,
+            series,
+            last_epoch=max([1, *(run.spec.epochs for run in runs if run.epochs)]),
+            height=self.content_size.height,
+        )
         self.refresh()

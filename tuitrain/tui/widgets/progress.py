@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from rich.text import Text
 from textual.widgets import Static
 
@@ -18,9 +16,9 @@ def path_tail(path: str, width: int) -> str:
     """The end of `path` in at most `width` characters (at least its last part), '…' where cut."""
     if len(path) <= width:
         return path
-    tail = path[-max(width - 1, 1):]
+    tail = path[-max(width - 1, 1) :]
     if "/" in tail[1:]:
-        tail = tail[tail.index("/", 1):]  # start at a folder boundary
+        tail = tail[tail.index("/", 1) :]  # start at a folder boundary
     name = path.rstrip("/").rsplit("/", 1)[-1]
     return "…" + (tail if len(tail) >= len(name) else "/" + name)
 
@@ -34,7 +32,7 @@ def text_bar(fraction: float, width: int = BAR_WIDTH) -> str:
 class ProgressPanel(Static):
     """A few lines of text; rebuilt from the monitor by the run screen's handlers."""
 
-    def show(self, monitor: SweepMonitor, *, paused: bool, note: str = "", files: Optional[str] = None) -> None:
+    def show(self, monitor: SweepMonitor, *, paused: bool, note: str = "", files: str | None = None) -> None:
         """`files`: the run files' folder, after the note, cut at the start (its end names the invocation)
         to fit the width."""
         run = monitor.current
