@@ -50,7 +50,8 @@ INVOCATION_NAME = re.compile(r"^\d{8}-\d{6}-.+-[0-9a-f]{6}$")
 DETACHED_LOG = "tuitrain.log"
 """The output of a `--detach`ed training process, in its invocation folder."""
 DETACHED_PID = "tuitrain.pid"
-"""`{"pid": N, "host": NAME}` of a `--detach`ed training process, so a watcher can tell it died before its first run file."""
+"""`{"pid": N, "host": NAME}` of a `--detach`ed training process, so a watcher can tell it died before its first
+run file."""
 
 
 def run_files(folder: Path) -> list[Path]:

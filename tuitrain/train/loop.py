@@ -10,6 +10,7 @@ excluded) plus its evaluation: start-up, pauses and epoch-end saving are not tra
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -367,10 +368,8 @@ class FitLoop:
                 if record.status == "running":
                     self.keep_unread_losses()
                     record.status, record.ended_at = "interrupted", utc_now()
-                    try:
+                    with contextlib.suppress(RunFilesError):  # leaving anyway; the file keeps its last saved state
                         self.save()
-                    except RunFilesError:
-                        pass  # leaving anyway; the file keeps its last saved state
             raise
         emit(
             RunFinished(
@@ -518,10 +517,8 @@ class FitLoop:
         if progress is None or progress.read >= len(progress.losses):
             return
         unread, progress.read = progress.losses[progress.read :], len(progress.losses)
-        try:
+        with contextlib.suppress(Exception):  # a device that failed mid-run: those losses are gone, the rest is saved
             self.record.batch_losses.extend(torch.stack(unread).tolist())
-        except Exception:  # noqa: BLE001 - a device that failed mid-run: those losses are gone, the rest is saved
-            pass
 
 
 def fit(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 from rich.text import Text
 from textual import on, work
@@ -52,7 +51,7 @@ THRESHOLDS = (90.0, 95.0, 97.0, 98.0, 99.0)
 VIEWS = ("tab-charts", "tab-summary", "tab-observations", "tab-epochs", "tab-grid", "tab-unreadable")
 """The views in key order: 1 shows the first."""
 
-Source = Union[Comparison, Sequence[Path | str | RunFile]]
+Source = Comparison | Sequence[Path | str | RunFile]
 
 
 def visible_columns(table: DataTable) -> tuple[int, int]:
