@@ -12,7 +12,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.events import DescendantFocus
+from textual.events import DescendantFocus, Resize
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
@@ -281,7 +281,7 @@ class HomeScreen(SizedScreen[None]):
         # room in the time column for estimates still to come ("…" now)
         fill_fitted(self.query_one("#presets", DataTable), headers, self.preset_rows, least={"time": 7})
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: Resize) -> None:
         self.call_after_refresh(self.fill_presets_table)  # the titles' room follows the width
         if self.run_files:
             self.call_after_refresh(self.fill_runs_table)
