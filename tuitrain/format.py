@@ -90,7 +90,7 @@ def text_table(header: Iterable[str], rows: Iterable[Iterable[str]], indent: str
     widths = [max(len(c) for c in col) for col in columns]
     right = [bool(rows) and all(_numeric(c) for c in col[1:]) for col in columns]
 
-    def line(cells: list[str]) -> str:
+    def line(cells: Iterable[str]) -> str:
         return indent + "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
 
     return "\n".join([line(header), indent + "  ".join("-" * w for w in widths), *(line(r) for r in rows)])

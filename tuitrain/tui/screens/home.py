@@ -6,6 +6,7 @@ any other opens it in the compare screen.
 
 from __future__ import annotations
 
+from importlib.abc import Traversable
 from pathlib import Path
 
 from rich.text import Text
@@ -56,7 +57,7 @@ def runs_signature(runs_dir: Path) -> tuple:
         return ()
 
 
-def preset_problem(error: str, path: Path | None) -> str:
+def preset_problem(error: str, path: Path | Traversable | None) -> str:
     """A preset file's error with the reason first and the file last ("path:line: reason" -> "reason (file:line)")."""
     if path is not None and error.startswith(str(path)):
         where, _, reason = error[len(str(path)) :].partition(": ")
@@ -117,7 +118,9 @@ class HomeScreen(SizedScreen[None]):
         Binding("r", "reload_runs", "Reload runs"),
     ]
 
-    def __init__(self, presets: dict[str, Path], runs_dir: Path, overrides: dict, estimate_now: bool = True) -> None:
+    def __init__(
+        self, presets: dict[str, Path | Traversable], runs_dir: Path, overrides: dict, estimate_now: bool = True
+    ) -> None:
         super().__init__()
         self.preset_paths = presets
         self.runs_dir = runs_dir
