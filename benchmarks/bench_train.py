@@ -230,7 +230,8 @@ def fmt_row(kind: str, pair: int, r: dict) -> str:
     notes = "".join(f"\n      {m}" for m in r.get("messages", []))
     return (
         f"  {kind:<12} pair {pair}: train {r['train_samples_per_s']:9,.0f} samples/s ({r['train_s']:6.1f} s)"
-        f"  eval {r['eval_s']:6.3f} s  peak RSS {r['peak_rss_mb']:6.0f} MB{cuda}  test acc {r['test_accuracy']:.2f}%{step}{notes}"
+        f"  eval {r['eval_s']:6.3f} s  peak RSS {r['peak_rss_mb']:6.0f} MB{cuda}"
+        f"  test acc {r['test_accuracy']:.2f}%{step}{notes}"
     )
 
 
@@ -315,11 +316,12 @@ def main(argv=None) -> int:
     )
     print("\nSummary (medians over pairs; ratio = engine / assignment speed):")
     print(
-        f"  {'model':<8} {'contender':<12} {'samples/s':>10} {'train x':>8} {'eval':>8} {'eval x':>7} {'test acc':>9}  step"
+        f"  {'model':<8} {'contender':<12} {'samples/s':>10} {'train x':>8} {'eval':>8} {'eval x':>7}"
+        f" {'test acc':>9}  step"
     )
     for model, runs in results.items():
 
-        def med(kind, key):
+        def med(kind, key, runs=runs):  # bound now: this model's runs, not the loop's last
             return statistics.median(r[key] for r in runs[kind]) if runs[kind] else float("nan")
 
         a_sps, a_ev = med("assignment", "train_samples_per_s"), med("assignment", "eval_s")

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from tuitrain import __version__
 from tuitrain.core.errors import TuitrainError
@@ -65,7 +65,7 @@ def _positive_float(text: str) -> float:
 class OneLineErrorParser(argparse.ArgumentParser):
     """Bad arguments get one line (what and how to fix) and exit 2, not a usage dump."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -243,8 +243,8 @@ def train_headless(invocation, heading: str) -> int:
                     safe_print(f"\nRun files: {invocation.folder}", sys.stdout)
                     if stopped and invocation.folder.is_dir():
                         safe_print(f"Continue with: tuitrain --resume {invocation.folder}", sys.stdout)
-    if stops.received is not None:
-        return stops.exit_code
+    if (signal_exit := stops.exit_code) is not None:  # a stop signal was received
+        return signal_exit
     return 0 if records and all(r.status == "completed" for r in records) else 1
 
 

@@ -50,7 +50,8 @@ INVOCATION_NAME = re.compile(r"^\d{8}-\d{6}-.+-[0-9a-f]{6}$")
 DETACHED_LOG = "tuitrain.log"
 """The output of a `--detach`ed training process, in its invocation folder."""
 DETACHED_PID = "tuitrain.pid"
-"""`{"pid": N, "host": NAME}` of a `--detach`ed training process, so a watcher can tell it died before its first run file."""
+"""`{"pid": N, "host": NAME}` of a `--detach`ed training process, so a watcher can tell it died before its first
+run file."""
 
 
 def run_files(folder: Path) -> list[Path]:
@@ -113,7 +114,8 @@ class RunFileReader:
         try:
             st = os.stat(self.path)
         except OSError as exc:
-            return self._failed(f"{self.path}: cannot read ({exc.strerror or exc}).")
+            self._failed(f"{self.path}: cannot read ({exc.strerror or exc}).")
+            return None
         if (st.st_ino, st.st_mtime_ns, st.st_size) == self._version:
             return None
         try:
@@ -122,11 +124,14 @@ class RunFileReader:
                 data = fh.read()
             record = parse_record(data.decode("utf-8"), str(self.path))
         except OSError as exc:  # replaced or removed between stat and open
-            return self._failed(f"{self.path}: cannot read ({exc.strerror or exc}).")
+            self._failed(f"{self.path}: cannot read ({exc.strerror or exc}).")
+            return None
         except UnicodeDecodeError:
-            return self._failed(f"{self.path}: not UTF-8 text.")
+            self._failed(f"{self.path}: not UTF-8 text.")
+            return None
         except RecordError as exc:  # half-written (by a writer that does not replace atomically), or not a record
-            return self._failed(str(exc))
+            self._failed(str(exc))
+            return None
         self._version = (st.st_ino, st.st_mtime_ns, st.st_size)
         self.failures, self.error = 0, None
         return record
@@ -431,7 +436,7 @@ class Follower:
             return True
         if len(seen) >= self.planned_runs(seen):
             return True
-        last = max(seen, key=lambda t: t.record.started_at).record
+        last = max((t.record for t in seen if t.record is not None), key=lambda r: r.started_at)
         # the writer stopped early (Ctrl-C, a signal): no more runs once its process is gone
         if last.env.host == socket.gethostname() and last.env.pid:
             return not training_process_alive(last)
@@ -439,9 +444,10 @@ class Follower:
         return _seconds_between(ended, datetime.now(timezone.utc)) > STALE_AFTER_S
 
     def planned_runs(self, seen: list[RunTracker]) -> int:
-        counts = [t.record.run_count for t in seen if t.record.run_count]
+        counts = [t.record.run_count for t in seen if t.record is not None and t.record.run_count]
         if counts:
             return max(counts)
+        assert self.folder is not None  # run files were seen, so their folder is known
         try:
             return len(json.loads((self.folder / PLAN_FILE).read_text(encoding="utf-8"))["runs"])
         except (OSError, ValueError, KeyError, TypeError):

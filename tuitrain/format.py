@@ -58,7 +58,8 @@ def epoch_rows(record: RunRecord) -> list[tuple[str, str, str, str]]:
 
 
 def spec_summary(spec: RunSpec) -> str:
-    """'model_b/relu, adam lr 0.001, batch 64': a run's settings in one phrase (the activation only where it applies)."""
+    """'model_b/relu, adam lr 0.001, batch 64': a run's settings in one phrase (the activation only where it
+    applies)."""
     model = f"{spec.model}/{spec.activation}" if spec.model in ("model_a", "model_b") else spec.model
     return f"{model}, {spec.optimizer} lr {spec.lr:g}, batch {spec.batch_size}"
 
@@ -89,7 +90,7 @@ def text_table(header: Iterable[str], rows: Iterable[Iterable[str]], indent: str
     widths = [max(len(c) for c in col) for col in columns]
     right = [bool(rows) and all(_numeric(c) for c in col[1:]) for col in columns]
 
-    def line(cells: list[str]) -> str:
+    def line(cells: Iterable[str]) -> str:
         return indent + "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
 
     return "\n".join([line(header), indent + "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
@@ -99,7 +100,10 @@ def summary(records: list[RunRecord]) -> str:
     """The end-of-preset report: per run, the assignment's epoch table; then one line per run."""
     blocks = []
     for r in records:
-        head = f"{printable(r.label)}  ({spec_summary(r.spec)})  {effective_status(r)}, {len(r.epochs)}/{r.spec.epochs} epochs, {duration(run_time(r))}"
+        head = (
+            f"{printable(r.label)}  ({spec_summary(r.spec)})  {effective_status(r)}, "
+            f"{len(r.epochs)}/{r.spec.epochs} epochs, {duration(run_time(r))}"
+        )
         if r.error:
             head += f"\n  {printable(r.error, keep=chr(10))}"
         blocks.append(

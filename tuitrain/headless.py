@@ -46,7 +46,8 @@ class HeadlessPrinter:
             self._print(event.text)
         elif isinstance(event, RunStarted):
             self._print(
-                f"\n=== Run {event.run_index + 1}/{event.run_count}: {fmt.printable(event.label)} — {fmt.spec_summary(event.spec)}, "
+                f"\n=== Run {event.run_index + 1}/{event.run_count}: {fmt.printable(event.label)} — "
+                f"{fmt.spec_summary(event.spec)}, "
                 f"{event.spec.epochs} epochs, {event.train_size} train / {event.test_size} test on {event.device}"
             )
             if event.path:

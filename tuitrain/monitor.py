@@ -104,9 +104,9 @@ class SweepMonitor:
             self.runs[event.run_id] = state
             self.current = state
             return state
-        state = self.runs.get(event.run_id)
-        if state is None:
+        if event.run_id not in self.runs:
             return None
+        state = self.runs[event.run_id]
         if isinstance(event, BatchLosses):
             state.add_losses(event)
         elif isinstance(event, EpochEnded):

@@ -8,6 +8,7 @@ estimates). Never imports textual.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import re
 import secrets
@@ -284,7 +285,7 @@ class PresetInvocation:
                     control,
                     data=tensors[key],
                     record=record,
-                    persist=lambda r, p=path: write_record(r, p),
+                    persist=functools.partial(write_record, path=path),
                     place=place,
                     resume=state,
                 )

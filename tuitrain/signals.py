@@ -56,7 +56,7 @@ class StopOnSignals:
         control: RunControl | None,
         signals: Sequence[int] = STOP_SIGNALS,
         *,
-        on_signal: Callable[[int, bool], None] | None = None,
+        on_signal: Callable[[int, bool], object] | None = None,  # what it returns is ignored
         exit_on_second: bool = True,
     ) -> None:
         self.control = control

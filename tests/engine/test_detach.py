@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -64,10 +65,8 @@ def test_detach_returns_at_once_and_the_run_completes(
         assert "Train Epoch: 1" in log and "Run files:" in log
         assert [p for p in runs.iterdir()] == [folder]  # no second invocation folder
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_detach_checks_input_before_starting(
@@ -122,7 +121,5 @@ def test_resume_detach_continues_in_the_background(
         assert (folder / LOCK_FILE).read_text().startswith(f"pid {pid} ")  # the child held the folder
         assert len(read_record(folder / inv.files[0]).resumed_at) == 1
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

@@ -314,7 +314,8 @@ def test_sweep_goes_on_after_a_diverged_run(mnist_dir: Path, tmp_path: Path) -> 
     preset = tmp_path / "div.toml"
     preset.write_text(
         'name = "div"\ntitle = "t"\n[defaults]\nmodel = "model_a"\nepochs = 1\nbatch_size = 32\nlog_every = 4\n'
-        'device = "cpu"\nseed = 0\n[[runs]]\nlabel = "explodes"\noptimizer = "sgd"\nlr = 10.0\n[[runs]]\nlabel = "fine"\n'
+        'device = "cpu"\nseed = 0\n[[runs]]\nlabel = "explodes"\noptimizer = "sgd"\nlr = 10.0\n'
+        '[[runs]]\nlabel = "fine"\n'
     )
     inv = PresetInvocation.prepare(load_preset_file(preset), runs_dir=tmp_path / "runs", data_dir=mnist_dir)
     records = inv.run(lambda e: None)

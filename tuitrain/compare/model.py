@@ -103,11 +103,11 @@ class Comparison:
 
     @classmethod
     def from_files(cls, files: Sequence[RunFile], **options: Any) -> Comparison:
-        readable = [f for f in files if f.record is not None]
-        labels = unique_labels([f.record for f in readable])
+        readable = [(f, f.record) for f in files if f.record is not None]
+        labels = unique_labels([record for _, record in readable])
         runs = [
-            RunColumn(index=i + 1, label=label, file=f, record=f.record)
-            for i, (f, label) in enumerate(zip(readable, labels))
+            RunColumn(index=i + 1, label=label, file=f, record=record)
+            for i, ((f, record), label) in enumerate(zip(readable, labels))
         ]
         return cls(runs=runs, unreadable=[f for f in files if f.record is None], **options)
 
@@ -215,7 +215,8 @@ class Comparison:
         for r in self.runs:
             key = (r.param(row_param), r.param(col_param))
             best = r.best_accuracy
-            if best is not None and (cells.get(key) is None or best > cells[key]):
+            kept = cells.get(key)
+            if best is not None and (kept is None or best > kept):
                 cells[key] = best
             else:
                 cells.setdefault(key, None)

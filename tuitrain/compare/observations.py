@@ -96,12 +96,16 @@ def _diverged(r: RunColumn) -> str:
 
 
 def _ranking(trained: list[RunColumn], stuck: set[int]) -> list[str]:
-    ranked = sorted(trained, key=lambda r: r.best_accuracy, reverse=True)
+    def best_of(r: RunColumn) -> float:
+        assert r.best_accuracy is not None  # a trained run has epochs, so a best accuracy
+        return r.best_accuracy
+
+    ranked = sorted(trained, key=best_of, reverse=True)
     if len(ranked) < 2:
         return []
     notes = []
     best, second = ranked[0], ranked[1]
-    diff = best.best_accuracy - second.best_accuracy
+    diff = best_of(best) - best_of(second)
     margin = noise(best, second)
     if diff > margin:
         notes.append(
@@ -120,7 +124,7 @@ def _ranking(trained: list[RunColumn], stuck: set[int]) -> list[str]:
         worst = others[-1]
         notes.append(
             f"Lowest: {worst.label} with {fmt.accuracy(worst.best_accuracy)}, "
-            f"{best.best_accuracy - worst.best_accuracy:.2f} points below {best.label}."
+            f"{best_of(best) - best_of(worst):.2f} points below {best.label}."
         )
     return notes
 
@@ -131,9 +135,9 @@ def _convergence(c: Comparison, trained: list[RunColumn], stuck: set[int]) -> li
         return []
     notes = []
     t = f"{c.threshold:g}%"
-    reaching = {r.index: r.epoch_reaching(c.threshold) for r in learning}
-    reached = sorted((r for r in learning if reaching[r.index]), key=lambda r: reaching[r.index])
-    never = [r for r in learning if not reaching[r.index]]
+    reaching = {r.index: epoch for r in learning if (epoch := r.epoch_reaching(c.threshold))}
+    reached = sorted((r for r in learning if r.index in reaching), key=lambda r: reaching[r.index])
+    never = [r for r in learning if r.index not in reaching]
     if reached and (never or reaching[reached[0].index] < reaching[reached[-1].index]):
         parts = [f"{r.label} at epoch {reaching[r.index]}" for r in reached]
         parts += [
@@ -201,13 +205,18 @@ def _training_time(c: Comparison) -> list[str]:
     timed = [r for r in c.runs if r.time_s and r.status == "completed"]
     if len(timed) < 2:
         return []
-    fast = min(timed, key=lambda r: r.time_s)
-    slow = max(timed, key=lambda r: r.time_s)
-    if slow.time_s <= 1.2 * fast.time_s:
+
+    def seconds(r: RunColumn) -> float:
+        assert r.time_s is not None  # timed runs have a training time
+        return r.time_s
+
+    fast = min(timed, key=seconds)
+    slow = max(timed, key=seconds)
+    if seconds(slow) <= 1.2 * seconds(fast):
         return []
     note = (
-        f"Training time: {fast.label} took {fmt.duration(fast.time_s)}, "
-        f"{slow.label} {fmt.duration(slow.time_s)} ({slow.time_s / fast.time_s:.1f}×)"
+        f"Training time: {fast.label} took {fmt.duration(seconds(fast))}, "
+        f"{slow.label} {fmt.duration(seconds(slow))} ({seconds(slow) / seconds(fast):.1f}×)"
     )
     # Epochs of one run do the same work: if their times differ a lot, the machine was busy.
     spread = [

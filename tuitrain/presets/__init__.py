@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -104,10 +104,11 @@ class Preset(BaseModel):
             for key in keys:
                 if key not in SPEC_FIELDS:
                     raise PresetError(
-                        f"{where(key, section=section)}: unknown setting {key!r}. Known: {', '.join(sorted(SPEC_FIELDS))}."
+                        f"{where(key, section=section)}: unknown setting {key!r}. "
+                        f"Known: {', '.join(sorted(SPEC_FIELDS))}."
                     )
-        for key, values in self.grid.items():
-            if not values:
+        for key, choices in self.grid.items():
+            if not choices:
                 raise PresetError(
                     f"{where(key, section='grid')}: grid.{key} is an empty list; give at least one value."
                 )
@@ -125,7 +126,8 @@ class Preset(BaseModel):
             for key in entry:
                 if key not in SPEC_FIELDS:
                     raise PresetError(
-                        f"{where(key, section='runs')}: runs[{run_no}]: unknown setting {key!r}. Known: {', '.join(sorted(SPEC_FIELDS))}."
+                        f"{where(key, section='runs')}: runs[{run_no}]: unknown setting {key!r}. "
+                        f"Known: {', '.join(sorted(SPEC_FIELDS))}."
                     )
             if label is not None and printable(label) != str(label):
                 raise PresetError(
@@ -238,7 +240,8 @@ def _relabel(label: str, overrides: dict[str, Any], set_by_run: set[str]) -> str
         name = re.escape(key).replace("_", "[_ -]")
         stated = re.compile(rf"(?<![A-Za-z0-9_])({name}(?:\s*[=:]\s*|\s+))[^\s,;)\]]+", re.IGNORECASE)
         if stated.search(label):
-            label = stated.sub(lambda m, shown=_shown(value): m.group(1) + shown, label)
+            shown = _shown(value).replace("\\", "\\\\")  # a replacement template: a backslash stands for itself
+            label = stated.sub(rf"\g<1>{shown}", label)
         elif key in set_by_run:
             label = f"{label}, {key}={_shown(value)}"
     return label
@@ -260,11 +263,12 @@ def builtin_presets() -> Traversable:
 def presets_dirs() -> list[Path | Traversable]:
     """Where named presets are looked up, first match wins: TUITRAIN_PRESETS_DIR, ./presets, then the
     ones shipped with tuitrain."""
-    dirs: list[Path | Traversable] = []
+    dirs: list[Path] = []
     if os.environ.get("TUITRAIN_PRESETS_DIR"):
         dirs.append(Path(os.environ["TUITRAIN_PRESETS_DIR"]))
     dirs.append(Path.cwd() / "presets")
-    seen, unique = set(), []
+    seen: set[Path] = set()
+    unique: list[Path | Traversable] = []
     for d in dirs:
         key = d.resolve() if d.exists() else d
         if key not in seen and d.is_dir():
@@ -313,7 +317,8 @@ def load_preset_file(path: Path | Traversable) -> Preset:
     if preset.name != stem and in_presets_folder(path):
         raise PresetError(
             f"{path}:{line_of(text, 'name') or 1}: name = {preset.name!r} differs from the file name; a preset in a "
-            f"presets folder is found by its file name, so rename the file to {preset.name}.toml or set name = {stem!r}."
+            f"presets folder is found by its file name, so rename the file to {preset.name}.toml "
+            f"or set name = {stem!r}."
         )
     preset.expand(source=str(path), text=text)  # validate every run now, not when it starts
     return preset

@@ -71,7 +71,8 @@ def planned_device(device: torch.device) -> str:
     (TUITRAIN_CPU_THREADS, else torch's default)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return cpu_device(cpu_threads(RunSpec(), device) or torch.get_num_threads())
+    defaults = RunSpec()  # type: ignore[call-arg]  # mypy misses the defaults given as Field(default, ...)
+    return cpu_device(cpu_threads(defaults, device) or torch.get_num_threads())
 
 
 def _key(spec: RunSpec, device_name: str, torch_version: str = torch.__version__) -> str:

@@ -10,6 +10,7 @@ excluded) plus its evaluation: start-up, pauses and epoch-end saving are not tra
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -19,6 +20,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -72,7 +74,7 @@ def describe_device(device: torch.device) -> str:
 def environment(device: torch.device) -> EnvInfo:
     return EnvInfo(
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
-        device_type=device.type,
+        device_type="cuda" if device.type == "cuda" else "cpu",  # the only kinds a RunSpec can name
         torch_version=torch.__version__,
         threads=torch.get_num_threads(),
         python_version=platform.python_version(),
@@ -143,6 +145,8 @@ def make_optimizer(spec: RunSpec, params, *, capturable: bool = False) -> torch.
     the device, else the foreach implementation. `capturable`: Adam keeps its step count on the device,
     so that its step can be captured in a CUDA graph (SGD has no such state)."""
     params = list(params)
+    cls: Callable[..., torch.optim.Optimizer]  # Adam and SGD take different keywords
+    kwargs: dict[str, Any]
     if spec.optimizer == "adam":
         cls, kwargs = torch.optim.Adam, ({"capturable": True} if capturable else {})
     else:
@@ -309,6 +313,7 @@ class FitLoop:
 
     def run(self) -> RunRecord:
         spec, record, place, emit = self.spec, self.record, self.place, self.emit
+        assert record.train_size is not None and record.test_size is not None  # set in __init__
         emit(
             RunStarted(
                 run_id=record.id,
@@ -367,10 +372,8 @@ class FitLoop:
                 if record.status == "running":
                     self.keep_unread_losses()
                     record.status, record.ended_at = "interrupted", utc_now()
-                    try:
+                    with contextlib.suppress(RunFilesError):  # leaving anyway; the file keeps its last saved state
                         self.save()
-                    except RunFilesError:
-                        pass  # leaving anyway; the file keeps its last saved state
             raise
         emit(
             RunFinished(
@@ -434,6 +437,7 @@ class FitLoop:
         train_s = progress.train_s + (time.perf_counter() - segment_start)
         record.batch_losses.extend(values)
         progress.read = batch
+        assert record.train_size is not None  # set in __init__
         self.emit(
             BatchLosses(
                 run_id=record.id,
@@ -518,10 +522,8 @@ class FitLoop:
         if progress is None or progress.read >= len(progress.losses):
             return
         unread, progress.read = progress.losses[progress.read :], len(progress.losses)
-        try:
+        with contextlib.suppress(Exception):  # a device that failed mid-run: those losses are gone, the rest is saved
             self.record.batch_losses.extend(torch.stack(unread).tolist())
-        except Exception:  # noqa: BLE001 - a device that failed mid-run: those losses are gone, the rest is saved
-            pass
 
 
 def fit(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+from importlib.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,8 @@ class TuitrainApp(App[int]):
         self.runs_dir = Path(runs_dir)
         self.data_dir = data_dir
         self.overrides = dict(overrides or {})
-        self.preset_paths = dict(presets) if presets is not None else available_presets()
-        self.watch = watch
+        self.preset_paths: dict[str, Path | Traversable] = dict(presets) if presets is not None else available_presets()
+        self.watched = watch  # not `watch`: that would hide Textual's DOMNode.watch method
         self.stop_signals: StopOnSignals | None = None
         self.signal_exit_code: int | None = None
 
@@ -59,8 +60,8 @@ class TuitrainApp(App[int]):
         self.push_screen(HomeScreen(self.preset_paths, self.runs_dir, self.overrides, estimate_now=self.preset is None))
         if self.preset:
             self.start_preset(self.preset, self.preset_paths.get(self.preset))
-        elif self.watch is not None:
-            self.watch_runs(self.watch)
+        elif self.watched is not None:
+            self.watch_runs(self.watched)
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGHUP (a dropped SSH session) stop training like a confirmed quit: the run is saved
@@ -91,7 +92,7 @@ class TuitrainApp(App[int]):
     def start_requested(self, message: StartPreset) -> None:
         self.start_preset(message.preset, message.path)
 
-    def start_preset(self, name: str, path: Path | None = None) -> None:
+    def start_preset(self, name: str, path: Path | Traversable | None = None) -> None:
         """Check everything cheap on the UI side (preset, overrides, device, runs folder), then train."""
         from tuitrain.session import (  # torch: not for watching or comparing
             PresetInvocation,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.abc import Traversable
 from pathlib import Path
 
 from textual.message import Message
@@ -61,7 +62,7 @@ class StartPreset(Message):
     """The user asked to train this preset (a name or a .toml path)."""
 
     preset: str
-    path: Path | None = None
+    path: Path | Traversable | None = None
 
 
 @dataclass

@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.events import Resize
 from textual.widgets import (
     DataTable,
     Footer,
@@ -52,7 +52,7 @@ THRESHOLDS = (90.0, 95.0, 97.0, 98.0, 99.0)
 VIEWS = ("tab-charts", "tab-summary", "tab-observations", "tab-epochs", "tab-grid", "tab-unreadable")
 """The views in key order: 1 shows the first."""
 
-Source = Union[Comparison, Sequence[Path | str | RunFile]]
+Source = Comparison | Sequence[Path | str | RunFile]
 
 
 def visible_columns(table: DataTable) -> tuple[int, int]:
@@ -226,6 +226,7 @@ class CompareScreen(SizedScreen):
     def shown(self) -> Comparison:
         """The comparison restricted to the runs ticked in the list."""
         full = self.comparison
+        assert full is not None  # the views are drawn only once a comparison is loaded
         runs = [r for r in full.runs if r.index in self.included]
         baseline = full.baseline if full.baseline in self.included else None
         return Comparison(
@@ -238,6 +239,7 @@ class CompareScreen(SizedScreen):
 
     def refresh_views(self) -> None:
         c = self.shown()
+        assert self.comparison is not None  # shown() holds it too
         title = f"{len(c.runs)} of {len(self.comparison.runs)} run(s) shown"
         if c.baseline_run:
             title += f" · baseline {c.baseline_run.label}"
@@ -312,14 +314,15 @@ class CompareScreen(SizedScreen):
         draw_loss(loss_plot.plt, series, log_scale=log_scale, xlabel="epoch", height=loss_plot.content_size.height)
         last = max([0.0, *(max(xs) for xs, _, _ in series if xs)])
         if last:
-            loss_plot.plt.xticks(int_ticks(0, math.ceil(last), count=min(math.ceil(last) + 1, 8)))
+            ticks = int_ticks(0, math.ceil(last), count=min(math.ceil(last) + 1, 8))
+            loss_plot.plt.xticks(ticks)  # type: ignore[arg-type]  # stub says list[float]; plotext takes ints
         loss_plot.refresh()
         curves = [(*accuracy_curve(r.record), self.run_styles[r.index]) for r in c.runs]
         last_epoch = max([1, *(int(max(xs)) for xs, _, _ in curves if xs)])
         draw_accuracy(acc_plot.plt, curves, last_epoch=last_epoch, height=acc_plot.content_size.height)
         acc_plot.refresh()
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: Resize) -> None:
         if self.comparison is not None:
             self.draw_charts(self.shown())
             self.call_after_refresh(self.show_hints)

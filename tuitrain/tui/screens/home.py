@@ -6,13 +6,14 @@ any other opens it in the compare screen.
 
 from __future__ import annotations
 
+from importlib.abc import Traversable
 from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.events import DescendantFocus
+from textual.events import DescendantFocus, Resize
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
@@ -56,7 +57,7 @@ def runs_signature(runs_dir: Path) -> tuple:
         return ()
 
 
-def preset_problem(error: str, path: Path | None) -> str:
+def preset_problem(error: str, path: Path | Traversable | None) -> str:
     """A preset file's error with the reason first and the file last ("path:line: reason" -> "reason (file:line)")."""
     if path is not None and error.startswith(str(path)):
         where, _, reason = error[len(str(path)) :].partition(": ")
@@ -117,7 +118,9 @@ class HomeScreen(SizedScreen[None]):
         Binding("r", "reload_runs", "Reload runs"),
     ]
 
-    def __init__(self, presets: dict[str, Path], runs_dir: Path, overrides: dict, estimate_now: bool = True) -> None:
+    def __init__(
+        self, presets: dict[str, Path | Traversable], runs_dir: Path, overrides: dict, estimate_now: bool = True
+    ) -> None:
         super().__init__()
         self.preset_paths = presets
         self.runs_dir = runs_dir
@@ -281,7 +284,7 @@ class HomeScreen(SizedScreen[None]):
         # room in the time column for estimates still to come ("…" now)
         fill_fitted(self.query_one("#presets", DataTable), headers, self.preset_rows, least={"time": 7})
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: Resize) -> None:
         self.call_after_refresh(self.fill_presets_table)  # the titles' room follows the width
         if self.run_files:
             self.call_after_refresh(self.fill_runs_table)

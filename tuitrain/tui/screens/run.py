@@ -15,6 +15,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.events import Resize
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
@@ -210,7 +211,7 @@ class RunScreen(SizedScreen[None]):
         self.loss_drawn_at = time.monotonic()
         self.query_one(LossChart).draw(list(self.monitor.runs.values()), smooth=self.smooth, log_scale=self.log_scale)
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: Resize) -> None:
         self.loss_dirty = True  # re-bucket the points for the new width
         self.progress_dirty = True  # the files' path is cut to the width
 
@@ -224,6 +225,7 @@ class RunScreen(SizedScreen[None]):
     # Controls: they only set thread-safe flags that the loop reads at batch boundaries.
 
     def action_pause(self) -> None:
+        assert self.source.control is not None  # check_action offers the controls only with a control
         paused = self.source.control.paused
         if paused.is_set():
             paused.clear()
@@ -232,6 +234,7 @@ class RunScreen(SizedScreen[None]):
         self.show_progress()
 
     def action_stop_run(self) -> None:
+        assert self.source.control is not None  # check_action offers the controls only with a control
         self.source.control.stop_run.set()
         self.notify("Stopping the current run; it is saved as interrupted.")
 

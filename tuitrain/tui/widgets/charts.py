@@ -162,7 +162,7 @@ def draw_loss(
 
 
 def draw_accuracy(
-    plt, series: Sequence[tuple[list[float], list[float], RunStyle]], *, last_epoch: int, height: int
+    plt, series: Sequence[tuple[Sequence[float], Sequence[float], RunStyle]], *, last_epoch: int, height: int
 ) -> None:
     """Test accuracy lines, a dot at each epoch, on an axis that ends at 100% with round ticks."""
     plt.clear_figure()
@@ -208,7 +208,7 @@ class LossChart(PlotextPlot):
             last_step = max(last_step, int(run.steps()[-1]))
         draw_loss(self.plt, series, log_scale=log_scale, xlabel="step", height=self.content_size.height)
         if last_step:
-            self.plt.xticks(int_ticks(0, last_step))
+            self.plt.xticks(int_ticks(0, last_step))  # type: ignore[arg-type]  # stub says list[float]; plotext takes ints
         self.refresh()
 
 
