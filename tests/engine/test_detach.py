@@ -58,6 +58,10 @@ def test_detach_returns_at_once_and_the_run_completes(
                 statuses = [read_record(p).status for p in sorted(folder.glob("*.json"))]
             except RecordError:
                 continue  # a file not written yet
+        # the summary is printed after the files say completed
+        while "Run files:" not in (folder / DETACHED_LOG).read_text():
+            assert time.monotonic() < deadline, f"timed out; log:\n{(folder / DETACHED_LOG).read_text()}"
+            time.sleep(0.2)
         records = [read_record(p) for p in sorted(folder.glob("*.json"))]
         assert {r.invocation for r in records} == {folder.name}  # the child used the folder it was given
         assert all(len(r.epochs) == 1 for r in records)  # overrides reached the child

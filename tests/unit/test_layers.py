@@ -158,13 +158,6 @@ print("torch" in sys.modules)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the home screen under the watched run estimates preset times on mount, importing "
-    "tuitrain.session and torch (tui/app.py on_mount: estimate_now=self.preset is None; "
-    "tui/screens/home.py estimate_presets)",
-)
 def test_watching_in_the_app_never_imports_torch(tmp_path: Path, finished_runs: Path) -> None:
     result = python(tmp_path, "-c", WATCH_IN_APP, str(finished_runs.parent), str(finished_runs / "01-relu.json"))
     if result.returncode != 0:

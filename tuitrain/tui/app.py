@@ -57,7 +57,9 @@ class TuitrainApp(App[int]):
 
     def on_mount(self) -> None:
         self.install_signal_handlers()
-        self.push_screen(HomeScreen(self.preset_paths, self.runs_dir, self.overrides, estimate_now=self.preset is None))
+        # watching needs no estimates (nor torch): the home screen estimates once it is shown
+        estimate_now = self.preset is None and self.watched is None
+        self.push_screen(HomeScreen(self.preset_paths, self.runs_dir, self.overrides, estimate_now=estimate_now))
         if self.preset:
             self.start_preset(self.preset, self.preset_paths.get(self.preset))
         elif self.watched is not None:
