@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
-import secrets
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 from pydantic import BaseModel, ValidationError
 
-from tuitrain.catalog import PLAN_FILE, effective_status
+from tuitrain.catalog import PLAN_FILE, effective_status, new_invocation_dir, slug
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
 from tuitrain.core.errors import RecordError, TuitrainError
@@ -93,10 +90,6 @@ def estimated_seconds(specs: list[RunSpec], *, calibrate: bool = True, setup: bo
     if setup:
         return estimate.preset_seconds(specs, calibrate=calibrate)
     return estimate.total_seconds(specs, calibrate=calibrate)
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:60] or "run"
 
 
 def check_writable(folder: Path) -> None:
@@ -174,19 +167,6 @@ def release_folder(folder: Path | None) -> None:
     lock = _held_locks.pop(Path(folder).resolve(), None) if folder is not None else None
     if lock is not None:
         lock.close()
-
-
-def new_invocation_dir(runs_dir: Path, preset_name: str) -> tuple[str, Path]:
-    """A folder unique across processes: timestamp, preset name, random suffix, created exclusively."""
-    for _ in range(10):
-        invocation = f"{datetime.now():%Y%m%d-%H%M%S}-{slug(preset_name)}-{secrets.token_hex(3)}"
-        folder = runs_dir / invocation
-        try:
-            folder.mkdir(parents=True, exist_ok=False)
-            return invocation, folder
-        except FileExistsError:
-            continue
-    raise TuitrainError(f"{runs_dir}: could not create a unique run folder.")
 
 
 @dataclass
