@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from tuitrain.catalog import PLAN_FILE, effective_status, new_invocation_dir, slug
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
-from tuitrain.core.errors import RecordError, TuitrainError
+from tuitrain.core.errors import DataError, PresetError, RecordError, TuitrainError
 from tuitrain.core.events import LogMessage, Sink
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RESUMABLE
@@ -38,6 +38,7 @@ from tuitrain.train.loop import (
     new_record,
     select_device,
 )
+from tuitrain.train.models import check_model
 
 DEFAULT_RUNS_DIR = Path("runs")
 """In each invocation folder: the runs it was asked for (JSON), so --resume can also start the ones never
@@ -77,6 +78,22 @@ def device_label(device: str = "auto") -> str:
     """The device a run with this `device` setting trains on, as the progress line names it; TuitrainError
     if it is not available."""
     return estimate.planned_device(select_device(device))
+
+
+def check_models(preset: Preset, runs: list[PresetRun]) -> None:
+    """Each "module:Attr" model of the preset imports, builds and gives (batch, 10) logits on one batch; else a
+    PresetError naming the preset file and the key (one line, exit 2)."""
+    seen = set()
+    for run in runs:
+        spec = run.spec
+        key = (spec.model, repr(spec.model_args), spec.model_dir)
+        if ":" not in spec.model or key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_model(spec.model, spec.model_args, spec.model_dir)
+        except PresetError as exc:
+            raise PresetError(f"{preset.source or preset.name}: {exc}") from None
 
 
 def check_data(data_dir: Path | None) -> str:
@@ -206,6 +223,12 @@ class PresetInvocation:
         runs = preset.expand(overrides)
         for run in runs:
             select_device(run.spec.device)
+        check_models(preset, runs)
+        datasets = sorted({r.spec.dataset for r in runs} - {"mnist"})
+        if datasets and data_dir is None and not os.environ.get("TUITRAIN_DATA_DIR"):
+            raise DataError(
+                f"dataset = {datasets[0]!r} needs its four IDX files: pass --data-dir DIR (only MNIST is found by itself)."
+            )
         check_writable(Path(runs_dir))
         return cls(preset=preset, runs=runs, runs_dir=Path(runs_dir), data_dir=data_dir)
 
@@ -231,10 +254,12 @@ class PresetInvocation:
                     continue
                 control.stop_run.clear()
                 device = select_device(run.spec.device)
-                key = (str(device), run.spec.subset, run.spec.test_subset)
+                key = (str(device), run.spec.subset, run.spec.test_subset, run.spec.dataset)
                 if key not in tensors:
                     tensors.clear()  # hold one copy at a time: GPU memory is not free
-                    tensors[key] = TensorData.from_arrays(arrays, device, run.spec.subset, run.spec.test_subset)
+                    tensors[key] = TensorData.from_arrays(
+                        arrays, device, run.spec.subset, run.spec.test_subset, run.spec.dataset
+                    )
                 path = self.folder / self.files[index]
                 state = None
                 if index in self.resuming:

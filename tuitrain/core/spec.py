@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 BUILTIN_MODELS = ("model_a", "model_b", "resnet18", "alexnet")
-ModelName = Annotated[str, Field(pattern=r"^(model_a|model_b|resnet18|alexnet|[A-Za-z_][\w.]*:[A-Za-z_][\w.]*)$")]
+CUSTOM_MODEL = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def _model_name(name: str) -> str:
+    if name not in BUILTIN_MODELS and not CUSTOM_MODEL.match(name):
+        raise ValueError(
+            f"expected one of {', '.join(BUILTIN_MODELS)}, or 'module:Attr' naming your own nn.Module class or factory"
+        )
+    return name
+
+
+ModelName = Annotated[str, AfterValidator(_model_name)]
 """A built-in architecture, or "module:Attr" naming your own nn.Module class or factory."""
 DatasetName = Literal["mnist", "fashion_mnist", "kmnist"]
 ActivationName = Literal["relu", "sigmoid", "tanh"]
@@ -31,6 +43,9 @@ class RunSpec(BaseModel):
     then on sys.path)."""
     model_args: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments passed to a "module:Attr" model (ignored by the built-in ones)."""
+    model_dir: str | None = None
+    """Folder searched first for a "module:Attr" model's module: its preset file's folder (filled in when the
+    preset is read; not a preset key)."""
     activation: ActivationName = "relu"
     """Nonlinearity used for every activation of model_a / model_b (ignored by resnet18 and alexnet)."""
     optimizer: OptimizerName = "adam"
