@@ -154,7 +154,7 @@ class Run:
         if self.finished:
             raise RuntimeError("tuitrain: log() after the run finished")
         if _is_tensor(loss):
-            if not self.pending and self.record.env.device_type == "cpu" and loss.device.type == "cuda":
+            if loss.device.type == "cuda" and self.record.env.device_type == "cpu":  # attributes: no sync
                 self._on_gpu(loss)
             loss = loss.detach()  # not a sync; frees the autograd graph
         self.pending.append(loss)

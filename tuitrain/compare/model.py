@@ -22,6 +22,8 @@ DEFAULT_THRESHOLD = 97.0
 # appear with all parameters shown.
 BOOKKEEPING = ("data_source", "log_every")
 PARAMS = tuple(RunSpec.model_fields)
+CUSTOM_MODEL_PARAMS = ("model_args", "model_dir")
+"""Spec fields that only a "module:Attr" model uses."""
 
 
 def _figure(text_of: Callable[[Any], str]) -> Callable[[Any], str]:
@@ -146,8 +148,12 @@ class Comparison:
         return next((r for r in self.runs if r.index == self.baseline), None)
 
     def params(self) -> list[str]:
-        """Every hyperparameter of the compared runs: the spec's fields, then script runs' config keys."""
+        """Every hyperparameter of the compared runs: the spec's fields (those of "module:Attr" models only where a
+        run has one), then script runs' config keys."""
         names = dict.fromkeys(PARAMS)
+        if not any(":" in r.record.spec.model for r in self.runs if r.record.config is None):
+            for name in CUSTOM_MODEL_PARAMS:
+                del names[name]
         for r in self.runs:
             names.update(dict.fromkeys(r.record.config or {}))
         return list(names)

@@ -15,7 +15,8 @@ CUSTOM_MODEL = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 def _model_name(name: str) -> str:
     if name not in BUILTIN_MODELS and not CUSTOM_MODEL.match(name):
         raise ValueError(
-            f"expected one of {', '.join(BUILTIN_MODELS)}, or 'module:Attr' naming your own nn.Module class or factory"
+            f"expected one of {', '.join(repr(m) for m in BUILTIN_MODELS)}, or 'module:Attr' naming your own nn.Module "
+            "class or factory"
         )
     return name
 
