@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import glob
 import os
+import re
+import secrets
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tuitrain.core.errors import RecordError
+from tuitrain.core.errors import RecordError, TuitrainError
 from tuitrain.records import RunRecord, read_record
 
 PLAN_FILE = "invocation.plan"
@@ -91,6 +93,23 @@ def effective_status(record: RunRecord, now: datetime | None = None) -> str:
     if (now - record.heartbeat_at).total_seconds() > STALE_AFTER_S:
         return "crashed"
     return "running"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:60] or "run"
+
+
+def new_invocation_dir(runs_dir: Path, preset_name: str) -> tuple[str, Path]:
+    """A folder unique across processes: timestamp, preset name, random suffix, created exclusively."""
+    for _ in range(10):
+        invocation = f"{datetime.now():%Y%m%d-%H%M%S}-{slug(preset_name)}-{secrets.token_hex(3)}"
+        folder = runs_dir / invocation
+        try:
+            folder.mkdir(parents=True, exist_ok=False)
+            return invocation, folder
+        except FileExistsError:
+            continue
+    raise TuitrainError(f"{runs_dir}: could not create a unique run folder.")
 
 
 def load_run_file(path: Path) -> RunFile:

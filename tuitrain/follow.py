@@ -323,6 +323,7 @@ class RunTracker:
             batches_per_epoch=self.batches_per_epoch(record),
             start_epoch=1,
             path=self.path,
+            config=record.config,
         )
 
     def _batch_losses(self, record: RunRecord, epoch: int, start: int, end: int, bpe: int) -> BatchLosses:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from tuitrain.catalog import effective_status
 from tuitrain.core.spec import RunSpec
@@ -44,6 +45,11 @@ def test_line(test_loss: float, correct: int, total: int) -> str:
     )
 
 
+def metric(value: float | None) -> str:
+    """An extra metric a script logged for an epoch: 4 significant digits; '' where the epoch has none."""
+    return "" if value is None else f"{value:.4g}"
+
+
 EPOCH_HEADER = ("Epoch", "Initial loss", "Final loss", "Test accuracy")
 
 
@@ -57,9 +63,11 @@ def epoch_rows(record: RunRecord) -> list[tuple[str, str, str, str]]:
     return [epoch_row(e) for e in record.epochs]
 
 
-def spec_summary(spec: RunSpec) -> str:
+def spec_summary(spec: RunSpec, config: dict[str, Any] | None = None) -> str:
     """'model_b/relu, adam lr 0.001, batch 64': a run's settings in one phrase (the activation only where it
-    applies)."""
+    applies). A script run's (config not None) are its own config's 'key=value's."""
+    if config is not None:
+        return printable(", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items()))
     model = f"{spec.model}/{spec.activation}" if spec.model in ("model_a", "model_b") else spec.model
     return f"{model}, {spec.optimizer} lr {spec.lr:g}, batch {spec.batch_size}"
 
@@ -101,7 +109,7 @@ def summary(records: list[RunRecord]) -> str:
     blocks = []
     for r in records:
         head = (
-            f"{printable(r.label)}  ({spec_summary(r.spec)})  {effective_status(r)}, "
+            f"{printable(r.label)}  ({spec_summary(r.spec, r.config)})  {effective_status(r)}, "
             f"{len(r.epochs)}/{r.spec.epochs} epochs, {duration(run_time(r))}"
         )
         if r.error:

@@ -47,7 +47,7 @@ class HeadlessPrinter:
         elif isinstance(event, RunStarted):
             self._print(
                 f"\n=== Run {event.run_index + 1}/{event.run_count}: {fmt.printable(event.label)} — "
-                f"{fmt.spec_summary(event.spec)}, "
+                f"{fmt.spec_summary(event.spec, event.config)}, "
                 f"{event.spec.epochs} epochs, {event.train_size} train / {event.test_size} test on {event.device}"
             )
             if event.path:
@@ -58,10 +58,13 @@ class HeadlessPrinter:
                 + f"\t{event.samples_per_s:,.0f} samples/s"
             )
         elif isinstance(event, EpochEnded):
-            self._print(
+            test = (
                 fmt.test_line(event.test_loss, event.test_correct, event.test_total)
-                + f"  [epoch {event.epoch}/{event.epochs} in {fmt.duration(event.duration_s)}]"
-            )
+                if event.test_total
+                else f"Test set: Average loss: {event.test_loss:.4f}, Accuracy: {event.test_accuracy:.2f}%"
+            )  # a script run need not say how many test images
+            extra = "".join(f"  {fmt.printable(k)}={fmt.metric(v)}" for k, v in event.metrics.items())
+            self._print(test + extra + f"  [epoch {event.epoch}/{event.epochs} in {fmt.duration(event.duration_s)}]")
         elif isinstance(event, RunFinished):
             line = f"Run {fmt.printable(event.label)}: {event.status}"
             if event.best_accuracy is not None:

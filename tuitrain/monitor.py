@@ -7,6 +7,7 @@ training worker of this process, or (later) run files written by another process
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +46,8 @@ class RunState:
     samples_per_s: float = 0.0
     elapsed_s: float = 0.0
     status: str = "running"
+    config: dict[str, Any] | None = None
+    """A script run's settings (RunStarted.config)."""
 
     def add_losses(self, event: BatchLosses) -> None:
         if self.first_step is None:
@@ -100,6 +103,7 @@ class SweepMonitor:
                 batches_per_epoch=event.batches_per_epoch,
                 start_epoch=event.start_epoch,
                 epoch=event.start_epoch,
+                config=event.config,
             )
             self.runs[event.run_id] = state
             self.current = state

@@ -22,7 +22,7 @@ from tuitrain.core.errors import RecordError, first_error
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 NON_FINITE = ("NaN", "Infinity", "-Infinity")
 """How a non-finite float is written in a run file (JSON has no such numbers)."""
@@ -88,6 +88,22 @@ class EpochRecord(BaseModel):
     """Wall time of the evaluation after the epoch."""
     paused_s: Figure = Field(0.0, ge=0)
     """Seconds training was paused during the epoch (not in duration_s); 0 in files written before it existed."""
+    metrics: dict[str, Loss] = Field(default_factory=dict)
+    """Further scalars a script logged for this epoch (`run.log_epoch(lr=...)`), by name; shown in the epoch
+    table and compared. Empty for preset runs and in version 1 files."""
+
+
+class ScriptInfo(BaseModel):
+    """The script that trained a run through the logging API (`tuitrain.init`)."""
+
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
+
+    path: str | None = None
+    """Absolute path of the script (sys.argv[0]); None from an interactive session."""
+    argv: list[str] = Field(default_factory=list)
+    """Its command line, sys.argv as the script saw it."""
+    cwd: str | None = None
+    """Working directory it ran in."""
 
 
 class RunRestart(BaseModel):
@@ -155,6 +171,11 @@ class RunRecord(BaseModel):
     """Test images evaluated after each epoch."""
     restarts: list[RunRestart] = Field(default_factory=list)
     """Each time a resume started this run again from epoch 1 (`tuitrain --resume --restart-missing`)."""
+    config: dict[str, Any] | None = None
+    """A script run's free-form configuration (`tuitrain.init(config=...)`): JSON scalars and short lists,
+    compared as hyperparameters. None for preset runs, whose settings are in `spec`."""
+    script: ScriptInfo | None = None
+    """The script that trained this run through the logging API; None for runs trained by tuitrain itself."""
 
     @property
     def best_accuracy(self) -> float | None:
@@ -175,7 +196,13 @@ class RunRecord(BaseModel):
 
 
 # Migrations from older schema versions: version -> function turning that version's dict into the next.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+def _from_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 added what script runs need (config, script, EpochRecord.metrics), all optional: a version 1
+    file is a version 2 file without them."""
+    return {**data, "schema_version": 2}
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_v1}
 
 
 def migrate(data: dict[str, Any], source: str = "run file") -> dict[str, Any]:

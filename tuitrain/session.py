@@ -10,22 +10,19 @@ from __future__ import annotations
 import fcntl
 import functools
 import os
-import re
-import secrets
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 from pydantic import BaseModel, ValidationError
 
-from tuitrain.catalog import PLAN_FILE, effective_status
+from tuitrain.catalog import PLAN_FILE, effective_status, new_invocation_dir, slug
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
-from tuitrain.core.errors import RecordError, TuitrainError
+from tuitrain.core.errors import DataError, PresetError, RecordError, TuitrainError
 from tuitrain.core.events import LogMessage, Sink
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RESUMABLE
@@ -42,6 +39,7 @@ from tuitrain.train.loop import (
     new_record,
     select_device,
 )
+from tuitrain.train.models import check_model
 
 DEFAULT_RUNS_DIR = Path("runs")
 """In each invocation folder: the runs it was asked for (JSON), so --resume can also start the ones never
@@ -83,6 +81,22 @@ def device_label(device: str = "auto") -> str:
     return estimate.planned_device(select_device(device))
 
 
+def check_models(preset: Preset, runs: list[PresetRun]) -> None:
+    """Each "module:Attr" model of the preset imports, builds and gives (batch, 10) logits on one batch; else a
+    PresetError naming the preset file and the key (one line, exit 2)."""
+    seen = set()
+    for run in runs:
+        spec = run.spec
+        key = (spec.model, repr(spec.model_args), spec.model_dir)
+        if ":" not in spec.model or key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_model(spec.model, spec.model_args, spec.model_dir)
+        except PresetError as exc:
+            raise PresetError(f"{preset.source or preset.name}: {exc}") from None
+
+
 def check_data(data_dir: Path | None) -> str:
     """Find and validate MNIST now (DataError says what is wrong); returns where it came from."""
     return resolve_mnist(data_dir).source
@@ -94,10 +108,6 @@ def estimated_seconds(specs: list[RunSpec], *, calibrate: bool = True, setup: bo
     if setup:
         return estimate.preset_seconds(specs, calibrate=calibrate)
     return estimate.total_seconds(specs, calibrate=calibrate)
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:60] or "run"
 
 
 def check_writable(folder: Path) -> None:
@@ -177,19 +187,6 @@ def release_folder(folder: Path | None) -> None:
         lock.close()
 
 
-def new_invocation_dir(runs_dir: Path, preset_name: str) -> tuple[str, Path]:
-    """A folder unique across processes: timestamp, preset name, random suffix, created exclusively."""
-    for _ in range(10):
-        invocation = f"{datetime.now():%Y%m%d-%H%M%S}-{slug(preset_name)}-{secrets.token_hex(3)}"
-        folder = runs_dir / invocation
-        try:
-            folder.mkdir(parents=True, exist_ok=False)
-            return invocation, folder
-        except FileExistsError:
-            continue
-    raise TuitrainError(f"{runs_dir}: could not create a unique run folder.")
-
-
 @dataclass
 class PresetInvocation:
     """A preset's runs as they will be trained, with where their files go."""
@@ -227,6 +224,13 @@ class PresetInvocation:
         runs = preset.expand(overrides)
         for run in runs:
             select_device(run.spec.device)
+        check_models(preset, runs)
+        datasets = sorted({r.spec.dataset for r in runs} - {"mnist"})
+        if datasets and data_dir is None and not os.environ.get("TUITRAIN_DATA_DIR"):
+            raise DataError(
+                f"dataset = {datasets[0]!r} needs its four IDX files: pass --data-dir DIR "
+                "(only MNIST is found by itself)."
+            )
         check_writable(Path(runs_dir))
         return cls(preset=preset, runs=runs, runs_dir=Path(runs_dir), data_dir=data_dir)
 
@@ -252,10 +256,12 @@ class PresetInvocation:
                     continue
                 control.stop_run.clear()
                 device = select_device(run.spec.device)
-                key = (str(device), run.spec.subset, run.spec.test_subset)
+                key = (str(device), run.spec.subset, run.spec.test_subset, run.spec.dataset)
                 if key not in tensors:
                     tensors.clear()  # hold one copy at a time: GPU memory is not free
-                    tensors[key] = TensorData.from_arrays(arrays, device, run.spec.subset, run.spec.test_subset)
+                    tensors[key] = TensorData.from_arrays(
+                        arrays, device, run.spec.subset, run.spec.test_subset, run.spec.dataset
+                    )
                 path = self.folder / self.files[index]
                 state = None
                 if index in self.resuming:

@@ -153,3 +153,35 @@ def test_watch_no_ui_prints_a_finished_run(tiny_preset, mnist_dir, tmp_path, cap
     assert "=== Run 1/2: activation=relu" in out and "=== Run 2/2: activation=tanh" in out
     assert out.count("Test set: Average loss:") == 2
     assert "Run activation=tanh: completed" in out
+
+
+async def test_watch_follows_a_script_run_live(tmp_path, monkeypatch):
+    """A run that a script logs through tuitrain.init shows like a preset run: progress, epochs as they end,
+    and a column per extra metric."""
+    from tuitrain import script
+
+    monkeypatch.setattr(script, "PERSIST_EVERY_S", 0.0)  # every read-back saved: the test drives each step
+    runs = tmp_path / "runs"
+    run = script.init(label="my script", config={"lr": 0.1}, runs_dir=runs, epochs=2, batches_per_epoch=4, read_every=2)
+    for value in (2.0, 1.5, 1.2, 1.0):
+        run.log(value)
+    app = TuitrainApp(runs_dir=runs, watch=runs)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
+        screen = app.screen
+        await wait_for(pilot, lambda: "my script" in progress_text(screen), "the run's progress")
+        assert "lr=0.1" in progress_text(screen)  # its config, not a preset's spec
+        assert not screen.done
+        table = screen.query_one(EpochTable)
+        run.log_epoch(test_accuracy=60.0, test_loss=0.9, lr=0.1)
+        await wait_for(pilot, lambda: table.row_count == 1, "the first epoch")
+        assert "metric:lr" in [str(k.value) for k in table.columns]
+        for value in (0.9, 0.8, 0.7, 0.6):
+            run.log(value)
+        run.log_epoch(test_accuracy=80.0, test_loss=0.5, lr=0.05)
+        run.finish()
+        await wait_for(pilot, lambda: screen.done, "the run to end")
+        assert table_rows(table) == [
+            ["my script", "1", "2.0000", "1.0000", "60.00%", "0.1"],
+            ["my script", "2", "0.9000", "0.6000", "80.00%", "0.05"],
+        ]

@@ -24,6 +24,7 @@ from tuitrain.catalog import load_run_arguments
 from tuitrain.cli import main
 from tuitrain.compare import Comparison, loss_curve
 from tuitrain.core.errors import TuitrainError
+from tuitrain.records import SCHEMA_VERSION
 
 
 def compare(tmp_path: Path, records, **options) -> Comparison:
@@ -158,7 +159,7 @@ def unreadable_files(folder: Path) -> dict[str, str]:
     files = {
         "truncated.json": text[: len(text) // 2],
         "invalid.json": text.replace('"lr": 0.001', '"lr": -1'),
-        "newer.json": text.replace('"schema_version": 1', '"schema_version": 99'),
+        "newer.json": text.replace(f'"schema_version": {SCHEMA_VERSION}', '"schema_version": 99'),
         "notarun.json": json.dumps({"hello": "world"}),
     }
     for name, content in files.items():

@@ -35,6 +35,7 @@ TORCH_FREE_MODULES = [
     "tuitrain.compare_cli",
     "tuitrain.headless",
     "tuitrain.signals",
+    "tuitrain.script",
     "tuitrain.cli",
     "tuitrain.tui.compare_app",
     "tuitrain.tui.app",

@@ -227,28 +227,35 @@ def test_pathological_inputs() -> None:
 # --- schema evolution --------------------------------------------------------------------------
 
 
-def test_older_version_is_migrated(monkeypatch) -> None:
-    """Pretend the current format is v2 (renamed 'label' to 'name' and back, say): a v1 file is migrated on read."""
+def version_1(text: str) -> str:
+    """The record as a version 1 file (version 2 only added optional fields)."""
+    return json.dumps({**json.loads(text), "schema_version": 1})
+
+
+def test_older_version_is_migrated_through_the_chain(monkeypatch) -> None:
+    """Pretend the current format is v3 (renamed 'label' to 'name' and back, say): a v1 file is migrated on read
+    by the real v1 -> v2 step, then this one."""
     calls = []
 
-    def v1_to_v2(data):
+    def v2_to_v3(data):
         calls.append(data["schema_version"])
         data["label"] = data["label"] + " (migrated)"
-        data["schema_version"] = 2
+        data["schema_version"] = 3
         return data
 
-    monkeypatch.setattr(records, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(records.MIGRATIONS, 1, v1_to_v2)
-    record = parse_record(VALID_RECORD)
-    assert calls == [1]
+    monkeypatch.setattr(records, "SCHEMA_VERSION", 3)
+    monkeypatch.setitem(records.MIGRATIONS, 2, v2_to_v3)
+    record = parse_record(version_1(VALID_RECORD))
+    assert calls == [2]
     assert record.label == "lr=0.1 (migrated)"
 
 
 def test_version_without_migration_refused(monkeypatch) -> None:
     monkeypatch.setattr(records, "SCHEMA_VERSION", 3)
     monkeypatch.setitem(records.MIGRATIONS, 2, lambda d: {**d, "schema_version": 3})
+    monkeypatch.delitem(records.MIGRATIONS, 1)
     with pytest.raises(RecordError, match="schema_version 1 is too old"):
-        parse_record(VALID_RECORD, "old.json")
+        parse_record(version_1(VALID_RECORD), "old.json")
 
 
 def test_newer_version_refused_naming_it() -> None:

@@ -22,6 +22,8 @@ DEFAULT_THRESHOLD = 97.0
 # appear with all parameters shown.
 BOOKKEEPING = ("data_source", "log_every")
 PARAMS = tuple(RunSpec.model_fields)
+CUSTOM_MODEL_PARAMS = ("model_args", "model_dir")
+"""Spec fields that only a "module:Attr" model uses."""
 
 
 def _figure(text_of: Callable[[Any], str]) -> Callable[[Any], str]:
@@ -56,6 +58,15 @@ class Metric:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _extra_metric(name: str) -> Metric:
+    """The figure row of an extra metric that script runs logged: its value at each run's last epoch."""
+
+    def value_of(run: RunColumn) -> float | None:
+        return run.final_metric(name)
+
+    return Metric(f"Final {fmt.printable(name)}", value_of, _figure(fmt.metric), lambda d: f"{d:+.4g}")
 
 
 @dataclass
@@ -136,15 +147,37 @@ class Comparison:
     def baseline_run(self) -> RunColumn | None:
         return next((r for r in self.runs if r.index == self.baseline), None)
 
+    def params(self) -> list[str]:
+        """Every hyperparameter of the compared runs: the spec's fields (those of "module:Attr" models only where a
+        run has one), then script runs' config keys."""
+        names = dict.fromkeys(PARAMS)
+        if not any(":" in r.record.spec.model for r in self.runs if r.record.config is None):
+            for name in CUSTOM_MODEL_PARAMS:
+                del names[name]
+        for r in self.runs:
+            names.update(dict.fromkeys(r.record.config or {}))
+        return list(names)
+
     def differing_params(self) -> list[str]:
-        return [
-            name
-            for name in PARAMS
-            if name not in BOOKKEEPING and len({param_text(r.param(name)) for r in self.runs}) > 1
-        ]
+        return [name for name in self.params() if name not in BOOKKEEPING and self._differs(name)]
+
+    def _differs(self, name: str) -> bool:
+        values = [r.param(name) for r in self.runs]
+        if name in RunSpec.model_fields:
+            # a script run that does not set a spec field (its config has no such key) says nothing about it
+            values = [v for v, r in zip(values, self.runs) if r.record.config is None or name in r.record.config]
+        return len({param_text(v) for v in values}) > 1
 
     def shown_params(self) -> list[str]:
-        return list(PARAMS) if self.all_params else self.differing_params()
+        return self.params() if self.all_params else self.differing_params()
+
+    def extra_metrics(self) -> list[str]:
+        """Names of the extra per-epoch metrics that script runs logged, in first-seen order."""
+        names: dict[str, None] = {}
+        for r in self.runs:
+            for e in r.record.epochs:
+                names.update(dict.fromkeys(e.metrics))
+        return list(names)
 
     # ---- the table ---------------------------------------------------------------------------
     def metrics(self) -> list[Metric]:
@@ -162,6 +195,7 @@ class Comparison:
                 lambda v: "never" if v is None else str(v),
                 lambda d: f"{d:+d}",
             ),
+            *(_extra_metric(name) for name in self.extra_metrics()),
             Metric("Epochs", lambda r: f"{r.epochs_done}/{r.record.spec.epochs}"),  # done/planned
             Metric("Training time", lambda r: r.time_s, _figure(fmt.duration), _signed_duration),
             Metric("Device", lambda r: r.device),

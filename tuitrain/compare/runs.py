@@ -11,7 +11,7 @@ from tuitrain import format as fmt
 from tuitrain.catalog import RunFile
 from tuitrain.records import RunRecord
 
-NUM_CLASSES = {"mnist": 10}
+NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "kmnist": 10}
 
 
 @dataclass
@@ -92,7 +92,15 @@ class RunColumn:
         return NUM_CLASSES.get(self.record.spec.dataset, 10)
 
     def param(self, name: str) -> Any:
-        return getattr(self.record.spec, name)
+        """A hyperparameter: a script run's from its free-form config (its spec holds only defaults), a preset
+        run's from its spec; None where the run has no such setting."""
+        if self.record.config is not None:
+            return self.record.config.get(name)
+        return getattr(self.record.spec, name, None)
+
+    def final_metric(self, name: str) -> float | None:
+        """An extra metric a script logged, as of its last epoch that has it."""
+        return next((e.metrics[name] for e in reversed(self.record.epochs) if name in e.metrics), None)
 
 
 def param_text(value: Any) -> str:

