@@ -88,6 +88,9 @@ class EpochRecord(BaseModel):
     """Wall time of the evaluation after the epoch."""
     paused_s: Figure = Field(0.0, ge=0)
     """Seconds training was paused during the epoch (not in duration_s); 0 in files written before it existed."""
+    peak_gpu_memory_bytes: int | None = Field(None, ge=0)
+    """Peak GPU memory allocated by training during the epoch (torch's allocator: training and evaluation);
+    None on the CPU and in files written before it existed."""
 
 
 class RunRestart(BaseModel):
