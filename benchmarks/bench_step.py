@@ -84,11 +84,12 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--models", default="resnet18,alexnet")
     args = p.parse_args()
     torch.backends.cudnn.benchmark = True
     data = TensorData.from_arrays(load_idx_folder(args.data_dir), torch.device("cuda"))
     print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, batch 64, samples/s")
-    for model in ("resnet18", "alexnet"):
+    for model in args.models.split(","):
         r = {}
         r["eager fp32"] = samples_per_s(data, model, graph=False, seconds=args.seconds)
         r["graph fp32"] = samples_per_s(data, model, graph=True, seconds=args.seconds)

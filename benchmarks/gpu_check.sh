@@ -47,7 +47,7 @@ grep -E "^(FAILED|ERROR|SKIPPED)" "$LOGS/tests.log" | head -n 20 | tee -a "$SUMM
 
 # (b) step benchmark
 start=$SECONDS
-timeout -k 5 60 "$PY" benchmarks/bench_step.py --data-dir "$DATA_DIR" --seconds 1.5 >"$LOGS/bench.log" 2>&1
+timeout -k 5 100 "$PY" benchmarks/bench_step.py --data-dir "$DATA_DIR" --seconds 1.0 >"$LOGS/bench.log" 2>&1
 rc_bench=$?
 say "(b) bench_step.py: $(verdict $rc_bench) in $((SECONDS - start)) s"
 cat "$LOGS/bench.log" | tail -n 20 | tee -a "$SUMMARY"
