@@ -88,3 +88,21 @@ def test_a_cpu_run_records_no_gpu_memory_and_bf16_falls_back_to_fp32(mnist_dir) 
         "bf16 needs a CUDA GPU that supports it; training in fp32."
     ]
     assert record.epochs[0].peak_gpu_memory_bytes is None
+
+
+def test_compare_shows_peak_gpu_memory_only_for_gpu_runs(tmp_path) -> None:
+    from tests.compare_fixtures import normal_pair, write_runs
+    from tuitrain.compare import Comparison
+
+    cpu_pair = normal_pair()
+    rows = Comparison.from_paths(write_runs(tmp_path / "cpu", cpu_pair)).table_rows()
+    assert not [r for r in rows if r[0] == "Peak GPU memory"]
+
+    gpu_pair = normal_pair()
+    for record, peak in zip(gpu_pair, (3 * 1024**3, 1024**3 // 2)):
+        record.env.device, record.env.device_type = "NVIDIA H200", "cuda"
+        for i, epoch in enumerate(record.epochs):
+            epoch.peak_gpu_memory_bytes = peak - i  # the run's peak is its highest epoch
+    comparison = Comparison.from_paths(write_runs(tmp_path / "gpu", gpu_pair), baseline=1)
+    (row,) = [r for r in comparison.table_rows() if r[0] == "Peak GPU memory"]
+    assert row[1:] == ["3.00 GiB", "0.50 GiB (-2.50)"]
