@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=_positive_float, metavar="LR", help="learning rate (replaces a preset's sweep)")
     g.add_argument("--seed", type=_non_negative_int, metavar="N")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto (default) = CUDA when available")
+    g.add_argument(
+        "--precision", choices=["fp32", "bf16"], help="fp32 (default), or bf16 autocast on a CUDA GPU that supports it"
+    )
     p.add_argument(
         "--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run files go (default: runs/)"
     )
@@ -113,7 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-OVERRIDE_KEYS = ("epochs", "subset", "test_subset", "limit_train_batches", "batch_size", "lr", "seed", "device")
+OVERRIDE_KEYS = (
+    "epochs",
+    "subset",
+    "test_subset",
+    "limit_train_batches",
+    "batch_size",
+    "lr",
+    "seed",
+    "device",
+    "precision",
+)
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:

@@ -216,3 +216,102 @@ def test_a_sync_inside_the_capture_falls_back_cleanly() -> None:
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=180)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+def _no_dropout(model: nn.Module) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    return model
+
+
+def _graph_and_eager(model_name: str, precision: str = "fp32", dropout: bool = False, lr: float = 0.001):
+    device = torch.device("cuda")
+    torch.manual_seed(2)
+    spec = RunSpec(model=model_name, lr=lr, device="cuda")
+    model = prepare_model(spec, device).train()
+    if not dropout:
+        _no_dropout(model)
+    opt = make_optimizer(spec, model.parameters(), capturable=True)
+    ref_model, ref_opt = copy.deepcopy((model, opt))
+    x, y = torch.randn(300, 1, 28, 28, device=device), torch.randint(0, 10, (300,), device=device)
+    loss_fn = nn.CrossEntropyLoss()
+    logs: list[str] = []
+    graph_step = make_step(model, opt, loss_fn, x, y, 32, graph=True, precision=precision, log=logs.append)
+    assert isinstance(graph_step, GraphStep), logs
+    eager_step = EagerStep(ref_model, ref_opt, loss_fn, x, y, precision=precision)
+    return model, ref_model, graph_step, eager_step
+
+
+@pytest.mark.parametrize("model_name", ["resnet18", "alexnet"])
+def test_graph_step_of_the_large_models_gives_the_eager_steps_losses(deterministic, model_name: str) -> None:
+    """Batch norm's running statistics are updated inside the graph and the warm-up's updates undone: the same
+    losses, weights and running statistics as the eager step (dropout off here: its masks differ by design)."""
+    model, ref_model, graph_step, eager_step = _graph_and_eager(model_name)
+    perm = torch.randperm(300, generator=torch.Generator().manual_seed(4)).to("cuda")
+    batches = list(perm.split(32))
+    batches += batches[:3]
+    got = torch.stack([graph_step(idx) for idx in batches]).tolist()
+    want = torch.stack([eager_step(idx) for idx in batches]).tolist()
+    assert got == pytest.approx(want, rel=1e-3, abs=1e-5)
+    for a, b in zip(model.buffers(), ref_model.buffers()):
+        torch.testing.assert_close(a.float(), b.float(), rtol=1e-3, atol=1e-4)
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+
+
+def test_dropout_inside_the_graph_draws_fresh_masks_like_the_eager_step(deterministic) -> None:
+    """AlexNet with its dropout, at a learning rate too small to move the weights: the loss on one batch varies
+    from replay to replay only through dropout's masks, as much as it does in the eager step."""
+    _, _, graph_step, eager_step = _graph_and_eager("alexnet", dropout=True, lr=1e-9)
+    idx = torch.arange(32, device="cuda")
+    got = torch.stack([graph_step(idx) for _ in range(40)])
+    want = torch.stack([eager_step(idx) for _ in range(40)])
+    assert len(set(got.tolist())) > 30  # fresh masks at every replay, not one mask baked into the graph
+    assert got.mean().item() == pytest.approx(want.mean().item(), rel=0.02)
+    assert got.std().item() == pytest.approx(want.std().item(), rel=0.6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not torch.cuda.is_bf16_supported(), reason="no bf16 GPU")
+@pytest.mark.parametrize("model_name", ["model_b", "resnet18", "alexnet"])
+def test_bf16_graph_step_follows_the_bf16_eager_step(deterministic, model_name: str) -> None:
+    _, _, graph_step, eager_step = _graph_and_eager(model_name, precision="bf16")
+    batches = list(torch.randperm(300, generator=torch.Generator().manual_seed(4)).to("cuda").split(32))
+    got = torch.stack([graph_step(idx) for idx in batches]).tolist()
+    want = torch.stack([eager_step(idx) for idx in batches]).tolist()
+    assert got == pytest.approx(want, rel=3e-2, abs=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not torch.cuda.is_bf16_supported(), reason="no bf16 GPU")
+def test_fit_in_bf16_learns_and_records_precision_and_peak_memory(mnist_dir: Path) -> None:
+    data = TensorData.from_arrays(load_idx_folder(mnist_dir), torch.device("cuda"))
+    spec = RunSpec(model="resnet18", epochs=2, batch_size=32, log_every=4, device="cuda", seed=1, precision="bf16")
+    events = []
+    record = fit(spec, events.append, data=data)
+    assert record.status == "completed", record.error
+    assert record.spec.precision == "bf16"
+    assert not [e.text for e in events if isinstance(e, LogMessage)]
+    assert all(e.peak_gpu_memory_bytes and e.peak_gpu_memory_bytes > 1_000_000 for e in record.epochs)
+    assert record.epochs[-1].test_accuracy > 60
+
+
+def test_gpu_sampler_reads_the_gpu_in_use() -> None:
+    from tuitrain.gpu import GpuSampler, describe
+
+    torch.zeros(1 << 20, device="cuda")  # CUDA initialised, something allocated
+    for nvml in (True, False):
+        sampler = GpuSampler([0], nvml=nvml)
+        readings = sampler.read()
+        assert len(readings) == 1, nvml
+        r = readings[0]
+        assert r.name == torch.cuda.get_device_name(0)
+        assert 0 < r.memory_used <= r.memory_total
+        assert r.memory_total == pytest.approx(torch.cuda.mem_get_info(0)[1], rel=0.05)
+        assert r.peak_allocated is not None and r.peak_allocated >= torch.cuda.memory_allocated(0)
+        if nvml:
+            assert sampler.source is not None, "nvidia-ml-py installed on the GPU machine: NVML must answer"
+            assert r.utilization_pct is not None and 0 <= r.utilization_pct <= 100
+        else:
+            assert r.utilization_pct is None
+        assert sampler.read() is readings  # cached: at most one query per second
+        assert r.name in describe(r)

@@ -66,11 +66,11 @@ def test_make_step_is_the_eager_step_on_the_cpu() -> None:
     assert loss.shape == () and not loss.requires_grad
 
 
-def test_graph_step_only_for_small_models_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_graph_step_for_every_model_on_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert wants_graph("model_a", cuda) and wants_graph("model_b", cuda)
     assert not wants_graph("model_a", cpu)
-    assert not wants_graph("resnet18", cuda) and not wants_graph("alexnet", cuda)  # batch norm / dropout
+    assert wants_graph("resnet18", cuda) and wants_graph("alexnet", cuda)  # batch norm and dropout captured too
     monkeypatch.setenv("TUITRAIN_CUDA_GRAPHS", "0")
     assert not wants_graph("model_a", cuda)
 
@@ -95,3 +95,21 @@ def test_loading_a_checkpoint_keeps_this_runs_optimizer_implementation() -> None
     params[0].grad = torch.ones(3)
     optimizer.step()
     assert optimizer.state[params[0]]["step"].item() == 2
+
+
+def test_undoing_warm_up_steps_puts_batch_norms_running_statistics_back() -> None:
+    """ResNet18's batch norm updates its running statistics at every training step; the warm-up's updates are
+    undone in place like the weights, so evaluation after capture sees the statistics of real steps only."""
+    torch.manual_seed(3)
+    spec = RunSpec(model="resnet18", device="cpu")
+    model = prepare_model(spec, torch.device("cpu")).train()
+    opt = make_optimizer(spec, model.parameters())
+    x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    before = [b.clone() for b in model.buffers()]
+    buffer_ids = [id(b) for b in model.buffers()]
+    saved = TrainingState(opt, model)
+    EagerStep(model, opt, nn.CrossEntropyLoss(), x, y)(torch.arange(16))
+    assert not all(torch.equal(a, b) for a, b in zip(model.buffers(), before))
+    saved.restore()
+    assert [id(b) for b in model.buffers()] == buffer_ids
+    assert all(torch.equal(a, b) for a, b in zip(model.buffers(), before))

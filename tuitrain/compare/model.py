@@ -31,6 +31,10 @@ def _figure(text_of: Callable[[Any], str]) -> Callable[[Any], str]:
     return lambda v: "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else text_of(v)
 
 
+def _gib(n: int) -> str:
+    return f"{n / 1024**3:.2f} GiB"
+
+
 def _signed_duration(d: float) -> str:
     return ("+" if d >= 0 else "-") + fmt.duration(abs(d))
 
@@ -183,6 +187,10 @@ class Comparison:
     def metrics(self) -> list[Metric]:
         """The figure rows of the table, in order."""
         threshold = self.threshold
+        # only where a run trained on a GPU: comparisons of CPU runs keep their rows
+        gpu = [Metric("Peak GPU memory", lambda r: r.peak_gpu_memory, _figure(_gib), lambda d: f"{d / 1024**3:+.2f}")]
+        if all(r.peak_gpu_memory is None for r in self.runs):
+            gpu = []
         return [
             Metric("Final test acc", lambda r: r.final_accuracy, _figure(fmt.accuracy), lambda d: f"{d:+.2f}"),
             Metric("Best test acc", lambda r: r.best_accuracy, _figure(fmt.accuracy), lambda d: f"{d:+.2f}"),
@@ -199,6 +207,7 @@ class Comparison:
             Metric("Epochs", lambda r: f"{r.epochs_done}/{r.record.spec.epochs}"),  # done/planned
             Metric("Training time", lambda r: r.time_s, _figure(fmt.duration), _signed_duration),
             Metric("Device", lambda r: r.device),
+            *gpu,
             Metric("Status", lambda r: r.status),
         ]
 

@@ -84,6 +84,12 @@ class RunColumn:
         return self.record.env.device
 
     @property
+    def peak_gpu_memory(self) -> int | None:
+        """The highest per-epoch peak of GPU memory allocated by training; None for a CPU run or an older file."""
+        peaks = [e.peak_gpu_memory_bytes for e in self.record.epochs if e.peak_gpu_memory_bytes is not None]
+        return max(peaks) if peaks else None
+
+    @property
     def test_total(self) -> int:
         return self.record.epochs[-1].test_total if self.record.epochs else 0
 

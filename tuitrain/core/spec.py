@@ -28,6 +28,7 @@ ActivationName = Literal["relu", "sigmoid", "tanh"]
 OptimizerName = Literal["adam", "sgd"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 DivergencePolicy = Literal["stop", "continue"]
+PrecisionName = Literal["fp32", "bf16"]
 
 MNIST_TRAIN = 60_000
 MNIST_TEST = 10_000
@@ -71,6 +72,9 @@ class RunSpec(BaseModel):
     """Stop each epoch after this many batches (None = the whole training set)."""
     device: DeviceName = "auto"
     """auto = CUDA when available, else CPU."""
+    precision: PrecisionName = "fp32"
+    """Arithmetic of the forward and backward passes: fp32, or bf16 autocast (CUDA GPUs with bf16 only; weights,
+    optimizer and loss stay fp32). A run that cannot use bf16 trains in fp32 and its record says fp32."""
     log_every: int = Field(50, ge=1, le=100000)
     """Read batch losses back from the device every N steps (a sync point on the GPU)."""
     on_divergence: DivergencePolicy = "stop"

@@ -15,8 +15,12 @@ kernels from Python (about 2 ms a step measured on an H100), not by the GPU's wo
   graph keeps pointing at the same tensors;
 - a batch of another size (the last, partial batch of an epoch) runs eagerly with the same
   optimizer, accumulating into the graph's gradient tensors after zeroing them;
-- only for models without dropout or batch norm (Model A/B): no RNG state or running statistics
-  inside the graph to get wrong. Other models train eagerly.
+- batch norm's running statistics are buffers updated in place, so the graph updates them on every
+  replay; the warm-up's updates are undone with the rest of the state (`TrainingState`);
+- dropout draws from the default CUDA generator, which torch's graph capture registers: every replay
+  advances its philox offset and draws fresh masks (the eager step's masks differ, not their law);
+- bf16 autocast (`precision`) runs inside the graph with the cast cache off (cached casts would be
+  freed outside the graph's pool).
 
 Any failure while capturing falls back to the eager step (reported through `log`) after putting the
 state back, so the fast path can never fail a run. TUITRAIN_CUDA_GRAPHS=0 turns it off (benchmarks
@@ -25,6 +29,7 @@ compare both).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 
@@ -34,14 +39,22 @@ from torch import nn
 Step = Callable[[torch.Tensor], torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-GRAPH_MODELS = frozenset({"model_a", "model_b"})
-"""Models whose training step is captured in a CUDA graph: no dropout, no batch norm."""
+GRAPH_MODELS = frozenset({"model_a", "model_b", "resnet18", "alexnet"})
+"""Models whose training step is captured in a CUDA graph (all of them: batch norm and dropout included)."""
 WARMUP_STEPS = 3
 
 
 def graphs_enabled() -> bool:
     """False when TUITRAIN_CUDA_GRAPHS=0 (to compare with the eager step)."""
     return os.environ.get("TUITRAIN_CUDA_GRAPHS", "1").strip() != "0"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The forward pass's arithmetic: bf16 autocast on CUDA for precision "bf16", else nothing. The cast cache is
+    off so that the same context can be captured in a CUDA graph."""
+    if precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+    return contextlib.nullcontext()
 
 
 def wants_graph(model_name: str, device: torch.device) -> bool:
@@ -62,13 +75,16 @@ class EagerStep:
         x: torch.Tensor,
         y: torch.Tensor,
         keep_grads: bool = False,
+        precision: str = "fp32",
     ) -> None:
         self.model, self.optimizer, self.loss_fn, self.x, self.y = model, optimizer, loss_fn, x, y
         self.set_to_none = not keep_grads
+        self.precision = precision
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
-        out = self.model(self.x.index_select(0, idx))  # index_select: less overhead than x[idx]
-        loss = self.loss_fn(out, self.y.index_select(0, idx))
+        with autocast(self.x.device, self.precision):
+            out = self.model(self.x.index_select(0, idx))  # index_select: less overhead than x[idx]
+            loss = self.loss_fn(out, self.y.index_select(0, idx))
         self.optimizer.zero_grad(set_to_none=self.set_to_none)
         loss.backward()
         self.optimizer.step()
@@ -93,12 +109,15 @@ class GraphStep:
 
 
 class TrainingState:
-    """A copy of the parameters and optimizer state, to undo warm-up steps in place (same tensors)."""
+    """A copy of the parameters, the model's buffers (batch norm's running statistics) and the optimizer state, to
+    undo warm-up steps in place (same tensors)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, model: nn.Module | None = None) -> None:
         self.optimizer = optimizer
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.values = [p.detach().clone() for p in self.params]
+        self.buffers = list(model.buffers()) if model is not None else []
+        self.buffer_values = [b.detach().clone() for b in self.buffers]
         self.state = {
             p: {k: v.clone() if torch.is_tensor(v) else v for k, v in optimizer.state[p].items()}
             for p in self.params
@@ -109,6 +128,8 @@ class TrainingState:
     def restore(self) -> None:
         for p, value in zip(self.params, self.values, strict=True):
             p.copy_(value)
+        for b, value in zip(self.buffers, self.buffer_values, strict=True):
+            b.copy_(value)
         for p in self.params:
             state = self.optimizer.state.get(p)
             if not state:
@@ -135,18 +156,20 @@ def capture_step(
     batch_size: int,
     *,
     warmup: int = WARMUP_STEPS,
+    precision: str = "fp32",
 ) -> GraphStep:
     """Warm up, capture one full-batch step into a CUDA graph, and put the training state back.
 
     Raises whatever capture raises, with the state already put back and the current stream restored.
     """
     device = x.device
-    saved = TrainingState(optimizer)
+    saved = TrainingState(optimizer, model)
     caller_stream = torch.cuda.current_stream(device)
     static_idx = torch.arange(batch_size, device=device) % x.shape[0]  # valid rows for the warm-up
 
     def step() -> torch.Tensor:
-        loss = loss_fn(model(x.index_select(0, static_idx)), y.index_select(0, static_idx))
+        with autocast(device, precision):
+            loss = loss_fn(model(x.index_select(0, static_idx)), y.index_select(0, static_idx))
         loss.backward()
         optimizer.step()
         return loss.detach()
@@ -170,7 +193,9 @@ def capture_step(
         if side is not None:
             caller_stream.wait_stream(side)  # the warm-up's writes come before the restore's
         saved.restore()
-    return GraphStep(graph, static_idx, static_loss, EagerStep(model, optimizer, loss_fn, x, y, keep_grads=True))
+    return GraphStep(
+        graph, static_idx, static_loss, EagerStep(model, optimizer, loss_fn, x, y, keep_grads=True, precision=precision)
+    )
 
 
 def make_step(
@@ -182,15 +207,16 @@ def make_step(
     batch_size: int,
     *,
     graph: bool = False,
+    precision: str = "fp32",
     log: Callable[[str], None] | None = None,
 ) -> Step:
     """The training step for a run: the CUDA-graph step when `graph` (see `wants_graph`) and capture
     works, else the eager step. A failed capture is reported through `log`, never raised."""
-    eager = EagerStep(model, optimizer, loss_fn, x, y)
+    eager = EagerStep(model, optimizer, loss_fn, x, y, precision=precision)
     if not graph or x.device.type != "cuda" or x.shape[0] < batch_size:
         return eager
     try:
-        return capture_step(model, optimizer, loss_fn, x, y, batch_size)
+        return capture_step(model, optimizer, loss_fn, x, y, batch_size, precision=precision)
     except Exception as exc:  # noqa: BLE001 - the fast path must never fail a run
         optimizer.zero_grad(set_to_none=True)
         if log is not None:

@@ -40,7 +40,7 @@ from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
 from tuitrain.records import EnvInfo, EpochRecord, RunRecord, utc_now
 from tuitrain.train.checkpoint import restore_checkpoint, save_checkpoint
-from tuitrain.train.cuda_step import make_step, wants_graph
+from tuitrain.train.cuda_step import autocast, make_step, wants_graph
 from tuitrain.train.data import NORMALISATION, MnistArrays
 from tuitrain.train.models import build_model
 
@@ -139,12 +139,27 @@ def eval_batch(device: torch.device) -> int:
     return EVAL_BATCH.get(device.type, EVAL_BATCH["cpu"])
 
 
+CUDA_CHANNELS_LAST_MODELS = frozenset({"resnet18", "alexnet"})
+"""Models kept in channels-last layout on a GPU too: their wide convolutions run on cuDNN's NHWC kernels (tensor
+cores); the 1-channel input is already in that layout. Model A/B keep NCHW there (their 8/16-channel convolutions
+gain nothing and would pay for conversions)."""
+
+
 def prepare_model(spec: RunSpec, device: torch.device) -> nn.Module:
     """The spec's model on `device`; on the CPU in channels-last layout: the CPU's max-pool and convolution
     kernels are up to about 2x faster in NHWC for these CNNs (the model computes the same function).
-    On a GPU the default layout stays: the data is NCHW and cuDNN's fp32 kernels want no conversions."""
+    On a GPU, channels-last for CUDA_CHANNELS_LAST_MODELS only."""
     model = build_model(spec.model, spec.activation, spec.model_args, spec.model_dir).to(device=device)
-    return model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
+    if device.type == "cpu" or spec.model in CUDA_CHANNELS_LAST_MODELS:
+        return model.to(memory_format=torch.channels_last)
+    return model
+
+
+def usable_precision(precision: str, device: torch.device) -> str:
+    """The precision a run on `device` trains in: bf16 only on a CUDA GPU that supports it, else fp32."""
+    if precision == "bf16" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
 
 
 def make_optimizer(spec: RunSpec, params, *, capturable: bool = False) -> torch.optim.Optimizer:
@@ -191,17 +206,19 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, load: Callable[[], No
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
-    """Per-sample mean loss, correct count and total on (x, y), in large batches."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> tuple[float, int, int]:
+    """Per-sample mean loss, correct count and total on (x, y), in large batches; sums stay on the device and are
+    read back once (no sync per batch)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     step = eval_batch(x.device)
     for start in range(0, x.shape[0], step):
-        out = model(x[start : start + step])
+        with autocast(x.device, precision):
+            out = model(x[start : start + step])
         target = y[start : start + step]
-        loss_sum += nn.functional.cross_entropy(out, target, reduction="sum").double()
+        loss_sum += nn.functional.cross_entropy(out.float(), target, reduction="sum").double()
         correct += (out.argmax(1) == target).sum()
     model.train(was_training)
     total = int(x.shape[0])
@@ -280,7 +297,9 @@ class FitLoop:
     ) -> None:
         if isinstance(data, MnistArrays):
             data = TensorData.from_arrays(data, device, spec.subset, spec.test_subset, spec.dataset)
-        spec = spec.model_copy(update={"data_source": data.source})
+        self.requested_precision = spec.precision
+        precision = usable_precision(spec.precision, device)
+        spec = spec.model_copy(update={"data_source": data.source, "precision": precision})
         if record is None:
             record = new_record(spec, device, run_id=f"run-{int(time.time())}", label="run")
         record.spec = spec
@@ -350,8 +369,11 @@ class FitLoop:
                     self.data.train_y,
                     spec.batch_size,
                     graph=self.graph,
+                    precision=spec.precision,
                     log=lambda text: emit(LogMessage(text)),
                 )
+                if self.requested_precision != spec.precision:
+                    emit(LogMessage(f"{self.requested_precision} needs a CUDA GPU that supports it; training in fp32."))
                 for epoch in range(self.start_epoch, spec.epochs + 1):
                     progress = self.run_epoch(epoch)
                     if self.status != "completed":
@@ -407,6 +429,8 @@ class FitLoop:
         progress = self.progress = EpochProgress(epoch)
         losses = progress.losses
         perm = torch.randperm(self.n, generator=self.order_gen).to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)  # the allocator's own counter: no sync
         samples = 0
         segment_start = time.perf_counter()
         for b in range(batches):
@@ -478,8 +502,9 @@ class FitLoop:
         record, place = self.record, self.place
         epoch_losses = record.batch_losses[-self.batches :]
         eval_start = time.perf_counter()
-        test_loss, correct, total = evaluate(self.model, self.data.test_x, self.data.test_y)
+        test_loss, correct, total = evaluate(self.model, self.data.test_x, self.data.test_y, self.spec.precision)
         eval_s = time.perf_counter() - eval_start
+        on_gpu = self.device.type == "cuda"
         result = EpochRecord(
             epoch=progress.epoch,
             initial_loss=epoch_losses[0],
@@ -493,6 +518,7 @@ class FitLoop:
             eval_s=eval_s,
             paused_s=progress.paused_s,
             samples_per_s=progress.samples / progress.train_s if progress.train_s else 0.0,
+            peak_gpu_memory_bytes=torch.cuda.max_memory_allocated(self.device) if on_gpu else None,
         )
         record.epochs.append(result)
         self.active_s += result.duration_s
@@ -509,7 +535,7 @@ class FitLoop:
                 label=record.label,
                 run_index=place.run_index,
                 epochs=self.spec.epochs,
-                **result.model_dump(exclude={"eval_s"}),
+                **result.model_dump(exclude={"eval_s", "peak_gpu_memory_bytes"}),
             )
         )
 
@@ -558,8 +584,11 @@ def fit(
     """
     device = select_device(spec.device)
     threads_before = torch.get_num_threads()
+    autotune_before = torch.backends.cudnn.benchmark
     try:
         torch.set_num_threads(cpu_threads(spec, device) or threads_before)
+        if device.type == "cuda" and not torch.backends.cudnn.deterministic:
+            torch.backends.cudnn.benchmark = True  # cuDNN picks the fastest kernels per shape (a few ms, once)
         loop = FitLoop(
             spec,
             sink or (lambda _e: None),
@@ -574,3 +603,4 @@ def fit(
         return loop.run()
     finally:
         torch.set_num_threads(threads_before)
+        torch.backends.cudnn.benchmark = autotune_before

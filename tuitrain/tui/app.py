@@ -92,9 +92,9 @@ class TuitrainApp(App[int]):
 
     @on(StartPreset)
     def start_requested(self, message: StartPreset) -> None:
-        self.start_preset(message.preset, message.path)
+        self.start_preset(message.preset, message.path, message.overrides)
 
-    def start_preset(self, name: str, path: Path | Traversable | None = None) -> None:
+    def start_preset(self, name: str, path: Path | Traversable | None = None, overrides: dict | None = None) -> None:
         """Check everything cheap on the UI side (preset, overrides, device, runs folder), then train."""
         from tuitrain.session import (  # torch: not for watching or comparing
             PresetInvocation,
@@ -104,7 +104,10 @@ class TuitrainApp(App[int]):
         try:
             preset = load_preset_file(path) if path is not None else find_preset(name)
             invocation = PresetInvocation.prepare(
-                preset, runs_dir=self.runs_dir, overrides=self.overrides, data_dir=self.data_dir
+                preset,
+                runs_dir=self.runs_dir,
+                overrides={**self.overrides, **(overrides or {})},
+                data_dir=self.data_dir,
             )
         except TuitrainError as exc:
             self.push_screen(ErrorScreen(str(exc), title="Cannot start the preset"))

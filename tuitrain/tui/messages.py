@@ -63,6 +63,8 @@ class StartPreset(Message):
 
     preset: str
     path: Path | Traversable | None = None
+    overrides: dict | None = None
+    """Settings over the command line's for this start only (e.g. the quick variant of a long preset)."""
 
 
 @dataclass

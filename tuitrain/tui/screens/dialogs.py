@@ -67,3 +67,36 @@ class ErrorScreen(ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+class LongRunScreen(ModalScreen[str | None]):
+    """Before hours of training on a CPU: offers the quick variant; dismisses with "quick", "full" or None."""
+
+    CSS_PATH = "dialogs.tcss"
+
+    BINDINGS = [
+        Binding("v", "answer('quick')", "Quick variant"),
+        Binding("f", "answer('full')", "Full preset"),
+        Binding("n,escape", "answer(None)", "Cancel"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(self.question, classes="dialog-text", id="long-run-question")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Quick variant (v)", id="quick", variant="primary")
+                yield Button("Full (f)", id="full", variant="error")
+                yield Button("Cancel (n)", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#quick", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(None if event.button.id == "cancel" else event.button.id)
+
+    def action_answer(self, answer: str | None) -> None:
+        self.dismiss(answer)

@@ -29,6 +29,7 @@ from tuitrain.tui.messages import (
     WatchRuns,
 )
 from tuitrain.tui.screens.compare import CompareScreen, without_path
+from tuitrain.tui.screens.dialogs import LongRunScreen
 from tuitrain.tui.widgets.too_small import SizedScreen, TooSmall
 
 DATE_FORMAT = "%Y-%m-%d %H:%M"
@@ -45,6 +46,10 @@ STATUS_STYLE = {
 SELECTED_MARK = "✓"
 LIVE = "● live"
 REFRESH_S = 3.0
+LONG_CPU_RUN_S = 3600.0
+"""A preset estimated to train this long on a CPU is not started without offering its quick variant."""
+QUICK_VARIANT = {"subset": 5000, "epochs": 2}
+"""The quick variant: the same runs on the first 5,000 training images for 2 epochs."""
 """How often the runs folder is checked for changes (a stat per folder; rescanned only when one changed)."""
 
 
@@ -134,6 +139,9 @@ class HomeScreen(SizedScreen[None]):
         self.signature: tuple = ()
         self.preset_errors: dict[str, str] = {}
         self.preset_rows: dict[str, list] = {}
+        self.seconds: dict[str, float] = {}
+        """Each preset's estimated training time, once known."""
+        self.device = ""
         """Each preset's cells: name, runs, estimated time, title (or why the file is invalid)."""
         self.completed_runs: set[Path] | None = None
         """Completed run files at the last load: a new one updates the estimates (its measured speed is cached)."""
@@ -231,11 +239,14 @@ class HomeScreen(SizedScreen[None]):
 
     @on(DeviceKnown)
     def show_device(self, message: DeviceKnown) -> None:
+        self.device = message.device
         self.query_one("#device", Static).update(f"Device: {message.device} — estimated times are measured on it")
 
     @on(EstimateReady)
     def show_estimate(self, message: EstimateReady) -> None:
         self.estimated.add(message.name)
+        if message.seconds is not None:
+            self.seconds[message.name] = message.seconds
         text = fmt.duration(message.seconds) if message.seconds is not None else "?"
         self.preset_rows[message.name][2] = Text(text, justify="right")
         self.query_one("#presets", DataTable).update_cell(message.name, "time", Text(text, justify="right"))
@@ -320,7 +331,33 @@ class HomeScreen(SizedScreen[None]):
     @on(DataTable.RowSelected, "#presets")
     def start_preset(self, event: DataTable.RowSelected) -> None:
         name = str(event.row_key.value)
+        seconds = self.seconds.get(name)
+        if self.device.startswith("CPU") and seconds is not None and seconds >= LONG_CPU_RUN_S:
+            self.offer_quick_variant(name, seconds)
+            return
         self.post_message(StartPreset(name, self.preset_paths.get(name)))
+
+    def offer_quick_variant(self, name: str, seconds: float) -> None:
+        """Hours on this CPU: ask first, offering the same runs on a subset for fewer epochs."""
+        quick = {**QUICK_VARIANT, **{k: v for k, v in self.overrides.items() if k in QUICK_VARIANT}}
+        preset = self.presets.get(name)
+
+        def images(overrides: dict) -> int:  # training images over all runs and epochs: what the time scales with
+            return sum(r.spec.train_size() * r.spec.epochs for r in preset.expand(overrides)) if preset else 1
+
+        share = images({**self.overrides, **quick}) / max(images(self.overrides), 1)
+        options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in quick.items())
+        question = (
+            f"{name} is estimated at {fmt.duration(seconds)} on this CPU ({self.device}).\n"
+            f"Quick variant ({options}): about {fmt.duration(seconds * share)}."
+        )
+
+        def answered(answer: str | None) -> None:
+            if answer is not None:
+                extra = quick if answer == "quick" else None
+                self.post_message(StartPreset(name, self.preset_paths.get(name), extra))
+
+        self.app.push_screen(LongRunScreen(question), answered)
 
     @on(DataTable.RowSelected, "#runs")
     def open_run(self, event: DataTable.RowSelected) -> None:

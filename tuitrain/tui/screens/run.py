@@ -34,6 +34,7 @@ from tuitrain.tui.messages import EngineEvent, SourceFailed
 from tuitrain.tui.screens.dialogs import ConfirmScreen, ErrorScreen
 from tuitrain.tui.widgets.charts import AccuracyChart, LossChart, run_style
 from tuitrain.tui.widgets.epoch_table import EpochTable
+from tuitrain.tui.widgets.gpu_panel import GpuPanel
 from tuitrain.tui.widgets.progress import ProgressPanel
 from tuitrain.tui.widgets.too_small import SizedScreen, TooSmall
 
@@ -96,6 +97,7 @@ class RunScreen(SizedScreen[None]):
     def compose(self) -> ComposeResult:
         yield Static(self.source.title, id="run-title", classes="screen-title")
         yield ProgressPanel(id="progress")
+        yield GpuPanel(id="gpu")
         yield Static(id="legend")
         with Horizontal(id="charts"):
             yield LossChart(id="loss-chart")
@@ -138,6 +140,7 @@ class RunScreen(SizedScreen[None]):
             self.loss_dirty = self.accuracy_dirty = True
             self.show_legend()
             if isinstance(event, RunStarted):
+                self.query_one(GpuPanel).watch_device(event.device)
                 # a watched run that started over (resumed) is replayed from its start
                 self.query_one(EpochTable).remove_run(event.run_id)
                 self.query_one("#run-title", Static).update(self.source.title)
@@ -165,6 +168,7 @@ class RunScreen(SizedScreen[None]):
         if event.worker is not self.feed_worker or not event.worker.is_finished:
             return
         self.done = True
+        self.query_one(GpuPanel).stop()
         self.redraw_charts(force=True)
         if self.quitting:
             self.app.exit()

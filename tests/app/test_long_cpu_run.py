@@ -1,0 +1,71 @@
+"""Before a preset estimated at hours on a CPU, the home screen offers its quick variant instead of silently
+starting hours of work (Pilot; the device and the estimate are fixed, no calibration)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import wait_for
+from tuitrain.records import read_record
+from tuitrain.tui.app import TuitrainApp
+from tuitrain.tui.screens.dialogs import LongRunScreen
+from tuitrain.tui.screens.home import HomeScreen
+from tuitrain.tui.screens.run import RunScreen
+
+
+@pytest.fixture
+def hours_on_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tuitrain.session
+
+    monkeypatch.setattr(tuitrain.session, "device_label", lambda device: "CPU (2 threads)")
+    monkeypatch.setattr(tuitrain.session, "estimated_seconds", lambda specs, **kw: 2 * 3600.0)
+
+
+async def open_long_run_dialog(app: TuitrainApp, pilot) -> LongRunScreen:
+    home = app.screen
+    assert isinstance(home, HomeScreen)
+    await wait_for(pilot, lambda: "tiny" in home.seconds and home.device, "the estimate")
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: isinstance(app.screen, LongRunScreen), "the question")
+    return app.screen
+
+
+async def test_a_long_cpu_preset_offers_the_quick_variant(hours_on_a_cpu, tiny_preset, mnist_dir, tmp_path) -> None:
+    runs_dir = tmp_path / "runs"
+    app = TuitrainApp(runs_dir=runs_dir, data_dir=mnist_dir, presets={"tiny": tiny_preset})
+    async with app.run_test(size=(100, 30)) as pilot:
+        dialog = await open_long_run_dialog(app, pilot)
+        question = str(dialog.query_one("#long-run-question").render())
+        assert "estimated at 2h00m on this CPU (CPU (2 threads))" in question, question
+        assert "--subset 5000 --epochs 2" in question
+        await pilot.press("v")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.done, "training to finish")
+    records = [read_record(p) for p in sorted(runs_dir.glob("*/*.json"))]
+    assert records and all(r.spec.subset == 5000 and r.spec.epochs == 2 for r in records)
+    assert all(r.status == "completed" for r in records)
+
+
+async def test_cancelling_the_long_cpu_preset_starts_nothing(hours_on_a_cpu, tiny_preset, mnist_dir, tmp_path) -> None:
+    runs_dir = tmp_path / "runs"
+    app = TuitrainApp(runs_dir=runs_dir, data_dir=mnist_dir, presets={"tiny": tiny_preset})
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_long_run_dialog(app, pilot)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen), "back on the home screen")
+        await pilot.pause()
+    assert not list(runs_dir.glob("*/*.json"))
+
+
+async def test_the_full_preset_can_still_be_chosen(hours_on_a_cpu, tiny_preset, mnist_dir, tmp_path) -> None:
+    runs_dir = tmp_path / "runs"
+    app = TuitrainApp(runs_dir=runs_dir, data_dir=mnist_dir, presets={"tiny": tiny_preset})
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_long_run_dialog(app, pilot)
+        await pilot.press("f")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.done, "training to finish")
+    records = [read_record(p) for p in sorted(runs_dir.glob("*/*.json"))]
+    assert records and all(r.spec.subset is None for r in records)
