@@ -10,6 +10,7 @@ import math
 from typing import TYPE_CHECKING
 
 from tuitrain import format as fmt
+from tuitrain.compare.groups import group_by_seed, ranking_notes
 from tuitrain.compare.runs import RunColumn, epochs_text
 
 if TYPE_CHECKING:
@@ -72,8 +73,12 @@ def observations(c: Comparison) -> list[str]:
                 f"(chance {100 / r.num_classes:.0f}% for {r.num_classes} classes), mean training loss of the "
                 f"last epoch {loss:.4f} (ln {r.num_classes} = {math.log(r.num_classes):.4f})."
             )
-    notes += _ranking(trained, stuck)
-    notes += _convergence(c, trained, stuck)
+    if c.has_repeats():  # the spread across seeds says what is beyond noise, not the test set's size
+        learning = [r for r in trained if r.index not in stuck and r.status != "diverged"]
+        notes += ranking_notes(group_by_seed(learning), c.threshold)
+    else:
+        notes += _ranking(trained, stuck)
+        notes += _convergence(c, trained, stuck)
     for r in trained:
         notes += _instability(r, r.index in stuck)
     notes += _training_time(c)
