@@ -89,7 +89,7 @@ def shared_settings(c: Comparison) -> str:
     first = c.runs[0]
     parts = [
         f"{name} {param_text(first.param(name))}"
-        for name in first.record.spec.model_fields
+        for name in type(first.record.spec).model_fields
         if name not in differing and name not in IGNORED and first.param(name) is not None
     ]
     return ", ".join(parts)
