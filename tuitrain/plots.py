@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuitrain.compare import Comparison, accuracy_curve, loss_curve
-from tuitrain.compare.groups import RunGroup
+from tuitrain.compare import Comparison, accuracy_curve, group_curve, loss_curve
 from tuitrain.core.errors import TuitrainError
 
 if TYPE_CHECKING:
@@ -48,34 +46,11 @@ def colour(i: int) -> tuple[float, float, float]:
     return (r / 255, g / 255, b / 255)
 
 
-Series = tuple[RunGroup, list[float], list[float], list[float], list[float]]
-"""A group's line: the group, x, mean y, min y and max y over its runs."""
-
-
-def _series(groups: Sequence[RunGroup], curve: Any) -> list[Series]:
-    """Per group: x, mean y, and min/max y over its runs, each run's curve read at the first run's x."""
-    import numpy as np
-
-    out: list[Series] = []
-    for g in groups:
-        curves = [curve(r.record) for r in g.runs]
-        curves = [(xs, ys) for xs, ys in curves if xs]
-        if not curves:
-            continue
-        xs = max((c[0] for c in curves), key=len)
-        # a run cut short has no value past its end: left out there rather than extended
-        rows = [[float(np.interp(x, cx, cy)) if cx[0] <= x <= cx[-1] else math.nan for x in xs] for cx, cy in curves]
-        table = np.array(rows, dtype=float)
-        with np.errstate(all="ignore"):
-            mean = np.nanmean(table, axis=0)
-            lo, hi = np.nanmin(table, axis=0), np.nanmax(table, axis=0)
-        out.append((g, list(xs), list(mean), list(lo), list(hi)))
-    return out
-
-
 def _lines(ax: Any, c: Comparison, curve: Any, marker: str | None) -> None:
-    groups = c.groups()
-    for i, (g, xs, mean, lo, hi) in enumerate(_series(groups, curve)):
+    for i, g in enumerate(c.groups()):
+        xs, mean, lo, hi = group_curve([r.record for r in g.runs], curve)
+        if not xs:
+            continue
         label = g.label if g.n == 1 else f"{g.label} (mean of {g.n} seeds, band min–max)"
         ax.plot(xs, mean, color=colour(i), label=label, marker=marker, linewidth=1.6)
         if g.n > 1:
