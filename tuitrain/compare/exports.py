@@ -178,7 +178,7 @@ def _render_sections(
             )
         grid = c.grid()
         if grid:
-            blocks.append(f"{heading}{grid.title()}\n\n" + table(*grid.table()) + table(*grid.table()))
+            blocks.append(f"{heading}{grid.title()}\n\n" + table(*grid.table()))
         notes = c.observations()
         if notes:
             blocks.append(f"{heading}Observations\n\n" + "\n".join(bullet + n for n in notes))
