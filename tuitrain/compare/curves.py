@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Callable, Sequence
 
 from tuitrain.curves import ema_alpha, smooth
 from tuitrain.records import RunRecord
@@ -29,3 +31,33 @@ def loss_curve(record: RunRecord, points: int = 80) -> tuple[list[float], list[f
 
 def accuracy_curve(record: RunRecord) -> tuple[list[float], list[float]]:
     return [float(e.epoch) for e in record.epochs], [e.test_accuracy for e in record.epochs]
+
+
+def group_curve(
+    records: Sequence[RunRecord], curve: Callable[[RunRecord], tuple[list[float], list[float]]]
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """x, mean, min and max of the runs' curves, each read (linearly interpolated) at the x of the longest.
+
+    A run cut short has no value past its last point: it is left out there rather than extended.
+    """
+    curves = [c for c in (curve(r) for r in records) if c[0]]
+    if not curves:
+        return [], [], [], []
+    xs = max((c[0] for c in curves), key=len)
+    means, lows, highs = [], [], []
+    for x in xs:
+        values = [v for cx, cy in curves if (v := _interpolate(cx, cy, x)) is not None]
+        means.append(sum(values) / len(values) if values else math.nan)
+        lows.append(min(values, default=math.nan))
+        highs.append(max(values, default=math.nan))
+    return list(xs), means, lows, highs
+
+
+def _interpolate(xs: list[float], ys: list[float], x: float) -> float | None:
+    if not xs or x < xs[0] or x > xs[-1]:
+        return None
+    i = bisect.bisect_left(xs, x)
+    if xs[i] == x or i == 0:
+        return ys[i]
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)

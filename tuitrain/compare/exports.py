@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuitrain import format as fmt
 from tuitrain.catalog import RunFile
+from tuitrain.compare.groups import RunGroup, group_header, group_rows
 from tuitrain.compare.runs import RunColumn, finite
 from tuitrain.core.errors import TuitrainError
 
@@ -85,6 +86,10 @@ def to_json(c: Comparison) -> dict[str, Any]:
         "differing_params": c.differing_params(),
         "runs": runs,
         "grid": grid.to_json() if grid else None,
+        "groups": [
+            {"label": g.label, "seeds": g.seeds, "runs": [r.index for r in g.runs], **_json_spreads(g, c.threshold)}
+            for g in c.groups()
+        ],
         "observations": c.observations(),
         "unreadable": [{"path": str(f.path), "reason": f.error} for f in c.unreadable],
     }
@@ -166,11 +171,14 @@ def _render_sections(
                 f"{heading}Per epoch (initial → final training loss, test accuracy)\n\n"
                 + table(c.epoch_header(), c.epoch_table_rows())
             )
+        if c.has_repeats():
+            blocks.append(
+                f"{heading}Across seeds (mean ± sd over each group's seeds)\n\n"
+                + table(group_header(c.threshold), group_rows(c.groups(), c.threshold))
+            )
         grid = c.grid()
         if grid:
-            blocks.append(
-                f"{heading}Best test accuracy by {grid.row_param} × {grid.col_param}\n\n" + table(*grid.table())
-            )
+            blocks.append(f"{heading}{grid.title()}\n\n" + table(*grid.table()))
         notes = c.observations()
         if notes:
             blocks.append(f"{heading}Observations\n\n" + "\n".join(bullet + n for n in notes))
@@ -224,3 +232,18 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
+
+
+def _json_spreads(g: RunGroup, threshold: float) -> dict[str, Any]:
+    """Mean, sd, min, max and n of each figure over a group's seeds."""
+    figures = {
+        "final_accuracy": lambda r: r.final_accuracy,
+        "best_accuracy": lambda r: r.best_accuracy,
+        "epoch_reaching_threshold": lambda r: r.epoch_reaching(threshold),
+        "time_s": lambda r: r.time_s,
+    }
+    out: dict[str, Any] = {}
+    for name, value_of in figures.items():
+        s = g.spread(value_of)
+        out[name] = None if s is None else {"mean": s.mean, "sd": s.sd, "min": s.lo, "max": s.hi, "n": s.n}
+    return out

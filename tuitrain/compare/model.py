@@ -11,7 +11,7 @@ from typing import Any
 
 from tuitrain import format as fmt
 from tuitrain.catalog import RunFile, load_run_file
-from tuitrain.compare import exports, observations
+from tuitrain.compare import exports, groups, observations
 from tuitrain.compare.runs import RunColumn, param_text, unique_labels
 from tuitrain.core.errors import TuitrainError
 from tuitrain.core.spec import RunSpec
@@ -82,11 +82,17 @@ class Grid:
     rows: list[Any]
     cols: list[Any]
     cells: dict[tuple[Any, Any], float | None]
+    mean_over_seeds: bool = False
+    """Each cell is the mean over the seeds of its settings (otherwise the best run's)."""
 
     def table(self) -> tuple[list[str], list[list[str]]]:
         header = [f"{self.row_param} \\ {self.col_param}", *(param_text(c) for c in self.cols)]
         rows = [[param_text(r), *(fmt.accuracy(self.cells.get((r, c))) for c in self.cols)] for r in self.rows]
         return header, rows
+
+    def title(self) -> str:
+        what = "Mean best test accuracy over seeds" if self.mean_over_seeds else "Best test accuracy"
+        return f"{what} by {self.row_param} × {self.col_param}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -245,7 +251,8 @@ class Comparison:
     # ---- the sweep grid ----------------------------------------------------------------------
     def grid(self) -> Grid | None:
         """Best accuracy over two hyperparameters, when the runs differ in exactly two."""
-        names = self.differing_params()
+        repeats = self.has_repeats()
+        names = [n for n in self.differing_params() if not (repeats and n == "seed")]  # seeds are repeats, not a sweep
         if len(names) != 2 or len(self.runs) < 3:
             return None
         row_param, col_param = names
@@ -255,6 +262,11 @@ class Comparison:
         if len(rows) < 2 or len(cols) < 2 or len(combos) < 0.75 * len(rows) * len(cols):
             return None  # not a sweep: a grid of mostly empty cells says nothing
         cells: dict[tuple[Any, Any], float | None] = {}
+        if repeats:  # each cell the mean over its seeds
+            for g in self.groups():
+                s = g.spread(lambda r: r.best_accuracy)
+                cells[(g.runs[0].param(row_param), g.runs[0].param(col_param))] = None if s is None else s.mean
+            return Grid(row_param, col_param, rows, cols, cells, mean_over_seeds=True)
         for r in self.runs:
             key = (r.param(row_param), r.param(col_param))
             best = r.best_accuracy
@@ -264,6 +276,14 @@ class Comparison:
             else:
                 cells.setdefault(key, None)
         return Grid(row_param, col_param, rows, cols, cells)
+
+    # ---- repeats across seeds -----------------------------------------------------------------
+    def groups(self) -> list[groups.RunGroup]:
+        """The runs grouped by everything but the seed (tuitrain.compare.groups)."""
+        return groups.group_by_seed(self.runs)
+
+    def has_repeats(self) -> bool:
+        return groups.has_repeats(self.groups())
 
     # ---- what is said and written about it ------------------------------------------------
     def observations(self) -> list[str]:

@@ -10,6 +10,7 @@ import math
 from typing import TYPE_CHECKING
 
 from tuitrain import format as fmt
+from tuitrain.compare.groups import group_by_seed, has_repeats, ranking_notes
 from tuitrain.compare.runs import RunColumn, epochs_text
 
 if TYPE_CHECKING:
@@ -72,8 +73,14 @@ def observations(c: Comparison) -> list[str]:
                 f"(chance {100 / r.num_classes:.0f}% for {r.num_classes} classes), mean training loss of the "
                 f"last epoch {loss:.4f} (ln {r.num_classes} = {math.log(r.num_classes):.4f})."
             )
-    notes += _ranking(trained, stuck)
-    notes += _convergence(c, trained, stuck)
+    learning = [r for r in trained if r.index not in stuck and r.status != "diverged"]
+    groups = group_by_seed(learning)
+    if len(groups) > 1 and has_repeats(groups):
+        # settings repeated across seeds: their spread says what is beyond noise, not the test set's size
+        notes += ranking_notes(groups, c.threshold)
+    else:
+        notes += _ranking(trained, stuck)
+        notes += _convergence(c, trained, stuck)
     for r in trained:
         notes += _instability(r, r.index in stuck)
     notes += _training_time(c)

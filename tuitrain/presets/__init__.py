@@ -30,6 +30,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SPEC_FIELDS = set(RunSpec.model_fields) - {"data_source", "model_dir"}
+SEEDS_KEY = "seeds"
+"""In the overrides given to `Preset.expand`: the seeds to repeat every run with (the CLI's --seeds)."""
 MAX_RUNS = 1000
 """A grid larger than this is surely a mistake (and would take forever to expand)."""
 _NOT_GIVEN = object()
@@ -76,6 +78,8 @@ class Preset(BaseModel):
     """RunSpec fields to lists of values; every combination becomes a run."""
     runs: list[dict[str, Any]] = Field(default_factory=list)
     """Explicit runs: optional `label` plus RunSpec fields."""
+    seeds: list[int] = Field(default_factory=list)
+    """Train every run once per seed (labels gain `seed=N`); empty = once, with the run's own seed."""
     _source: str | None = PrivateAttr(None)
     _folder: str | None = PrivateAttr(None)
 
@@ -100,6 +104,7 @@ class Preset(BaseModel):
         file's TOML, lets errors name the line.
         """
         overrides = dict(overrides or {})
+        seeds = overrides.pop(SEEDS_KEY, None)
         check_overrides(overrides)
 
         def where(key: str | None = None, value: Any = _NOT_GIVEN, section: str | None = None) -> str:
@@ -176,6 +181,7 @@ class Preset(BaseModel):
                     parts += [f"{k}={overrides.get(k, v)}" for k, v in entry.items()]
                 parts += [f"{k}={overrides[k] if k in overrides else swept[k]}" for k in self.grid]
                 result.append(PresetRun(label=", ".join(parts) or self.name, spec=spec))
+        result = self._repeat_per_seed(result, seeds, overrides, where)
         labels = [r.label for r in result]
         if len(set(labels)) != len(labels):
             seen: dict[str, int] = {}
@@ -184,6 +190,35 @@ class Preset(BaseModel):
                 if labels.count(r.label) > 1:
                     result[i] = PresetRun(label=f"{r.label} #{seen[r.label]}", spec=r.spec)
         return result
+
+    def _repeat_per_seed(
+        self, runs: list[PresetRun], seeds: list[int] | None, overrides: dict[str, Any], where: Any
+    ) -> list[PresetRun]:
+        """Each run once per seed (the CLI's --seeds wins over the file's `seeds`), seed by seed within a run,
+        so that a run's repeats sit together; a single --seed replaces the file's seeds."""
+        if seeds is not None and "seed" in overrides:
+            raise TuitrainError("--seed and --seeds both set the seed; give one of them.")
+        seeds = list(seeds if seeds is not None else ([] if "seed" in overrides else self.seeds))
+        if not seeds:
+            return runs
+        if len(set(seeds)) != len(seeds):
+            raise PresetError(f"{where('seeds')}: seeds {seeds} repeats a seed; each seed once.")
+        if "seed" in self.grid or any("seed" in entry for entry in self.runs):
+            raise PresetError(
+                f"{where('seeds')}: the preset sets `seed` in its runs or grid and also repeats over seeds; "
+                "set it in one place."
+            )
+        if len(runs) * len(seeds) > MAX_RUNS:
+            raise PresetError(f"{where()}: {len(runs) * len(seeds)} runs is more than {MAX_RUNS}; use fewer seeds.")
+        repeated = []
+        for run in runs:
+            for seed in seeds:
+                try:
+                    spec = run.spec.model_copy(update={"seed": RunSpec.model_validate({"seed": seed}).seed})
+                except ValidationError as exc:
+                    raise TuitrainError(f"seed {seed}: {_plain_error(exc.errors()[0])}.") from None
+                repeated.append(PresetRun(label=f"{run.label}, seed={seed}", spec=spec))
+        return repeated
 
     def swept_settings(self) -> list[str]:
         """Settings that differ between the preset's runs: its grid, and keys its explicit runs set differently."""
@@ -233,6 +268,19 @@ def _plain_error(error: Any) -> str:
         return f"must be {ctx['expected']}"
     msg = str(error["msg"])
     return msg[:1].lower() + msg[1:]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]; TuitrainError says what is wrong (the CLI's --seeds)."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise TuitrainError(f"--seeds {text}: expected whole numbers separated by commas, e.g. 0,1,2.") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise TuitrainError(f"--seeds {text}: expected non-negative whole numbers separated by commas, e.g. 0,1,2.")
+    if len(set(seeds)) != len(seeds):
+        raise TuitrainError(f"--seeds {text}: repeats a seed; each seed once.")
+    return seeds
 
 
 def check_overrides(overrides: dict[str, Any]) -> None:

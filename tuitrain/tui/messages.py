@@ -58,6 +58,14 @@ class ComparisonLoaded(Message):
 
 
 @dataclass
+class ReportWritten(Message):
+    """The compare screen wrote the report of the runs it shows (path), or could not (error)."""
+
+    path: Path | None
+    error: str | None = None
+
+
+@dataclass
 class StartPreset(Message):
     """The user asked to train this preset (a name or a .toml path)."""
 

@@ -8,7 +8,7 @@ thread worker; every figure comes from tuitrain.compare, the same model as `tuit
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.text import Text
@@ -35,9 +35,11 @@ from tuitrain.compare import (
     Comparison,
     RunColumn,
     accuracy_curve,
+    group_curve,
     loss_curve,
 )
-from tuitrain.tui.messages import ComparisonLoaded
+from tuitrain.records import RunRecord
+from tuitrain.tui.messages import ComparisonLoaded, ReportWritten
 from tuitrain.tui.widgets.charts import (
     RunStyle,
     distinct_styles,
@@ -52,6 +54,8 @@ THRESHOLDS = (90.0, 95.0, 97.0, 98.0, 99.0)
 VIEWS = ("tab-charts", "tab-summary", "tab-observations", "tab-epochs", "tab-grid", "tab-unreadable")
 """The views in key order: 1 shows the first."""
 
+Curve = tuple[list[float], list[float]]
+Line = tuple[list[float], list[float], RunStyle]
 Source = Comparison | Sequence[Path | str | RunFile]
 
 
@@ -85,6 +89,7 @@ class CompareScreen(SizedScreen):
         Binding("b", "pin_baseline", "Baseline"),
         Binding("a", "toggle_params", "All params"),
         Binding("t", "next_threshold", "Threshold"),
+        Binding("r", "export_report", "Report"),
         Binding("escape", "back", "Back"),
     ]
 
@@ -219,6 +224,37 @@ class CompareScreen(SizedScreen):
             self.comparison.threshold = self.threshold = later[0] if later else THRESHOLDS[0]
             self.refresh_views()
 
+    def action_export_report(self) -> None:
+        c = self.shown()
+        if not c.runs:
+            self.notify("No run shown: tick runs in the list first.", severity="warning")
+            return
+        self.notify("Writing the report…")
+        self.write_report([r.file for r in c.runs], c.threshold)
+
+    @work(thread=True, exclusive=True, group="report")
+    def write_report(self, files: list[RunFile], threshold: float) -> None:
+        """The report of the shown runs as report.md (figures beside it) in their folder when they share one,
+        else in the current folder."""
+        from tuitrain.core.errors import TuitrainError
+        from tuitrain.report import write_report
+
+        folders = {f.path.resolve().parent for f in files}
+        output = (folders.pop() if len(folders) == 1 else Path.cwd()) / "report.md"
+        try:
+            write_report(files, output, threshold=threshold)
+        except TuitrainError as exc:
+            self.post_message(ReportWritten(None, str(exc)))
+        else:
+            self.post_message(ReportWritten(output))
+
+    @on(ReportWritten)
+    def report_written(self, message: ReportWritten) -> None:
+        if message.path is None:
+            self.notify(f"No report: {message.error}", severity="error", timeout=10)
+        else:
+            self.notify(f"Wrote the report of the shown runs to {message.path}", timeout=10)
+
     def action_back(self) -> None:
         self.dismiss()  # the app that pushed this screen decides what comes next
 
@@ -309,7 +345,10 @@ class CompareScreen(SizedScreen):
         loss_plot.border_title = "Training loss (smoothed, log scale)"
         acc_plot.border_title = f"Test accuracy % (threshold {c.threshold:g}%)"
         points = max(20, loss_plot.size.width - 10)
-        series = [(*loss_curve(r.record, points=points), self.run_styles[r.index]) for r in c.runs]
+        series = self.chart_series(c, lambda record: loss_curve(record, points=points))
+        if c.has_repeats():
+            loss_plot.border_title += " · per group: mean of seeds, min and max fainter"
+            acc_plot.border_title += " · mean of seeds, min and max fainter"
         log_scale = all(min(ys) > 0 for xs, ys, _ in series if xs)
         draw_loss(loss_plot.plt, series, log_scale=log_scale, xlabel="epoch", height=loss_plot.content_size.height)
         last = max([0.0, *(max(xs) for xs, _, _ in series if xs)])
@@ -317,10 +356,27 @@ class CompareScreen(SizedScreen):
             ticks = int_ticks(0, math.ceil(last), count=min(math.ceil(last) + 1, 8))
             loss_plot.plt.xticks(ticks)  # type: ignore[arg-type]  # stub says list[float]; plotext takes ints
         loss_plot.refresh()
-        curves = [(*accuracy_curve(r.record), self.run_styles[r.index]) for r in c.runs]
+        curves = self.chart_series(c, accuracy_curve)
         last_epoch = max([1, *(int(max(xs)) for xs, _, _ in curves if xs)])
         draw_accuracy(acc_plot.plt, curves, last_epoch=last_epoch, height=acc_plot.content_size.height)
         acc_plot.refresh()
+
+    def chart_series(
+        self, c: Comparison, curve: Callable[[RunRecord], Curve]
+    ) -> list[tuple[list[float], list[float], RunStyle]]:
+        """A line per run; runs that differ only by seed as one line, their mean, in the colour of the group's first
+        run, with their minimum and maximum as fainter lines of that colour (plotext cannot fill a band)."""
+        if not c.has_repeats():
+            return [(*curve(r.record), self.run_styles[r.index]) for r in c.runs]
+        series: list[Line] = []
+        for g in c.groups():
+            style = self.run_styles[g.runs[0].index]
+            xs, mean, low, high = group_curve([r.record for r in g.runs], curve)
+            if g.n > 1:
+                faint = RunStyle(tuple(round(v * 0.45) for v in style.colour), style.marker)  # type: ignore[arg-type]
+                series += [(xs, low, faint), (xs, high, faint)]
+            series.append((xs, mean, style))
+        return series
 
     def on_resize(self, event: Resize) -> None:
         if self.comparison is not None:

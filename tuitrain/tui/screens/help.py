@@ -43,6 +43,7 @@ COMPARE = """\
 | b | pin the highlighted run (the summary's column under the cursor) as the baseline; again to unpin |
 | a | all hyperparameters / only those that differ |
 | t | next threshold for "first epoch ≥ threshold" |
+| r | write the report of the shown runs (report.md and its figures, in their folder; needs tuitrain[plots]) |
 | ← → | in the tables: move across the runs' columns (the line above says which are in view) |
 | Esc | back (in `tuitrain compare`: quit) |
 """
