@@ -14,7 +14,6 @@ import re
 import sys
 from dataclasses import dataclass
 from importlib import resources
-from importlib.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,12 @@ from tuitrain.core.spec import RunSpec
 from tuitrain.core.text import printable
 
 if sys.version_info >= (3, 11):
+    from importlib.resources.abc import Traversable
+
     import tomllib
 else:  # pragma: no cover
+    from importlib.abc import Traversable
+
     import tomli as tomllib
 
 SPEC_FIELDS = set(RunSpec.model_fields) - {"data_source", "model_dir"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from importlib.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from textual.binding import Binding
 
 from tuitrain.core.errors import TuitrainError
 from tuitrain.follow import Follower
-from tuitrain.presets import available_presets, find_preset, load_preset_file
+from tuitrain.presets import Traversable, available_presets, find_preset, load_preset_file
 from tuitrain.signals import STOP_SIGNALS, StopOnSignals, exit_code_for
 from tuitrain.tui.messages import StartPreset, WatchRuns
 from tuitrain.tui.screens.dialogs import ErrorScreen

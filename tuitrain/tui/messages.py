@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.abc import Traversable
 from pathlib import Path
 
 from textual.message import Message
@@ -11,6 +10,7 @@ from textual.message import Message
 from tuitrain.catalog import RunFile
 from tuitrain.compare import Comparison
 from tuitrain.core.events import Event
+from tuitrain.presets import Traversable
 
 
 @dataclass

@@ -6,7 +6,6 @@ any other opens it in the compare screen.
 
 from __future__ import annotations
 
-from importlib.abc import Traversable
 from pathlib import Path
 
 from rich.text import Text
@@ -20,7 +19,7 @@ from textual.worker import get_current_worker
 from tuitrain import format as fmt
 from tuitrain.catalog import RunFile, scan_runs
 from tuitrain.core.errors import TuitrainError
-from tuitrain.presets import Preset, load_preset_file
+from tuitrain.presets import Preset, Traversable, load_preset_file
 from tuitrain.tui.messages import (
     DeviceKnown,
     EstimateReady,
