@@ -217,7 +217,7 @@ def run_headless(args: argparse.Namespace) -> int:
     overrides = overrides_from(args)
     invocation = PresetInvocation.prepare(preset, runs_dir=args.runs_dir, overrides=overrides, data_dir=args.data_dir)
     if args.into_folder is not None:  # started by run_detached, which made the folder
-        invocation.folder, invocation.invocation = args.into_folder, args.into_folder.name
+        invocation.folder, invocation.invocation_id = args.into_folder, args.into_folder.name
         invocation.write_plan()
     return train_headless(invocation, preset_heading(preset, invocation, overrides))
 

@@ -245,7 +245,8 @@ def parse_record(text: str, source: str = "run file") -> RunRecord:
     except RecursionError:
         raise RecordError(f"{source}: invalid run record: nested too deeply.") from None
     except ValidationError as exc:
-        where, msg = first_error(exc)
+        error = first_error(exc)
+        where, msg = error.where, error.msg
         raise RecordError(f"{source}: invalid run record: {where}: {msg}.") from None
 
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from tuitrain.catalog import PLAN_FILE, effective_status, new_invocation_dir, slug
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
-from tuitrain.core.errors import DataError, PresetError, RecordError, TuitrainError
+from tuitrain.core.errors import DataError, PresetError, RecordError, TuitrainError, first_error
 from tuitrain.core.events import LogMessage, Sink
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RESUMABLE
@@ -195,7 +195,8 @@ class PresetInvocation:
     runs: list[PresetRun]
     runs_dir: Path
     data_dir: Path | None = None
-    invocation: str = ""
+    invocation_id: str = ""
+    """The invocation's id: its folder's name, shared by the ids of its runs."""
     folder: Path | None = None
     records: list[RunRecord] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
@@ -243,7 +244,7 @@ class PresetInvocation:
         if control.stop_all.is_set():  # stopped while the data loaded: nothing to save
             return self.records
         if self.folder is None:
-            self.invocation, self.folder = new_invocation_dir(self.runs_dir, self.preset.name)
+            self.invocation_id, self.folder = new_invocation_dir(self.runs_dir, self.preset.name)
             self.write_plan()
         lock_folder(self.folder)  # held from the start when resuming, or handed down by --detach
         try:
@@ -276,10 +277,10 @@ class PresetInvocation:
                     record = new_record(
                         run.spec,
                         device,
-                        run_id=f"{self.invocation}-{index + 1:02d}",
+                        run_id=f"{self.invocation_id}-{index + 1:02d}",
                         label=run.label,
                         preset=self.preset.name,
-                        invocation=self.invocation,
+                        invocation=self.invocation_id,
                     )
                 self.records.append(record)
                 place = RunPlace(
@@ -306,7 +307,7 @@ class PresetInvocation:
         plan = InvocationPlan(
             preset=self.preset.name,
             title=self.preset.title,
-            invocation=self.invocation,
+            invocation=self.invocation_id,
             runs=[PlannedRun(label=r.label, spec=r.spec, file=f) for r, f in zip(self.runs, self.files)],
         )
         atomic_write_text(self.folder / PLAN_FILE, plan.model_dump_json(indent=1))
@@ -339,7 +340,7 @@ class PresetInvocation:
                 runs=[run],
                 runs_dir=folder.parent,
                 data_dir=data_dir,
-                invocation=record.invocation or folder.name,
+                invocation_id=record.invocation or folder.name,
                 folder=folder,
                 files=[target.name],
             )
@@ -355,7 +356,10 @@ class PresetInvocation:
             )
         try:
             plan = InvocationPlan.model_validate_json(plan_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError, ValidationError) as exc:
+        except ValidationError as exc:  # before ValueError, which it is: the first error says what is wrong
+            first = first_error(exc)
+            raise RecordError(f"{plan_path}: damaged invocation plan ({first.where}: {first.msg}).") from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise RecordError(f"{plan_path}: damaged invocation plan ({str(exc).splitlines()[0][:120]}).") from None
         check_writable(folder)
         with locked_for_checks(folder):
@@ -364,7 +368,7 @@ class PresetInvocation:
                 runs=[PresetRun(r.label, r.spec) for r in plan.runs],
                 runs_dir=folder.parent,
                 data_dir=data_dir,
-                invocation=plan.invocation,
+                invocation_id=plan.invocation,
                 folder=folder,
                 files=[r.file for r in plan.runs],
             )

@@ -93,7 +93,7 @@ def test_preset_invocation_writes_valid_files(mnist_dir: Path, tiny_preset: Path
         saved = read_record(path)
         assert saved.status == "completed"
         assert saved.label == rec.label
-        assert saved.invocation == inv.invocation
+        assert saved.invocation == inv.invocation_id
         assert len(saved.epochs) == 2
         assert saved.spec.data_source == str(mnist_dir)
     assert not list(inv.folder.glob(".*.tmp"))

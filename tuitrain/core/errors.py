@@ -1,5 +1,6 @@
 """Errors a user can fix: the CLI prints them as one line and exits 2, without a traceback."""
 
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -21,15 +22,29 @@ class RecordError(TuitrainError):
     """A run file cannot be read: not JSON, not a run record, or from a newer tuitrain."""
 
 
-def first_error(exc: Any) -> tuple[str, str]:
-    """(where, what) of the first error of a pydantic ValidationError, for a one-line message.
+@dataclass(frozen=True)
+class FirstError:
+    """The first error of a pydantic ValidationError, for a one-line message."""
 
-    `where` is the dotted location ('spec.lr', 'epochs.0.test_accuracy'), '(top level)' when there is none.
-    Takes the error duck-typed (anything with .errors()), so core need not import pydantic.
-    """
+    where: str
+    """Dotted location ('spec.lr', 'epochs.0.test_accuracy'); '(top level)' when there is none."""
+    msg: str
+    """Pydantic's message, e.g. 'Input should be less than or equal to 65536'."""
+    loc: tuple[Any, ...]
+    """The location's parts."""
+    kind: str
+    """Pydantic's error type, e.g. 'extra_forbidden'."""
+    input: Any
+    """The value that was refused."""
+
+
+def first_error(exc: Any) -> FirstError:
+    """The first error of a pydantic ValidationError. Takes the error duck-typed (anything with .errors()), so
+    core need not import pydantic."""
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    return where, first["msg"]
+    loc = tuple(first.get("loc", ()))
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    return FirstError(where=where, msg=first["msg"], loc=loc, kind=first.get("type", ""), input=first.get("input"))
 
 
 class RunFilesError(TuitrainError):

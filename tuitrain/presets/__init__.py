@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from tuitrain.core.errors import PresetError, TuitrainError
+from tuitrain.core.errors import PresetError, TuitrainError, first_error
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.text import printable
 
@@ -170,11 +170,10 @@ class Preset(BaseModel):
                     RunSpec.model_validate(values, strict=True)  # the file's own values, strictly typed
                     spec = RunSpec.model_validate({**values, **overrides})
                 except ValidationError as exc:
-                    first = exc.errors()[0]
-                    key = ".".join(str(p) for p in first["loc"])
-                    value = first.get("input")
+                    first = first_error(exc)
+                    key, value = first.where, first.input
                     section = "grid" if key in self.grid else "runs" if key in entry else "defaults"
-                    raise PresetError(f"{where(key, value, section)}: {key} = {value!r}: {first['msg']}.") from None
+                    raise PresetError(f"{where(key, value, section)}: {key} = {value!r}: {first.msg}.") from None
                 if collapsed:
                     continue  # differs from an earlier run only in settings the overrides replace
                 if ":" in spec.model and self.folder is not None:
@@ -369,15 +368,11 @@ def load_preset_file(path: Path | Traversable) -> Preset:
     except RecursionError:
         raise PresetError(f"{path}: nested too deeply to be a preset.") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        line = line_of(text, str(first["loc"][-1])) if first["loc"] else None
+        first = first_error(exc)
+        line = line_of(text, str(first.loc[-1])) if first.loc else None
         where = f"{path}:{line}" if line else str(path)
-        if first["type"] == "extra_forbidden":
-            msg = f"unknown key. Known: {', '.join(Preset.model_fields)}"
-        else:
-            msg = first["msg"]
-        raise PresetError(f"{where}: {key}: {msg}.") from None
+        msg = f"unknown key. Known: {', '.join(Preset.model_fields)}" if first.kind == "extra_forbidden" else first.msg
+        raise PresetError(f"{where}: {first.where}: {msg}.") from None
     preset._source = str(path)
     if isinstance(path, Path):
         preset._folder = str(path.resolve().parent)
