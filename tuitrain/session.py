@@ -42,8 +42,7 @@ from tuitrain.train.loop import (
 from tuitrain.train.models import check_model
 
 DEFAULT_RUNS_DIR = Path("runs")
-"""In each invocation folder: the runs it was asked for (JSON), so --resume can also start the ones never
-started. Not named *.json, so globs for run files skip it."""
+"""Where invocation folders go: runs/ in the folder tuitrain is started from (--runs-dir overrides it)."""
 LOCK_FILE = "tuitrain.lock"
 """In each invocation folder: locked (flock) by the process that trains or resumes its runs, which also
 writes its pid there, so that a second one is refused instead of both writing the same files."""
