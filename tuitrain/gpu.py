@@ -54,7 +54,7 @@ class NvmlSource:
     """NVML, initialised once; raises on construction when it is not there (no library, no driver, no GPU)."""
 
     def __init__(self) -> None:
-        import pynvml  # type: ignore[import-untyped]  # (nvidia-ml-py ships no type information)
+        import pynvml
 
         pynvml.nvmlInit()
         self.nvml: Any = pynvml
