@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tuitrain.core.errors import RecordError, TuitrainError
+from tuitrain.core.status import ShownStatus
 from tuitrain.records import RunRecord, read_record
 
 PLAN_FILE = "invocation.plan"
@@ -35,7 +36,7 @@ class RunFile:
     error: str | None = None
 
     @property
-    def status(self) -> str:
+    def status(self) -> ShownStatus:
         """The record's status, 'crashed' for a run whose process is gone, or 'unreadable'."""
         if self.record is None:
             return "unreadable"
@@ -78,7 +79,7 @@ def training_process_alive(record: RunRecord) -> bool:
     return started is None or started <= since + 1.0
 
 
-def effective_status(record: RunRecord, now: datetime | None = None) -> str:
+def effective_status(record: RunRecord, now: datetime | None = None) -> ShownStatus:
     """The record's status, except that a 'running' record whose process is gone is 'crashed'.
 
     On this host the pid decides (dead, or reused by a younger process: crashed; alive: running, even if a

@@ -13,6 +13,3 @@ ShownStatus = Literal["running", "completed", "interrupted", "diverged", "failed
 
 RESUMABLE: tuple[ShownStatus, ...] = ("interrupted", "crashed")
 """Statuses `--resume` continues from the last checkpoint."""
-
-ENDED: tuple[RunStatus, ...] = ("completed", "interrupted", "diverged", "failed")
-"""Statuses of a run whose training process finished with it."""
