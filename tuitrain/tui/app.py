@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import threading
 from pathlib import Path
@@ -21,6 +22,9 @@ from tuitrain.tui.screens.dialogs import ErrorScreen
 from tuitrain.tui.screens.help import HelpScreen
 from tuitrain.tui.screens.home import HomeScreen
 from tuitrain.tui.screens.run import RunScreen
+
+HANGUP_EXIT_AFTER_S = 5.0
+"""After a hang-up, how long Textual's teardown may take before the process ends without it."""
 
 
 class TuitrainApp(App[int]):
@@ -84,6 +88,16 @@ class TuitrainApp(App[int]):
             self.exit(return_code=self.signal_exit_code)
         elif not screen.quitting:
             screen.stop_and_quit(signal.Signals(signum).name)
+
+    def exit(self, *args: Any, **kwargs: Any) -> None:
+        """Leave the app. After a hang-up the terminal is gone, and Textual's teardown can block for ever writing
+        to it (its writer thread died on the closed tty): the run files are saved by now, so the process ends
+        itself if the teardown has not within a few seconds."""
+        if self.signal_exit_code == exit_code_for(signal.SIGHUP):
+            watchdog = threading.Timer(HANGUP_EXIT_AFTER_S, os._exit, [self.signal_exit_code])
+            watchdog.daemon = True
+            watchdog.start()
+        super().exit(*args, **kwargs)
 
     def on_unmount(self) -> None:
         if self.stop_signals is not None:
