@@ -92,8 +92,9 @@ class TuitrainApp(App[int]):
     def exit(self, *args: Any, **kwargs: Any) -> None:
         """Leave the app. After a hang-up the terminal is gone, and Textual's teardown can block for ever writing
         to it (its writer thread died on the closed tty): the run files are saved by now, so the process ends
-        itself if the teardown has not within a few seconds."""
-        if self.signal_exit_code == exit_code_for(signal.SIGHUP):
+        itself if the teardown has not within a few seconds. (Not in a headless app, e.g. under Pilot: there the
+        process is the test runner's.)"""
+        if self.signal_exit_code == exit_code_for(signal.SIGHUP) and not self.is_headless:
             watchdog = threading.Timer(HANGUP_EXIT_AFTER_S, os._exit, [self.signal_exit_code])
             watchdog.daemon = True
             watchdog.start()
