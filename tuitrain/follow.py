@@ -468,6 +468,9 @@ class Follower:
     def stop(self) -> None:
         self._stop.set()
 
+    def control_for(self, run_id: str) -> RunControl | None:
+        return None  # controlled by the process that trains it
+
     def result_folder(self) -> Path | None:
         return self.folder
 

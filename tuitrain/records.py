@@ -91,6 +91,9 @@ class EpochRecord(BaseModel):
     metrics: dict[str, Loss] = Field(default_factory=dict)
     """Further scalars a script logged for this epoch (`run.log_epoch(lr=...)`), by name; shown in the epoch
     table and compared. Empty for preset runs and in version 1 files."""
+    threads: list[int] = Field(default_factory=list)
+    """Intra-op CPU thread counts the epoch trained with, in order: one entry, or more when the machine's cores
+    were shared anew mid-epoch (another tuitrain started or ended). Empty in files written before it existed."""
     peak_gpu_memory_bytes: int | None = Field(default=None, ge=0)
     """Peak GPU memory allocated by training during the epoch (torch's allocator: training and evaluation);
     None on the CPU and in files written before it existed."""

@@ -206,6 +206,8 @@ class PresetInvocation:
     """On resume: interrupted or crashed runs to continue, with their last checkpoint (None: from the start)."""
     restarting: list[int] = field(default_factory=list)
     """On resume with restart_missing: runs that had epochs but no usable checkpoint, trained again from epoch 1."""
+    run_controls: dict[str, RunControl] = field(default_factory=dict)
+    """The controls of each run that has started, by run id (pause or stop that run alone)."""
 
     def __post_init__(self) -> None:
         if not self.files:
@@ -282,6 +284,7 @@ class PresetInvocation:
                         invocation=self.invocation_id,
                     )
                 self.records.append(record)
+                self.run_controls[record.id] = control  # one run at a time: the invocation's control is the run's
                 place = RunPlace(
                     run_index=index, run_count=len(self.runs), run_file=path, checkpoint_file=checkpoint_path(path)
                 )
@@ -457,6 +460,9 @@ class PresetSource:
     def stop(self) -> None:
         assert self.control is not None
         self.control.stop_all.set()
+
+    def control_for(self, run_id: str) -> RunControl | None:
+        return self.invocation.run_controls.get(run_id)
 
     def result_folder(self) -> Path | None:
         return self.invocation.folder

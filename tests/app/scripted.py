@@ -135,5 +135,8 @@ class ScriptedSource:
     def stop(self) -> None:
         self.control.stop_all.set()
 
+    def control_for(self, run_id: str) -> RunControl | None:
+        return self.control
+
     def result_folder(self) -> Path | None:
         return self.folder

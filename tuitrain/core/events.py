@@ -48,6 +48,18 @@ class RunStarted:
 
 
 @dataclass(frozen=True)
+class RunWaiting:
+    """A run that is planned but cannot start yet: no free core, GPU or worker (it starts when one frees)."""
+
+    run_id: str
+    label: str
+    run_index: int
+    run_count: int
+    reason: str
+    """What it waits for, in words: 'waiting for a free core', 'waiting for a worker'."""
+
+
+@dataclass(frozen=True)
 class BatchLosses:
     """Losses of consecutive training batches, read back from the device in one go."""
 
@@ -105,7 +117,7 @@ class RunFinished:
     best_accuracy: float | None = None
 
 
-Event = LogMessage | RunStarted | BatchLosses | EpochEnded | RunFinished
+Event = LogMessage | RunWaiting | RunStarted | BatchLosses | EpochEnded | RunFinished
 Sink = Callable[[Event], None]
 
 
@@ -132,6 +144,10 @@ class EventSource(Protocol):
 
     def stop(self) -> None:
         """Ask run() to return soon (thread-safe)."""
+
+    def control_for(self, run_id: str) -> RunControl | None:
+        """The controls of one running run (pause, stop it): with parallel runs each has its own; None when
+        nothing here controls it (a watched run, or one that has ended)."""
 
     def result_folder(self) -> Path | None:
         """Where the run files are, once known."""
