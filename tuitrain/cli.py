@@ -63,6 +63,22 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _jobs(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    return _positive_int(text)
+
+
+def _gpu_list(text: str) -> list[int]:
+    try:
+        gpus = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected GPU numbers separated by commas (e.g. 0,2), got {text!r}") from None
+    if not gpus or min(gpus) < 0:
+        raise argparse.ArgumentTypeError(f"expected GPU numbers separated by commas (e.g. 0,2), got {text!r}")
+    return gpus
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """Bad arguments get one line (what and how to fix) and exit 2, not a usage dump."""
 
@@ -97,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --resume: a run whose checkpoint is missing or damaged is trained again from epoch 1 (its saved "
         "epochs are discarded, and its run file records the restart) instead of stopping the resume",
+    )
+    p.add_argument(
+        "--jobs",
+        type=_jobs,
+        metavar="N|auto",
+        help="runs trained at once, each in its own worker process (default: the preset's `jobs`, else auto: picked "
+        "from the GPUs, the cores and the runs' estimated times)",
+    )
+    p.add_argument(
+        "--gpus", type=_gpu_list, metavar="I,J,…", help="train only on these GPUs (default: every visible GPU)"
     )
     g = p.add_argument_group("overrides (apply to every run of the preset)")
     g.add_argument("--epochs", type=_positive_int, metavar="N")
@@ -170,12 +196,14 @@ def cmd_schema(argv: Sequence[str]) -> int:
 def cmd_list_presets(args: argparse.Namespace) -> int:
     from tuitrain import format as fmt
     from tuitrain.presets import available_presets, load_preset_file
-    from tuitrain.session import device_label, estimated_seconds
+    from tuitrain.session import check_gpus, device_label, estimated_seconds, plan_jobs
 
     overrides = overrides_from(args)
     device = device_label(overrides.get("device", "auto"))
+    gpus = check_gpus(args.gpus)
     print(
-        f"Estimated times are for {device} (calibrated once per model, then refined by its completed runs).",
+        f"Estimated times are for {device} (calibrated once per model, then refined by its completed runs), "
+        "with the runs a preset trains at once (Jobs).",
         file=sys.stderr,
         flush=True,
     )
@@ -184,11 +212,15 @@ def cmd_list_presets(args: argparse.Namespace) -> int:
         try:
             preset = load_preset_file(path)
             runs = preset.expand(overrides)
-            seconds = estimated_seconds([r.spec for r in runs])
-            rows.append((name, str(len(runs)), fmt.duration(seconds), preset.title))
+            specs = [r.spec for r in runs]
+            seconds = estimated_seconds(specs)  # calibrates what is missing, which plan_jobs then uses
+            jobs = plan_jobs(preset.jobs if args.jobs is None else args.jobs, specs, gpus)
+            if jobs > 1:
+                seconds = estimated_seconds(specs, jobs=jobs, gpus=max(len(gpus), 1))
+            rows.append((name, str(len(runs)), str(jobs), fmt.duration(seconds), preset.title))
         except TuitrainError as exc:
-            rows.append((name, "–", "–", f"INVALID: {exc}"))
-    print(fmt.text_table(("Preset", "Runs", "Est. time", "Title"), rows, indent=""))
+            rows.append((name, "–", "–", "–", f"INVALID: {exc}"))
+    print(fmt.text_table(("Preset", "Runs", "Jobs", "Est. time", "Title"), rows, indent=""))
     return 0
 
 
@@ -215,7 +247,9 @@ def run_headless(args: argparse.Namespace) -> int:
         adopt_lock(args, args.into_folder)
     preset = find_preset(args.preset)
     overrides = overrides_from(args)
-    invocation = PresetInvocation.prepare(preset, runs_dir=args.runs_dir, overrides=overrides, data_dir=args.data_dir)
+    invocation = PresetInvocation.prepare(
+        preset, runs_dir=args.runs_dir, overrides=overrides, data_dir=args.data_dir, jobs=args.jobs, gpus=args.gpus
+    )
     if args.into_folder is not None:  # started by run_detached, which made the folder
         invocation.folder, invocation.invocation_id = args.into_folder, args.into_folder.name
         invocation.write_plan()
@@ -232,7 +266,13 @@ def run_resume(args: argparse.Namespace) -> int:
 
     check_resume_args(args)
     adopt_lock(args, args.resume if args.resume.is_dir() else args.resume.parent)
-    invocation = PresetInvocation.resume(args.resume, data_dir=args.data_dir, restart_missing=args.restart_missing)
+    invocation = PresetInvocation.resume(
+        args.resume,
+        data_dir=args.data_dir,
+        restart_missing=args.restart_missing,
+        jobs=args.jobs or "auto",
+        gpus=args.gpus,
+    )
     kept, restarting = len(invocation.kept), len(invocation.restarting)
     heading = (
         f"Resuming {invocation.folder}: {len(invocation.resuming) - restarting} run(s) to continue, "
@@ -308,7 +348,13 @@ def run_detached(args: argparse.Namespace) -> int:
     child = [sys.executable, "-m", "tuitrain"]
     if args.resume is not None:
         check_resume_args(args)
-        invocation = PresetInvocation.resume(args.resume, data_dir=args.data_dir, restart_missing=args.restart_missing)
+        invocation = PresetInvocation.resume(
+            args.resume,
+            data_dir=args.data_dir,
+            restart_missing=args.restart_missing,
+            jobs=args.jobs or "auto",
+            gpus=args.gpus,
+        )
         assert invocation.folder is not None
         folder = invocation.folder.resolve()
         child += ["--resume", str(args.resume.resolve())] + (["--restart-missing"] if args.restart_missing else [])
@@ -316,7 +362,9 @@ def run_detached(args: argparse.Namespace) -> int:
     else:
         preset = find_preset(args.preset)
         overrides = overrides_from(args)
-        PresetInvocation.prepare(preset, runs_dir=args.runs_dir, overrides=overrides, data_dir=args.data_dir)
+        PresetInvocation.prepare(
+            preset, runs_dir=args.runs_dir, overrides=overrides, data_dir=args.data_dir, jobs=args.jobs, gpus=args.gpus
+        )
         check_data(args.data_dir)  # a data problem is shown here, not hidden in the log
         _, folder = new_invocation_dir(args.runs_dir, preset.name)
         folder = folder.resolve()
@@ -332,6 +380,10 @@ def run_detached(args: argparse.Namespace) -> int:
             check_data(args.data_dir)  # a data problem is shown here, not hidden in the log
         if args.data_dir is not None:
             child += ["--data-dir", str(args.data_dir.resolve())]
+        if args.jobs is not None:
+            child += ["--jobs", str(args.jobs)]
+        if args.gpus is not None:
+            child += ["--gpus", ",".join(map(str, args.gpus))]
         child += ["--lock-fd", str(lock_fd)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         # the child imports this same tuitrain, installed or not

@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
 from tuitrain.catalog import PLAN_FILE, effective_status, new_invocation_dir, slug
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
+from tuitrain.core.cores import machine_cores
 from tuitrain.core.errors import DataError, PresetError, RecordError, TuitrainError, first_error
 from tuitrain.core.events import LogMessage, Sink
 from tuitrain.core.spec import RunSpec
@@ -36,6 +37,7 @@ from tuitrain.train.loop import (
     TensorData,
     environment,
     fit,
+    gpu_count,
     new_record,
     select_device,
 )
@@ -80,6 +82,55 @@ def device_label(device: str = "auto") -> str:
     return estimate.planned_device(select_device(device))
 
 
+Jobs = int | Literal["auto"]
+"""How many runs train at once: a number, or "auto" (see plan_jobs)."""
+SMALL_MODELS_PER_GPU = 3
+"""Runs of the small CNNs (Model A/B) that --jobs auto puts on one GPU at once: each alone leaves it mostly idle.
+Larger models get a GPU each. Not measured on this project's machines yet: a first guess."""
+MIN_PARALLEL_GAIN = 0.9
+"""--jobs auto trains runs in parallel only if the estimate says it takes at most this share of the serial time:
+worker processes cost seconds to start, which short runs do not win back."""
+
+
+def check_gpus(gpus: list[int] | None) -> list[int]:
+    """The GPUs runs may use: `gpus` (from --gpus) checked against this machine, or every visible one."""
+    count = gpu_count()
+    if gpus is None:
+        return list(range(count))
+    if count == 0:
+        raise TuitrainError("--gpus: this machine has no CUDA GPU. Drop --gpus (runs train on the CPU).")
+    missing = [g for g in gpus if not 0 <= g < count]
+    if missing:
+        raise TuitrainError(
+            f"--gpus: no GPU {missing[0]} on this machine (it has {count}: 0"
+            + (f"-{count - 1}" if count > 1 else "")
+            + ")."
+        )
+    return list(dict.fromkeys(gpus))
+
+
+def plan_jobs(requested: Jobs, specs: list[RunSpec], gpus: list[int]) -> int:
+    """Runs to train at once: `requested` (at most one per run), or for "auto": on GPUs, up to SMALL_MODELS_PER_GPU
+    small runs (else one run) per GPU; on the CPU, one run per core when the estimate says it pays (never for
+    one core or one run). Uses cached time figures only: planning never calibrates."""
+    if requested != "auto":
+        return max(1, min(int(requested), len(specs)))
+    if len(specs) <= 1:
+        return 1
+    on_gpu = [s for s in specs if select_device(s.device).type == "cuda"]
+    if on_gpu and gpus:
+        per_gpu = SMALL_MODELS_PER_GPU if all(s.model in ("model_a", "model_b") for s in on_gpu) else 1
+        return min(len(specs), per_gpu * len(gpus))
+    jobs = min(len(specs), machine_cores())
+    if jobs <= 1:
+        return 1
+    serial = estimate.parallel_seconds(specs, 1, calibrate=False)
+    parallel = estimate.parallel_seconds(specs, jobs, calibrate=False)
+    if serial is not None and parallel is not None and parallel > MIN_PARALLEL_GAIN * serial:
+        return 1
+    return jobs
+
+
 def check_models(preset: Preset, runs: list[PresetRun]) -> None:
     """Each "module:Attr" model of the preset imports, builds and gives (batch, 10) logits on one batch; else a
     PresetError naming the preset file and the key (one line, exit 2)."""
@@ -101,9 +152,14 @@ def check_data(data_dir: Path | None) -> str:
     return resolve_mnist(data_dir).source
 
 
-def estimated_seconds(specs: list[RunSpec], *, calibrate: bool = True, setup: bool = True) -> float | None:
-    """Estimated wall time of these runs on this machine (with preparing the data once when `setup`);
-    None when a figure is missing and `calibrate` is off. Calibrates each new model for about a second."""
+def estimated_seconds(
+    specs: list[RunSpec], *, calibrate: bool = True, setup: bool = True, jobs: int = 1, gpus: int = 1
+) -> float | None:
+    """Estimated wall time of these runs on this machine (with preparing the data once when `setup`), trained
+    `jobs` at a time over `gpus` GPUs (when they train on GPUs); None when a figure is missing and `calibrate` is
+    off. Calibrates each new model for about a second."""
+    if jobs > 1:
+        return estimate.parallel_seconds(specs, jobs, calibrate=calibrate, devices=gpus)
     if setup:
         return estimate.preset_seconds(specs, calibrate=calibrate)
     return estimate.total_seconds(specs, calibrate=calibrate)
@@ -206,6 +262,10 @@ class PresetInvocation:
     """On resume: interrupted or crashed runs to continue, with their last checkpoint (None: from the start)."""
     restarting: list[int] = field(default_factory=list)
     """On resume with restart_missing: runs that had epochs but no usable checkpoint, trained again from epoch 1."""
+    jobs: int = 1
+    """Runs trained at once (plan_jobs); more than one: each in its own worker process."""
+    gpus: list[int] = field(default_factory=list)
+    """GPUs the runs may use (--gpus, else every visible one)."""
     run_controls: dict[str, RunControl] = field(default_factory=dict)
     """The controls of each run that has started, by run id (pause or stop that run alone)."""
 
@@ -221,8 +281,12 @@ class PresetInvocation:
         runs_dir: Path = DEFAULT_RUNS_DIR,
         overrides: dict[str, Any] | None = None,
         data_dir: Path | None = None,
+        jobs: Jobs | None = None,
+        gpus: list[int] | None = None,
     ) -> PresetInvocation:
-        """Validate everything that can fail cheaply (overrides, device, runs folder) before any training."""
+        """Validate everything that can fail cheaply (overrides, device, GPUs, runs folder) before any training.
+        `jobs`: runs at once (None: the preset's `jobs`); `gpus`: the GPUs to use (None: every visible one)."""
+        usable_gpus = check_gpus(gpus)
         runs = preset.expand(overrides)
         for run in runs:
             select_device(run.spec.device)
@@ -234,7 +298,9 @@ class PresetInvocation:
                 "(only MNIST is found by itself)."
             )
         check_writable(Path(runs_dir))
-        return cls(preset=preset, runs=runs, runs_dir=Path(runs_dir), data_dir=data_dir)
+        inv = cls(preset=preset, runs=runs, runs_dir=Path(runs_dir), data_dir=data_dir, gpus=usable_gpus)
+        inv.jobs = plan_jobs(preset.jobs if jobs is None else jobs, [r.spec for r in runs], usable_gpus)
+        return inv
 
     def run(self, sink: Sink, control: RunControl | None = None, arrays: MnistArrays | None = None) -> list[RunRecord]:
         control = control or RunControl()
@@ -315,7 +381,15 @@ class PresetInvocation:
         atomic_write_text(self.folder / PLAN_FILE, plan.model_dump_json(indent=1))
 
     @classmethod
-    def resume(cls, target: Path, *, data_dir: Path | None = None, restart_missing: bool = False) -> PresetInvocation:
+    def resume(
+        cls,
+        target: Path,
+        *,
+        data_dir: Path | None = None,
+        restart_missing: bool = False,
+        jobs: Jobs = "auto",
+        gpus: list[int] | None = None,
+    ) -> PresetInvocation:
         """Continue an interrupted or crashed run (a run file), or every unfinished run of an invocation folder.
 
         Takes the folder's lock first (another process resuming or training it is refused), then checks
@@ -324,9 +398,20 @@ class PresetInvocation:
         checkpoint is missing or damaged is trained again from epoch 1 (its record says so) instead of
         refusing the whole resume.
         """
+        usable_gpus = check_gpus(gpus)
         target = Path(target)
-        if target.is_dir():
-            return cls._resume_folder(target, data_dir, restart_missing)
+        inv = (
+            cls._resume_folder(target, data_dir, restart_missing)
+            if target.is_dir()
+            else cls._resume_file(target, data_dir, restart_missing)
+        )
+        inv.gpus = usable_gpus
+        to_train = [r.spec for i, r in enumerate(inv.runs) if i not in inv.kept]
+        inv.jobs = plan_jobs(jobs, to_train, usable_gpus)
+        return inv
+
+    @classmethod
+    def _resume_file(cls, target: Path, data_dir: Path | None, restart_missing: bool) -> PresetInvocation:
         if not target.is_file():
             raise TuitrainError(
                 f"{target}: no such run file or folder. Pass a run file (.json) or an invocation folder."

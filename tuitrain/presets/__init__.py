@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -83,6 +83,8 @@ class Preset(BaseModel):
     """Explicit runs: optional `label` plus RunSpec fields."""
     seeds: list[int] = Field(default_factory=list)
     """Train every run once per seed (labels gain `seed=N`); empty = once, with the run's own seed."""
+    jobs: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    """Runs trained at once, each in its own worker process; "auto" picks from the machine (--jobs overrides)."""
     _source: str | None = PrivateAttr(None)
     _folder: str | None = PrivateAttr(None)
 
