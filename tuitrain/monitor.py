@@ -18,6 +18,7 @@ from tuitrain.core.events import (
     LogMessage,
     RunFinished,
     RunStarted,
+    RunWaiting,
 )
 from tuitrain.core.spec import RunSpec
 from tuitrain.curves import ema_alpha, smooth
@@ -81,18 +82,30 @@ class RunState:
 
 @dataclass
 class SweepMonitor:
-    """All runs of one preset invocation, in run order, fed one event at a time."""
+    """All runs of one preset invocation, in run order, fed one event at a time.
+
+    Several runs may train at once (their events interleave); one of them is highlighted (`current`): the one
+    the run screen details and its pause and stop keys act on.
+    """
 
     runs: dict[str, RunState] = field(default_factory=dict)
     current: RunState | None = None
+    """The highlighted run: the newest started until it ends, then another live run; with none left, the
+    last one highlighted (its progress stays shown, as when runs train one at a time)."""
+    waiting: dict[str, RunWaiting] = field(default_factory=dict)
+    """Planned runs that cannot start yet (no free core or worker), by run id."""
     last_log: str = ""
 
     def apply(self, event: Event) -> RunState | None:
-        """Take in an event; returns the run it concerns (None for log lines and unknown runs)."""
+        """Take in an event; returns the run it concerns (None for log lines, waiting and unknown runs)."""
         if isinstance(event, LogMessage):
             self.last_log = event.text
             return None
+        if isinstance(event, RunWaiting):
+            self.waiting[event.run_id] = event
+            return None
         if isinstance(event, RunStarted):
+            self.waiting.pop(event.run_id, None)
             state = RunState(
                 run_id=event.run_id,
                 label=event.label,
@@ -106,8 +119,12 @@ class SweepMonitor:
                 config=event.config,
             )
             self.runs[event.run_id] = state
-            self.current = state
+            current = self.current
+            if current is None or current.status != "running" or current.run_id == event.run_id:
+                self.current = state
             return state
+        if isinstance(event, RunFinished):
+            self.waiting.pop(event.run_id, None)  # stopped before it started
         if event.run_id not in self.runs:
             return None
         state = self.runs[event.run_id]
@@ -119,7 +136,34 @@ class SweepMonitor:
             state.batch = state.batches_per_epoch
         elif isinstance(event, RunFinished):
             state.status = event.status
+            if state is self.current and self.live:
+                self.highlight_next()
         return state
+
+    @property
+    def live(self) -> list[RunState]:
+        """The runs training now, in run order."""
+        return sorted((r for r in self.runs.values() if r.status == "running"), key=lambda r: r.run_index)
+
+    @property
+    def queued(self) -> list[RunWaiting]:
+        """The waiting runs, in run order."""
+        return sorted(self.waiting.values(), key=lambda w: w.run_index)
+
+    def highlight_next(self, step: int = 1) -> RunState | None:
+        """Move the highlight `step` live runs on (back when negative), round the live runs in run order; from a
+        run that has ended, to the live run that follows it."""
+        live = self.live
+        if not live:
+            return self.current
+        ids = [r.run_id for r in live]
+        if self.current is not None and self.current.run_id in ids:
+            self.current = live[(ids.index(self.current.run_id) + step) % len(live)]
+        else:
+            index = self.current.run_index if self.current is not None else -1
+            after = [r for r in live if r.run_index > index]
+            self.current = (after or live)[0]
+        return self.current
 
     @property
     def finished(self) -> list[RunState]:

@@ -7,11 +7,22 @@ the events, so a screen fed by it looks the same on every machine and every time
 from __future__ import annotations
 
 import math
+import queue
 import threading
+import time
 from pathlib import Path
 
 from tuitrain.core.control import RunControl
-from tuitrain.core.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted, Sink
+from tuitrain.core.events import (
+    BatchLosses,
+    EpochEnded,
+    Event,
+    LogMessage,
+    RunFinished,
+    RunStarted,
+    RunWaiting,
+    Sink,
+)
 from tuitrain.core.spec import RunSpec
 
 INVOCATION = "20250102-100000-demo-a1b2c3"
@@ -113,30 +124,91 @@ def two_runs_mid_training() -> list[Event]:
     ]
 
 
+def interleaved(*runs: list[Event]) -> list[Event]:
+    """The events of runs trained at once: one event of each run in turn, as worker processes deliver them."""
+    events: list[Event] = []
+    for i in range(max(map(len, runs))):
+        events += [run[i] for run in runs if i < len(run)]
+    return events
+
+
+def waiting(index: int, count: int, label: str, invocation: str = INVOCATION) -> RunWaiting:
+    return RunWaiting(
+        run_id=f"{invocation}-{index + 1:02d}",
+        label=label,
+        run_index=index,
+        run_count=count,
+        reason="waiting for a free core",
+    )
+
+
+def two_runs_at_once(count: int = 2) -> list[Event]:
+    """Runs 1 and 2 of `count` training at once (run 1 an epoch ahead); a third one waiting for a free core."""
+    return [
+        LogMessage("Data: synthetic"),
+        *([waiting(2, count, "activation=sigmoid")] if count > 2 else []),
+        *interleaved(
+            run_events(0, count, "activation=relu", [91.5], epochs=3, batches_done=15, finished=False, scale=1.0),
+            run_events(1, count, "activation=tanh", [], epochs=3, batches_done=10, finished=False, scale=1.2),
+        ),
+    ]
+
+
 class ScriptedSource:
-    """Delivers its events, then (`in_progress`) waits as training would until stopped, or ends."""
+    """Delivers its events, then (`in_progress`) waits as training would until stopped, or ends.
+
+    `parallel`: each run has its own RunControl (control_for), as when runs train at once in worker processes;
+    else every run's is the source's, as when they train one at a time."""
 
     title = "demo — Two scripted runs (2 runs)"
 
-    def __init__(self, events: list[Event], *, in_progress: bool = True, folder: Path | None = None) -> None:
+    def __init__(
+        self,
+        events: list[Event],
+        *,
+        in_progress: bool = True,
+        folder: Path | None = None,
+        parallel: bool = False,
+        title: str | None = None,
+    ) -> None:
         self.events = events
+        self.title = title or self.title
         self.in_progress = in_progress
         self.folder = folder
         self.control: RunControl | None = RunControl()
+        self.parallel = parallel
+        self.run_controls: dict[str, RunControl] = {}
+        """With `parallel`: the controls of each run that started, by run id."""
         self.delivered = threading.Event()
+        self.later: queue.Queue[list[Event]] = queue.Queue()
 
     def run(self, sink: Sink) -> None:
-        for event in self.events:
-            sink(event)
+        self.deliver(self.events, sink)
         self.delivered.set()
-        if self.in_progress:
-            self.control.stop_all.wait(timeout=30)
+        deadline = time.monotonic() + 30  # a test that forgets to stop its source still ends
+        while self.in_progress and not self.control.stop_all.is_set() and time.monotonic() < deadline:
+            try:
+                self.deliver(self.later.get(timeout=0.05), sink)
+            except queue.Empty:
+                continue
+
+    def deliver(self, events: list[Event], sink: Sink) -> None:
+        for event in events:
+            if self.parallel and isinstance(event, RunStarted):
+                self.run_controls[event.run_id] = RunControl()
+            if self.parallel and isinstance(event, RunFinished):
+                self.run_controls.pop(event.run_id, None)
+            sink(event)
+
+    def send(self, events: list[Event]) -> None:
+        """More events, delivered after the first ones while in progress (a run ending, say)."""
+        self.later.put(events)
 
     def stop(self) -> None:
         self.control.stop_all.set()
 
     def control_for(self, run_id: str) -> RunControl | None:
-        return self.control
+        return self.run_controls.get(run_id) if self.parallel else self.control
 
     def result_folder(self) -> Path | None:
         return self.folder

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable
 
-from tests.app.scripted import ScriptedSource, two_runs_mid_training
+from tests.app.scripted import ScriptedSource, two_runs_at_once, two_runs_mid_training
 from tests.compare_fixtures import chance_run, interrupted_run, normal_pair, write_runs
 from tests.helpers import wait_for
 from tuitrain.tui.app import TuitrainApp
@@ -32,6 +32,7 @@ def fixed_world(monkeypatch):
     time.tzset()
     monkeypatch.setattr(tuitrain.session, "device_label", lambda device: "CPU (2 threads)")
     monkeypatch.setattr(tuitrain.session, "estimated_seconds", lambda specs, **kw: 95.0)
+    monkeypatch.setattr(tuitrain.session, "machine_cores", lambda: 2)  # what --jobs auto resolves to
     yield
     monkeypatch.undo()
     time.tzset()
@@ -43,19 +44,20 @@ def saved_runs(folder: Path) -> Path:
     return folder
 
 
-def test_run_screen_mid_training_snapshot(snap_compare, tmp_path, fixed_world):
-    app = TuitrainApp(runs_dir=tmp_path / "runs", presets={})
-    source = ScriptedSource(two_runs_mid_training())
+def scripted_run_screen(app: TuitrainApp, source: ScriptedSource, epochs: int, keys: tuple[str, ...] = ()):
+    """A run-before for snap_compare: the run screen once the scripted events are in, `epochs` table rows drawn,
+    `keys` pressed, and the charts and progress lines redrawn."""
 
-    async def train_two_runs(pilot):
+    async def shown(pilot):
         app.push_screen(RunScreen(source))
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
         screen = app.screen
         await wait_for(
             pilot,
-            lambda: source.delivered.is_set() and screen.query_one(EpochTable).row_count == 4,
+            lambda: source.delivered.is_set() and screen.query_one(EpochTable).row_count == epochs,
             "the scripted events",
         )
+        await pilot.press(*keys)
         await wait_for(
             pilot,
             lambda: not (screen.loss_dirty or screen.accuracy_dirty or screen.progress_dirty),
@@ -63,8 +65,36 @@ def test_run_screen_mid_training_snapshot(snap_compare, tmp_path, fixed_world):
         )
         await pilot.pause()
 
+    return shown
+
+
+def test_run_screen_mid_training_snapshot(snap_compare, tmp_path, fixed_world):
+    app = TuitrainApp(runs_dir=tmp_path / "runs", presets={})
+    source = ScriptedSource(two_runs_mid_training())
     try:
-        assert snap_compare(app, run_before=train_two_runs, terminal_size=SIZE)
+        assert snap_compare(app, run_before=scripted_run_screen(app, source, epochs=4), terminal_size=SIZE)
+    finally:
+        source.stop()
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
+def test_run_screen_two_runs_at_once_snapshot(snap_compare, tmp_path, size):
+    app = TuitrainApp(runs_dir=tmp_path / "runs", presets={})
+    source = ScriptedSource(two_runs_at_once(), parallel=True, title="demo — Two scripted runs, both at once")
+    try:
+        assert snap_compare(app, run_before=scripted_run_screen(app, source, epochs=1), terminal_size=size)
+    finally:
+        source.stop()
+
+
+def test_run_screen_with_a_waiting_run_and_a_paused_one_snapshot(snap_compare, tmp_path):
+    app = TuitrainApp(runs_dir=tmp_path / "runs", presets={})
+    title = "demo — Three scripted runs, two at once"
+    source = ScriptedSource(two_runs_at_once(3), parallel=True, title=title)
+    # run 2 highlighted and paused
+    shown = scripted_run_screen(app, source, epochs=1, keys=("tab", "p"))
+    try:
+        assert snap_compare(app, run_before=shown, terminal_size=(120, 40))
     finally:
         source.stop()
 

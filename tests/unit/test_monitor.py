@@ -10,6 +10,7 @@ from tuitrain.core.events import (
     LogMessage,
     RunFinished,
     RunStarted,
+    RunWaiting,
 )
 from tuitrain.core.spec import RunSpec
 from tuitrain.monitor import SweepMonitor, downsample, ema_alpha
@@ -110,3 +111,37 @@ def test_downsample_means_per_bucket_and_keeps_the_last_point():
     assert downsample(x, y, 20) == (list(map(float, x)), list(map(float, y)))
     big_x, big_y = downsample(np.arange(10_001), np.ones(10_001), 150)
     assert len(big_x) <= 150 and big_x[-1] > 9_900 and set(big_y) == {1.0}
+
+
+def finished(run_id, index=0):
+    return RunFinished(run_id=run_id, label=f"run {run_id}", run_index=index, status="completed")
+
+
+def test_runs_at_once_keep_the_highlight_until_it_ends_then_it_moves_to_a_live_run():
+    m = SweepMonitor()
+    m.apply(RunWaiting(run_id="r3", label="run r3", run_index=2, run_count=3, reason="waiting for a free core"))
+    for run_id, index in (("r1", 0), ("r2", 1)):
+        m.apply(started(run_id, index))
+    assert m.current.run_id == "r1"  # a run starting beside the highlighted one leaves the highlight
+    assert [r.run_id for r in m.live] == ["r1", "r2"] and [w.run_id for w in m.queued] == ["r3"]
+    m.apply(losses("r2", 1, 0, [2.0], batch=1))
+    m.apply(losses("r1", 1, 0, [1.0], batch=1))
+    assert m.runs["r1"].losses == [1.0] and m.runs["r2"].losses == [2.0]
+    assert m.highlight_next().run_id == "r2" and m.highlight_next().run_id == "r1"
+    assert m.highlight_next(-1).run_id == "r2"
+    m.apply(finished("r2", 1))
+    assert m.current.run_id == "r1" and [r.run_id for r in m.live] == ["r1"]
+    m.apply(started("r3", 2))
+    assert not m.waiting and m.current.run_id == "r1"
+    m.apply(finished("r1", 0))
+    assert m.current.run_id == "r3"
+    m.apply(finished("r3", 2))
+    assert m.current.run_id == "r3" and not m.live  # the last one stays shown
+    assert m.highlight_next().run_id == "r3"
+
+
+def test_a_waiting_run_stopped_before_it_started_is_no_longer_waiting():
+    m = SweepMonitor()
+    m.apply(RunWaiting(run_id="r2", label="run r2", run_index=1, run_count=2, reason="waiting for a worker"))
+    assert m.apply(RunFinished(run_id="r2", label="run r2", run_index=1, status="interrupted")) is None
+    assert not m.waiting and not m.runs

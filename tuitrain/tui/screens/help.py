@@ -20,15 +20,17 @@ HOME = """\
 | Space | select / unselect the highlighted saved run |
 | c | compare the selected runs |
 | r | reload the saved runs |
+| j | runs trained at once: auto, 1, 2, … up to the cores (the Jobs column and the times follow) |
 """
 
 TRAINING = """\
 ## Training (run screen)
 | Key | Does |
 |---|---|
-| p | pause / resume training |
-| n | stop the current run (saved as *interrupted*); the preset goes on with the next run |
-| x | stop all: the current run is saved as *interrupted*, no more runs start |
+| Tab / Shift+Tab | with several runs training at once: highlight the next / previous one (p and n act on it) |
+| p | pause / resume the highlighted run (one run at a time: training) |
+| n | stop the highlighted run (saved as *interrupted*); the preset goes on with the next run |
+| x | stop all: the runs in progress are saved as *interrupted*, no more runs start |
 | s | smoothed (EMA) / raw batch losses |
 | l | linear / log scale for the loss chart |
 | Esc | back to the presets once training is over (at any time when watching another process's run) |

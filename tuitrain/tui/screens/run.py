@@ -19,6 +19,7 @@ from textual.events import Resize
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
+from tuitrain.core.control import RunControl
 from tuitrain.core.errors import TuitrainError
 from tuitrain.core.events import (
     BatchLosses,
@@ -28,6 +29,7 @@ from tuitrain.core.events import (
     LogMessage,
     RunFinished,
     RunStarted,
+    RunWaiting,
 )
 from tuitrain.monitor import SweepMonitor
 from tuitrain.tui.messages import EngineEvent, SourceFailed
@@ -49,12 +51,15 @@ LOSS_REDRAW_MAX_S = 4.0
 the GIL that the training thread needs)."""
 
 CONTROL_ACTIONS = {"pause", "stop_run", "stop_all"}
+HIGHLIGHT_ACTIONS = {"next_run", "previous_run"}
 WATCHING_NOTE = "Watching another process's training: pause and stop work only there."
 
 
 class RunScreen(SizedScreen[None]):
     CSS_PATH = "run.tcss"
     BINDINGS = [
+        Binding("tab", "next_run", "Next run"),
+        Binding("shift+tab", "previous_run", "Previous run", show=False),
         Binding("p", "pause", "Pause"),
         Binding("n", "stop_run", "Stop run"),
         Binding("x", "stop_all", "Stop all"),
@@ -91,8 +96,13 @@ class RunScreen(SizedScreen[None]):
         return not self.done and not self.watching
 
     @property
-    def paused(self) -> bool:
-        return self.source.control is not None and self.source.control.paused.is_set()
+    def paused(self) -> set[str]:
+        """The ids of the live runs that are paused (each has its own control when runs train at once)."""
+        return {
+            run.run_id
+            for run in self.monitor.live
+            if (control := self.source.control_for(run.run_id)) is not None and control.paused.is_set()
+        }
 
     def compose(self) -> ComposeResult:
         yield Static(self.source.title, id="run-title", classes="screen-title")
@@ -119,8 +129,10 @@ class RunScreen(SizedScreen[None]):
             self.post_message(SourceFailed(str(exc)))
 
     def on_unmount(self) -> None:
-        if self.watching:
-            self.source.stop()  # the follower's thread ends within a poll, so the app can exit
+        # the source's thread ends within a poll (a follower) or a batch (training, saved as interrupted), so the
+        # app can exit: Textual marks the feed worker cancelled as the app closes, but its thread runs on until
+        # the source returns (quitting while training has stopped it already; stopping twice does nothing more)
+        self.source.stop()
 
     def post_event(self, event: Event) -> None:
         """The sink: called on the worker thread; posting a message is thread-safe and does not wait."""
@@ -133,12 +145,15 @@ class RunScreen(SizedScreen[None]):
         if isinstance(event, BatchLosses):
             self.loss_dirty = self.progress_dirty = True
             return  # the timer shows it
-        if isinstance(event, EpochEnded) and run is not None:
+        if isinstance(event, RunWaiting):
+            self.refresh_bindings()
+        elif isinstance(event, EpochEnded) and run is not None:
             self.query_one(EpochTable).add_epoch(run, event)
             self.accuracy_dirty = True
         elif isinstance(event, (RunStarted, RunFinished)):
             self.loss_dirty = self.accuracy_dirty = True
             self.show_legend()
+            self.refresh_bindings()  # the keys that move the highlight show while several runs train
             if isinstance(event, RunStarted):
                 self.query_one(GpuPanel).watch_device(event.device)
                 # a watched run that started over (resumed) is replayed from its start
@@ -168,6 +183,7 @@ class RunScreen(SizedScreen[None]):
         if event.worker is not self.feed_worker or not event.worker.is_finished:
             return
         self.done = True
+        self.monitor.waiting.clear()  # stopped: they will not start
         self.query_one(GpuPanel).stop()
         self.redraw_charts(force=True)
         if self.quitting:
@@ -222,29 +238,56 @@ class RunScreen(SizedScreen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in CONTROL_ACTIONS:
             return self.source.control is not None and not self.done
+        if action in HIGHLIGHT_ACTIONS:
+            return len(self.monitor.live) > 1
         if action == "back":
-            return True if self.done or self.watching else None  # shown greyed out while training
+            if self.done or self.watching:
+                return True
+            # shown greyed out while training; hidden while Tab is shown, so that the footer fits 80 columns
+            return False if len(self.monitor.live) > 1 else None
         return True
 
     # Controls: they only set thread-safe flags that the loop reads at batch boundaries.
 
+    def highlighted_control(self) -> RunControl | None:
+        """The controls of the highlighted run while it trains; None (and a word to the user) otherwise."""
+        run = self.monitor.current
+        control = self.source.control_for(run.run_id) if run is not None and run.status == "running" else None
+        if control is None:
+            self.notify("No run is training right now.", severity="warning")
+        return control
+
     def action_pause(self) -> None:
-        assert self.source.control is not None  # check_action offers the controls only with a control
-        paused = self.source.control.paused
-        if paused.is_set():
-            paused.clear()
+        """Pause or resume the highlighted run (with one run at a time: training)."""
+        control = self.highlighted_control()
+        if control is None:
+            return
+        if control.paused.is_set():
+            control.paused.clear()
         else:
-            paused.set()
+            control.paused.set()
         self.show_progress()
 
     def action_stop_run(self) -> None:
-        assert self.source.control is not None  # check_action offers the controls only with a control
-        self.source.control.stop_run.set()
-        self.notify("Stopping the current run; it is saved as interrupted.")
+        control = self.highlighted_control()
+        if control is None:
+            return
+        control.stop_run.set()
+        assert self.monitor.current is not None  # a control is only given for a live run
+        self.notify(f"Stopping {self.monitor.current.label}; it is saved as interrupted.")
 
     def action_stop_all(self) -> None:
         self.source.stop()
-        self.note = "Stopping: the current run is saved as interrupted, no more runs start."
+        saved = "the runs in progress are" if len(self.monitor.live) > 1 else "the current run is"
+        self.note = f"Stopping: {saved} saved as interrupted, no more runs start."
+        self.show_progress()
+
+    def action_next_run(self) -> None:
+        self.monitor.highlight_next(1)
+        self.show_progress()
+
+    def action_previous_run(self) -> None:
+        self.monitor.highlight_next(-1)
         self.show_progress()
 
     def action_toggle_smooth(self) -> None:
