@@ -196,7 +196,7 @@ def cmd_schema(argv: Sequence[str]) -> int:
 def cmd_list_presets(args: argparse.Namespace) -> int:
     from tuitrain import format as fmt
     from tuitrain.presets import available_presets, load_preset_file
-    from tuitrain.session import check_gpus, device_label, estimated_seconds, plan_jobs
+    from tuitrain.session import check_gpus, device_label, planned_estimate
 
     overrides = overrides_from(args)
     device = device_label(overrides.get("device", "auto"))
@@ -212,11 +212,9 @@ def cmd_list_presets(args: argparse.Namespace) -> int:
         try:
             preset = load_preset_file(path)
             runs = preset.expand(overrides)
-            specs = [r.spec for r in runs]
-            seconds = estimated_seconds(specs)  # calibrates what is missing, which plan_jobs then uses
-            jobs = plan_jobs(preset.jobs if args.jobs is None else args.jobs, specs, gpus)
-            if jobs > 1:
-                seconds = estimated_seconds(specs, jobs=jobs, gpus=max(len(gpus), 1))
+            jobs, seconds = planned_estimate(
+                [r.spec for r in runs], preset.jobs if args.jobs is None else args.jobs, gpus
+            )
             rows.append((name, str(len(runs)), str(jobs), fmt.duration(seconds), preset.title))
         except TuitrainError as exc:
             rows.append((name, "–", "–", "–", f"INVALID: {exc}"))
@@ -299,7 +297,7 @@ def train_headless(invocation, heading: str) -> int:
             safe_print("\nStopping after the current batch (Ctrl-C again to exit at once)…", sys.stderr)
 
     stops = StopOnSignals(control, on_signal=on_signal)
-    printer = HeadlessPrinter(sys.stdout)
+    printer = HeadlessPrinter(sys.stdout, parallel=invocation.jobs > 1)
     with stops:
         try:
             safe_print(heading, sys.stdout)
@@ -417,8 +415,17 @@ def run_app(args: argparse.Namespace) -> int:
         from tuitrain.tui.app import TuitrainApp
     except ImportError as exc:
         raise TuitrainError(f"the app is not available ({exc}); use --no-ui.") from None
+    if args.gpus is not None:  # a wrong GPU is a one-line error here, as with --no-ui, not a dialog in the app
+        from tuitrain.session import check_gpus
+
+        check_gpus(args.gpus)
     app = TuitrainApp(
-        preset=args.preset, runs_dir=args.runs_dir, data_dir=args.data_dir, overrides=overrides_from(args)
+        preset=args.preset,
+        runs_dir=args.runs_dir,
+        data_dir=args.data_dir,
+        overrides=overrides_from(args),
+        jobs=args.jobs,
+        gpus=args.gpus,
     )
     app.run()
     return app.signal_exit_code or app.return_code or 0

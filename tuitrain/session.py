@@ -165,6 +165,18 @@ def estimated_seconds(
     return estimate.total_seconds(specs, calibrate=calibrate)
 
 
+def planned_estimate(
+    specs: list[RunSpec], requested: Jobs, gpus: list[int], *, setup: bool = True
+) -> tuple[int, float | None]:
+    """The runs trained at once (plan_jobs) and the estimated wall time of these runs trained so. Calibrates what
+    is missing first: plan_jobs weighs cached figures only."""
+    seconds = estimated_seconds(specs, setup=setup)
+    jobs = plan_jobs(requested, specs, gpus)
+    if jobs > 1:
+        seconds = estimated_seconds(specs, jobs=jobs, gpus=max(len(gpus), 1))
+    return jobs, seconds
+
+
 def check_writable(folder: Path) -> None:
     """Fail before training, not after an hour, if run files cannot be written; creates nothing.
 

@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from textual import on
 from textual.app import App
@@ -45,9 +45,13 @@ class TuitrainApp(App[int]):
         overrides: dict[str, Any] | None = None,
         presets: dict[str, Path] | None = None,
         watch: Path | None = None,
+        jobs: int | Literal["auto"] | None = None,
+        gpus: list[int] | None = None,
     ) -> None:
         """`presets` (name -> file) replaces the presets folders' list (tests use a tiny one); `watch` opens the
-        run screen on a run file or folder that another process is training (`tuitrain watch`)."""
+        run screen on a run file or folder that another process is training (`tuitrain watch`); `jobs`: runs
+        trained at once (--jobs; None: each preset's `jobs`), which the home screen can change; `gpus`: the GPUs
+        to train on (--gpus; None: every visible one)."""
         super().__init__()
         self.preset = preset
         self.runs_dir = Path(runs_dir)
@@ -55,6 +59,8 @@ class TuitrainApp(App[int]):
         self.overrides = dict(overrides or {})
         self.preset_paths: dict[str, Path | Traversable] = dict(presets) if presets is not None else available_presets()
         self.watched = watch  # not `watch`: that would hide Textual's DOMNode.watch method
+        self.jobs = jobs
+        self.gpus = gpus
         self.stop_signals: StopOnSignals | None = None
         self.signal_exit_code: int | None = None
 
@@ -62,9 +68,18 @@ class TuitrainApp(App[int]):
         self.install_signal_handlers()
         # watching needs no estimates (nor torch): the home screen estimates once it is shown
         estimate_now = self.preset is None and self.watched is None
-        self.push_screen(HomeScreen(self.preset_paths, self.runs_dir, self.overrides, estimate_now=estimate_now))
+        self.push_screen(
+            HomeScreen(
+                self.preset_paths,
+                self.runs_dir,
+                self.overrides,
+                estimate_now=estimate_now,
+                jobs=self.jobs,
+                gpus=self.gpus,
+            )
+        )
         if self.preset:
-            self.start_preset(self.preset, self.preset_paths.get(self.preset))
+            self.start_preset(self.preset, self.preset_paths.get(self.preset), jobs=self.jobs)
         elif self.watched is not None:
             self.watch_runs(self.watched)
 
@@ -106,10 +121,18 @@ class TuitrainApp(App[int]):
 
     @on(StartPreset)
     def start_requested(self, message: StartPreset) -> None:
-        self.start_preset(message.preset, message.path, message.overrides)
+        self.start_preset(message.preset, message.path, message.overrides, jobs=message.jobs)
 
-    def start_preset(self, name: str, path: Path | Traversable | None = None, overrides: dict | None = None) -> None:
-        """Check everything cheap on the UI side (preset, overrides, device, runs folder), then train."""
+    def start_preset(
+        self,
+        name: str,
+        path: Path | Traversable | None = None,
+        overrides: dict | None = None,
+        *,
+        jobs: int | Literal["auto"] | None = None,
+    ) -> None:
+        """Check everything cheap on the UI side (preset, overrides, device, GPUs, runs folder), then train `jobs`
+        runs at once (None: as the preset says)."""
         from tuitrain.session import (  # torch: not for watching or comparing
             PresetInvocation,
             PresetSource,
@@ -122,6 +145,8 @@ class TuitrainApp(App[int]):
                 runs_dir=self.runs_dir,
                 overrides={**self.overrides, **(overrides or {})},
                 data_dir=self.data_dir,
+                jobs=jobs,
+                gpus=self.gpus,
             )
         except TuitrainError as exc:
             self.push_screen(ErrorScreen(str(exc), title="Cannot start the preset"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from textual.message import Message
 
@@ -34,6 +35,8 @@ class EstimateReady(Message):
     name: str
     seconds: float | None
     error: str | None = None
+    jobs: int | None = None
+    """The runs it would train at once (the estimate assumes them)."""
 
 
 @dataclass
@@ -73,6 +76,8 @@ class StartPreset(Message):
     path: Path | Traversable | None = None
     overrides: dict | None = None
     """Settings over the command line's for this start only (e.g. the quick variant of a long preset)."""
+    jobs: int | Literal["auto"] | None = None
+    """Runs to train at once (None: as the preset says)."""
 
 
 @dataclass

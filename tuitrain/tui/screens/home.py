@@ -7,6 +7,7 @@ any other opens it in the compare screen.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from rich.text import Text
 from textual import on, work
@@ -18,6 +19,7 @@ from textual.worker import get_current_worker
 
 from tuitrain import format as fmt
 from tuitrain.catalog import RunFile, scan_runs
+from tuitrain.core import cores
 from tuitrain.core.errors import TuitrainError
 from tuitrain.presets import Preset, Traversable, load_preset_file
 from tuitrain.tui.messages import (
@@ -70,6 +72,11 @@ def preset_problem(error: str, path: Path | Traversable | None) -> str:
     return error
 
 
+def pending_cells() -> list[Text]:
+    """A preset's Jobs and Est. time cells until its estimate comes."""
+    return [Text("…", justify="right"), Text("…", justify="right")]
+
+
 def cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
@@ -120,12 +127,27 @@ class HomeScreen(SizedScreen[None]):
         Binding("space", "toggle_run", "Select run"),
         Binding("c", "compare", "Compare"),
         Binding("r", "reload_runs", "Reload runs"),
+        Binding("j", "next_jobs", "Jobs"),
     ]
 
     def __init__(
-        self, presets: dict[str, Path | Traversable], runs_dir: Path, overrides: dict, estimate_now: bool = True
+        self,
+        presets: dict[str, Path | Traversable],
+        runs_dir: Path,
+        overrides: dict,
+        estimate_now: bool = True,
+        *,
+        jobs: int | Literal["auto"] | None = None,
+        gpus: list[int] | None = None,
     ) -> None:
+        """`jobs`: the runs to train at once, as --jobs says (None: each preset's `jobs`); `gpus`: as --gpus."""
         super().__init__()
+        self.jobs = jobs
+        self.auto_jobs: Literal["auto"] | None = "auto" if jobs == "auto" else None
+        """What "auto" stands for in the choices: each preset's `jobs` (None), or auto over them (--jobs auto)."""
+        self.gpus = gpus
+        self.planned_jobs: dict[str, int] = {}
+        """The runs each preset would train at once with `jobs` (what its estimate assumes), once known."""
         self.preset_paths = presets
         self.runs_dir = runs_dir
         self.overrides = overrides
@@ -148,7 +170,7 @@ class HomeScreen(SizedScreen[None]):
     def compose(self) -> ComposeResult:
         yield Static("tuitrain — train MNIST classifiers and watch them", id="home-title", classes="screen-title")
         yield Static("Device: …", id="device")
-        yield Static("Presets — Enter trains the highlighted one", classes="section")
+        yield Static(self.presets_title(), classes="section", id="presets-title")
         yield DataTable(id="presets", cursor_type="row", zebra_stripes=True)
         yield Static(self.runs_title(), classes="section", id="runs-title")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
@@ -163,16 +185,31 @@ class HomeScreen(SizedScreen[None]):
                 preset = load_preset_file(path)
                 count = str(len(preset.expand(self.overrides)))
                 self.presets[name] = preset
-                self.preset_rows[name] = [name, Text(count, justify="right"), Text("…", justify="right"), preset.title]
+                self.preset_rows[name] = [name, Text(count, justify="right"), *pending_cells(), preset.title]
             except TuitrainError as exc:
                 self.preset_errors[name] = str(exc)
                 problem = preset_problem(str(exc), path)
-                self.preset_rows[name] = [name, "–", "–", Text(f"invalid: {problem}", style="red", no_wrap=True)]
+                self.preset_rows[name] = [name, "–", "–", "–", Text(f"invalid: {problem}", style="red", no_wrap=True)]
         self.fill_presets_table()
         table.focus()
         self.set_interval(REFRESH_S, self.refresh_runs_if_changed)
         if self.estimate_now:
-            self.estimate_presets()
+            self.estimate_presets(self.jobs)
+
+    def presets_title(self) -> str:
+        """The presets' heading, with the runs trained at once: as chosen, and for the highlighted preset."""
+        chosen = "auto" if self.jobs in (None, "auto") else str(self.jobs)
+        planned = self.planned_jobs.get(self.highlighted_preset() or "")
+        shown = f"{chosen} ({planned})" if planned is not None and str(planned) != chosen else chosen
+        return f"Presets — Enter trains the highlighted one; Jobs: {shown}, j changes"
+
+    def highlighted_preset(self) -> str | None:
+        if not self.is_mounted:
+            return None
+        table = self.query_one("#presets", DataTable)
+        if not table.row_count:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate)[0].value)
 
     def runs_title(self, count: int | None = None) -> str:
         shown = f" ({count})" if count is not None else ""
@@ -185,7 +222,7 @@ class HomeScreen(SizedScreen[None]):
     def on_screen_resume(self) -> None:
         self.load_runs()  # also re-estimates when a run completed meanwhile
         if self.estimate_now and len(self.estimated) < len(self.presets):
-            self.estimate_presets()
+            self.estimate_presets(self.jobs)
 
     def on_screen_suspend(self) -> None:
         # calibration takes CPU: never compete with the training just started
@@ -195,15 +232,18 @@ class HomeScreen(SizedScreen[None]):
     # Workers: only post messages.
 
     @work(thread=True, exclusive=True, group="estimates")
-    def estimate_presets(self) -> None:
+    def estimate_presets(self, jobs: int | Literal["auto"] | None) -> None:
+        """Each preset's estimated time, trained `jobs` runs at once (None: as the preset says)."""
         from tuitrain.session import (  # torch: only when estimating
+            check_gpus,
             device_label,
-            estimated_seconds,
+            planned_estimate,
         )
 
         worker = get_current_worker()
         try:
             device = device_label(self.overrides.get("device", "auto"))
+            gpus = check_gpus(self.gpus)
         except TuitrainError as exc:
             self.post_message(DeviceKnown(f"unavailable ({exc})"))
             return
@@ -214,8 +254,9 @@ class HomeScreen(SizedScreen[None]):
             if name in self.estimated:
                 continue
             try:
-                seconds = estimated_seconds([r.spec for r in preset.expand(self.overrides)], setup=False)
-                self.post_message(EstimateReady(name, seconds))
+                specs = [r.spec for r in preset.expand(self.overrides)]
+                planned, seconds = planned_estimate(specs, preset.jobs if jobs is None else jobs, gpus, setup=False)
+                self.post_message(EstimateReady(name, seconds, jobs=planned))
             except Exception as exc:  # noqa: BLE001 - an estimate is a convenience, never fatal
                 self.post_message(EstimateReady(name, None, error=str(exc)))
 
@@ -224,9 +265,10 @@ class HomeScreen(SizedScreen[None]):
         self.estimated.clear()
         table = self.query_one("#presets", DataTable)
         for name in self.presets:
-            self.preset_rows[name][2] = Text("…", justify="right")
-            table.update_cell(name, "time", Text("…", justify="right"))
-        self.estimate_presets()
+            self.preset_rows[name][2:4] = pending_cells()
+            table.update_cell(name, "jobs", self.preset_rows[name][2])
+            table.update_cell(name, "time", self.preset_rows[name][3])
+        self.estimate_presets(self.jobs)
 
     def load_runs(self) -> None:
         self.signature = runs_signature(self.runs_dir)  # before the scan: a change during it is seen next time
@@ -246,9 +288,18 @@ class HomeScreen(SizedScreen[None]):
         self.estimated.add(message.name)
         if message.seconds is not None:
             self.seconds[message.name] = message.seconds
+        if message.jobs is not None:
+            self.planned_jobs[message.name] = message.jobs
         text = fmt.duration(message.seconds) if message.seconds is not None else "?"
-        self.preset_rows[message.name][2] = Text(text, justify="right")
-        self.query_one("#presets", DataTable).update_cell(message.name, "time", Text(text, justify="right"))
+        cells = [
+            Text(str(message.jobs) if message.jobs is not None else "?", justify="right"),
+            Text(text, justify="right"),
+        ]
+        self.preset_rows[message.name][2:4] = cells
+        table = self.query_one("#presets", DataTable)
+        table.update_cell(message.name, "jobs", cells[0])
+        table.update_cell(message.name, "time", cells[1])
+        self.query_one("#presets-title", Static).update(self.presets_title())
 
     @on(RunsLoaded)
     def show_runs(self, message: RunsLoaded) -> None:
@@ -290,7 +341,7 @@ class HomeScreen(SizedScreen[None]):
         fill_fitted(self.query_one("#runs", DataTable), headers, rows, least={"sel": 1})
 
     def fill_presets_table(self) -> None:
-        headers = [("Preset", "name"), ("Runs", "runs"), ("Est. time", "time"), ("Title", "title")]
+        headers = [("Preset", "name"), ("Runs", "runs"), ("Jobs", "jobs"), ("Est. time", "time"), ("Title", "title")]
         # room in the time column for estimates still to come ("…" now)
         fill_fitted(self.query_one("#presets", DataTable), headers, self.preset_rows, least={"time": 7})
 
@@ -313,6 +364,7 @@ class HomeScreen(SizedScreen[None]):
         preset is invalid), for the highlighted row of the focused table."""
         details = Text()
         presets = self.query_one("#presets", DataTable)
+        self.query_one("#presets-title", Static).update(self.presets_title())
         if self.focused is presets and presets.row_count:
             name = str(presets.coordinate_to_cell_key(presets.cursor_coordinate)[0].value)
             if name in self.preset_errors:
@@ -334,7 +386,7 @@ class HomeScreen(SizedScreen[None]):
         if self.device.startswith("CPU") and seconds is not None and seconds >= LONG_CPU_RUN_S:
             self.offer_quick_variant(name, seconds)
             return
-        self.post_message(StartPreset(name, self.preset_paths.get(name)))
+        self.post_message(StartPreset(name, self.preset_paths.get(name), jobs=self.jobs))
 
     def offer_quick_variant(self, name: str, seconds: float) -> None:
         """Hours on this CPU: ask first, offering the same runs on a subset for fewer epochs."""
@@ -354,7 +406,7 @@ class HomeScreen(SizedScreen[None]):
         def answered(answer: str | None) -> None:
             if answer is not None:
                 extra = quick if answer == "quick" else None
-                self.post_message(StartPreset(name, self.preset_paths.get(name), extra))
+                self.post_message(StartPreset(name, self.preset_paths.get(name), extra, jobs=self.jobs))
 
         self.app.push_screen(LongRunScreen(question), answered)
 
@@ -387,6 +439,17 @@ class HomeScreen(SizedScreen[None]):
             self.selected_runs.append(path)
             mark = SELECTED_MARK
         table.update_cell(row_key, "sel", mark)
+
+    def action_next_jobs(self) -> None:
+        """The next choice of runs at once: auto, 1, 2, … up to the cores (or the --jobs given), auto again; the
+        Jobs column and the estimates follow."""
+        most = max(cores.machine_cores(), self.jobs if isinstance(self.jobs, int) else 1)
+        choices: list[int | Literal["auto"] | None] = [self.auto_jobs, *range(1, most + 1)]
+        at = choices.index(self.jobs) if self.jobs in choices else 0
+        self.jobs = choices[(at + 1) % len(choices)]
+        self.planned_jobs.clear()
+        self.query_one("#presets-title", Static).update(self.presets_title())
+        self.estimate_again()
 
     def action_reload_runs(self) -> None:
         self.load_runs()
