@@ -13,6 +13,7 @@ from tuitrain.core.events import (
     LogMessage,
     RunFinished,
     RunStarted,
+    RunWaiting,
 )
 
 
@@ -30,32 +31,54 @@ def safe_print(text: str, out: TextIO) -> bool:
 
 
 class HeadlessPrinter:
-    """A sink that prints progress lines (no control characters: safe for logs and pipes)."""
+    """A sink that prints progress lines (no control characters: safe for logs and pipes).
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
+    While runs train at once their lines interleave: each line about a run then starts with its label in
+    brackets. That begins with `parallel` (the invocation trains several runs at once), else at the first sign of
+    it in the events (a run waiting, or starting while another runs: a watched invocation); one run at a time
+    prints as it always did."""
+
+    def __init__(self, out: TextIO = sys.stdout, *, parallel: bool = False) -> None:
         self.out = out
         self.broken = False
         """The output went away (e.g. `| head`, a dropped SSH session): training goes on silently."""
+        self.tagged = parallel
+        """Lines about a run start with its label."""
+        self.labels: dict[str, str] = {}
+        """The label of each run that has started, by run id."""
+        self.running: set[str] = set()
 
     def _print(self, text: str) -> None:
         if not self.broken:  # a log message may quote a label from a hand-made run file
             self.broken = not safe_print(fmt.printable(text, keep="\n\t"), self.out)
 
+    def _print_about(self, run_id: str, text: str) -> None:
+        """A line about one run: tagged with its label while runs train at once."""
+        self._print(f"[{self.labels.get(run_id, run_id)}] {text}" if self.tagged else text)
+
     def __call__(self, event: Event) -> None:
         if isinstance(event, LogMessage):
             self._print(event.text)
+        elif isinstance(event, RunWaiting):
+            self.tagged = True
+            self.labels[event.run_id] = fmt.printable(event.label)
+            self._print_about(event.run_id, f"Run {event.run_index + 1}/{event.run_count}: {event.reason}")
         elif isinstance(event, RunStarted):
+            self.tagged = self.tagged or bool(self.running - {event.run_id})
+            self.running.add(event.run_id)
+            self.labels[event.run_id] = fmt.printable(event.label)
             self._print(
                 f"\n=== Run {event.run_index + 1}/{event.run_count}: {fmt.printable(event.label)} — "
                 f"{fmt.spec_summary(event.spec, event.config)}, "
                 f"{event.spec.epochs} epochs, {event.train_size} train / {event.test_size} test on {event.device}"
             )
             if event.path:
-                self._print(f"Saving to {event.path}")
+                self._print_about(event.run_id, f"Saving to {event.path}")
         elif isinstance(event, BatchLosses):
-            self._print(
+            self._print_about(
+                event.run_id,
                 fmt.train_line(event.epoch, event.samples_done, event.train_size, event.losses[-1])
-                + f"\t{event.samples_per_s:,.0f} samples/s"
+                + f"\t{event.samples_per_s:,.0f} samples/s",
             )
         elif isinstance(event, EpochEnded):
             test = (
@@ -64,11 +87,15 @@ class HeadlessPrinter:
                 else f"Test set: Average loss: {event.test_loss:.4f}, Accuracy: {event.test_accuracy:.2f}%"
             )  # a script run need not say how many test images
             extra = "".join(f"  {fmt.printable(k)}={fmt.metric(v)}" for k, v in event.metrics.items())
-            self._print(test + extra + f"  [epoch {event.epoch}/{event.epochs} in {fmt.duration(event.duration_s)}]")
+            self._print_about(
+                event.run_id,
+                test + extra + f"  [epoch {event.epoch}/{event.epochs} in {fmt.duration(event.duration_s)}]",
+            )
         elif isinstance(event, RunFinished):
-            line = f"Run {fmt.printable(event.label)}: {event.status}"
+            self.running.discard(event.run_id)
+            line = f"Run {event.status}" if self.tagged else f"Run {fmt.printable(event.label)}: {event.status}"
             if event.best_accuracy is not None:
                 line += f", best test accuracy {event.best_accuracy:.2f}%"
             if event.error:
                 line += f" — {event.error}"
-            self._print(line)
+            self._print_about(event.run_id, line)
