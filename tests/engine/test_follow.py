@@ -277,6 +277,56 @@ def test_folder_follows_newest_invocation_and_runs_that_start_later(tmp_path: Pa
     assert follower.done
 
 
+def test_runs_written_at_once_are_followed_at_once(tmp_path: Path) -> None:
+    """Runs trained in parallel (worker processes) write their files at the same time: each look at the folder
+    brings the progress of every live run, not one run after the other."""
+    from tuitrain.monitor import SweepMonitor
+
+    folder = tmp_path / "20260102-100000-tiny-cccccc"
+    folder.mkdir()
+    runs = {
+        folder / "01-a.json": sample_record(id="inv-01", label="a", run_count=2),
+        folder / "02-b.json": sample_record(id="inv-02", label="b", run_index=1, run_count=2),
+    }
+    follower, monitor = Follower(folder), SweepMonitor()
+
+    def advance(losses: int, finish: str = "") -> list[Event]:
+        """Each running run trains `losses` more batches (`finish`: that one then completes) and saves."""
+        for path, record in runs.items():
+            if record.status == "running":
+                record.batch_losses += [1.0 / (len(record.batch_losses) + 1)] * losses
+                record.status = "completed" if record.id == finish else "running"
+                write_record(record, path)
+        events = follower.poll()
+        for event in events:
+            monitor.apply(event)
+        return events
+
+    events = advance(2)
+    assert [(type(e).__name__, e.run_id) for e in events] == [
+        ("RunStarted", "inv-01"),
+        ("BatchLosses", "inv-01"),
+        ("RunStarted", "inv-02"),
+        ("BatchLosses", "inv-02"),
+    ]
+    assert [r.run_id for r in monitor.live] == ["inv-01", "inv-02"]
+    for _ in range(3):  # both advance between two looks: both come in each look
+        events = advance(1)
+        assert {e.run_id for e in of_type(events, BatchLosses)} == {"inv-01", "inv-02"}
+    events = advance(1, finish="inv-02")
+    assert [(type(e).__name__, e.run_id) for e in events] == [
+        ("BatchLosses", "inv-01"),
+        ("BatchLosses", "inv-02"),
+        ("RunFinished", "inv-02"),
+    ]
+    assert not follower.done and [r.run_id for r in monitor.live] == ["inv-01"]
+    assert monitor.current.run_id == "inv-01"
+    assert [e.run_id for e in advance(2)] == ["inv-01"]  # the other goes on alone
+    assert [(type(e).__name__, e.run_id) for e in advance(0, finish="inv-01")] == [("RunFinished", "inv-01")]
+    assert follower.done
+    assert [len(monitor.runs[i].losses) for i in ("inv-01", "inv-02")] == [8, 6]
+
+
 def test_missing_target_is_a_clear_error(tmp_path: Path) -> None:
     from tuitrain.core.errors import TuitrainError
 
