@@ -262,9 +262,14 @@ def read_record(path: Path) -> RunRecord:
     return parse_record(text, str(path))
 
 
-def write_record(record: RunRecord, path: Path) -> None:
+def record_text(record: RunRecord) -> str:
+    """The run file's text, its heartbeat set to now."""
     record.heartbeat_at = utc_now()
-    atomic_write_text(path, record.model_dump_json(indent=1))
+    return record.model_dump_json(indent=1)
+
+
+def write_record(record: RunRecord, path: Path) -> None:
+    atomic_write_text(path, record_text(record))
 
 
 def record_schema() -> dict[str, Any]:
