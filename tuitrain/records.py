@@ -22,7 +22,7 @@ from tuitrain.core.errors import RecordError, first_error
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 NON_FINITE = ("NaN", "Infinity", "-Infinity")
 """How a non-finite float is written in a run file (JSON has no such numbers)."""
@@ -208,7 +208,13 @@ def _from_v1(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "schema_version": 2}
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_v1}
+def _from_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 may store status 'crashed' (written by the invoking process when a worker process training the
+    run died) and adds EpochRecord.threads: a version 2 file is a version 3 file without them."""
+    return {**data, "schema_version": 3}
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_v1, 2: _from_v2}
 
 
 def migrate(data: dict[str, Any], source: str = "run file") -> dict[str, Any]:

@@ -27,18 +27,19 @@ from tuitrain.core.errors import DataError, PresetError, RecordError, TuitrainEr
 from tuitrain.core.events import LogMessage, Sink
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RESUMABLE
+from tuitrain.parallel import ParallelRuns
 from tuitrain.presets import Preset, PresetRun
-from tuitrain.records import RunRecord, RunRestart, read_record, utc_now, write_record
+from tuitrain.records import RunRecord, RunRestart, read_record, write_record
 from tuitrain.train import estimate
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 from tuitrain.train.data import MnistArrays, resolve_mnist
 from tuitrain.train.loop import (
     RunPlace,
     TensorData,
-    environment,
     fit,
     gpu_count,
     new_record,
+    reopen_record,
     select_device,
 )
 from tuitrain.train.models import check_model
@@ -266,8 +267,11 @@ class PresetInvocation:
     """Runs trained at once (plan_jobs); more than one: each in its own worker process."""
     gpus: list[int] = field(default_factory=list)
     """GPUs the runs may use (--gpus, else every visible one)."""
+    started: list[int] = field(default_factory=list)
+    """Runs that have started (or were kept on resume), by index."""
     run_controls: dict[str, RunControl] = field(default_factory=dict)
     """The controls of each run that has started, by run id (pause or stop that run alone)."""
+    _arrays: MnistArrays = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.files:
@@ -303,22 +307,52 @@ class PresetInvocation:
         return inv
 
     def run(self, sink: Sink, control: RunControl | None = None, arrays: MnistArrays | None = None) -> list[RunRecord]:
+        """Train the runs (but those kept on resume): one at a time in this process, or `jobs` at a time in worker
+        processes (tuitrain.parallel)."""
         control = control or RunControl()
+        if self.jobs <= 1:
+            return self._run_here(sink, control, arrays)
+        runs = ParallelRuns(self, sink, control)
+        runs.start()  # the workers import torch while the data loads
+        try:
+            folder = self._prepare_folder(sink, control, arrays)
+            if folder is not None:
+                try:
+                    runs.run(self._arrays)
+                finally:
+                    release_folder(folder)
+        finally:
+            runs.close()
+        return self.records
+
+    def _prepare_folder(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> Path | None:
+        """Load the data (kept in self._arrays), then make the invocation folder and take its lock; None when
+        stopped meanwhile (nothing saved)."""
         log = lambda text: sink(LogMessage(text))  # noqa: E731
-        if arrays is None:
-            arrays = resolve_mnist(self.data_dir, log=log)
-        log(f"Data: MNIST from {arrays.source}")
+        self._arrays = arrays if arrays is not None else resolve_mnist(self.data_dir, log=log)
+        log(f"Data: MNIST from {self._arrays.source}")
         if control.stop_all.is_set():  # stopped while the data loaded: nothing to save
-            return self.records
+            return None
         if self.folder is None:
             self.invocation_id, self.folder = new_invocation_dir(self.runs_dir, self.preset.name)
             self.write_plan()
         lock_folder(self.folder)  # held from the start when resuming, or handed down by --detach
+        if self.jobs > 1:
+            log(f"Training {len(self.runs) - len(self.kept)} run(s), up to {self.jobs} at a time in worker processes")
+        return self.folder
+
+    def _run_here(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> list[RunRecord]:
+        log = lambda text: sink(LogMessage(text))  # noqa: E731
+        if self._prepare_folder(sink, control, arrays) is None:
+            return self.records
+        arrays = self._arrays
+        assert self.folder is not None
         try:
             tensors: dict[tuple, TensorData] = {}
             for index, run in enumerate(self.runs):
                 if control.stop_all.is_set():
                     break
+                self.started.append(index)
                 if index in self.kept:
                     self.records.append(self.kept[index])
                     continue
@@ -335,11 +369,7 @@ class PresetInvocation:
                 if index in self.resuming:
                     record, state = self.resuming[index]
                     log(f"Resuming {record.label} from epoch {len(state['epochs']) + 1 if state else 1}")
-                    record.status, record.ended_at, record.error, record.traceback = "running", None, None, None
-                    record.env = environment(device)  # this process now: a live pid, not a crash
-                    record.resumed_at.append(utc_now())
-                    if state is None:  # stopped before its first epoch ended: start over
-                        record.epochs, record.batch_losses = [], []
+                    reopen_record(record, device, from_checkpoint=state is not None)
                 else:
                     record = new_record(
                         run.spec,
@@ -490,7 +520,7 @@ class PresetInvocation:
         self.resuming[index] = (record, state)
 
     def not_started(self) -> list[str]:
-        return [r.label for r in self.runs[len(self.records) :]]
+        return [r.label for i, r in enumerate(self.runs) if i not in self.started and i not in self.kept]
 
 
 def _preset_named(name: str, title: str) -> Preset:

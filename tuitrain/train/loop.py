@@ -237,6 +237,17 @@ def new_record(spec: RunSpec, device: torch.device, *, run_id: str, label: str, 
     return RunRecord(id=run_id, label=label, spec=spec, env=environment(device), **extra)
 
 
+def reopen_record(record: RunRecord, device: torch.device, *, from_checkpoint: bool) -> None:
+    """Make a saved interrupted or crashed run's record live again in this process, to continue it: running, its
+    end and error cleared, this process's environment (a live pid, not a crash), the resume time noted. Without a
+    checkpoint to continue from, it starts over: its saved epochs and losses go."""
+    record.status, record.ended_at, record.error, record.traceback = "running", None, None, None
+    record.env = environment(device)
+    record.resumed_at.append(utc_now())
+    if not from_checkpoint:
+        record.epochs, record.batch_losses = [], []
+
+
 @dataclass(frozen=True)
 class RunPlace:
     """Where a run stands in its preset invocation and where its files go."""
