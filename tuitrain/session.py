@@ -11,7 +11,7 @@ import fcntl
 import functools
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +77,11 @@ class InvocationPlan(BaseModel):
     """Every run, in order."""
 
 
+def log_to(sink: Sink) -> Callable[[str], None]:
+    """A function that sends a line of text to `sink` as a LogMessage."""
+    return lambda text: sink(LogMessage(text))
+
+
 def device_label(device: str = "auto") -> str:
     """The device a run with this `device` setting trains on, as the progress line names it; TuitrainError
     if it is not available."""
@@ -91,6 +96,11 @@ Larger models get a GPU each. Not measured on this project's machines yet: a fir
 MIN_PARALLEL_GAIN = 0.9
 """--jobs auto trains runs in parallel only if the estimate says it takes at most this share of the serial time:
 worker processes cost seconds to start, which short runs do not win back."""
+
+
+MIN_PARALLEL_SAMPLES = 100_000
+"""Without time figures for a model yet, --jobs auto trains runs in parallel only if each trains at least this many
+samples (epochs x training images): a few seconds of the small CNNs on the dev CPU."""
 
 
 def check_gpus(gpus: list[int] | None) -> list[int]:
@@ -127,9 +137,9 @@ def plan_jobs(requested: Jobs, specs: list[RunSpec], gpus: list[int]) -> int:
         return 1
     serial = estimate.parallel_seconds(specs, 1, calibrate=False)
     parallel = estimate.parallel_seconds(specs, jobs, calibrate=False)
-    if serial is not None and parallel is not None and parallel > MIN_PARALLEL_GAIN * serial:
-        return 1
-    return jobs
+    if serial is None or parallel is None:  # not timed on this machine yet: judge by the work alone
+        return jobs if min(s.train_size() * s.epochs for s in specs) >= MIN_PARALLEL_SAMPLES else 1
+    return jobs if parallel <= MIN_PARALLEL_GAIN * serial else 1
 
 
 def check_models(preset: Preset, runs: list[PresetRun]) -> None:
@@ -265,6 +275,8 @@ class PresetInvocation:
     """On resume with restart_missing: runs that had epochs but no usable checkpoint, trained again from epoch 1."""
     jobs: int = 1
     """Runs trained at once (plan_jobs); more than one: each in its own worker process."""
+    jobs_asked: Jobs = 1
+    """What was asked for: with "auto", `jobs` is planned again once the data (its real size) is loaded."""
     gpus: list[int] = field(default_factory=list)
     """GPUs the runs may use (--gpus, else every visible one)."""
     started: list[int] = field(default_factory=list)
@@ -303,13 +315,17 @@ class PresetInvocation:
             )
         check_writable(Path(runs_dir))
         inv = cls(preset=preset, runs=runs, runs_dir=Path(runs_dir), data_dir=data_dir, gpus=usable_gpus)
-        inv.jobs = plan_jobs(preset.jobs if jobs is None else jobs, [r.spec for r in runs], usable_gpus)
+        inv.jobs_asked = preset.jobs if jobs is None else jobs
+        inv.jobs = plan_jobs(inv.jobs_asked, [r.spec for r in runs], usable_gpus)
         return inv
 
     def run(self, sink: Sink, control: RunControl | None = None, arrays: MnistArrays | None = None) -> list[RunRecord]:
         """Train the runs (but those kept on resume): one at a time in this process, or `jobs` at a time in worker
         processes (tuitrain.parallel)."""
         control = control or RunControl()
+        if self.jobs > 1 and self.jobs_asked == "auto":  # planned for full MNIST: check against the data given
+            self._arrays = arrays = arrays if arrays is not None else resolve_mnist(self.data_dir, log=log_to(sink))
+            self.jobs = plan_jobs("auto", self.specs_to_train(arrays), self.gpus)
         if self.jobs <= 1:
             return self._run_here(sink, control, arrays)
         runs = ParallelRuns(self, sink, control)
@@ -328,7 +344,7 @@ class PresetInvocation:
     def _prepare_folder(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> Path | None:
         """Load the data (kept in self._arrays), then make the invocation folder and take its lock; None when
         stopped meanwhile (nothing saved)."""
-        log = lambda text: sink(LogMessage(text))  # noqa: E731
+        log = log_to(sink)
         self._arrays = arrays if arrays is not None else resolve_mnist(self.data_dir, log=log)
         log(f"Data: MNIST from {self._arrays.source}")
         if control.stop_all.is_set():  # stopped while the data loaded: nothing to save
@@ -342,7 +358,7 @@ class PresetInvocation:
         return self.folder
 
     def _run_here(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> list[RunRecord]:
-        log = lambda text: sink(LogMessage(text))  # noqa: E731
+        log = log_to(sink)
         if self._prepare_folder(sink, control, arrays) is None:
             return self.records
         arrays = self._arrays
@@ -436,9 +452,17 @@ class PresetInvocation:
             else cls._resume_file(target, data_dir, restart_missing)
         )
         inv.gpus = usable_gpus
-        to_train = [r.spec for i, r in enumerate(inv.runs) if i not in inv.kept]
-        inv.jobs = plan_jobs(jobs, to_train, usable_gpus)
+        inv.jobs_asked = jobs
+        inv.jobs = plan_jobs(jobs, inv.specs_to_train(), usable_gpus)
         return inv
+
+    def specs_to_train(self, arrays: MnistArrays | None = None) -> list[RunSpec]:
+        """The settings of the runs still to train; with `arrays`, their subsets cut to the data's real size."""
+        specs = [r.spec for i, r in enumerate(self.runs) if i not in self.kept]
+        if arrays is None:
+            return specs
+        n = len(arrays.train_labels)
+        return [s.model_copy(update={"subset": min(s.subset or n, n)}) for s in specs]
 
     @classmethod
     def _resume_file(cls, target: Path, data_dir: Path | None, restart_missing: bool) -> PresetInvocation:

@@ -558,7 +558,7 @@ class FitLoop:
                 label=record.label,
                 run_index=place.run_index,
                 epochs=self.spec.epochs,
-                **result.model_dump(exclude={"eval_s", "peak_gpu_memory_bytes", "threads"}),
+                **result.event_fields(),
             )
         )
 
