@@ -22,7 +22,7 @@ from tuitrain.core.errors import RecordError, first_error
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 NON_FINITE = ("NaN", "Infinity", "-Infinity")
 """How a non-finite float is written in a run file (JSON has no such numbers)."""
@@ -97,6 +97,10 @@ class EpochRecord(BaseModel):
     peak_gpu_memory_bytes: int | None = Field(default=None, ge=0)
     """Peak GPU memory allocated by training during the epoch (torch's allocator: training and evaluation);
     None on the CPU and in files written before it existed."""
+
+    def event_fields(self) -> dict[str, Any]:
+        """The fields an events.EpochEnded carries (the rest stays in the file)."""
+        return self.model_dump(exclude={"eval_s", "peak_gpu_memory_bytes", "threads"})
 
 
 class ScriptInfo(BaseModel):
@@ -208,7 +212,13 @@ def _from_v1(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "schema_version": 2}
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_v1}
+def _from_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 may store status 'crashed' (written by the invoking process when a worker process training the
+    run died) and adds EpochRecord.threads: a version 2 file is a version 3 file without them."""
+    return {**data, "schema_version": 3}
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_v1, 2: _from_v2}
 
 
 def migrate(data: dict[str, Any], source: str = "run file") -> dict[str, Any]:
@@ -262,9 +272,14 @@ def read_record(path: Path) -> RunRecord:
     return parse_record(text, str(path))
 
 
-def write_record(record: RunRecord, path: Path) -> None:
+def record_text(record: RunRecord) -> str:
+    """The run file's text, its heartbeat set to now."""
     record.heartbeat_at = utc_now()
-    atomic_write_text(path, record.model_dump_json(indent=1))
+    return record.model_dump_json(indent=1)
+
+
+def write_record(record: RunRecord, path: Path) -> None:
+    atomic_write_text(path, record_text(record))
 
 
 def record_schema() -> dict[str, Any]:

@@ -11,7 +11,7 @@ import fcntl
 import functools
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,18 +27,19 @@ from tuitrain.core.errors import DataError, PresetError, RecordError, TuitrainEr
 from tuitrain.core.events import LogMessage, Sink
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RESUMABLE
+from tuitrain.parallel import ParallelRuns
 from tuitrain.presets import Preset, PresetRun
-from tuitrain.records import RunRecord, RunRestart, read_record, utc_now, write_record
+from tuitrain.records import RunRecord, RunRestart, read_record, write_record
 from tuitrain.train import estimate
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 from tuitrain.train.data import MnistArrays, resolve_mnist
 from tuitrain.train.loop import (
     RunPlace,
     TensorData,
-    environment,
     fit,
     gpu_count,
     new_record,
+    reopen_record,
     select_device,
 )
 from tuitrain.train.models import check_model
@@ -76,6 +77,11 @@ class InvocationPlan(BaseModel):
     """Every run, in order."""
 
 
+def log_to(sink: Sink) -> Callable[[str], None]:
+    """A function that sends a line of text to `sink` as a LogMessage."""
+    return lambda text: sink(LogMessage(text))
+
+
 def device_label(device: str = "auto") -> str:
     """The device a run with this `device` setting trains on, as the progress line names it; TuitrainError
     if it is not available."""
@@ -90,6 +96,11 @@ Larger models get a GPU each. Not measured on this project's machines yet: a fir
 MIN_PARALLEL_GAIN = 0.9
 """--jobs auto trains runs in parallel only if the estimate says it takes at most this share of the serial time:
 worker processes cost seconds to start, which short runs do not win back."""
+
+
+MIN_PARALLEL_SAMPLES = 100_000
+"""Without time figures for a model yet, --jobs auto trains runs in parallel only if each trains at least this many
+samples (epochs x training images): a few seconds of the small CNNs on the dev CPU."""
 
 
 def check_gpus(gpus: list[int] | None) -> list[int]:
@@ -126,9 +137,9 @@ def plan_jobs(requested: Jobs, specs: list[RunSpec], gpus: list[int]) -> int:
         return 1
     serial = estimate.parallel_seconds(specs, 1, calibrate=False)
     parallel = estimate.parallel_seconds(specs, jobs, calibrate=False)
-    if serial is not None and parallel is not None and parallel > MIN_PARALLEL_GAIN * serial:
-        return 1
-    return jobs
+    if serial is None or parallel is None:  # not timed on this machine yet: judge by the work alone
+        return jobs if min(s.train_size() * s.epochs for s in specs) >= MIN_PARALLEL_SAMPLES else 1
+    return jobs if parallel <= MIN_PARALLEL_GAIN * serial else 1
 
 
 def check_models(preset: Preset, runs: list[PresetRun]) -> None:
@@ -276,10 +287,15 @@ class PresetInvocation:
     """On resume with restart_missing: runs that had epochs but no usable checkpoint, trained again from epoch 1."""
     jobs: int = 1
     """Runs trained at once (plan_jobs); more than one: each in its own worker process."""
+    jobs_asked: Jobs = 1
+    """What was asked for: with "auto", `jobs` is planned again once the data (its real size) is loaded."""
     gpus: list[int] = field(default_factory=list)
     """GPUs the runs may use (--gpus, else every visible one)."""
+    started: list[int] = field(default_factory=list)
+    """Runs that have started (or were kept on resume), by index."""
     run_controls: dict[str, RunControl] = field(default_factory=dict)
     """The controls of each run that has started, by run id (pause or stop that run alone)."""
+    _arrays: MnistArrays = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.files:
@@ -311,26 +327,60 @@ class PresetInvocation:
             )
         check_writable(Path(runs_dir))
         inv = cls(preset=preset, runs=runs, runs_dir=Path(runs_dir), data_dir=data_dir, gpus=usable_gpus)
-        inv.jobs = plan_jobs(preset.jobs if jobs is None else jobs, [r.spec for r in runs], usable_gpus)
+        inv.jobs_asked = preset.jobs if jobs is None else jobs
+        inv.jobs = plan_jobs(inv.jobs_asked, [r.spec for r in runs], usable_gpus)
         return inv
 
     def run(self, sink: Sink, control: RunControl | None = None, arrays: MnistArrays | None = None) -> list[RunRecord]:
+        """Train the runs (but those kept on resume): one at a time in this process, or `jobs` at a time in worker
+        processes (tuitrain.parallel)."""
         control = control or RunControl()
-        log = lambda text: sink(LogMessage(text))  # noqa: E731
-        if arrays is None:
-            arrays = resolve_mnist(self.data_dir, log=log)
-        log(f"Data: MNIST from {arrays.source}")
+        if self.jobs > 1 and self.jobs_asked == "auto":  # planned for full MNIST: check against the data given
+            self._arrays = arrays = arrays if arrays is not None else resolve_mnist(self.data_dir, log=log_to(sink))
+            self.jobs = plan_jobs("auto", self.specs_to_train(arrays), self.gpus)
+        if self.jobs <= 1:
+            return self._run_here(sink, control, arrays)
+        runs = ParallelRuns(self, sink, control)
+        runs.start()  # the workers import torch while the data loads
+        try:
+            folder = self._prepare_folder(sink, control, arrays)
+            if folder is not None:
+                try:
+                    runs.run(self._arrays)
+                finally:
+                    release_folder(folder)
+        finally:
+            runs.close()
+        return self.records
+
+    def _prepare_folder(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> Path | None:
+        """Load the data (kept in self._arrays), then make the invocation folder and take its lock; None when
+        stopped meanwhile (nothing saved)."""
+        log = log_to(sink)
+        self._arrays = arrays if arrays is not None else resolve_mnist(self.data_dir, log=log)
+        log(f"Data: MNIST from {self._arrays.source}")
         if control.stop_all.is_set():  # stopped while the data loaded: nothing to save
-            return self.records
+            return None
         if self.folder is None:
             self.invocation_id, self.folder = new_invocation_dir(self.runs_dir, self.preset.name)
             self.write_plan()
         lock_folder(self.folder)  # held from the start when resuming, or handed down by --detach
+        if self.jobs > 1:
+            log(f"Training {len(self.runs) - len(self.kept)} run(s), up to {self.jobs} at a time in worker processes")
+        return self.folder
+
+    def _run_here(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> list[RunRecord]:
+        log = log_to(sink)
+        if self._prepare_folder(sink, control, arrays) is None:
+            return self.records
+        arrays = self._arrays
+        assert self.folder is not None
         try:
             tensors: dict[tuple, TensorData] = {}
             for index, run in enumerate(self.runs):
                 if control.stop_all.is_set():
                     break
+                self.started.append(index)
                 if index in self.kept:
                     self.records.append(self.kept[index])
                     continue
@@ -347,11 +397,7 @@ class PresetInvocation:
                 if index in self.resuming:
                     record, state = self.resuming[index]
                     log(f"Resuming {record.label} from epoch {len(state['epochs']) + 1 if state else 1}")
-                    record.status, record.ended_at, record.error, record.traceback = "running", None, None, None
-                    record.env = environment(device)  # this process now: a live pid, not a crash
-                    record.resumed_at.append(utc_now())
-                    if state is None:  # stopped before its first epoch ended: start over
-                        record.epochs, record.batch_losses = [], []
+                    reopen_record(record, device, from_checkpoint=state is not None)
                 else:
                     record = new_record(
                         run.spec,
@@ -418,9 +464,17 @@ class PresetInvocation:
             else cls._resume_file(target, data_dir, restart_missing)
         )
         inv.gpus = usable_gpus
-        to_train = [r.spec for i, r in enumerate(inv.runs) if i not in inv.kept]
-        inv.jobs = plan_jobs(jobs, to_train, usable_gpus)
+        inv.jobs_asked = jobs
+        inv.jobs = plan_jobs(jobs, inv.specs_to_train(), usable_gpus)
         return inv
+
+    def specs_to_train(self, arrays: MnistArrays | None = None) -> list[RunSpec]:
+        """The settings of the runs still to train; with `arrays`, their subsets cut to the data's real size."""
+        specs = [r.spec for i, r in enumerate(self.runs) if i not in self.kept]
+        if arrays is None:
+            return specs
+        n = len(arrays.train_labels)
+        return [s.model_copy(update={"subset": min(s.subset or n, n)}) for s in specs]
 
     @classmethod
     def _resume_file(cls, target: Path, data_dir: Path | None, restart_missing: bool) -> PresetInvocation:
@@ -502,7 +556,7 @@ class PresetInvocation:
         self.resuming[index] = (record, state)
 
     def not_started(self) -> list[str]:
-        return [r.label for r in self.runs[len(self.records) :]]
+        return [r.label for i, r in enumerate(self.runs) if i not in self.started and i not in self.kept]
 
 
 def _preset_named(name: str, title: str) -> Preset:

@@ -19,13 +19,14 @@ from tests.helpers import ROOT, write_mnist_dir
 from tuitrain import catalog
 from tuitrain.catalog import load_run_file
 from tuitrain.cli import main
+from tuitrain.core.atomic import atomic_write
 from tuitrain.core.control import RunControl
 from tuitrain.core.errors import RunFilesError
 from tuitrain.presets import load_preset_file
 from tuitrain.records import read_record
 from tuitrain.session import PresetInvocation
 from tuitrain.signals import SignalExit, StopOnSignals
-from tuitrain.train import checkpoint
+from tuitrain.train import loop
 from tuitrain.train.checkpoint import load_checkpoint
 
 TIMEOUT_S = 120
@@ -201,18 +202,21 @@ def test_disk_full_at_a_checkpoint_ends_the_run_resumable(
 ) -> None:
     whole = prepare(tiny_preset, tmp_path / "whole", mnist_dir, epochs=3).run(lambda e: None)
 
-    real = checkpoint.atomic_write
+    real = loop.atomic_write_bytes
     written = []
 
-    def disk_full_at_epoch_2(path: Path, write) -> None:
+    def disk_full_at_epoch_2(path: Path, data: bytes) -> None:
         def write_until_full(fh) -> None:
-            fh.write(b"x" * 1000)
+            fh.write(data[:1000])
             raise OSError(errno.ENOSPC, "No space left on device")
 
         written.append(path)
-        real(path, write_until_full if len(written) == 2 else write)
+        if len(written) == 2:
+            atomic_write(path, write_until_full)
+        else:
+            real(path, data)
 
-    monkeypatch.setattr(checkpoint, "atomic_write", disk_full_at_epoch_2)
+    monkeypatch.setattr(loop, "atomic_write_bytes", disk_full_at_epoch_2)
     inv = prepare(tiny_preset, tmp_path / "runs", mnist_dir, epochs=3)
     with pytest.raises(RunFilesError, match="disk is full") as info:
         inv.run(lambda e: None)
@@ -223,7 +227,7 @@ def test_disk_full_at_a_checkpoint_ends_the_run_resumable(
     assert inv.not_started() == ["activation=tanh"]
     assert not list(folder.glob(".*.tmp"))
 
-    monkeypatch.setattr(checkpoint, "atomic_write", real)  # space is back
+    monkeypatch.setattr(loop, "atomic_write_bytes", real)  # space is back
     resumed = PresetInvocation.resume(folder, data_dir=mnist_dir)
     assert list(resumed.resuming) == [0] and resumed.not_started() == ["activation=relu", "activation=tanh"]
     records = resumed.run(lambda e: None)

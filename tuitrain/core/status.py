@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-RunStatus = Literal["running", "completed", "interrupted", "diverged", "failed"]
-"""What a run file stores: the training process's own word for the run."""
+RunStatus = Literal["running", "completed", "interrupted", "diverged", "failed", "crashed"]
+"""What a run file stores: the training process's own word for the run, or 'crashed' when the process that writes
+the run files saw the worker process training it die."""
 
 ShownStatus = Literal["running", "completed", "interrupted", "diverged", "failed", "crashed", "unreadable"]
 """What a reader shows: a stored status, 'crashed' for a 'running' run whose process is gone, or

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from tuitrain.core.atomic import atomic_write
 from tuitrain.core.errors import RecordError
 from tuitrain.records import EpochRecord, RunRecord
 
@@ -30,9 +29,12 @@ def checkpoint_path(run_path: Path) -> Path:
     return run_path.with_name(run_path.stem + SUFFIX)
 
 
-def save_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, order_gen: torch.Generator, record: RunRecord
-) -> None:
+def checkpoint_bytes(
+    model: nn.Module, optimizer: torch.optim.Optimizer, order_gen: torch.Generator, record: RunRecord
+) -> bytes:
+    """The checkpoint as its file holds it. Serialised in memory, then written: torch.save writing to a full disk
+    fails with an opaque "unexpected pos" RuntimeError, while writing the bytes raises the OSError (ENOSPC) that says
+    what happened."""
     state: dict[str, Any] = {
         "version": CHECKPOINT_VERSION,
         "run_id": record.id,
@@ -46,18 +48,17 @@ def save_checkpoint(
         # float64 holds every float32 loss exactly
         "batch_losses": torch.tensor(record.batch_losses, dtype=torch.float64),
     }
-    # serialised in memory first: torch.save writing to a full disk fails with an opaque "unexpected pos"
-    # RuntimeError, while writing the bytes raises the OSError (ENOSPC) that says what happened
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write(Path(path), lambda fh: fh.write(buffer.getbuffer()))
+    return buffer.getvalue()
 
 
-def load_checkpoint(path: Path, run_id: str | None = None) -> dict[str, Any]:
-    """Read a checkpoint (safely: weights_only); RecordError if it is missing, damaged or not this run's."""
+def load_checkpoint(path: Path, run_id: str | None = None, *, data: bytes | None = None) -> dict[str, Any]:
+    """Read a checkpoint (safely: weights_only) from `path`, or from `data` (its bytes, read elsewhere; `path` then
+    names it in messages); RecordError if it is missing, damaged or not this run's."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path if data is None else io.BytesIO(data), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise RecordError(f"{path}: checkpoint file is missing.") from None
     except Exception as exc:  # noqa: BLE001 - any unpickling/zip error means a damaged file

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tuitrain.core.atomic import atomic_write_bytes
 from tuitrain.core.control import RunControl
 from tuitrain.core.devices import cpu_device
 from tuitrain.core.errors import RunFilesError, TuitrainError
@@ -39,7 +40,7 @@ from tuitrain.core.events import (
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
 from tuitrain.records import EnvInfo, EpochRecord, RunRecord, utc_now
-from tuitrain.train.checkpoint import restore_checkpoint, save_checkpoint
+from tuitrain.train.checkpoint import checkpoint_bytes, restore_checkpoint
 from tuitrain.train.cuda_step import autocast, make_step, wants_graph
 from tuitrain.train.data import NORMALISATION, MnistArrays
 from tuitrain.train.models import build_model
@@ -53,6 +54,8 @@ PERSIST_EVERY_S = 2.0
 READ_BACK_EVERY_S = 2.0
 
 Persist = Callable[[RunRecord], None]
+WriteCheckpoint = Callable[[Path, bytes], None]
+"""Writes a checkpoint's bytes to its file: atomically here, or sent to the process that writes the run files."""
 
 
 def select_device(name: str) -> torch.device:
@@ -234,6 +237,17 @@ def new_record(spec: RunSpec, device: torch.device, *, run_id: str, label: str, 
     return RunRecord(id=run_id, label=label, spec=spec, env=environment(device), **extra)
 
 
+def reopen_record(record: RunRecord, device: torch.device, *, from_checkpoint: bool) -> None:
+    """Make a saved interrupted or crashed run's record live again in this process, to continue it: running, its
+    end and error cleared, this process's environment (a live pid, not a crash), the resume time noted. Without a
+    checkpoint to continue from, it starts over: its saved epochs and losses go."""
+    record.status, record.ended_at, record.error, record.traceback = "running", None, None, None
+    record.env = environment(device)
+    record.resumed_at.append(utc_now())
+    if not from_checkpoint:
+        record.epochs, record.batch_losses = [], []
+
+
 @dataclass(frozen=True)
 class RunPlace:
     """Where a run stands in its preset invocation and where its files go."""
@@ -294,6 +308,7 @@ class FitLoop:
         emit: Sink,
         control: RunControl,
         persist: Persist,
+        write_checkpoint: WriteCheckpoint,
         place: RunPlace,
         device: torch.device,
         data: MnistArrays | TensorData,
@@ -311,6 +326,7 @@ class FitLoop:
         record.status = "running"
         record.env.threads = torch.get_num_threads()
         self.spec, self.emit, self.control, self.persist, self.place = spec, emit, control, persist, place
+        self.write_checkpoint = write_checkpoint
         self.device, self.data, self.record = device, data, record
 
         torch.manual_seed(spec.seed)
@@ -529,7 +545,9 @@ class FitLoop:
         self.active_s += result.duration_s
         if place.checkpoint_file is not None:
             try:
-                save_checkpoint(place.checkpoint_file, self.model, self.optimizer, self.order_gen, record)
+                self.write_checkpoint(
+                    place.checkpoint_file, checkpoint_bytes(self.model, self.optimizer, self.order_gen, record)
+                )
             except OSError as exc:
                 raise cannot_write(exc, place.checkpoint_file.parent) from exc
             record.checkpoint = place.checkpoint_file.name
@@ -540,7 +558,7 @@ class FitLoop:
                 label=record.label,
                 run_index=place.run_index,
                 epochs=self.spec.epochs,
-                **result.model_dump(exclude={"eval_s", "peak_gpu_memory_bytes"}),
+                **result.event_fields(),
             )
         )
 
@@ -574,6 +592,7 @@ def fit(
     persist: Persist | None = None,
     place: RunPlace = RunPlace(),
     resume: dict | None = None,
+    write_checkpoint: WriteCheckpoint | None = None,
 ) -> RunRecord:
     """Train and evaluate one run, emitting events to `sink`; returns the finished record.
 
@@ -599,6 +618,7 @@ def fit(
             sink or (lambda _e: None),
             control or RunControl(),
             persist or (lambda _r: None),
+            write_checkpoint or atomic_write_bytes,
             place,
             device,
             data,
