@@ -21,11 +21,11 @@ from collections.abc import Iterable
 import torch
 
 from tuitrain.core.atomic import atomic_write_text
+from tuitrain.core.cache import cache_dir
 from tuitrain.core.devices import cpu_device
 from tuitrain.core.events import BatchLosses
 from tuitrain.core.spec import RunSpec
 from tuitrain.records import RunRecord
-from tuitrain.train.data import cache_dir
 from tuitrain.train.loop import (
     RunControl,
     TensorData,
