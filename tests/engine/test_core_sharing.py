@@ -3,14 +3,18 @@ preset run on the CPU holds a core lease (waiting for a free core when every cor
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from tuitrain.core.events import BatchLosses
+from tuitrain.core.cores import CoreLease, machine_cores
+from tuitrain.core.events import BatchLosses, RunWaiting
 from tuitrain.core.spec import RunSpec
+from tuitrain.presets import load_preset_file
+from tuitrain.session import PresetInvocation
 from tuitrain.train.data import load_idx_folder
 from tuitrain.train.loop import fit
 
@@ -70,3 +74,36 @@ def test_forced_threads_override_the_share(mnist_dir: Path, two_threads: None, m
     assert record.env.threads == 1
     assert [e.threads for e in record.epochs] == [[1], [1]]
 
+
+def test_a_preset_run_waits_for_a_free_core_and_trains_with_its_share(
+    mnist_dir: Path, tiny_preset: Path, tmp_path: Path, two_threads: None
+) -> None:
+    registry = tmp_path / "cache" / "cores"  # where the conftest's TUITRAIN_CACHE_DIR puts it
+    held = [CoreLease(registry=registry) for _ in range(machine_cores())]  # every core taken by other runs
+    for lease in held:
+        assert lease.acquire()
+    invocation = PresetInvocation.prepare(load_preset_file(tiny_preset), runs_dir=tmp_path / "runs", data_dir=mnist_dir)
+    events, waiting = [], threading.Event()
+
+    def sink(event) -> None:
+        events.append(event)
+        if isinstance(event, RunWaiting):
+            waiting.set()
+
+    trainer = threading.Thread(target=invocation.run, args=(sink,), daemon=True)
+    trainer.start()
+    try:
+        assert waiting.wait(60)
+        (waited,) = [e for e in events if isinstance(e, RunWaiting)]
+        assert waited.run_index == 0 and waited.run_id == f"{invocation.invocation_id}-01"
+        assert waited.reason.startswith("waiting for a free core")
+        held.pop().release()  # a core frees: the run takes it, sharing the cores with the other holders
+        trainer.join(300)
+        assert not trainer.is_alive()
+    finally:
+        for lease in held:
+            lease.release()
+    assert [r.status for r in invocation.records] == ["completed", "completed"]
+    # as many holders as cores (the others and this one): one core each
+    assert [e.threads for r in invocation.records for e in r.epochs] == [[1]] * 4
+    assert list(registry.glob("*.json")) == []  # each run gave its lease back

@@ -3,6 +3,7 @@ holders, several processes, and a registry that cannot be written. Every registr
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -18,6 +19,8 @@ from tests.helpers import ROOT
 from tuitrain.core import cores
 from tuitrain.core.cores import CoreLease, cpu_lease, forced_cpu_threads, shares
 from tuitrain.core.errors import TuitrainError
+from tuitrain.core.events import RunWaiting
+from tuitrain.headless import HeadlessPrinter
 
 HOLDER = """
 import sys
@@ -250,3 +253,9 @@ def test_a_lease_for_cpu_runs_unless_the_threads_are_forced(tmp_path: Path, monk
     with pytest.raises(TuitrainError, match="TUITRAIN_CPU_THREADS='two'"):
         cpu_lease("cpu")
 
+
+def test_headless_prints_a_waiting_run() -> None:
+    out = io.StringIO()
+    reason = "waiting for a free core (2 runs hold the 2 cores)"
+    HeadlessPrinter(out)(RunWaiting(run_id="x-01", label="relu", run_index=0, run_count=2, reason=reason))
+    assert out.getvalue() == f"Run 1/2: relu {reason}\n"
