@@ -99,8 +99,8 @@ class EpochRecord(BaseModel):
     None on the CPU and in files written before it existed."""
 
     def event_fields(self) -> dict[str, Any]:
-        """The fields an events.EpochEnded carries (the rest stays in the file)."""
-        return self.model_dump(exclude={"eval_s", "peak_gpu_memory_bytes", "threads"})
+        """The figures that an EpochEnded event carries: the engine's, and the one a watcher rebuilds from a file."""
+        return self.model_dump(exclude={"eval_s", "threads", "peak_gpu_memory_bytes"})
 
 
 class ScriptInfo(BaseModel):

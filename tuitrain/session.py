@@ -22,9 +22,9 @@ from pydantic import BaseModel, ValidationError
 from tuitrain.catalog import PLAN_FILE, effective_status, new_invocation_dir, slug
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
-from tuitrain.core.cores import machine_cores
+from tuitrain.core.cores import cpu_lease, machine_cores
 from tuitrain.core.errors import DataError, PresetError, RecordError, TuitrainError, first_error
-from tuitrain.core.events import LogMessage, Sink
+from tuitrain.core.events import LogMessage, RunWaiting, Sink
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RESUMABLE
 from tuitrain.parallel import ParallelRuns
@@ -374,6 +374,7 @@ class PresetInvocation:
                     continue
                 control.stop_run.clear()
                 device = select_device(run.spec.device)
+                run_id = self.run_id(index)
                 key = (str(device), run.spec.subset, run.spec.test_subset, run.spec.dataset)
                 if key not in tensors:
                     tensors.clear()  # hold one copy at a time: GPU memory is not free
@@ -390,7 +391,7 @@ class PresetInvocation:
                     record = new_record(
                         run.spec,
                         device,
-                        run_id=f"{self.invocation_id}-{index + 1:02d}",
+                        run_id=run_id,
                         label=run.label,
                         preset=self.preset.name,
                         invocation=self.invocation_id,
@@ -400,21 +401,41 @@ class PresetInvocation:
                 place = RunPlace(
                     run_index=index, run_count=len(self.runs), run_file=path, checkpoint_file=checkpoint_path(path)
                 )
-                fit(  # RunFilesError (the folder cannot be written) ends the invocation here
-                    run.spec,
-                    sink,
-                    control,
-                    data=tensors[key],
-                    record=record,
-                    persist=functools.partial(write_record, path=path),
-                    place=place,
-                    resume=state,
-                )
+                lease = cpu_lease(device.type, label=run_id)
+                try:
+                    waiting = functools.partial(self._post_waiting, sink, run_id, index, run.label)
+                    if lease is not None and not lease.acquire(
+                        should_stop=control.should_stop, on_wait=waiting, log=log
+                    ):
+                        lease = None  # stopped while it waited: fit records the run as interrupted at once
+                    fit(  # RunFilesError (the folder cannot be written) ends the invocation here
+                        run.spec,
+                        sink,
+                        control,
+                        data=tensors[key],
+                        record=record,
+                        persist=functools.partial(write_record, path=path),
+                        place=place,
+                        resume=state,
+                        threads=lease.threads if lease is not None else None,
+                    )
+                finally:
+                    if lease is not None:
+                        lease.release()
                 if state is None:  # a resumed run's epochs may come from another machine or load
                     estimate.learn_from_run(record)
         finally:
             release_folder(self.folder)
         return self.records
+
+    def run_id(self, index: int) -> str:
+        """The id of run `index`: a resumed run keeps its own."""
+        if index in self.resuming:
+            return self.resuming[index][0].id
+        return f"{self.invocation_id}-{index + 1:02d}"
+
+    def _post_waiting(self, sink: Sink, run_id: str, index: int, label: str, reason: str) -> None:
+        sink(RunWaiting(run_id=run_id, label=label, run_index=index, run_count=len(self.runs), reason=reason))
 
     def write_plan(self) -> None:
         assert self.folder is not None
