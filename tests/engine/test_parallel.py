@@ -169,8 +169,8 @@ def test_a_killed_invoking_process_takes_its_workers_with_it(tmp_path: Path) -> 
 
 
 def test_a_stop_signal_saves_every_running_run_interrupted_and_resume_continues_them(tmp_path: Path) -> None:
-    data = write_mnist_dir(tmp_path / "data", n_train=2048, n_test=64)
-    proc, runs = start_cli(tmp_path, long_preset(tmp_path), data, "--epochs", "3")
+    data = write_mnist_dir(tmp_path / "data", n_train=1024, n_test=64)
+    proc, runs = start_cli(tmp_path, long_preset(tmp_path), data, "--epochs", "15")
     files = both_training(runs, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=TIMEOUT_S)
@@ -189,4 +189,4 @@ def test_a_stop_signal_saves_every_running_run_interrupted_and_resume_continues_
         timeout=TIMEOUT_S,
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert [(r.status, len(r.epochs)) for r in map(read_record, files)] == [("completed", 3), ("completed", 3)]
+    assert [(r.status, len(r.epochs)) for r in map(read_record, files)] == [("completed", 15), ("completed", 15)]
