@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
@@ -43,6 +43,9 @@ from tuitrain.train.loop import (
     select_device,
 )
 from tuitrain.train.models import check_model
+
+if TYPE_CHECKING:
+    from tuitrain.ray_executor import RayOptions
 
 DEFAULT_RUNS_DIR = Path("runs")
 """Where invocation folders go: runs/ in the folder tuitrain is started from (--runs-dir overrides it)."""
@@ -267,6 +270,10 @@ class PresetInvocation:
     """Runs trained at once (plan_jobs); more than one: each in its own worker process."""
     gpus: list[int] = field(default_factory=list)
     """GPUs the runs may use (--gpus, else every visible one)."""
+    ray: RayOptions | None = None
+    """Train on a Ray cluster with these options (--executor ray); None: on this machine."""
+    requested_jobs: Jobs = "auto"
+    """--jobs as asked: on Ray, "auto" is resolved against the cluster once joined (tuitrain.ray_executor)."""
     started: list[int] = field(default_factory=list)
     """Runs that have started (or were kept on resume), by index."""
     run_controls: dict[str, RunControl] = field(default_factory=dict)
@@ -287,12 +294,16 @@ class PresetInvocation:
         data_dir: Path | None = None,
         jobs: Jobs | None = None,
         gpus: list[int] | None = None,
+        ray: RayOptions | None = None,
     ) -> PresetInvocation:
         """Validate everything that can fail cheaply (overrides, device, GPUs, runs folder) before any training.
-        `jobs`: runs at once (None: the preset's `jobs`); `gpus`: the GPUs to use (None: every visible one)."""
-        usable_gpus = check_gpus(gpus)
+        `jobs`: runs at once (None: the preset's `jobs`); `gpus`: the GPUs to use (None: every visible one);
+        `ray`: train on a Ray cluster (its unset resources from the preset's keys)."""
+        usable_gpus = check_gpus(gpus) if ray is None else []
         runs = preset.expand(overrides)
-        for run in runs:
+        if ray is not None:
+            ray = _ray_options(ray, [r.spec for r in runs], preset.cpus_per_run, preset.gpus_per_run)
+        for run in runs if ray is None else []:  # on Ray, the devices are the cluster's
             select_device(run.spec.device)
         check_models(preset, runs)
         datasets = sorted({r.spec.dataset for r in runs} - {"mnist"})
@@ -302,14 +313,17 @@ class PresetInvocation:
                 "(only MNIST is found by itself)."
             )
         check_writable(Path(runs_dir))
-        inv = cls(preset=preset, runs=runs, runs_dir=Path(runs_dir), data_dir=data_dir, gpus=usable_gpus)
-        inv.jobs = plan_jobs(preset.jobs if jobs is None else jobs, [r.spec for r in runs], usable_gpus)
+        inv = cls(preset=preset, runs=runs, runs_dir=Path(runs_dir), data_dir=data_dir, gpus=usable_gpus, ray=ray)
+        inv.requested_jobs = preset.jobs if jobs is None else jobs
+        inv.jobs = plan_jobs(inv.requested_jobs, [r.spec for r in runs], usable_gpus)
         return inv
 
     def run(self, sink: Sink, control: RunControl | None = None, arrays: MnistArrays | None = None) -> list[RunRecord]:
         """Train the runs (but those kept on resume): one at a time in this process, or `jobs` at a time in worker
         processes (tuitrain.parallel)."""
         control = control or RunControl()
+        if self.ray is not None:
+            return self._run_on_ray(sink, control, arrays)
         if self.jobs <= 1:
             return self._run_here(sink, control, arrays)
         runs = ParallelRuns(self, sink, control)
@@ -325,6 +339,34 @@ class PresetInvocation:
             runs.close()
         return self.records
 
+    def _run_on_ray(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> list[RunRecord]:
+        """Train the runs as Ray actors (tuitrain.ray_executor): join the cluster (or start an embedded one) first,
+        so that an unreachable or too small cluster is refused before anything is written."""
+        from tuitrain.ray_executor import RayCluster, plan_ray_jobs
+
+        assert self.ray is not None
+        cluster = RayCluster(self.ray)
+        sink(LogMessage(f"Ray: joining {cluster.describe()}…"))
+        cluster.connect()
+        try:
+            to_train = len(self.runs) - len(self.kept)
+            self.jobs = plan_ray_jobs(self.requested_jobs, to_train, cluster.capacity())
+            sink(LogMessage(f"Ray: {cluster.summary()}; up to {self.jobs} run(s) at a time"))
+            folder = self._prepare_folder(sink, control, arrays)
+            if folder is None:
+                return self.records
+            cluster.put_data(self._arrays)
+            runs = ParallelRuns(self, sink, control, start_worker=lambda: cluster.worker(lambda: self.folder))
+            try:
+                runs.start()
+                runs.run(self._arrays)
+            finally:
+                runs.close()
+                release_folder(folder)
+        finally:
+            cluster.shutdown()
+        return self.records
+
     def _prepare_folder(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> Path | None:
         """Load the data (kept in self._arrays), then make the invocation folder and take its lock; None when
         stopped meanwhile (nothing saved)."""
@@ -337,7 +379,7 @@ class PresetInvocation:
             self.invocation_id, self.folder = new_invocation_dir(self.runs_dir, self.preset.name)
             self.write_plan()
         lock_folder(self.folder)  # held from the start when resuming, or handed down by --detach
-        if self.jobs > 1:
+        if self.jobs > 1 and self.ray is None:
             log(f"Training {len(self.runs) - len(self.kept)} run(s), up to {self.jobs} at a time in worker processes")
         return self.folder
 
@@ -419,6 +461,7 @@ class PresetInvocation:
         restart_missing: bool = False,
         jobs: Jobs = "auto",
         gpus: list[int] | None = None,
+        ray: RayOptions | None = None,
     ) -> PresetInvocation:
         """Continue an interrupted or crashed run (a run file), or every unfinished run of an invocation folder.
 
@@ -428,7 +471,7 @@ class PresetInvocation:
         checkpoint is missing or damaged is trained again from epoch 1 (its record says so) instead of
         refusing the whole resume.
         """
-        usable_gpus = check_gpus(gpus)
+        usable_gpus = check_gpus(gpus) if ray is None else []
         target = Path(target)
         inv = (
             cls._resume_folder(target, data_dir, restart_missing)
@@ -437,6 +480,9 @@ class PresetInvocation:
         )
         inv.gpus = usable_gpus
         to_train = [r.spec for i, r in enumerate(inv.runs) if i not in inv.kept]
+        if ray is not None:
+            inv.ray = _ray_options(ray, to_train, None, None)
+        inv.requested_jobs = jobs
         inv.jobs = plan_jobs(jobs, to_train, usable_gpus)
         return inv
 
@@ -521,6 +567,22 @@ class PresetInvocation:
 
     def not_started(self) -> list[str]:
         return [r.label for i, r in enumerate(self.runs) if i not in self.started and i not in self.kept]
+
+
+def _ray_options(
+    options: RayOptions, specs: list[RunSpec], cpus_per_run: float | None, gpus_per_run: float | None
+) -> RayOptions:
+    """`options` with the preset's resource keys where the command line gave none (then 1 CPU, no GPU); checks
+    that Ray is installed and that runs asked to train on CUDA reserve a GPU."""
+    from tuitrain.ray_executor import import_ray, with_resources
+
+    import_ray()
+    options = with_resources(options, cpus_per_run, gpus_per_run)
+    if not options.gpus_per_run and any(s.device == "cuda" for s in specs):
+        raise TuitrainError(
+            "device = cuda on Ray needs a GPU reserved for each run: set gpus_per_run (e.g. --gpus-per-run 1 or 0.5)."
+        )
+    return options
 
 
 def _preset_named(name: str, title: str) -> Preset:
