@@ -28,8 +28,7 @@ from typing import Any
 
 from tuitrain.core.control import RunControl
 from tuitrain.core.errors import TuitrainError
-from tuitrain.core.events import RunWaiting
-from tuitrain.core.tasks import ControlState, RunTask, TaskEvent, WorkerMessage, WorkerReady
+from tuitrain.core.tasks import ControlState, RunTask, WorkerMessage, WorkerReady
 from tuitrain.parallel import STOP_WAIT_S
 from tuitrain.train.data import MnistArrays
 
@@ -207,9 +206,10 @@ class RayCluster:
         """The data, into the object store once: every trainer reads it from there."""
         self.arrays_ref = self.ray.put(arrays)
 
-    def worker(self, folder: Callable[[], Path | None]) -> RayWorker:
-        """A new slot's worker (its actor waits for room on the cluster); `folder`: where its output is logged."""
-        return RayWorker(self, folder)
+    def worker(self, folder: Callable[[], Path | None], waiting: Callable[[], None]) -> RayWorker:
+        """A new slot's worker (its actor waits for room on the cluster); `folder`: where its output is logged;
+        `waiting`: called once if the actor finds no room at once (a run then waits for a worker)."""
+        return RayWorker(self, folder, waiting)
 
     def shutdown(self) -> None:
         """Leave the cluster (an embedded one stops)."""
@@ -260,6 +260,7 @@ class RayWorker:
 
     cluster: RayCluster
     folder: Callable[[], Path | None]
+    waiting: Callable[[], None]
     tasks: queue.Queue[RunTask | None] = field(default_factory=queue.Queue)
     reason: str | None = None
     place: TrainerPlace | None = None
@@ -275,8 +276,7 @@ class RayWorker:
         ours, theirs = socket.socketpair()
         self.conn = Connection(ours.detach())
         self.feed = Connection(theirs.detach())
-        # ParallelRuns hands a task to a ready slot only: this one takes it at once and says when it waits for room
-        self.feed.send(WorkerReady(os.getpid(), socket.gethostname()))
+        self.closing = threading.Event()
         self.thread = threading.Thread(target=self.pull, name="tuitrain-ray-stream", daemon=True)
         self.thread.start()
 
@@ -305,6 +305,7 @@ class RayWorker:
         return self.reason
 
     def close(self) -> None:
+        self.closing.set()
         self.tasks.put(None)
         self.thread.join(STOP_WAIT_S)
         with contextlib.suppress(Exception):  # already dead, or the cluster gone: nothing more to free
@@ -319,8 +320,11 @@ class RayWorker:
         the socket (ParallelRuns then saves the run as crashed)."""
         ray = self.cluster.ray
         try:
+            if not self.wait_for_room():
+                return
+            # ready only once placed: ParallelRuns hands runs to ready slots, so none waits behind a busy node
+            self.feed.send(WorkerReady(self.place.pid, self.place.host))  # type: ignore[union-attr]
             while (task := self.tasks.get()) is not None:
-                self.wait_for_room(task)
                 for ref in self.actor.train.remote(task):
                     for message in ray.get(ref):
                         if isinstance(message, WorkerOutput):
@@ -336,19 +340,18 @@ class RayWorker:
         finally:
             self.feed.close()
 
-    def wait_for_room(self, task: RunTask) -> None:
+    def wait_for_room(self) -> bool:
+        """Until the actor has its place on the cluster (True), or the worker is closed meanwhile (False)."""
         ray = self.cluster.ray
-        placed, _ = ray.wait([self.place_ref], timeout=WAITING_AFTER_S)
-        if not placed:
-            waiting = RunWaiting(
-                run_id=task.run_id,
-                label=task.label,
-                run_index=task.index,
-                run_count=task.run_count,
-                reason="waiting for a worker",
-            )
-            self.feed.send(TaskEvent(task.index, waiting))
+        told = False
+        while not ray.wait([self.place_ref], timeout=WAITING_AFTER_S)[0]:
+            if self.closing.is_set():
+                return False
+            if not told:
+                self.waiting()
+                told = True
         self.place = ray.get(self.place_ref)
+        return True
 
     def log(self, lines: list[str]) -> None:
         folder = self.folder()

@@ -24,7 +24,7 @@ from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
 from tuitrain.core.cores import machine_cores
 from tuitrain.core.errors import DataError, PresetError, RecordError, TuitrainError, first_error
-from tuitrain.core.events import LogMessage, Sink
+from tuitrain.core.events import LogMessage, RunWaiting, Sink
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RESUMABLE
 from tuitrain.parallel import ParallelRuns
@@ -356,7 +356,8 @@ class PresetInvocation:
             if folder is None:
                 return self.records
             cluster.put_data(self._arrays)
-            runs = ParallelRuns(self, sink, control, start_worker=lambda: cluster.worker(lambda: self.folder))
+            waiting = functools.partial(self._waiting_for_worker, sink)
+            runs = ParallelRuns(self, sink, control, start_worker=lambda: cluster.worker(lambda: self.folder, waiting))
             try:
                 runs.start()
                 runs.run(self._arrays)
@@ -366,6 +367,16 @@ class PresetInvocation:
         finally:
             cluster.shutdown()
         return self.records
+
+    def _waiting_for_worker(self, sink: Sink) -> None:
+        """A worker finds no room on the cluster yet: the next run to start waits for it."""
+        waiting = [i for i in range(len(self.runs)) if i not in self.started and i not in self.kept]
+        if waiting:
+            index = waiting[0]
+            resumed = self.resuming.get(index)
+            run_id = resumed[0].id if resumed else f"{self.invocation_id}-{index + 1:02d}"
+            label, count, reason = self.runs[index].label, len(self.runs), "waiting for a worker"
+            sink(RunWaiting(run_id=run_id, label=label, run_index=index, run_count=count, reason=reason))
 
     def _prepare_folder(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> Path | None:
         """Load the data (kept in self._arrays), then make the invocation folder and take its lock; None when
