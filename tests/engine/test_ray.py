@@ -193,7 +193,7 @@ def test_ctrl_c_saves_every_running_run_interrupted(ray_cluster: Cluster, tmp_pa
 def test_a_killed_worker_crashes_its_run_only_and_resume_continues_it(
     ray_cluster: Cluster, tmp_path: Path, tiny_preset: Path
 ) -> None:
-    proc = tuitrain(ray_cluster, tmp_path, tiny_preset, "--epochs", "6")
+    proc = tuitrain(ray_cluster, tmp_path, tiny_preset, "--epochs", "60")
     victim = wait_running(tmp_path / "runs", proc, 2)[0]
     os.kill(victim.env.pid, signal.SIGKILL)  # the Ray worker process training it
     code, _, err = finish(proc)
@@ -215,7 +215,7 @@ def test_a_killed_worker_crashes_its_run_only_and_resume_continues_it(
     )
     assert resumed.returncode == 0, resumed.stderr
     done = {r.label: r for r in records(tmp_path / "runs")}
-    assert done[victim.label].status == "completed" and len(done[victim.label].epochs) == 6
+    assert done[victim.label].status == "completed" and len(done[victim.label].epochs) == 60
     assert done[victim.label].resumed_at
 
 
