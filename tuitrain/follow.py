@@ -354,7 +354,7 @@ class RunTracker:
             label=record.label,
             run_index=self.run_index,
             epochs=record.spec.epochs,
-            **e.model_dump(exclude={"eval_s", "peak_gpu_memory_bytes"}),
+            **e.event_fields(),
         )
 
 

@@ -13,6 +13,7 @@ from tuitrain.core.events import (
     LogMessage,
     RunFinished,
     RunStarted,
+    RunWaiting,
 )
 
 
@@ -44,6 +45,8 @@ class HeadlessPrinter:
     def __call__(self, event: Event) -> None:
         if isinstance(event, LogMessage):
             self._print(event.text)
+        elif isinstance(event, RunWaiting):
+            self._print(f"Run {event.run_index + 1}/{event.run_count}: {fmt.printable(event.label)} {event.reason}")
         elif isinstance(event, RunStarted):
             self._print(
                 f"\n=== Run {event.run_index + 1}/{event.run_count}: {fmt.printable(event.label)} — "

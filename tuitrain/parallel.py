@@ -219,7 +219,7 @@ class ParallelRuns:
             path = checkpoint_path(self.path(index))
             checkpoint = path.read_bytes() if state is not None else None
             self.sink(LogMessage(f"Resuming {record.label} from epoch {len(state['epochs']) + 1 if state else 1}"))
-        run_id = resumed[0].id if resumed else f"{inv.invocation_id}-{index + 1:02d}"
+        run_id = inv.run_id(index)
         task = RunTask(
             index=index,
             run_count=len(inv.runs),

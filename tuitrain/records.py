@@ -100,6 +100,10 @@ class EpochRecord(BaseModel):
     """Peak GPU memory allocated by training during the epoch (torch's allocator: training and evaluation);
     None on the CPU and in files written before it existed."""
 
+    def event_fields(self) -> dict[str, Any]:
+        """The figures that an EpochEnded event carries: the engine's, and the one a watcher rebuilds from a file."""
+        return self.model_dump(exclude={"eval_s", "threads", "peak_gpu_memory_bytes"})
+
 
 class ScriptInfo(BaseModel):
     """The script that trained a run through the logging API (`tuitrain.init`)."""

@@ -11,7 +11,7 @@ import fcntl
 import functools
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from tuitrain.catalog import PLAN_FILE, effective_status, new_invocation_dir, slug
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
-from tuitrain.core.cores import machine_cores
+from tuitrain.core.cores import cpu_lease, machine_cores
 from tuitrain.core.errors import DataError, PresetError, RecordError, TuitrainError, first_error
 from tuitrain.core.events import LogMessage, RunWaiting, Sink
 from tuitrain.core.spec import RunSpec
@@ -80,6 +80,11 @@ class InvocationPlan(BaseModel):
     """Every run, in order."""
 
 
+def log_to(sink: Sink) -> Callable[[str], None]:
+    """A function that sends a line of text to `sink` as a LogMessage."""
+    return lambda text: sink(LogMessage(text))
+
+
 def device_label(device: str = "auto") -> str:
     """The device a run with this `device` setting trains on, as the progress line names it; TuitrainError
     if it is not available."""
@@ -94,6 +99,11 @@ Larger models get a GPU each. Not measured on this project's machines yet: a fir
 MIN_PARALLEL_GAIN = 0.9
 """--jobs auto trains runs in parallel only if the estimate says it takes at most this share of the serial time:
 worker processes cost seconds to start, which short runs do not win back."""
+
+
+MIN_PARALLEL_SAMPLES = 100_000
+"""Without time figures for a model yet, --jobs auto trains runs in parallel only if each trains at least this many
+samples (epochs x training images): a few seconds of the small CNNs on the dev CPU."""
 
 
 def check_gpus(gpus: list[int] | None) -> list[int]:
@@ -130,9 +140,9 @@ def plan_jobs(requested: Jobs, specs: list[RunSpec], gpus: list[int]) -> int:
         return 1
     serial = estimate.parallel_seconds(specs, 1, calibrate=False)
     parallel = estimate.parallel_seconds(specs, jobs, calibrate=False)
-    if serial is not None and parallel is not None and parallel > MIN_PARALLEL_GAIN * serial:
-        return 1
-    return jobs
+    if serial is None or parallel is None:  # not timed on this machine yet: judge by the work alone
+        return jobs if min(s.train_size() * s.epochs for s in specs) >= MIN_PARALLEL_SAMPLES else 1
+    return jobs if parallel <= MIN_PARALLEL_GAIN * serial else 1
 
 
 def check_models(preset: Preset, runs: list[PresetRun]) -> None:
@@ -268,12 +278,12 @@ class PresetInvocation:
     """On resume with restart_missing: runs that had epochs but no usable checkpoint, trained again from epoch 1."""
     jobs: int = 1
     """Runs trained at once (plan_jobs); more than one: each in its own worker process."""
+    jobs_asked: Jobs = 1
+    """What was asked for: with "auto", `jobs` is planned again once the data (its real size) is loaded."""
     gpus: list[int] = field(default_factory=list)
     """GPUs the runs may use (--gpus, else every visible one)."""
     ray: RayOptions | None = None
     """Train on a Ray cluster with these options (--executor ray); None: on this machine."""
-    requested_jobs: Jobs = "auto"
-    """--jobs as asked: on Ray, "auto" is resolved against the cluster once joined (tuitrain.ray_executor)."""
     started: list[int] = field(default_factory=list)
     """Runs that have started (or were kept on resume), by index."""
     run_controls: dict[str, RunControl] = field(default_factory=dict)
@@ -314,8 +324,8 @@ class PresetInvocation:
             )
         check_writable(Path(runs_dir))
         inv = cls(preset=preset, runs=runs, runs_dir=Path(runs_dir), data_dir=data_dir, gpus=usable_gpus, ray=ray)
-        inv.requested_jobs = preset.jobs if jobs is None else jobs
-        inv.jobs = plan_jobs(inv.requested_jobs, [r.spec for r in runs], usable_gpus)
+        inv.jobs_asked = preset.jobs if jobs is None else jobs
+        inv.jobs = plan_jobs(inv.jobs_asked, [r.spec for r in runs], usable_gpus)
         return inv
 
     def run(self, sink: Sink, control: RunControl | None = None, arrays: MnistArrays | None = None) -> list[RunRecord]:
@@ -324,6 +334,9 @@ class PresetInvocation:
         control = control or RunControl()
         if self.ray is not None:
             return self._run_on_ray(sink, control, arrays)
+        if self.jobs > 1 and self.jobs_asked == "auto":  # planned for full MNIST: check against the data given
+            self._arrays = arrays = arrays if arrays is not None else resolve_mnist(self.data_dir, log=log_to(sink))
+            self.jobs = plan_jobs("auto", self.specs_to_train(arrays), self.gpus)
         if self.jobs <= 1:
             return self._run_here(sink, control, arrays)
         runs = ParallelRuns(self, sink, control)
@@ -350,7 +363,7 @@ class PresetInvocation:
         cluster.connect()
         try:
             to_train = len(self.runs) - len(self.kept)
-            self.jobs = plan_ray_jobs(self.requested_jobs, to_train, cluster.capacity())
+            self.jobs = plan_ray_jobs(self.jobs_asked, to_train, cluster.capacity())
             sink(LogMessage(f"Ray: {cluster.summary()}; up to {self.jobs} run(s) at a time"))
             folder = self._prepare_folder(sink, control, arrays)
             if folder is None:
@@ -373,15 +386,12 @@ class PresetInvocation:
         waiting = [i for i in range(len(self.runs)) if i not in self.started and i not in self.kept]
         if waiting:
             index = waiting[0]
-            resumed = self.resuming.get(index)
-            run_id = resumed[0].id if resumed else f"{self.invocation_id}-{index + 1:02d}"
-            label, count, reason = self.runs[index].label, len(self.runs), "waiting for a worker"
-            sink(RunWaiting(run_id=run_id, label=label, run_index=index, run_count=count, reason=reason))
+            self._post_waiting(sink, self.run_id(index), index, self.runs[index].label, "waiting for a worker")
 
     def _prepare_folder(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> Path | None:
         """Load the data (kept in self._arrays), then make the invocation folder and take its lock; None when
         stopped meanwhile (nothing saved)."""
-        log = lambda text: sink(LogMessage(text))  # noqa: E731
+        log = log_to(sink)
         self._arrays = arrays if arrays is not None else resolve_mnist(self.data_dir, log=log)
         log(f"Data: MNIST from {self._arrays.source}")
         if control.stop_all.is_set():  # stopped while the data loaded: nothing to save
@@ -395,7 +405,7 @@ class PresetInvocation:
         return self.folder
 
     def _run_here(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> list[RunRecord]:
-        log = lambda text: sink(LogMessage(text))  # noqa: E731
+        log = log_to(sink)
         if self._prepare_folder(sink, control, arrays) is None:
             return self.records
         arrays = self._arrays
@@ -411,6 +421,7 @@ class PresetInvocation:
                     continue
                 control.stop_run.clear()
                 device = select_device(run.spec.device)
+                run_id = self.run_id(index)
                 key = (str(device), run.spec.subset, run.spec.test_subset, run.spec.dataset)
                 if key not in tensors:
                     tensors.clear()  # hold one copy at a time: GPU memory is not free
@@ -427,7 +438,7 @@ class PresetInvocation:
                     record = new_record(
                         run.spec,
                         device,
-                        run_id=f"{self.invocation_id}-{index + 1:02d}",
+                        run_id=run_id,
                         label=run.label,
                         preset=self.preset.name,
                         invocation=self.invocation_id,
@@ -437,21 +448,41 @@ class PresetInvocation:
                 place = RunPlace(
                     run_index=index, run_count=len(self.runs), run_file=path, checkpoint_file=checkpoint_path(path)
                 )
-                fit(  # RunFilesError (the folder cannot be written) ends the invocation here
-                    run.spec,
-                    sink,
-                    control,
-                    data=tensors[key],
-                    record=record,
-                    persist=functools.partial(write_record, path=path),
-                    place=place,
-                    resume=state,
-                )
+                lease = cpu_lease(device.type, label=run_id)
+                try:
+                    waiting = functools.partial(self._post_waiting, sink, run_id, index, run.label)
+                    if lease is not None and not lease.acquire(
+                        should_stop=control.should_stop, on_wait=waiting, log=log
+                    ):
+                        lease = None  # stopped while it waited: fit records the run as interrupted at once
+                    fit(  # RunFilesError (the folder cannot be written) ends the invocation here
+                        run.spec,
+                        sink,
+                        control,
+                        data=tensors[key],
+                        record=record,
+                        persist=functools.partial(write_record, path=path),
+                        place=place,
+                        resume=state,
+                        threads=lease.threads if lease is not None else None,
+                    )
+                finally:
+                    if lease is not None:
+                        lease.release()
                 if state is None:  # a resumed run's epochs may come from another machine or load
                     estimate.learn_from_run(record)
         finally:
             release_folder(self.folder)
         return self.records
+
+    def run_id(self, index: int) -> str:
+        """The id of run `index`: a resumed run keeps its own."""
+        if index in self.resuming:
+            return self.resuming[index][0].id
+        return f"{self.invocation_id}-{index + 1:02d}"
+
+    def _post_waiting(self, sink: Sink, run_id: str, index: int, label: str, reason: str) -> None:
+        sink(RunWaiting(run_id=run_id, label=label, run_index=index, run_count=len(self.runs), reason=reason))
 
     def write_plan(self) -> None:
         assert self.folder is not None
@@ -490,12 +521,19 @@ class PresetInvocation:
             else cls._resume_file(target, data_dir, restart_missing)
         )
         inv.gpus = usable_gpus
-        to_train = [r.spec for i, r in enumerate(inv.runs) if i not in inv.kept]
         if ray is not None:
-            inv.ray = _ray_options(ray, to_train, None, None)
-        inv.requested_jobs = jobs
-        inv.jobs = plan_jobs(jobs, to_train, usable_gpus)
+            inv.ray = _ray_options(ray, inv.specs_to_train(), None, None)
+        inv.jobs_asked = jobs
+        inv.jobs = plan_jobs(jobs, inv.specs_to_train(), usable_gpus)
         return inv
+
+    def specs_to_train(self, arrays: MnistArrays | None = None) -> list[RunSpec]:
+        """The settings of the runs still to train; with `arrays`, their subsets cut to the data's real size."""
+        specs = [r.spec for i, r in enumerate(self.runs) if i not in self.kept]
+        if arrays is None:
+            return specs
+        n = len(arrays.train_labels)
+        return [s.model_copy(update={"subset": min(s.subset or n, n)}) for s in specs]
 
     @classmethod
     def _resume_file(cls, target: Path, data_dir: Path | None, restart_missing: bool) -> PresetInvocation:

@@ -94,7 +94,14 @@ def test_public_field_names() -> None:
     ):
         assert key in data["epochs"][0]
     schema = record_schema()
-    assert schema["properties"]["status"]["enum"] == ["running", "completed", "interrupted", "diverged", "failed"]
+    assert schema["properties"]["status"]["enum"] == [
+        "running",
+        "completed",
+        "interrupted",
+        "diverged",
+        "failed",
+        "crashed",
+    ]
     assert "description" in schema["properties"]["batch_losses"]  # field docstrings reach the schema
 
 

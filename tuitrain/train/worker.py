@@ -20,7 +20,9 @@ from multiprocessing.connection import Connection
 import torch
 
 from tuitrain.core.control import RunControl
+from tuitrain.core.cores import cpu_lease
 from tuitrain.core.errors import TuitrainError
+from tuitrain.core.events import LogMessage, RunWaiting
 from tuitrain.core.tasks import (
     CheckpointSaved,
     ControlState,
@@ -100,22 +102,35 @@ def train_task(
             )
         if env:
             record.env = record.env.model_copy(update=env)
-        fit(
-            task.spec,
-            lambda event: send(TaskEvent(index, event)),
-            control,
-            data=data,
-            record=record,
-            persist=lambda r: send(RecordSaved(index, record_text(r))),
-            place=RunPlace(
-                run_index=index,
-                run_count=task.run_count,
-                run_file=task.run_file,
-                checkpoint_file=checkpoint_path(task.run_file),
-            ),
-            resume=state,
-            write_checkpoint=lambda _path, data: send(CheckpointSaved(index, data)),
-        )
+        emit = lambda event: send(TaskEvent(index, event))  # noqa: E731
+        lease = cpu_lease(device.type, label=task.run_id)
+        if lease is not None and not lease.acquire(
+            should_stop=control.should_stop,
+            on_wait=lambda reason: emit(RunWaiting(task.run_id, task.label, index, task.run_count, reason)),
+            log=lambda text: emit(LogMessage(text)),
+        ):
+            lease = None  # stopped while it waited: fit records the run as interrupted at once
+        try:
+            fit(
+                task.spec,
+                emit,
+                control,
+                data=data,
+                record=record,
+                persist=lambda r: send(RecordSaved(index, record_text(r))),
+                place=RunPlace(
+                    run_index=index,
+                    run_count=task.run_count,
+                    run_file=task.run_file,
+                    checkpoint_file=checkpoint_path(task.run_file),
+                ),
+                resume=state,
+                write_checkpoint=lambda _path, data: send(CheckpointSaved(index, data)),
+                threads=lease.threads if lease is not None else None,
+            )
+        finally:
+            if lease is not None:
+                lease.release()
         if state is None:  # a resumed run's epochs may come from another machine or load
             estimate.learn_from_run(record)
         send(TaskDone(index))
