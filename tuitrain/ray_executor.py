@@ -270,7 +270,7 @@ class RayWorker:
         self.actor = (
             trainer_class(self.cluster.ray)
             .options(num_cpus=options.cpus, num_gpus=options.gpus)
-            .remote(self.cluster.arrays_ref)
+            .remote(self.cluster.arrays_ref, options.cpus)
         )
         self.place_ref = self.actor.where.remote()
         ours, theirs = socket.socketpair()
@@ -395,9 +395,11 @@ class OutputCapture:
 class RunTrainer:
     """The Ray actor of one slot: trains the runs it is given, one at a time, streaming lists of messages."""
 
-    def __init__(self, arrays: MnistArrays) -> None:
+    def __init__(self, arrays: MnistArrays, cpus: float) -> None:
         from tuitrain.train.worker import TensorCache
 
+        # Ray has allotted this actor its CPUs: train with that many threads, not a share of the node's cores
+        os.environ.setdefault("TUITRAIN_CPU_THREADS", str(max(1, math.floor(cpus))))
         self.output = OutputCapture()
         # the object store's arrays are read-only (torch warns about wrapping those): one private copy per actor
         self.arrays = replace(
