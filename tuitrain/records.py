@@ -56,6 +56,8 @@ class EnvInfo(BaseModel):
     """Process id of the training process (to tell a crashed run from a live one)."""
     python_version: str | None = None
     """Python version."""
+    node_id: str | None = None
+    """Ray node id of the machine that trained (runs trained with --executor ray); None otherwise."""
 
 
 class EpochRecord(BaseModel):

@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on
 from textual.app import App
@@ -22,6 +22,9 @@ from tuitrain.tui.screens.dialogs import ErrorScreen
 from tuitrain.tui.screens.help import HelpScreen
 from tuitrain.tui.screens.home import HomeScreen
 from tuitrain.tui.screens.run import RunScreen
+
+if TYPE_CHECKING:
+    from tuitrain.ray_executor import RayOptions
 
 HANGUP_EXIT_AFTER_S = 5.0
 """After a hang-up, how long Textual's teardown may take before the process ends without it."""
@@ -45,6 +48,7 @@ class TuitrainApp(App[int]):
         overrides: dict[str, Any] | None = None,
         presets: dict[str, Path] | None = None,
         watch: Path | None = None,
+        ray: RayOptions | None = None,
     ) -> None:
         """`presets` (name -> file) replaces the presets folders' list (tests use a tiny one); `watch` opens the
         run screen on a run file or folder that another process is training (`tuitrain watch`)."""
@@ -55,6 +59,8 @@ class TuitrainApp(App[int]):
         self.overrides = dict(overrides or {})
         self.preset_paths: dict[str, Path | Traversable] = dict(presets) if presets is not None else available_presets()
         self.watched = watch  # not `watch`: that would hide Textual's DOMNode.watch method
+        self.ray = ray
+        """Train presets on Ray with these options (--executor ray); None: on this machine."""
         self.stop_signals: StopOnSignals | None = None
         self.signal_exit_code: int | None = None
 
@@ -122,6 +128,7 @@ class TuitrainApp(App[int]):
                 runs_dir=self.runs_dir,
                 overrides={**self.overrides, **(overrides or {})},
                 data_dir=self.data_dir,
+                ray=self.ray,
             )
         except TuitrainError as exc:
             self.push_screen(ErrorScreen(str(exc), title="Cannot start the preset"))
