@@ -304,14 +304,18 @@ class RayWorker:
     def exit_reason(self) -> str | None:
         return self.reason
 
-    def close(self) -> None:
+    def close(self, *, now: bool = False) -> None:
+        if self.conn.closed and not now:
+            return
         self.closing.set()
         self.tasks.put(None)
-        self.thread.join(STOP_WAIT_S)
+        if not now:  # the actor ends its stream once its task is done
+            self.thread.join(STOP_WAIT_S)
         with contextlib.suppress(Exception):  # already dead, or the cluster gone: nothing more to free
             self.cluster.ray.kill(self.actor, no_restart=True)
         self.thread.join(STOP_WAIT_S)
-        self.conn.close()
+        if not self.conn.closed:
+            self.conn.close()
 
     # --- the stream ---
 
