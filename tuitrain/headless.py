@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 from tuitrain import format as fmt
@@ -34,15 +35,18 @@ class HeadlessPrinter:
     """A sink that prints progress lines (no control characters: safe for logs and pipes).
 
     While runs train at once their lines interleave: each line about a run then starts with its label in
-    brackets. That begins with `parallel` (the invocation trains several runs at once), else at the first sign of
-    it in the events (a run waiting, or starting while another runs: a watched invocation); one run at a time
-    prints as it always did."""
+    brackets. That begins with the first run when `parallel()` says so (the invocation trains several runs at
+    once), else as soon as a run starts while another runs (a watched invocation); one run at a time prints as it
+    always did."""
 
-    def __init__(self, out: TextIO = sys.stdout, *, parallel: bool = False) -> None:
+    def __init__(self, out: TextIO = sys.stdout, *, parallel: Callable[[], bool] | None = None) -> None:
+        """`parallel` is asked at the first event about a run, not before: --jobs auto is planned again once the
+        data is loaded (its real size), and no run starts or waits before that."""
         self.out = out
         self.broken = False
         """The output went away (e.g. `| head`, a dropped SSH session): training goes on silently."""
-        self.tagged = parallel
+        self.parallel = parallel
+        self.tagged = False
         """Lines about a run start with its label."""
         self.labels: dict[str, str] = {}
         """The label of each run that has started, by run id."""
@@ -52,6 +56,10 @@ class HeadlessPrinter:
         if not self.broken:  # a log message may quote a label from a hand-made run file
             self.broken = not safe_print(fmt.printable(text, keep="\n\t"), self.out)
 
+    def _first_run_event(self) -> None:
+        if self.parallel is not None:
+            self.tagged, self.parallel = self.tagged or self.parallel(), None
+
     def _print_about(self, run_id: str, text: str) -> None:
         """A line about one run: tagged with its label while runs train at once."""
         self._print(f"[{self.labels.get(run_id, run_id)}] {text}" if self.tagged else text)
@@ -60,10 +68,14 @@ class HeadlessPrinter:
         if isinstance(event, LogMessage):
             self._print(event.text)
         elif isinstance(event, RunWaiting):
-            self.tagged = True
+            self._first_run_event()
             self.labels[event.run_id] = fmt.printable(event.label)
-            self._print_about(event.run_id, f"Run {event.run_index + 1}/{event.run_count}: {event.reason}")
+            if self.tagged:
+                self._print_about(event.run_id, f"Run {event.run_index + 1}/{event.run_count}: {event.reason}")
+            else:  # one run at a time, waiting for a core that another tuitrain holds
+                self._print(f"Run {event.run_index + 1}/{event.run_count}: {fmt.printable(event.label)} {event.reason}")
         elif isinstance(event, RunStarted):
+            self._first_run_event()
             self.tagged = self.tagged or bool(self.running - {event.run_id})
             self.running.add(event.run_id)
             self.labels[event.run_id] = fmt.printable(event.label)

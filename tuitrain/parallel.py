@@ -68,8 +68,9 @@ class Worker(Protocol):
     def exit_reason(self) -> str | None:
         """Why the worker is gone (None while it lives): a killing signal or exit status, with its last words."""
 
-    def close(self) -> None:
-        """Tell it to exit; kill it if it does not within STOP_WAIT_S."""
+    def close(self, *, now: bool = False) -> None:
+        """Tell it to exit; kill it if it does not within STOP_WAIT_S, or at once with `now` (it is abandoned
+        mid-run: its run's file is already saved as it ends)."""
 
 
 class LocalWorker:
@@ -130,10 +131,15 @@ class LocalWorker:
             return ""
         return lines[-1][:200] if lines else ""
 
-    def close(self) -> None:
+    def close(self, *, now: bool = False) -> None:
+        if self.conn.closed:
+            if now and self.proc.poll() is None:  # closing again, now at once: a second stop signal came
+                self.proc.kill()
+                self.proc.wait()
+            return
         with contextlib.suppress(OSError):
             self.conn.send(None)
-        deadline = time.monotonic() + STOP_WAIT_S
+        deadline = time.monotonic() + (0 if now else STOP_WAIT_S)
         while self.proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         if self.proc.poll() is None:
@@ -202,9 +208,16 @@ class ParallelRuns:
             raise self.files_error
 
     def close(self) -> None:
-        for slot in self.slots:
-            slot.worker.close()
-        self.slots = []
+        """End the workers: at once those still training (left after a second stop signal, say) or still starting
+        (nothing to lose, and a worker importing torch reads nothing for seconds)."""
+        slots, self.slots = self.slots, []
+        try:
+            for slot in slots:
+                slot.worker.close(now=slot.task is not None or not slot.ready)
+        except BaseException:  # a second stop signal while waiting for one to exit: end them all now
+            for slot in slots:
+                slot.worker.close(now=True)
+            raise
 
     # --- runs ----------------------------------------------------------------------------------------
 
@@ -219,7 +232,7 @@ class ParallelRuns:
             path = checkpoint_path(self.path(index))
             checkpoint = path.read_bytes() if state is not None else None
             self.sink(LogMessage(f"Resuming {record.label} from epoch {len(state['epochs']) + 1 if state else 1}"))
-        run_id = resumed[0].id if resumed else f"{inv.invocation_id}-{index + 1:02d}"
+        run_id = inv.run_id(index)
         task = RunTask(
             index=index,
             run_count=len(inv.runs),

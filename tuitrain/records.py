@@ -56,6 +56,8 @@ class EnvInfo(BaseModel):
     """Process id of the training process (to tell a crashed run from a live one)."""
     python_version: str | None = None
     """Python version."""
+    node_id: str | None = None
+    """Ray node id of the machine that trained (runs trained with --executor ray); None otherwise."""
 
 
 class EpochRecord(BaseModel):
@@ -99,8 +101,8 @@ class EpochRecord(BaseModel):
     None on the CPU and in files written before it existed."""
 
     def event_fields(self) -> dict[str, Any]:
-        """The fields an events.EpochEnded carries (the rest stays in the file)."""
-        return self.model_dump(exclude={"eval_s", "peak_gpu_memory_bytes", "threads"})
+        """The figures that an EpochEnded event carries: the engine's, and the one a watcher rebuilds from a file."""
+        return self.model_dump(exclude={"eval_s", "threads", "peak_gpu_memory_bytes"})
 
 
 class ScriptInfo(BaseModel):

@@ -15,16 +15,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
 from tuitrain.catalog import PLAN_FILE, effective_status, new_invocation_dir, slug
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
-from tuitrain.core.cores import machine_cores
+from tuitrain.core.cores import cpu_lease, machine_cores
 from tuitrain.core.errors import DataError, PresetError, RecordError, TuitrainError, first_error
-from tuitrain.core.events import LogMessage, Sink
+from tuitrain.core.events import LogMessage, RunWaiting, Sink
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RESUMABLE
 from tuitrain.parallel import ParallelRuns
@@ -43,6 +43,9 @@ from tuitrain.train.loop import (
     select_device,
 )
 from tuitrain.train.models import check_model
+
+if TYPE_CHECKING:
+    from tuitrain.ray_executor import RayOptions
 
 DEFAULT_RUNS_DIR = Path("runs")
 """Where invocation folders go: runs/ in the folder tuitrain is started from (--runs-dir overrides it)."""
@@ -291,6 +294,8 @@ class PresetInvocation:
     """What was asked for: with "auto", `jobs` is planned again once the data (its real size) is loaded."""
     gpus: list[int] = field(default_factory=list)
     """GPUs the runs may use (--gpus, else every visible one)."""
+    ray: RayOptions | None = None
+    """Train on a Ray cluster with these options (--executor ray); None: on this machine."""
     started: list[int] = field(default_factory=list)
     """Runs that have started (or were kept on resume), by index."""
     run_controls: dict[str, RunControl] = field(default_factory=dict)
@@ -311,12 +316,16 @@ class PresetInvocation:
         data_dir: Path | None = None,
         jobs: Jobs | None = None,
         gpus: list[int] | None = None,
+        ray: RayOptions | None = None,
     ) -> PresetInvocation:
         """Validate everything that can fail cheaply (overrides, device, GPUs, runs folder) before any training.
-        `jobs`: runs at once (None: the preset's `jobs`); `gpus`: the GPUs to use (None: every visible one)."""
-        usable_gpus = check_gpus(gpus)
+        `jobs`: runs at once (None: the preset's `jobs`); `gpus`: the GPUs to use (None: every visible one);
+        `ray`: train on a Ray cluster (its unset resources from the preset's keys)."""
+        usable_gpus = check_gpus(gpus) if ray is None else []
         runs = preset.expand(overrides)
-        for run in runs:
+        if ray is not None:
+            ray = _ray_options(ray, [r.spec for r in runs], preset.cpus_per_run, preset.gpus_per_run)
+        for run in runs if ray is None else []:  # on Ray, the devices are the cluster's
             select_device(run.spec.device)
         check_models(preset, runs)
         datasets = sorted({r.spec.dataset for r in runs} - {"mnist"})
@@ -326,7 +335,7 @@ class PresetInvocation:
                 "(only MNIST is found by itself)."
             )
         check_writable(Path(runs_dir))
-        inv = cls(preset=preset, runs=runs, runs_dir=Path(runs_dir), data_dir=data_dir, gpus=usable_gpus)
+        inv = cls(preset=preset, runs=runs, runs_dir=Path(runs_dir), data_dir=data_dir, gpus=usable_gpus, ray=ray)
         inv.jobs_asked = preset.jobs if jobs is None else jobs
         inv.jobs = plan_jobs(inv.jobs_asked, [r.spec for r in runs], usable_gpus)
         return inv
@@ -335,6 +344,8 @@ class PresetInvocation:
         """Train the runs (but those kept on resume): one at a time in this process, or `jobs` at a time in worker
         processes (tuitrain.parallel)."""
         control = control or RunControl()
+        if self.ray is not None:
+            return self._run_on_ray(sink, control, arrays)
         if self.jobs > 1 and self.jobs_asked == "auto":  # planned for full MNIST: check against the data given
             self._arrays = arrays = arrays if arrays is not None else resolve_mnist(self.data_dir, log=log_to(sink))
             self.jobs = plan_jobs("auto", self.specs_to_train(arrays), self.gpus)
@@ -353,6 +364,42 @@ class PresetInvocation:
             runs.close()
         return self.records
 
+    def _run_on_ray(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> list[RunRecord]:
+        """Train the runs as Ray actors (tuitrain.ray_executor): join the cluster (or start an embedded one) first,
+        so that an unreachable or too small cluster is refused before anything is written."""
+        from tuitrain.ray_executor import RayCluster, plan_ray_jobs
+
+        assert self.ray is not None
+        cluster = RayCluster(self.ray)
+        sink(LogMessage(f"Ray: joining {cluster.describe()}…"))
+        cluster.connect()
+        try:
+            to_train = len(self.runs) - len(self.kept)
+            self.jobs = plan_ray_jobs(self.jobs_asked, to_train, cluster.capacity())
+            sink(LogMessage(f"Ray: {cluster.summary()}; up to {self.jobs} run(s) at a time"))
+            folder = self._prepare_folder(sink, control, arrays)
+            if folder is None:
+                return self.records
+            cluster.put_data(self._arrays)
+            waiting = functools.partial(self._waiting_for_worker, sink)
+            runs = ParallelRuns(self, sink, control, start_worker=lambda: cluster.worker(lambda: self.folder, waiting))
+            try:
+                runs.start()
+                runs.run(self._arrays)
+            finally:
+                runs.close()
+                release_folder(folder)
+        finally:
+            cluster.shutdown()
+        return self.records
+
+    def _waiting_for_worker(self, sink: Sink) -> None:
+        """A worker finds no room on the cluster yet: the next run to start waits for it."""
+        waiting = [i for i in range(len(self.runs)) if i not in self.started and i not in self.kept]
+        if waiting:
+            index = waiting[0]
+            self._post_waiting(sink, self.run_id(index), index, self.runs[index].label, "waiting for a worker")
+
     def _prepare_folder(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> Path | None:
         """Load the data (kept in self._arrays), then make the invocation folder and take its lock; None when
         stopped meanwhile (nothing saved)."""
@@ -365,7 +412,7 @@ class PresetInvocation:
             self.invocation_id, self.folder = new_invocation_dir(self.runs_dir, self.preset.name)
             self.write_plan()
         lock_folder(self.folder)  # held from the start when resuming, or handed down by --detach
-        if self.jobs > 1:
+        if self.jobs > 1 and self.ray is None:
             log(f"Training {len(self.runs) - len(self.kept)} run(s), up to {self.jobs} at a time in worker processes")
         return self.folder
 
@@ -386,6 +433,7 @@ class PresetInvocation:
                     continue
                 control.stop_run.clear()
                 device = select_device(run.spec.device)
+                run_id = self.run_id(index)
                 key = (str(device), run.spec.subset, run.spec.test_subset, run.spec.dataset)
                 if key not in tensors:
                     tensors.clear()  # hold one copy at a time: GPU memory is not free
@@ -402,7 +450,7 @@ class PresetInvocation:
                     record = new_record(
                         run.spec,
                         device,
-                        run_id=f"{self.invocation_id}-{index + 1:02d}",
+                        run_id=run_id,
                         label=run.label,
                         preset=self.preset.name,
                         invocation=self.invocation_id,
@@ -412,21 +460,41 @@ class PresetInvocation:
                 place = RunPlace(
                     run_index=index, run_count=len(self.runs), run_file=path, checkpoint_file=checkpoint_path(path)
                 )
-                fit(  # RunFilesError (the folder cannot be written) ends the invocation here
-                    run.spec,
-                    sink,
-                    control,
-                    data=tensors[key],
-                    record=record,
-                    persist=functools.partial(write_record, path=path),
-                    place=place,
-                    resume=state,
-                )
+                lease = cpu_lease(device.type, label=run_id)
+                try:
+                    waiting = functools.partial(self._post_waiting, sink, run_id, index, run.label)
+                    if lease is not None and not lease.acquire(
+                        should_stop=control.should_stop, on_wait=waiting, log=log
+                    ):
+                        lease = None  # stopped while it waited: fit records the run as interrupted at once
+                    fit(  # RunFilesError (the folder cannot be written) ends the invocation here
+                        run.spec,
+                        sink,
+                        control,
+                        data=tensors[key],
+                        record=record,
+                        persist=functools.partial(write_record, path=path),
+                        place=place,
+                        resume=state,
+                        threads=lease.threads if lease is not None else None,
+                    )
+                finally:
+                    if lease is not None:
+                        lease.release()
                 if state is None:  # a resumed run's epochs may come from another machine or load
                     estimate.learn_from_run(record)
         finally:
             release_folder(self.folder)
         return self.records
+
+    def run_id(self, index: int) -> str:
+        """The id of run `index`: a resumed run keeps its own."""
+        if index in self.resuming:
+            return self.resuming[index][0].id
+        return f"{self.invocation_id}-{index + 1:02d}"
+
+    def _post_waiting(self, sink: Sink, run_id: str, index: int, label: str, reason: str) -> None:
+        sink(RunWaiting(run_id=run_id, label=label, run_index=index, run_count=len(self.runs), reason=reason))
 
     def write_plan(self) -> None:
         assert self.folder is not None
@@ -447,6 +515,7 @@ class PresetInvocation:
         restart_missing: bool = False,
         jobs: Jobs = "auto",
         gpus: list[int] | None = None,
+        ray: RayOptions | None = None,
     ) -> PresetInvocation:
         """Continue an interrupted or crashed run (a run file), or every unfinished run of an invocation folder.
 
@@ -456,7 +525,7 @@ class PresetInvocation:
         checkpoint is missing or damaged is trained again from epoch 1 (its record says so) instead of
         refusing the whole resume.
         """
-        usable_gpus = check_gpus(gpus)
+        usable_gpus = check_gpus(gpus) if ray is None else []
         target = Path(target)
         inv = (
             cls._resume_folder(target, data_dir, restart_missing)
@@ -464,6 +533,8 @@ class PresetInvocation:
             else cls._resume_file(target, data_dir, restart_missing)
         )
         inv.gpus = usable_gpus
+        if ray is not None:
+            inv.ray = _ray_options(ray, inv.specs_to_train(), None, None)
         inv.jobs_asked = jobs
         inv.jobs = plan_jobs(jobs, inv.specs_to_train(), usable_gpus)
         return inv
@@ -557,6 +628,22 @@ class PresetInvocation:
 
     def not_started(self) -> list[str]:
         return [r.label for i, r in enumerate(self.runs) if i not in self.started and i not in self.kept]
+
+
+def _ray_options(
+    options: RayOptions, specs: list[RunSpec], cpus_per_run: float | None, gpus_per_run: float | None
+) -> RayOptions:
+    """`options` with the preset's resource keys where the command line gave none (then 1 CPU, no GPU); checks
+    that Ray is installed and that runs asked to train on CUDA reserve a GPU."""
+    from tuitrain.ray_executor import import_ray, with_resources
+
+    import_ray()
+    options = with_resources(options, cpus_per_run, gpus_per_run)
+    if not options.gpus_per_run and any(s.device == "cuda" for s in specs):
+        raise TuitrainError(
+            "device = cuda on Ray needs a GPU reserved for each run: set gpus_per_run (e.g. --gpus-per-run 1 or 0.5)."
+        )
+    return options
 
 
 def _preset_named(name: str, title: str) -> Preset:

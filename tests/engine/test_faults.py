@@ -65,6 +65,8 @@ def long_run(tmp_path: Path, tiny_preset: Path):
             "--no-ui",
             "--epochs",
             "200",
+            "--jobs",
+            "1",  # one run at a time: the second run is "not started" when the first is stopped
             "--runs-dir",
             str(runs),
             "--data-dir",

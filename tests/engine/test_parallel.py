@@ -169,8 +169,8 @@ def test_a_killed_invoking_process_takes_its_workers_with_it(tmp_path: Path) -> 
 
 
 def test_a_stop_signal_saves_every_running_run_interrupted_and_resume_continues_them(tmp_path: Path) -> None:
-    data = write_mnist_dir(tmp_path / "data", n_train=2048, n_test=64)
-    proc, runs = start_cli(tmp_path, long_preset(tmp_path), data, "--epochs", "3")
+    data = write_mnist_dir(tmp_path / "data", n_train=1024, n_test=64)
+    proc, runs = start_cli(tmp_path, long_preset(tmp_path), data, "--epochs", "15")
     files = both_training(runs, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=TIMEOUT_S)
@@ -189,4 +189,20 @@ def test_a_stop_signal_saves_every_running_run_interrupted_and_resume_continues_
         timeout=TIMEOUT_S,
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert [(r.status, len(r.epochs)) for r in map(read_record, files)] == [("completed", 3), ("completed", 3)]
+    assert [(r.status, len(r.epochs)) for r in map(read_record, files)] == [("completed", 15), ("completed", 15)]
+
+
+def test_a_second_stop_signal_leaves_at_once_with_every_run_saved_interrupted(tmp_path: Path) -> None:
+    data = write_mnist_dir(tmp_path / "data", n_train=2048, n_test=64)
+    proc, runs = start_cli(tmp_path, long_preset(tmp_path), data)
+    files = both_training(runs, proc)
+    workers = [read_record(f).env.pid for f in files]
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)  # two signals sent at once may arrive as one
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=TIMEOUT_S)
+    assert proc.returncode == 130, err
+    assert "tuitrain: interrupted." in err  # left through the second signal, not after the runs had stopped
+    assert "Traceback" not in err
+    assert [read_record(f).status for f in files] == ["interrupted", "interrupted"]
+    assert not any(pid_alive(p) for p in workers)

@@ -228,3 +228,20 @@ def test_figures_are_filed_under_the_threads_the_runs_use(monkeypatch: pytest.Mo
     assert estimate.throughput(spec, calibrate=False) is None  # not the 1-thread figure
     monkeypatch.delenv("TUITRAIN_CPU_THREADS")
     assert device_label("cpu") == f"CPU ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''})"
+
+
+def test_epochs_that_trained_with_other_threads_do_not_refine_the_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuitrain.train import estimate
+
+    monkeypatch.setenv("TUITRAIN_CPU_THREADS", "2")
+    spec = RunSpec(model="model_a", epochs=2, device="cpu")
+    shared = measured_run(60_000, 500.0, threads=2)
+    for epoch in shared.epochs:
+        epoch.threads = [2, 1]  # another tuitrain started mid-epoch: not a 2-thread figure
+    estimate.learn_from_run(shared)
+    assert estimate.throughput(spec, calibrate=False) is None
+    alone = measured_run(60_000, 1_000.0, threads=2)
+    for epoch in alone.epochs:
+        epoch.threads = [2]
+    estimate.learn_from_run(alone)
+    assert estimate.throughput(spec, calibrate=False)["train_samples_per_s"] == pytest.approx(1_000.0)

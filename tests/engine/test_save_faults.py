@@ -52,6 +52,8 @@ def start_long_run(tmp_path: Path, preset: Path, data: Path, name: str) -> tuple
             "--no-ui",
             "--epochs",
             "200",
+            "--jobs",
+            "1",
             "--batch-size",
             str(BATCH),
             "--runs-dir",

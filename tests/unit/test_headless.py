@@ -36,7 +36,7 @@ def test_one_run_at_a_time_prints_untagged_lines():
 
 
 def test_runs_at_once_tag_each_line_with_their_label():
-    lines = printed([waiting(2, 3, "lr=1"), *interleaved(relu(), tanh())], parallel=True)
+    lines = printed([waiting(2, 3, "lr=1"), *interleaved(relu(), tanh())], parallel=lambda: True)
     assert lines[0] == "[lr=1] Run 3/3: waiting for a free core"
     headers = [line for line in lines if line.startswith("=== ")]
     assert [h.split(" — ")[0] for h in headers] == ["=== Run 1/3: lr=0.01", "=== Run 2/3: lr=0.1"]
@@ -59,3 +59,16 @@ def test_a_run_starting_while_another_runs_turns_tagging_on():
     assert first_train > second_header  # the interleaving starts at once: every train line is tagged
     assert all(line.startswith("[") for line in lines if "Train Epoch" in line or "Test set" in line)
     assert "[lr=0.01] Run completed, best test accuracy 91.50%" in lines
+
+
+def test_whether_runs_train_at_once_is_asked_when_the_first_run_starts_or_waits():
+    """--jobs auto is planned again once the data is loaded: two at once for full MNIST may be one for a small set."""
+    plan = {"jobs": 2}
+    out = io.StringIO()
+    printer = HeadlessPrinter(out, parallel=lambda: plan["jobs"] > 1)
+    plan["jobs"] = 1  # planned again with the data's real size, before any run
+    for event in [waiting(0, 3, "lr=0.01"), *relu(), *tanh()]:
+        printer(event)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "Run 1/3: lr=0.01 waiting for a free core"  # a core another tuitrain holds
+    assert not any(line.startswith("[") for line in lines)

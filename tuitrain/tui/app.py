@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from textual import on
 from textual.app import App
@@ -22,6 +22,9 @@ from tuitrain.tui.screens.dialogs import ErrorScreen
 from tuitrain.tui.screens.help import HelpScreen
 from tuitrain.tui.screens.home import HomeScreen
 from tuitrain.tui.screens.run import RunScreen
+
+if TYPE_CHECKING:
+    from tuitrain.ray_executor import RayOptions
 
 HANGUP_EXIT_AFTER_S = 5.0
 """After a hang-up, how long Textual's teardown may take before the process ends without it."""
@@ -47,6 +50,7 @@ class TuitrainApp(App[int]):
         watch: Path | None = None,
         jobs: int | Literal["auto"] | None = None,
         gpus: list[int] | None = None,
+        ray: RayOptions | None = None,
     ) -> None:
         """`presets` (name -> file) replaces the presets folders' list (tests use a tiny one); `watch` opens the
         run screen on a run file or folder that another process is training (`tuitrain watch`); `jobs`: runs
@@ -61,6 +65,8 @@ class TuitrainApp(App[int]):
         self.watched = watch  # not `watch`: that would hide Textual's DOMNode.watch method
         self.jobs = jobs
         self.gpus = gpus
+        self.ray = ray
+        """Train presets on Ray with these options (--executor ray); None: on this machine."""
         self.stop_signals: StopOnSignals | None = None
         self.signal_exit_code: int | None = None
 
@@ -147,6 +153,7 @@ class TuitrainApp(App[int]):
                 data_dir=self.data_dir,
                 jobs=jobs,
                 gpus=self.gpus,
+                ray=self.ray,
             )
         except TuitrainError as exc:
             self.push_screen(ErrorScreen(str(exc), title="Cannot start the preset"))
