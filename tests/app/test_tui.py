@@ -93,7 +93,7 @@ async def test_start_preset_from_home_with_keys_and_wait_for_the_end(tiny_preset
 @pytest.mark.slow
 async def test_pause_resume_and_stop_current_run(slow_preset, mnist_dir, tmp_path):
     runs_dir = tmp_path / "runs"
-    app = TuitrainApp(runs_dir=runs_dir, data_dir=mnist_dir, presets={"slow": slow_preset})
+    app = TuitrainApp(runs_dir=runs_dir, data_dir=mnist_dir, presets={"slow": slow_preset}, jobs=1)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
@@ -124,10 +124,43 @@ async def test_pause_resume_and_stop_current_run(slow_preset, mnist_dir, tmp_pat
 
 
 @pytest.mark.slow
+async def test_runs_at_once_are_paused_and_stopped_one_by_one(slow_preset, mnist_dir, tmp_path):
+    """Two runs in worker processes: p and n act on the highlighted run alone, x on both."""
+    runs_dir = tmp_path / "runs"
+    app = TuitrainApp(runs_dir=runs_dir, data_dir=mnist_dir, presets={"slow": slow_preset}, jobs=2)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
+        screen = app.screen
+        monitor = screen.monitor
+        await wait_for(pilot, lambda: len(monitor.live) == 2 and all(r.losses for r in monitor.live), "both runs")
+        first, second = monitor.live
+        assert monitor.current is first
+        await pilot.press("p")
+        assert "PAUSED" in str(screen.query_one(ProgressPanel).render()).splitlines()[0]
+        # the other run trains on while the paused one stops at its next batch (its last chunk may be on its way)
+        seen = len(second.losses)
+        await wait_for(pilot, lambda: len(second.losses) > seen + 20, "the other run to go on")
+        paused_at = len(first.losses)
+        seen = len(second.losses)
+        await wait_for(pilot, lambda: len(second.losses) > seen + 20, "the other run to go on")
+        assert len(first.losses) == paused_at
+        await pilot.press("tab", "n")  # stop the second run only
+        await wait_for(pilot, lambda: second.status == "interrupted", "the second run to stop")
+        assert first.status == "running" and monitor.current is first
+        await pilot.press("p")  # resumed
+        await wait_for(pilot, lambda: len(first.losses) > paused_at, "the first run to go on")
+        await pilot.press("x")
+        await wait_for(pilot, lambda: screen.done, "stop all")
+    statuses = [read_record(p).status for p in run_files(runs_dir)]
+    assert statuses == ["interrupted", "interrupted"]
+
+
+@pytest.mark.slow
 async def test_quit_while_training_asks_then_saves_the_run_as_interrupted(slow_preset, mnist_dir, tmp_path):
     runs_dir = tmp_path / "runs"
     # opened straight on the preset, as `tuitrain --preset slow`
-    app = TuitrainApp(preset="slow", runs_dir=runs_dir, data_dir=mnist_dir, presets={"slow": slow_preset})
+    app = TuitrainApp(preset="slow", runs_dir=runs_dir, data_dir=mnist_dir, presets={"slow": slow_preset}, jobs=1)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
         screen = app.screen
@@ -151,7 +184,7 @@ async def test_quit_while_training_asks_then_saves_the_run_as_interrupted(slow_p
 async def test_hangup_or_term_saves_the_run_as_interrupted_and_exits(slow_preset, mnist_dir, tmp_path, signum):
     """A dropped SSH session (SIGHUP) or a SIGTERM: no question, the run is saved as interrupted, exit 128+N."""
     runs_dir = tmp_path / "runs"
-    app = TuitrainApp(preset="slow", runs_dir=runs_dir, data_dir=mnist_dir, presets={"slow": slow_preset})
+    app = TuitrainApp(preset="slow", runs_dir=runs_dir, data_dir=mnist_dir, presets={"slow": slow_preset}, jobs=1)
     previous = signal.getsignal(signum)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
