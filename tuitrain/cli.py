@@ -393,7 +393,8 @@ def train_headless(invocation, heading: str) -> int:
                     safe_print("\n" + fmt.summary(records), sys.stdout)
                 if invocation.folder is not None and (records or stopped):  # not before a data error, say
                     safe_print(f"\nRun files: {invocation.folder}", sys.stdout)
-                    if stopped and invocation.folder.is_dir():
+                    resumable = any(r.status in ("interrupted", "crashed") for r in records)
+                    if (stopped or resumable) and invocation.folder.is_dir():
                         safe_print(f"Continue with: tuitrain --resume {invocation.folder}", sys.stdout)
     if (signal_exit := stops.exit_code) is not None:  # a stop signal was received
         return signal_exit
