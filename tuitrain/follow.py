@@ -24,6 +24,7 @@ from tuitrain.catalog import (
     PLAN_FILE,
     STALE_AFTER_S,
     effective_status,
+    folder_writer_alive,
     pid_alive,
     training_process_alive,
 )
@@ -437,6 +438,10 @@ class Follower:
             return True
         if len(seen) >= self.planned_runs(seen):
             return True
+        assert self.folder is not None  # run files were seen, so their folder is known
+        writer = folder_writer_alive(self.folder)
+        if writer is not None:  # the process writing the folder: gone, no more runs start
+            return not writer
         last = max((t.record for t in seen if t.record is not None), key=lambda r: r.started_at)
         # the writer stopped early (Ctrl-C, a signal): no more runs once its process is gone
         if last.env.host == socket.gethostname() and last.env.pid:

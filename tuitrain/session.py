@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from tuitrain.catalog import PLAN_FILE, effective_status, new_invocation_dir, slug
+from tuitrain.catalog import LOCK_FILE, PLAN_FILE, effective_status, new_invocation_dir, slug
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
 from tuitrain.core.cores import cpu_lease, machine_cores
@@ -49,9 +49,6 @@ if TYPE_CHECKING:
 
 DEFAULT_RUNS_DIR = Path("runs")
 """Where invocation folders go: runs/ in the folder tuitrain is started from (--runs-dir overrides it)."""
-LOCK_FILE = "tuitrain.lock"
-"""In each invocation folder: locked (flock) by the process that trains or resumes its runs, which also
-writes its pid there, so that a second one is refused instead of both writing the same files."""
 _held_locks: dict[Path, IO[str]] = {}
 """Invocation folders this process holds locked, to their open lock files."""
 
