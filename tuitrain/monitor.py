@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from tuitrain.core.devices import cpu_device
 from tuitrain.core.events import (
     BatchLosses,
     EpochEnded,
@@ -58,6 +59,8 @@ class RunState:
         self.losses += event.losses
         self.epoch, self.batch = event.epoch, event.batch
         self.samples_per_s, self.elapsed_s = event.samples_per_s, event.elapsed_s
+        if event.threads and self.device.startswith("CPU"):  # the run's share of the cores changed
+            self.device = cpu_device(event.threads)
 
     @property
     def steps_total(self) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from tuitrain.core.events import (
@@ -145,3 +147,15 @@ def test_a_waiting_run_stopped_before_it_started_is_no_longer_waiting():
     m.apply(RunWaiting(run_id="r2", label="run r2", run_index=1, run_count=2, reason="waiting for a worker"))
     assert m.apply(RunFinished(run_id="r2", label="run r2", run_index=1, status="interrupted")) is None
     assert not m.waiting and not m.runs
+
+
+def test_a_cpu_run_names_the_threads_it_trains_with_now():
+    monitor = SweepMonitor()
+    monitor.apply(started("r1"))
+    run = monitor.runs["r1"]
+    monitor.apply(losses("r1", 1, 0, [2.3], 1))  # 0: not said (a watcher)
+    assert run.device == "CPU (2 threads)"
+    monitor.apply(dataclasses.replace(losses("r1", 1, 1, [2.2], 2), threads=1))  # another run took a core
+    assert run.device == "CPU (1 thread)"
+    monitor.apply(dataclasses.replace(losses("r1", 1, 2, [2.1], 3), threads=2))
+    assert run.device == "CPU (2 threads)"

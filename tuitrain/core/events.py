@@ -79,6 +79,8 @@ class BatchLosses:
     elapsed_s: float
     """Seconds of training and evaluation of this run in this process so far: the finished epochs' duration_s
     plus this epoch's training time (pauses and start-up excluded)."""
+    threads: int = 0
+    """CPU threads the run trains with now (its share of the cores can change mid-run); 0 on a GPU or unknown."""
 
 
 @dataclass(frozen=True)

@@ -506,6 +506,7 @@ class FitLoop:
                 train_size=record.train_size,
                 samples_per_s=progress.samples / train_s if train_s > 0 else 0.0,
                 elapsed_s=self.active_s + train_s,
+                threads=self.threads_now if self.device.type == "cpu" else 0,
             )
         )
         if not finite and self.diverged_at is None:
