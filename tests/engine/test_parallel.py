@@ -168,28 +168,41 @@ def test_a_killed_invoking_process_takes_its_workers_with_it(tmp_path: Path) -> 
     assert [effective_status(r) for r in records] == ["crashed", "crashed"]
 
 
-def test_a_stop_signal_saves_every_running_run_interrupted_and_resume_continues_them(tmp_path: Path) -> None:
-    data = write_mnist_dir(tmp_path / "data", n_train=1024, n_test=64)
-    proc, runs = start_cli(tmp_path, long_preset(tmp_path), data, "--epochs", "15")
+def test_a_stop_signal_saves_every_running_run_interrupted(tmp_path: Path) -> None:
+    data = write_mnist_dir(tmp_path / "data", n_train=2048, n_test=64)
+    proc, runs = start_cli(tmp_path, long_preset(tmp_path), data)
     files = both_training(runs, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=TIMEOUT_S)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert [read_record(f).status for f in files] == ["interrupted", "interrupted"]
-    folder = files[0].parent
-    assert f"Continue with: tuitrain --resume {folder}" in out
+    assert f"Continue with: tuitrain --resume {files[0].parent}" in out
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "tuitrain", "--resume", str(folder), "--jobs", "2", "--data-dir", str(data)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "TUITRAIN_CPU_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    assert [(r.status, len(r.epochs)) for r in map(read_record, files)] == [("completed", 15), ("completed", 15)]
+
+def test_resume_continues_every_interrupted_run_with_jobs(tmp_path: Path, one_thread: None) -> None:
+    mnist_dir = write_mnist_dir(tmp_path / "data", n_train=1024, n_test=64)
+    inv = prepare(long_preset(tmp_path), tmp_path / "runs", mnist_dir, jobs=2, epochs=EPOCHS)
+    control = RunControl()
+    trainer = threading.Thread(target=inv.run, args=(lambda e: None, control))
+    trainer.start()
+    try:
+        wait_for(lambda: len(inv.run_controls) >= 1, "the first run to start")
+        first_id = next(iter(inv.run_controls))
+        inv.run_controls[first_id].paused.set()  # held until the second run is under way too
+        assert inv.folder is not None
+        second = inv.folder / inv.files[1]
+        wait_for(lambda: second.is_file() and len(read_record(second).epochs) >= 1, "an epoch of the second run")
+    finally:
+        control.stop_all.set()
+        trainer.join(TIMEOUT_S)
+    assert [r.status for r in records_in(inv.folder)] == ["interrupted", "interrupted"]
+
+    resumed = PresetInvocation.resume(inv.folder, data_dir=mnist_dir, jobs=2)
+    assert sorted(resumed.resuming) == [0, 1] and resumed.jobs == 2
+    records = resumed.run(lambda e: None)
+    assert [(r.status, len(r.epochs)) for r in records] == [("completed", EPOCHS), ("completed", EPOCHS)]
+    assert all(r.resumed_at and r.env.pid != os.getpid() for r in records)
 
 
 def test_a_second_stop_signal_leaves_at_once_with_every_run_saved_interrupted(tmp_path: Path) -> None:
