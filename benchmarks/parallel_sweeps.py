@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,7 @@ def tuitrain(args: list[str], runs: Path, data_dir: Path | None, env: dict[str, 
     command = [sys.executable, "-m", "tuitrain", *args, "--no-ui", "--runs-dir", str(runs)]
     if data_dir is not None:
         command += ["--data-dir", str(data_dir)]
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def app_trial(preset: Path, runs: Path, data_dir: Path | None, env: dict[str, str]) -> subprocess.Popen:
@@ -51,11 +52,15 @@ def app_trial(preset: Path, runs: Path, data_dir: Path | None, env: dict[str, st
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def finish(*procs: subprocess.Popen) -> None:
+def finish(*procs: subprocess.Popen) -> str:
+    """Wait for the processes; the first one's output."""
+    outputs = []
     for proc in procs:
-        _, err = proc.communicate()
+        out, err = proc.communicate()
         if proc.returncode != 0:
             raise SystemExit(f"{proc.args!r} failed ({proc.returncode}):\n{err[-2000:]}")
+        outputs.append(out or "")
+    return outputs[0]
 
 
 def trained_samples(record) -> tuple[float, float]:
@@ -117,13 +122,15 @@ def main() -> int:
         for jobs in ("1", "2", "auto"):
             runs = tmp / f"sweep-{jobs}"
             start = time.perf_counter()
-            finish(tuitrain(["--preset", "lr_sweep", "--epochs", "1", "--jobs", jobs], runs, args.data_dir, env))
+            out = finish(tuitrain(["--preset", "lr_sweep", "--epochs", "1", "--jobs", jobs], runs, args.data_dir, env))
             wall = time.perf_counter() - start
+            at_once = re.search(r"up to (\d+) at a time", out)
+            used = at_once.group(1) if at_once else "1"
             samples, count = sweep_totals(runs)
             per_run = [run_rate(read_record(path)) for path in run_paths(runs)]
             totals[jobs] = samples / wall
             print(
-                f"  --jobs {jobs:<4}  wall {wall:6.1f} s  total {samples / wall:9,.0f} samples/s  "
+                f"  --jobs {jobs:<4} ({used} at once)  wall {wall:6.1f} s  total {samples / wall:9,.0f} samples/s  "
                 f"per run {', '.join(f'{r:,.0f}' for r in per_run)} ({count} runs)"
             )
         best = max(totals["1"], totals["2"])

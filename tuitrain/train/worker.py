@@ -181,11 +181,15 @@ def serve(conn: Connection) -> None:
             controls.pop(task.index, None)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> None:
     conn = Connection(int(argv[0]))
     serve(conn)
-    return 0
+    # told to exit: every run's state is with the invoking process already; skip the interpreter's teardown
+    # (seconds with torch loaded), which would hold up the invoking process's exit
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main(sys.argv[1:])
