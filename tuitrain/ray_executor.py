@@ -121,6 +121,15 @@ def first_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
+def output_to_devnull() -> Iterator[None]:
+    """ray.init hands sys.stdout and sys.stderr's file descriptors to the processes it starts; in the app they are
+    Textual's capture objects, which have none. Meanwhile both are /dev/null: nothing Ray prints while starting
+    reaches the terminal (or the app's screen)."""
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        yield
+
+
+@contextlib.contextmanager
 def signal_handlers_kept() -> Iterator[None]:
     """ray.init installs its own handlers (SIGTERM exits at once): put this process's back afterwards, so that a
     stop signal still stops the runs cleanly."""
@@ -164,7 +173,7 @@ class RayCluster:
         try:
             if address is not None:
                 check_reachable(address)
-            with signal_handlers_kept():
+            with signal_handlers_kept(), output_to_devnull():
                 ray.init(**{k: v for k, v in kwargs.items() if v is not None})
         except TuitrainError:
             raise

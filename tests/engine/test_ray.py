@@ -262,3 +262,39 @@ def test_a_sweep_spreads_over_two_nodes_and_survives_losing_one(
     statuses = {r.label: r.status for r in records(tmp_path / "runs")}
     assert statuses.pop(on_second.label) == "crashed"
     assert list(statuses.values()) == ["completed"] * 3
+
+
+APP_ON_RAY = """
+import asyncio, sys
+from pathlib import Path
+from tuitrain.ray_executor import RayOptions
+from tuitrain.tui.app import TuitrainApp
+from tuitrain.tui.screens.run import RunScreen
+
+async def drive() -> None:
+    app = TuitrainApp(preset=sys.argv[1], runs_dir=Path("runs"), data_dir=Path(sys.argv[2]), jobs=2,
+                      ray=RayOptions(address=sys.argv[3]))
+    async with app.run_test(size=(120, 40)) as pilot:
+        while not (isinstance(app.screen, RunScreen) and app.screen.done):
+            await pilot.pause(0.2)
+            assert type(app.screen).__name__ != "ErrorScreen", app.screen.query("Static").first().render()
+        print(app.screen.note)
+
+asyncio.run(drive())
+"""
+
+
+def test_the_app_trains_on_ray(ray_cluster: Cluster, tmp_path: Path, tiny_preset: Path) -> None:
+    """In the app, sys.stdout and sys.stderr are Textual's, without file descriptors, which ray.init needs."""
+    data = write_mnist_dir(tmp_path / "data", n_train=512, n_test=64)
+    result = subprocess.run(
+        [sys.executable, "-c", APP_ON_RAY, str(tiny_preset), str(data), ray_cluster.address],
+        cwd=tmp_path,
+        env={**ray_cluster.env, "TUITRAIN_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Finished (2 completed)" in result.stdout
+    assert [r.env.node_id is not None for r in records(tmp_path / "runs")] == [True, True]
