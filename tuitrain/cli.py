@@ -334,12 +334,11 @@ def check_resume_args(args: argparse.Namespace) -> None:
         raise TuitrainError("--resume continues runs with their saved settings: drop --preset and the overrides.")
 
 
-def run_resume(args: argparse.Namespace) -> int:
+def resume_invocation(args: argparse.Namespace):
+    """PresetInvocation.resume with the command line's options."""
     from tuitrain.session import PresetInvocation
 
-    check_resume_args(args)
-    adopt_lock(args, args.resume if args.resume.is_dir() else args.resume.parent)
-    invocation = PresetInvocation.resume(
+    return PresetInvocation.resume(
         args.resume,
         data_dir=args.data_dir,
         restart_missing=args.restart_missing,
@@ -347,6 +346,13 @@ def run_resume(args: argparse.Namespace) -> int:
         gpus=args.gpus,
         ray=ray_options_from(args),
     )
+
+
+def run_resume(args: argparse.Namespace) -> int:
+
+    check_resume_args(args)
+    adopt_lock(args, args.resume if args.resume.is_dir() else args.resume.parent)
+    invocation = resume_invocation(args)
     kept, restarting = len(invocation.kept), len(invocation.restarting)
     heading = (
         f"Resuming {invocation.folder}: {len(invocation.resuming) - restarting} run(s) to continue, "
@@ -413,7 +419,6 @@ def run_detached(args: argparse.Namespace) -> int:
     from tuitrain.follow import DETACHED_LOG, DETACHED_PID
     from tuitrain.presets import find_preset
     from tuitrain.session import (
-        PresetInvocation,
         check_data,
         lock_folder,
         new_invocation_dir,
@@ -423,14 +428,7 @@ def run_detached(args: argparse.Namespace) -> int:
     child = [sys.executable, "-m", "tuitrain"]
     if args.resume is not None:
         check_resume_args(args)
-        invocation = PresetInvocation.resume(
-            args.resume,
-            data_dir=args.data_dir,
-            restart_missing=args.restart_missing,
-            jobs=args.jobs or "auto",
-            gpus=args.gpus,
-            ray=ray_options_from(args),
-        )
+        invocation = resume_invocation(args)
         assert invocation.folder is not None
         folder = invocation.folder.resolve()
         child += ["--resume", str(args.resume.resolve())] + (["--restart-missing"] if args.restart_missing else [])

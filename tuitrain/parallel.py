@@ -29,6 +29,7 @@ from tuitrain.core.atomic import atomic_write_bytes, atomic_write_text
 from tuitrain.core.control import RunControl
 from tuitrain.core.errors import RunFilesError
 from tuitrain.core.events import LogMessage, RunFinished, Sink
+from tuitrain.core.status import RunStatus
 from tuitrain.core.tasks import (
     CheckpointSaved,
     ControlState,
@@ -337,7 +338,7 @@ class ParallelRuns:
         if pending and not self.control.stop_all.is_set():
             self.slots.append(Slot(self.start_worker()))
 
-    def end_run(self, task: RunTask, status: str, reason: str | None) -> None:
+    def end_run(self, task: RunTask, status: RunStatus, reason: str | None) -> None:
         """Save a run whose worker can no longer say how it ended: from its last saved state, as `status`."""
         text = self.last_text.get(task.index)
         if text is None:  # died before its first save: nothing on disk, so it counts as not started
@@ -347,7 +348,7 @@ class ParallelRuns:
             return
         record = parse_record(text)
         if record.status == "running":
-            record.status, record.ended_at = status, utc_now()  # type: ignore[assignment]
+            record.status, record.ended_at = status, utc_now()
             record.error = reason or record.error
             self.write(lambda: atomic_write_text(self.path(task.index), record_text(record)))
         self.records[task.index] = record

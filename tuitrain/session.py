@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from tuitrain.catalog import LOCK_FILE, PLAN_FILE, effective_status, new_invocation_dir, slug
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
-from tuitrain.core.cores import cpu_lease, machine_cores
+from tuitrain.core.cores import cpu_share, machine_cores
 from tuitrain.core.errors import DataError, PresetError, RecordError, TuitrainError, first_error
 from tuitrain.core.events import LogMessage, RunWaiting, Sink
 from tuitrain.core.spec import RunSpec
@@ -392,7 +392,7 @@ class PresetInvocation:
 
     def _waiting_for_worker(self, sink: Sink) -> None:
         """A worker finds no room on the cluster yet: the next run to start waits for it."""
-        waiting = [i for i in range(len(self.runs)) if i not in self.started and i not in self.kept]
+        waiting = self.indices_not_started()
         if waiting:
             index = waiting[0]
             self._post_waiting(sink, self.run_id(index), index, self.runs[index].label, "waiting for a worker")
@@ -457,13 +457,10 @@ class PresetInvocation:
                 place = RunPlace(
                     run_index=index, run_count=len(self.runs), run_file=path, checkpoint_file=checkpoint_path(path)
                 )
-                lease = cpu_lease(device.type, label=run_id)
-                try:
-                    waiting = functools.partial(self._post_waiting, sink, run_id, index, run.label)
-                    if lease is not None and not lease.acquire(
-                        should_stop=control.should_stop, on_wait=waiting, log=log
-                    ):
-                        lease = None  # stopped while it waited: fit records the run as interrupted at once
+                waiting = functools.partial(self._post_waiting, sink, run_id, index, run.label)
+                with cpu_share(
+                    device.type, label=run_id, should_stop=control.should_stop, on_wait=waiting, log=log
+                ) as threads:
                     fit(  # RunFilesError (the folder cannot be written) ends the invocation here
                         run.spec,
                         sink,
@@ -473,11 +470,8 @@ class PresetInvocation:
                         persist=functools.partial(write_record, path=path),
                         place=place,
                         resume=state,
-                        threads=lease.threads if lease is not None else None,
+                        threads=threads,
                     )
-                finally:
-                    if lease is not None:
-                        lease.release()
                 if state is None:  # a resumed run's epochs may come from another machine or load
                     estimate.learn_from_run(record)
         finally:
@@ -623,8 +617,11 @@ class PresetInvocation:
             state = None
         self.resuming[index] = (record, state)
 
+    def indices_not_started(self) -> list[int]:
+        return [i for i in range(len(self.runs)) if i not in self.started and i not in self.kept]
+
     def not_started(self) -> list[str]:
-        return [r.label for i, r in enumerate(self.runs) if i not in self.started and i not in self.kept]
+        return [self.runs[i].label for i in self.indices_not_started()]
 
 
 def _ray_options(

@@ -72,6 +72,28 @@ def cpu_lease(device_type: str, *, label: str = "") -> CoreLease | None:
     return CoreLease(label=label)
 
 
+@contextlib.contextmanager
+def cpu_share(
+    device_type: str,
+    *,
+    label: str,
+    should_stop: Callable[[], bool],
+    on_wait: Callable[[str], None],
+    log: Callable[[str], None],
+) -> Iterator[Callable[[], int] | None]:
+    """For the length of the block, the run's share of the cores as fit's `threads` wants it (asked at its batch
+    boundaries): its lease, acquired first (waiting for a free core) and released after. None when the run needs
+    no lease (cpu_lease), or was stopped while it waited: fit then records it as interrupted at once."""
+    lease = cpu_lease(device_type, label=label)
+    try:
+        if lease is not None and not lease.acquire(should_stop=should_stop, on_wait=on_wait, log=log):
+            lease = None
+        yield lease.threads if lease is not None else None
+    finally:
+        if lease is not None:
+            lease.release()
+
+
 def shares(cores: int, holders: int) -> list[int]:
     """The thread counts of the admitted holders, oldest first: `cores` split evenly among the first
     min(holders, cores), the remainder one each to the oldest."""

@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 import torch
 
 from tuitrain.core.control import RunControl
-from tuitrain.core.cores import cpu_lease
+from tuitrain.core.cores import cpu_share
 from tuitrain.core.errors import TuitrainError
 from tuitrain.core.events import LogMessage, RunWaiting
 from tuitrain.core.tasks import (
@@ -103,14 +103,13 @@ def train_task(
         if env:
             record.env = record.env.model_copy(update=env)
         emit = lambda event: send(TaskEvent(index, event))  # noqa: E731
-        lease = cpu_lease(device.type, label=task.run_id)
-        if lease is not None and not lease.acquire(
+        with cpu_share(
+            device.type,
+            label=task.run_id,
             should_stop=control.should_stop,
             on_wait=lambda reason: emit(RunWaiting(task.run_id, task.label, index, task.run_count, reason)),
             log=lambda text: emit(LogMessage(text)),
-        ):
-            lease = None  # stopped while it waited: fit records the run as interrupted at once
-        try:
+        ) as threads:
             fit(
                 task.spec,
                 emit,
@@ -126,11 +125,8 @@ def train_task(
                 ),
                 resume=state,
                 write_checkpoint=lambda _path, data: send(CheckpointSaved(index, data)),
-                threads=lease.threads if lease is not None else None,
+                threads=threads,
             )
-        finally:
-            if lease is not None:
-                lease.release()
         if state is None:  # a resumed run's epochs may come from another machine or load
             estimate.learn_from_run(record)
         send(TaskDone(index))
