@@ -460,7 +460,7 @@ class PresetInvocation:
                 waiting = functools.partial(self._post_waiting, sink, run_id, index, run.label)
                 with cpu_share(
                     device.type, label=run_id, should_stop=control.should_stop, on_wait=waiting, log=log
-                ) as threads:
+                ) as cores:
                     fit(  # RunFilesError (the folder cannot be written) ends the invocation here
                         run.spec,
                         sink,
@@ -470,7 +470,7 @@ class PresetInvocation:
                         persist=functools.partial(write_record, path=path),
                         place=place,
                         resume=state,
-                        threads=threads,
+                        cores=cores,
                     )
                 if state is None:  # a resumed run's epochs may come from another machine or load
                     estimate.learn_from_run(record)

@@ -4,12 +4,14 @@ preset run on the CPU holds a core lease (waiting for a free core when every cor
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
 
+from tuitrain.core.control import RunControl
 from tuitrain.core.cores import CoreLease, machine_cores
 from tuitrain.core.events import BatchLosses, RunWaiting
 from tuitrain.core.spec import RunSpec
@@ -20,6 +22,20 @@ from tuitrain.train.loop import fit
 
 # 512 synthetic images in batches of 32: 16 batches an epoch
 SPEC = RunSpec(model="model_a", epochs=2, batch_size=32, lr=0.003, log_every=4, device="cpu", seed=3)
+
+
+@dataclass
+class Share:
+    """A share of the cores as fit asks it: `count()` threads, and the pauses it was told of."""
+
+    count: Callable[[], int]
+    pauses: list[bool] = field(default_factory=list)
+
+    def threads(self) -> int:
+        return self.count()
+
+    def set_paused(self, paused: bool) -> None:
+        self.pauses.append(paused)
 
 
 @pytest.fixture
@@ -44,13 +60,28 @@ def test_fit_follows_a_changing_share_and_records_it_per_epoch(mnist_dir: Path, 
         if isinstance(event, BatchLosses):
             used_at_read_back.append(torch.get_num_threads())
 
-    record = fit(SPEC, sink, data=load_idx_folder(mnist_dir), threads=share)
+    record = fit(SPEC, sink, data=load_idx_folder(mnist_dir), cores=Share(share))
     assert record.status == "completed"
     assert record.env.threads == 2  # what it started with
     assert [e.threads for e in record.epochs] == [[2, 1], [1]]
     assert used_at_read_back[0] == 2 and used_at_read_back[-1] == 1  # torch really trained with the share
     assert len(asked) > 2 * 16  # asked at every batch
     assert torch.get_num_threads() == 2  # put back after the run
+
+
+def test_a_paused_run_tells_its_share_and_goes_on(mnist_dir: Path, two_threads: None) -> None:
+    control = RunControl()
+    share = Share(lambda: 2)
+
+    def sink(event) -> None:
+        if isinstance(event, BatchLosses) and event.epoch == 1 and not share.pauses:
+            control.paused.set()
+            threading.Timer(0.3, control.paused.clear).start()
+
+    record = fit(SPEC, sink, control, data=load_idx_folder(mnist_dir), cores=share)
+    assert record.status == "completed"
+    assert share.pauses == [True, False]
+    assert record.epochs[0].paused_s >= 0.25 and record.epochs[1].paused_s == 0
 
 
 def test_without_a_share_each_epoch_records_the_threads_it_used(mnist_dir: Path, two_threads: None) -> None:
@@ -62,7 +93,7 @@ def test_a_share_never_goes_above_torchs_default(mnist_dir: Path) -> None:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        record = fit(SPEC, data=load_idx_folder(mnist_dir), threads=lambda: 4)
+        record = fit(SPEC, data=load_idx_folder(mnist_dir), cores=Share(lambda: 4))
     finally:
         torch.set_num_threads(before)
     assert [e.threads for e in record.epochs] == [[1], [1]]
@@ -70,7 +101,7 @@ def test_a_share_never_goes_above_torchs_default(mnist_dir: Path) -> None:
 
 def test_forced_threads_override_the_share(mnist_dir: Path, two_threads: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TUITRAIN_CPU_THREADS", "1")
-    record = fit(SPEC, data=load_idx_folder(mnist_dir), threads=lambda: 2)
+    record = fit(SPEC, data=load_idx_folder(mnist_dir), cores=Share(lambda: 2))
     assert record.env.threads == 1
     assert [e.threads for e in record.epochs] == [[1], [1]]
 

@@ -107,6 +107,31 @@ def test_a_second_holder_halves_the_first_share_until_it_leaves(tmp_path: Path) 
     first.release()  # idempotent
 
 
+def test_a_paused_holder_lends_its_cores_and_keeps_its_place(tmp_path: Path) -> None:
+    registry = tmp_path / "cores"
+    first, second = CoreLease(registry=registry, cores=2, label="a"), CoreLease(registry=registry, cores=2, label="b")
+    assert first.acquire() and second.acquire()
+    until(lambda: first.threads() == 1 and second.threads() == 1, "an even split")
+    third = CoreLease(registry=registry, cores=2, label="c")
+    third_thread, third_waits, _reasons = acquire_in_thread(third)
+    assert third_waits.wait(30)
+
+    first.set_paused(True)
+    until(lambda: second.threads() == 2, "the training holder to take the paused one's core")
+    time.sleep(cores.WAIT_POLL_S * 3)
+    assert third_thread.is_alive()  # a pause lends cores to the admitted; it frees no place in the queue
+
+    first.set_paused(False)
+    assert first.threads() == 1  # at once: going on, it trains with its share
+    until(lambda: second.threads() == 1, "the other holder to give the core back")
+    first.release()
+    third_thread.join(30)
+    assert not third_thread.is_alive() and third.threads() == 1
+    second.release()
+    third.release()
+    assert holder_files(registry) == []
+
+
 def test_admission_is_first_come_first_served(tmp_path: Path) -> None:
     registry = tmp_path / "cores"
     first = CoreLease(registry=registry, cores=1, label="a")

@@ -2,7 +2,8 @@
 
 Each run that trains on the CPU holds a lease: one small file in <cache folder>/cores/ naming its host, its
 process (pid and start time) and its place in the queue. The first `cores` holders on a host are admitted and
-split the cores evenly, the remainder to the oldest; later ones wait for a free core. A holder asks for its
+split the cores evenly, the remainder to the oldest (a paused run keeps its place but gives its cores to the
+others until it goes on); later ones wait for a free core. A holder asks for its
 share at its batch boundaries (`CoreLease.threads`, cheap) and trains with that many threads, so when a second
 tuitrain starts the first gives up half of its share within a batch, and takes it back when the other ends.
 Registering and expiring take an flock on the registry's lock file, so that two processes registering at once
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.cache import cache_dir
@@ -64,6 +66,16 @@ def forced_cpu_threads() -> int | None:
         raise TuitrainError(f"{FORCED_THREADS_VARIABLE}={value!r}: expected a whole number of threads.") from None
 
 
+class CoreShare(Protocol):
+    """A run's share of the cores as the training loop uses it (a CoreLease)."""
+
+    def threads(self) -> int:
+        """How many threads to train with now; asked at every batch boundary."""
+
+    def set_paused(self, paused: bool) -> None:
+        """The run pauses (True) or goes on (False): while it is paused, its cores go to the other runs."""
+
+
 def cpu_lease(device_type: str, *, label: str = "") -> CoreLease | None:
     """The lease a run on `device_type` ("cpu" or "cuda") trains under, not yet acquired; None when it needs
     none: on a GPU, or with TUITRAIN_CPU_THREADS forcing the thread count."""
@@ -80,23 +92,23 @@ def cpu_share(
     should_stop: Callable[[], bool],
     on_wait: Callable[[str], None],
     log: Callable[[str], None],
-) -> Iterator[Callable[[], int] | None]:
-    """For the length of the block, the run's share of the cores as fit's `threads` wants it (asked at its batch
-    boundaries): its lease, acquired first (waiting for a free core) and released after. None when the run needs
-    no lease (cpu_lease), or was stopped while it waited: fit then records it as interrupted at once."""
+) -> Iterator[CoreShare | None]:
+    """For the length of the block, the run's share of the cores for fit's `cores`: its lease, acquired first
+    (waiting for a free core) and released after. None when the run needs no lease (cpu_lease), or was stopped
+    while it waited: fit then records it as interrupted at once."""
     lease = cpu_lease(device_type, label=label)
     try:
         if lease is not None and not lease.acquire(should_stop=should_stop, on_wait=on_wait, log=log):
             lease = None
-        yield lease.threads if lease is not None else None
+        yield lease
     finally:
         if lease is not None:
             lease.release()
 
 
 def shares(cores: int, holders: int) -> list[int]:
-    """The thread counts of the admitted holders, oldest first: `cores` split evenly among the first
-    min(holders, cores), the remainder one each to the oldest."""
+    """The thread counts of the admitted holders that train (none paused), oldest first: `cores` split evenly
+    among the first min(holders, cores), the remainder one each to the oldest."""
     admitted = min(holders, cores)
     if admitted <= 0:
         return []
@@ -143,6 +155,8 @@ class Holder:
     seq: int
     """Its place in the queue on its host: admitted in this order."""
     label: str
+    paused: bool = False
+    """Its run is paused: admitted, it keeps its place, and its cores go to the other admitted holders."""
 
     @classmethod
     def read(cls, path: Path) -> Holder | None:
@@ -157,6 +171,7 @@ class Holder:
                 start=None if start is None else int(start),
                 seq=int(entry["seq"]),
                 label=str(entry.get("label", "")),
+                paused=entry.get("paused") is True,
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # released meanwhile, or not ours
             return None
@@ -184,6 +199,8 @@ class CoreLease:
         """Holders on this host ahead of this one, as last read."""
         self.holders = 0
         """Holders on this host, admitted or waiting, as last read."""
+        self.paused = False
+        """This holder's run is paused (its file says so while held)."""
         self._share = self.cores
         self._checked = self._scanned = 0.0
         self._mtime: int | None = None
@@ -267,6 +284,20 @@ class CoreLease:
             pass  # the registry went away or read-only mid-run: keep the last share
         return self._share
 
+    def set_paused(self, paused: bool) -> None:
+        """Say in the registry that the run pauses or goes on. Paused, its cores go to the other admitted holders at
+        their next batches; going on, it trains with its share again at once (the others give theirs back within
+        CHECK_EVERY_S)."""
+        if paused == self.paused:
+            return
+        self.paused = paused
+        if not self.held:
+            return
+        with contextlib.suppress(OSError):  # a registry gone read-only: the others go on with the last shares
+            with self._locked():
+                self._write_own()
+            self._refresh(expire=False)
+
     def refresh(self) -> int:
         """Read the registry now (expiring dead holders) and return the share."""
         if self.held:
@@ -314,8 +345,14 @@ class CoreLease:
         names = [h.name for h in holders]
         self.position = names.index(self.name) if self.name in names else len(names)
         self.holders = len(holders)
-        split = shares(self.cores, len(holders))
-        self._share = split[self.position] if self.position < len(split) else 1  # a run already training goes on
+        training = [h.name for h in holders[: self.cores] if not h.paused]
+        split = shares(self.cores, len(training))
+        if self.name in training:
+            self._share = split[training.index(self.name)]
+        elif self.position < self.cores:  # paused: the share it trains with on going on, before the next read
+            self._share = shares(self.cores, len(training) + 1)[-1]
+        else:
+            self._share = 1  # a run already training goes on
         self._mtime = mtime
 
     def _scan(self, *, expire: bool) -> list[Holder]:
@@ -335,11 +372,13 @@ class CoreLease:
     def _own(self) -> Holder:
         assert self.seq is not None
         stat = _proc_stat(self.pid)
-        return Holder(self.name, self.host, self.pid, stat[1] if stat else None, self.seq, self.label)
+        return Holder(self.name, self.host, self.pid, stat[1] if stat else None, self.seq, self.label, self.paused)
 
     def _write_own(self) -> None:
         own = self._own()
         entry = {"host": own.host, "pid": own.pid, "start": own.start, "seq": own.seq, "label": own.label}
+        if own.paused:
+            entry["paused"] = True
         atomic_write_text(self.registry / self.name, json.dumps(entry))
 
     def _folder_mtime(self) -> int | None:

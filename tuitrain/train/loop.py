@@ -26,7 +26,7 @@ from torch import nn
 
 from tuitrain.core.atomic import atomic_write_bytes
 from tuitrain.core.control import RunControl
-from tuitrain.core.cores import forced_cpu_threads
+from tuitrain.core.cores import CoreShare, forced_cpu_threads
 from tuitrain.core.devices import cpu_device
 from tuitrain.core.errors import RunFilesError, TuitrainError
 from tuitrain.core.events import (
@@ -298,7 +298,8 @@ class FitLoop:
     """One run's training, split like Lightning's fit loop and epoch loop: `run` (the epochs, then the run's end),
     `run_epoch` (the batch loop), `read_back` (losses to the host, every log_every batches) and `end_epoch`
     (evaluate, record, checkpoint, save). Built by `fit`, which sets the thread count it starts with; `share`,
-    when given, is asked at every batch boundary for the count to train with from then on (a core lease's share)."""
+    when given, is asked at every batch boundary for the count to train with from then on (a core lease's share,
+    capped at `max_threads`), and told when the run pauses."""
 
     def __init__(
         self,
@@ -312,7 +313,8 @@ class FitLoop:
         data: MnistArrays | TensorData,
         record: RunRecord | None,
         resume: dict | None,
-        share: Callable[[], int] | None = None,
+        share: CoreShare | None = None,
+        max_threads: int = 1,
     ) -> None:
         if isinstance(data, MnistArrays):
             data = TensorData.from_arrays(data, device, spec.subset, spec.test_subset, spec.dataset)
@@ -323,7 +325,7 @@ class FitLoop:
             record = new_record(spec, device, run_id=f"run-{int(time.time())}", label="run")
         record.spec = spec
         record.status = "running"
-        self.share, self.threads_now = share, torch.get_num_threads()
+        self.share, self.max_threads, self.threads_now = share, max_threads, torch.get_num_threads()
         record.env.threads = self.follow_share()  # what the run starts with; the epochs record any change
         self.spec, self.emit, self.control, self.persist, self.place = spec, emit, control, persist, place
         self.write_checkpoint = write_checkpoint
@@ -463,7 +465,13 @@ class FitLoop:
             if control.paused.is_set():
                 pause_start = time.perf_counter()
                 progress.train_s += pause_start - segment_start
-                control.wait_while_paused(self.save)  # saving now and then: a long pause is not a crash
+                if self.share is not None:
+                    self.share.set_paused(True)
+                try:
+                    control.wait_while_paused(self.save)  # saving now and then: a long pause is not a crash
+                finally:
+                    if self.share is not None:
+                        self.share.set_paused(False)
                 segment_start = time.perf_counter()
                 progress.paused_s += segment_start - pause_start
             if self.share is not None and self.follow_share() != threads[-1]:
@@ -572,7 +580,7 @@ class FitLoop:
         """Train with the run's share of the cores from now on, if it changed (torch.set_num_threads works mid-run);
         returns the thread count in use."""
         if self.share is not None:
-            wanted = self.share()
+            wanted = min(self.share.threads(), self.max_threads)
             if wanted != self.threads_now:
                 torch.set_num_threads(wanted)
                 self.threads_now = wanted
@@ -609,7 +617,7 @@ def fit(
     place: RunPlace = RunPlace(),
     resume: dict | None = None,
     write_checkpoint: WriteCheckpoint | None = None,
-    threads: Callable[[], int] | None = None,
+    cores: CoreShare | None = None,
 ) -> RunRecord:
     """Train and evaluate one run, emitting events to `sink`; returns the finished record.
 
@@ -623,15 +631,16 @@ def fit(
     be written ends the run as interrupted (the record says why), then raises RunFilesError: the
     invocation cannot go on in that folder.
 
-    `threads()`, when given, is the run's share of the machine's cores (core.cores.CoreLease.threads): asked
-    at every batch boundary, it sets the thread count from then on, never above torch's default (the count
-    before the run); each epoch records the counts it trained with. TUITRAIN_CPU_THREADS overrides it.
+    `cores`, when given, is the run's share of the machine's cores (core.cores.CoreLease): asked at every batch
+    boundary, it sets the thread count from then on, never above torch's default (the count before the run);
+    each epoch records the counts it trained with. It is told when the run pauses, so that the paused run's
+    cores go to the others meanwhile. TUITRAIN_CPU_THREADS overrides it.
     """
     device = select_device(spec.device)
     threads_before = torch.get_num_threads()
     autotune_before = torch.backends.cudnn.benchmark
     forced = cpu_threads(spec, device)
-    share = None if threads is None or forced is not None else (lambda: min(threads(), threads_before))
+    share = None if forced is not None else cores
     try:
         torch.set_num_threads(forced or threads_before)
         if device.type == "cuda" and not torch.backends.cudnn.deterministic:
@@ -648,6 +657,7 @@ def fit(
             record,
             resume,
             share,
+            threads_before,
         )
         return loop.run()
     finally:

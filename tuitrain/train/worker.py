@@ -109,7 +109,7 @@ def train_task(
             should_stop=control.should_stop,
             on_wait=lambda reason: emit(RunWaiting(task.run_id, task.label, index, task.run_count, reason)),
             log=lambda text: emit(LogMessage(text)),
-        ) as threads:
+        ) as cores:
             fit(
                 task.spec,
                 emit,
@@ -125,7 +125,7 @@ def train_task(
                 ),
                 resume=state,
                 write_checkpoint=lambda _path, data: send(CheckpointSaved(index, data)),
-                threads=threads,
+                cores=cores,
             )
         if state is None:  # a resumed run's epochs may come from another machine or load
             estimate.learn_from_run(record)
