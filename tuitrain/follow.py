@@ -325,6 +325,7 @@ class RunTracker:
             start_epoch=1,
             path=self.path,
             config=record.config,
+            host=record.env.host,
         )
 
     def _batch_losses(self, record: RunRecord, epoch: int, start: int, end: int, bpe: int) -> BatchLosses:

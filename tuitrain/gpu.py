@@ -104,6 +104,11 @@ class GpuSampler:
         self.last: list[GpuReading] = []
         self.last_at: float | None = None
 
+    def follow(self, indices: Sequence[int]) -> None:
+        """Read these GPUs from now on (the next read is fresh when they changed)."""
+        if list(indices) != self.indices:
+            self.indices, self.last_at = list(indices), None
+
     def read(self) -> list[GpuReading]:
         now = time.monotonic()
         if self.last_at is not None and now - self.last_at < self.min_interval_s:

@@ -41,6 +41,23 @@ def test_a_failing_nvml_is_dropped_for_the_torch_figures(monkeypatch: pytest.Mon
     assert describe(reading) == "GPU0 Some GPU · util – · mem 20.0/80.0 GiB · peak 3.00 GiB"
 
 
+def test_the_sampler_follows_the_gpus_in_use_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    cuda = types.SimpleNamespace(
+        is_initialized=lambda: True,
+        max_memory_allocated=lambda i: (i + 1) << 30,
+        mem_get_info=lambda i: (60 << 30, 80 << 30),
+        get_device_name=lambda i: f"GPU model {i}",
+    )
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    sampler = GpuSampler([0], min_interval_s=3600)
+    assert [r.index for r in sampler.read()] == [0]
+    sampler.follow([0, 2])  # a second run started on GPU 2: read now, not after the interval
+    assert [(r.index, r.name) for r in sampler.read()] == [(0, "GPU model 0"), (2, "GPU model 2")]
+    sampler.follow([0, 2])
+    assert sampler.read() is sampler.last  # unchanged: the cached readings
+
+
 def test_visible_devices_map_cuda_indices_to_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert visible_nvml_indices(2) == [0, 1]

@@ -45,6 +45,10 @@ class RunStarted:
     """The run file, when one is being written."""
     config: dict[str, Any] | None = None
     """A script run's free-form settings (records.RunRecord.config); its spec then holds only defaults."""
+    host: str | None = None
+    """The machine that trains it (None: not known, as for a run watched from its file)."""
+    gpu: int | None = None
+    """The CUDA device index it trains on, as its training process numbers them; None on the CPU or not known."""
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,13 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def cuda_index(device: torch.device) -> int | None:
+    """The CUDA device index a run on `device` uses (a plain "cuda" means the current device); None on the CPU."""
+    if device.type != "cuda":
+        return None
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -376,6 +383,8 @@ class FitLoop:
                 batches_per_epoch=self.batches,
                 start_epoch=self.start_epoch,
                 path=place.run_file,
+                host=record.env.host,
+                gpu=cuda_index(self.device),
             )
         )
         files_error: RunFilesError | None = None

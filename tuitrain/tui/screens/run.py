@@ -154,8 +154,10 @@ class RunScreen(SizedScreen[None]):
             self.loss_dirty = self.accuracy_dirty = True
             self.show_legend()
             self.refresh_bindings()  # the keys that move the highlight show while several runs train
+            if isinstance(event, RunFinished):
+                self.query_one(GpuPanel).run_ended(event.run_id)
             if isinstance(event, RunStarted):
-                self.query_one(GpuPanel).watch_device(event.device)
+                self.query_one(GpuPanel).run_started(event)
                 # a watched run that started over (resumed) is replayed from its start
                 self.query_one(EpochTable).remove_run(event.run_id)
                 self.query_one("#run-title", Static).update(self.source.title)
