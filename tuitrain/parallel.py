@@ -174,6 +174,8 @@ class ParallelRuns:
     last_text: dict[int, str] = field(default_factory=dict)
     """Each run's run file as last written."""
     files_error: RunFilesError | None = None
+    queued: set[int] = field(default_factory=set)
+    """Runs said to be waiting for a worker (every worker busy)."""
 
     def start(self) -> None:
         """Start the workers (they import torch meanwhile: start them before loading the data)."""
@@ -191,6 +193,7 @@ class ParallelRuns:
                 for slot in self.slots:
                     if slot.ready and slot.task is None and pending:
                         self.assign(slot, pending.popleft())
+                self.announce_queued(pending)
                 self.forward_controls()
                 ready = wait([s.worker.handle() for s in self.slots], timeout=POLL_S)  # type: ignore[misc]
                 for slot in list(self.slots):
@@ -251,6 +254,19 @@ class ParallelRuns:
         inv.run_controls[run_id] = RunControl()
         slot.task, slot.sent = task, None
         slot.worker.send(task)
+
+    def announce_queued(self, pending: deque[int]) -> None:
+        """Say once of each run still to start that it waits for a worker, once every worker trains a run."""
+        if not pending or any(s.task is None for s in self.slots) or self.control.stop_all.is_set():
+            return
+        inv = self.invocation
+        at_once = f"{len(self.slots)} runs train at once" if len(self.slots) != 1 else "1 run trains at a time"
+        for index in pending:
+            if index not in self.queued:
+                self.queued.add(index)
+                inv.post_waiting(
+                    self.sink, inv.run_id(index), index, inv.runs[index].label, f"waiting for a worker ({at_once})"
+                )
 
     def least_loaded_gpu(self) -> int | None:
         gpus = self.invocation.gpus

@@ -42,7 +42,7 @@ WORKER_LOG = "tuitrain.log"
 CONNECT_TIMEOUT_S = 5.0
 """How long the head node's port may take to answer before the cluster is called unreachable."""
 WAITING_AFTER_S = 1.0
-"""A run whose actor has no place on the cluster after this long is shown as waiting for a worker."""
+"""A run whose actor has no place on the cluster after this long is shown as waiting for room on the cluster."""
 COALESCE_S = 0.05
 """A trainer sends what piled up in this long as one stream item: far fewer round trips than one per event."""
 STOP_SIGNAL_NAMES = ("SIGINT", "SIGTERM", "SIGHUP")

@@ -395,7 +395,9 @@ class PresetInvocation:
         waiting = self.indices_not_started()
         if waiting:
             index = waiting[0]
-            self._post_waiting(sink, self.run_id(index), index, self.runs[index].label, "waiting for a worker")
+            self.post_waiting(
+                sink, self.run_id(index), index, self.runs[index].label, "waiting for room on the Ray cluster"
+            )
 
     def _prepare_folder(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> Path | None:
         """Load the data (kept in self._arrays), then make the invocation folder and take its lock; None when
@@ -457,7 +459,7 @@ class PresetInvocation:
                 place = RunPlace(
                     run_index=index, run_count=len(self.runs), run_file=path, checkpoint_file=checkpoint_path(path)
                 )
-                waiting = functools.partial(self._post_waiting, sink, run_id, index, run.label)
+                waiting = functools.partial(self.post_waiting, sink, run_id, index, run.label)
                 with cpu_share(
                     device.type, label=run_id, should_stop=control.should_stop, on_wait=waiting, log=log
                 ) as cores:
@@ -484,7 +486,8 @@ class PresetInvocation:
             return self.resuming[index][0].id
         return f"{self.invocation_id}-{index + 1:02d}"
 
-    def _post_waiting(self, sink: Sink, run_id: str, index: int, label: str, reason: str) -> None:
+    def post_waiting(self, sink: Sink, run_id: str, index: int, label: str, reason: str) -> None:
+        """Say that a run cannot start yet, and why."""
         sink(RunWaiting(run_id=run_id, label=label, run_index=index, run_count=len(self.runs), reason=reason))
 
     def write_plan(self) -> None:

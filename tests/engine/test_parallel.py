@@ -16,7 +16,7 @@ import pytest
 from tests.helpers import ROOT, write_mnist_dir
 from tuitrain.catalog import effective_status, pid_alive
 from tuitrain.core.control import RunControl
-from tuitrain.core.events import Event, RunFinished, RunStarted
+from tuitrain.core.events import Event, RunFinished, RunStarted, RunWaiting
 from tuitrain.presets import load_preset_file
 from tuitrain.records import read_record
 from tuitrain.session import PresetInvocation
@@ -95,6 +95,20 @@ lr = [{lrs}]
 """
     )
     return path
+
+
+def test_a_run_behind_the_jobs_limit_is_said_to_wait_for_a_worker(tmp_path: Path, one_thread: None) -> None:
+    mnist_dir = write_mnist_dir(tmp_path / "data", n_train=256, n_test=64)
+    inv = prepare(long_preset(tmp_path, runs=3), tmp_path / "runs", mnist_dir, jobs=2, epochs=1)
+    events: list[Event] = []
+    records = inv.run(events.append)
+    assert [r.status for r in records] == ["completed"] * 3
+    waits = [(e.run_index, e.reason) for e in events if isinstance(e, RunWaiting)]
+    assert waits == [(2, "waiting for a worker (2 runs train at once)")]  # said once, of the third run only
+    third = records[2].id
+    said = next(i for i, e in enumerate(events) if isinstance(e, RunWaiting))
+    started = next(i for i, e in enumerate(events) if isinstance(e, RunStarted) and e.run_id == third)
+    assert events[said].run_id == third and said < started
 
 
 def test_a_killed_worker_leaves_its_run_crashed_while_the_others_go_on(tmp_path: Path, one_thread: None) -> None:
