@@ -271,6 +271,7 @@ def cmd_list_presets(args: argparse.Namespace) -> int:
         flush=True,
     )
     rows = []
+    untimed = False
     for name, path in available_presets().items():
         try:
             preset = load_preset_file(path)
@@ -279,9 +280,16 @@ def cmd_list_presets(args: argparse.Namespace) -> int:
                 [r.spec for r in runs], preset.jobs if args.jobs is None else args.jobs, gpus
             )
             rows.append((name, str(len(runs)), str(jobs), fmt.duration(seconds), preset.title))
+            untimed = untimed or seconds is None
         except TuitrainError as exc:
             rows.append((name, "–", "–", "–", f"INVALID: {exc}"))
     print(fmt.text_table(("Preset", "Runs", "Jobs", "Est. time", "Title"), rows, indent=""))
+    if untimed:
+        print(
+            "–: not timed yet. A model is timed while no other tuitrain run trains on this machine; until then "
+            "its presets have no estimate.",
+            file=sys.stderr,
+        )
     return 0
 
 

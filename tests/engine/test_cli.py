@@ -218,3 +218,21 @@ def test_list_presets_marks_a_preset_named_unlike_its_file(
     assert "INVALID" in line and "name = 'fast' differs from the file name" in line
     assert main(["--preset", "fast", "--no-ui"]) == 2
     assert "quick.toml says name = 'fast'" in capsys.readouterr().err
+
+
+def test_list_presets_times_nothing_while_another_run_holds_the_cores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from tuitrain.core.cores import CoreLease
+
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    (folder / "quick.toml").write_text('name = "quick"\ntitle = "Quick one"\n[defaults]\ndevice = "cpu"\n')
+    monkeypatch.setenv("TUITRAIN_PRESETS_DIR", str(folder))
+    with CoreLease(label="a run training") as training:
+        assert training.acquire()
+        assert main(["--list-presets"]) == 0
+    out, err = capsys.readouterr()
+    [line] = [line for line in out.splitlines() if line.startswith("quick ")]
+    assert line.split()[3] == "–"  # no estimate rather than one of a shared machine
+    assert "–: not timed yet" in err

@@ -130,6 +130,18 @@ def test_estimate_calibrates_once_and_scales_with_the_run() -> None:
     assert estimate.throughput(spec.model_copy(update={"model": "model_b"}), calibrate=False) is None
 
 
+def test_no_calibration_while_other_runs_hold_the_cores() -> None:
+    from tuitrain.core.cores import CoreLease
+    from tuitrain.train import estimate
+
+    spec = RunSpec(model="model_a", epochs=2, device="cpu")
+    with CoreLease(label="a run training") as training:
+        assert training.acquire()
+        assert estimate.throughput(spec) is None  # it would time a shared machine
+    assert estimate.throughput(spec, calibrate=False) is None  # and nothing was kept
+    assert estimate.throughput(spec) is not None  # alone again: measured
+
+
 def test_a_completed_run_refines_the_figures_with_its_own(
     mnist_dir: Path, tiny_preset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

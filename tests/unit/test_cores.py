@@ -132,6 +132,18 @@ def test_a_paused_holder_lends_its_cores_and_keeps_its_place(tmp_path: Path) -> 
     assert holder_files(registry) == []
 
 
+def test_acquiring_only_when_alone(tmp_path: Path) -> None:
+    registry = tmp_path / "cores"
+    first, second = CoreLease(registry=registry, cores=2), CoreLease(registry=registry, cores=2)
+    assert first.acquire_if_alone() and first.threads() == 2
+    assert not second.acquire_if_alone()  # another holds a core: nothing registered
+    assert len(holder_files(registry)) == 1 and not second.held
+    first.release()
+    assert second.acquire_if_alone() and second.threads() == 2
+    second.release()
+    assert holder_files(registry) == []
+
+
 def test_admission_is_first_come_first_served(tmp_path: Path) -> None:
     registry = tmp_path / "cores"
     first = CoreLease(registry=registry, cores=1, label="a")

@@ -248,6 +248,22 @@ class CoreLease:
             self.release()
             raise
 
+    def acquire_if_alone(self, *, log: Callable[[str], None] | None = None) -> bool:
+        """Register only if no other run on this host holds or waits for a core: True then (held, every core its
+        share), False with nothing held otherwise. A registry that cannot be written: True, without a lease."""
+        if self.held:
+            return self.holders == 1
+        try:
+            self._register()
+        except OSError as exc:
+            self.release()
+            self._say_no_registry(exc, log)
+            return True
+        if self.holders > 1:
+            self.release()
+            return False
+        return True
+
     def release(self) -> None:
         """Leave the registry (idempotent). A forked child holding a copy of its parent's lease leaves it alone."""
         if not self.held or os.getpid() != self.pid:

@@ -22,6 +22,7 @@ import torch
 
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.cache import cache_dir
+from tuitrain.core.cores import cpu_lease
 from tuitrain.core.devices import cpu_device
 from tuitrain.core.events import BatchLosses
 from tuitrain.core.spec import RunSpec
@@ -219,9 +220,25 @@ def throughput(spec: RunSpec, *, calibrate: bool = True) -> dict | None:
         return cache[key]
     if not calibrate:
         return None
-    cache[key] = measure(spec, device)
+    figures = calibrated(spec, device)
+    if figures is None:
+        return None
+    cache[key] = figures
     _save_cache(cache)
-    return cache[key]
+    return figures
+
+
+def calibrated(spec: RunSpec, device: torch.device) -> dict | None:
+    """`measure()` where it can time the run alone, else None (nothing measured): on the CPU it holds a core lease
+    that no other run shares, since runs training meanwhile would halve what it measures, or worse."""
+    lease = cpu_lease(device.type, label="calibration")
+    if lease is not None and not lease.acquire_if_alone():
+        return None
+    try:
+        return measure(spec, device)
+    finally:
+        if lease is not None:
+            lease.release()
 
 
 def run_seconds(spec: RunSpec, *, calibrate: bool = True) -> float | None:

@@ -285,7 +285,8 @@ class HomeScreen(SizedScreen[None]):
 
     @on(EstimateReady)
     def show_estimate(self, message: EstimateReady) -> None:
-        self.estimated.add(message.name)
+        if message.seconds is not None or message.error is not None:
+            self.estimated.add(message.name)  # else not timed yet (other runs held the cores): tried again on return
         if message.seconds is not None:
             self.seconds[message.name] = message.seconds
         if message.jobs is not None:
