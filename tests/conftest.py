@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import write_mnist_dir
+from tuitrain.core import cores
 
 
 @pytest.fixture
@@ -23,6 +24,9 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TUITRAIN_DATA_DIR", raising=False)
     monkeypatch.delenv("TUITRAIN_PRESETS_DIR", raising=False)
     monkeypatch.delenv("TUITRAIN_CUDA_GRAPHS", raising=False)
+    # runs in this process split the cores as their leases say, whatever else the machine runs meanwhile (the
+    # measure of other work is tested on its own in tests/unit/test_cores.py)
+    monkeypatch.setattr(cores.OtherWork, "busy_cores", lambda self: 0)
 
 
 @pytest.fixture

@@ -27,13 +27,17 @@ import sys
 from pathlib import Path
 from tuitrain.core.cores import CoreLease
 
-lease = CoreLease(registry=Path(sys.argv[1]), cores=int(sys.argv[2]), label="child")
+lease = CoreLease(registry=Path(sys.argv[1]), cores=int(sys.argv[2]), label="child", other_work=False)
 lease.acquire()
 print("held", lease.seq, lease.threads(), flush=True)
 for line in sys.stdin:
     print(lease.refresh(), flush=True)
 """
 """A process that holds a lease: prints `held SEQ THREADS` once admitted, then its share for every line read."""
+
+
+MEASURED_BUSY_CORES = cores.OtherWork.busy_cores
+"""The real measure (the conftest replaces it for the other tests)."""
 
 
 def until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -142,6 +146,41 @@ def test_acquiring_only_when_alone(tmp_path: Path) -> None:
     assert second.acquire_if_alone() and second.threads() == 2
     second.release()
     assert holder_files(registry) == []
+
+
+def test_cores_kept_busy_by_other_work_are_left_to_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    busy = [1]
+    monkeypatch.setattr(cores.OtherWork, "busy_cores", lambda self: busy[0])
+    lease = CoreLease(registry=tmp_path / "cores", cores=2)
+    assert lease.acquire()
+    assert lease.refresh() == 1  # alone in the registry, but another program keeps a core busy
+    busy[0] = 0
+    assert lease.refresh() == 2
+    busy[0] = 3
+    assert lease.refresh() == 1  # never none
+    lease.release()
+
+
+def test_a_busy_process_counts_as_other_work_and_this_ones_own_work_does_not() -> None:
+    if not Path("/proc/stat").is_file():
+        pytest.skip("no /proc/stat here")
+    work = cores.OtherWork()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(cores.LOAD_WINDOW_S + 0.5)
+        assert MEASURED_BUSY_CORES(work) >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
+    quiet = cores.OtherWork()
+    time.sleep(cores.LOAD_WINDOW_S + 0.2)
+    MEASURED_BUSY_CORES(quiet)  # whatever else the machine runs meanwhile
+    own = cores.OtherWork()
+    deadline = time.monotonic() + cores.LOAD_WINDOW_S + 0.2
+    while time.monotonic() < deadline:  # this process keeps a core busy itself
+        pass
+    MEASURED_BUSY_CORES(own)
+    assert own.busy < quiet.busy + 0.6  # its own work is not other work
 
 
 def test_admission_is_first_come_first_served(tmp_path: Path) -> None:

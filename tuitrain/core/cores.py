@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import itertools
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +42,9 @@ CHECK_EVERY_S = 0.25
 RESCAN_EVERY_S = 2.0
 """threads() reads every holder and expires dead ones this often, changed mtime or not (coarse or cached
 mtimes, as on NFS, can miss a change)."""
+
+LOAD_WINDOW_S = 1.0
+"""The CPU time of other work on the machine is measured over windows at least this long."""
 
 _holder_numbers = itertools.count(1)
 """Per-process numbers of leases: one process may hold several."""
@@ -177,6 +182,61 @@ class Holder:
             return None
 
 
+class OtherWork:
+    """How many of this process's cores other work keeps busy: the kernel's busy time of those cores (/proc/stat)
+    less this process's own CPU time, over the last window of at least LOAD_WINDOW_S. Other tuitrain runs count too
+    (their leases already keep the shares within the cores, so the two agree). Zero where the kernel does not say."""
+
+    def __init__(self) -> None:
+        self.cpus = _affinity()
+        self.ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.busy = 0.0
+        """Cores busy with other work over the last window."""
+        self.last = self._sample()
+
+    def busy_cores(self) -> int:
+        """Cores that other work kept busy over the last window, rounded (half a core counts as busy: torch's
+        threads that wait on each other lose far more than their share of the core they share)."""
+        now = time.monotonic()
+        if self.last is not None and now - self.last[0] >= LOAD_WINDOW_S:
+            sample = self._sample()
+            if sample is not None:
+                (t0, busy0, own0), (t1, busy1, own1) = self.last, sample
+                self.busy, self.last = max(0.0, ((busy1 - busy0) - (own1 - own0)) / (t1 - t0)), sample
+        return math.floor(self.busy + 0.5)
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        """(now, busy seconds of this process's cores since boot, this process's CPU seconds); None without /proc."""
+        try:
+            with open("/proc/stat", encoding="ascii") as fh:
+                lines = fh.read().splitlines()
+        except OSError:
+            return None
+        busy = 0
+        for line in lines:
+            name, _, rest = line.partition(" ")
+            if not name.startswith("cpu") or not name[3:].isdigit() or (self.cpus and int(name[3:]) not in self.cpus):
+                continue
+            # user nice system idle iowait irq softirq steal: all but idle and iowait are busy
+            fields = [int(v) for v in rest.split()[:8]]
+            busy += sum(fields) - fields[3] - fields[4]
+        own = os.times()
+        return time.monotonic(), busy / self.ticks, own.user + own.system
+
+
+@functools.cache
+def _other_work() -> OtherWork:
+    """One measure per process: a run that starts after another already knows what else the machine runs."""
+    return OtherWork()
+
+
+def _affinity() -> set[int]:
+    try:
+        return set(os.sched_getaffinity(0))
+    except AttributeError:
+        return set()
+
+
 class CoreLease:
     """One run's share of this machine's CPU cores: `acquire()`, then `threads()` at every batch, then `release()`.
 
@@ -184,7 +244,9 @@ class CoreLease:
     read-only home) acquire() gives no lease: threads() then returns every core and the run trains as if alone.
     """
 
-    def __init__(self, *, registry: Path | None = None, cores: int | None = None, label: str = "") -> None:
+    def __init__(
+        self, *, registry: Path | None = None, cores: int | None = None, label: str = "", other_work: bool = True
+    ) -> None:
         self.registry = Path(registry) if registry is not None else cache_dir() / "cores"
         self.cores = max(1, cores if cores is not None else machine_cores())
         self.label = label
@@ -202,6 +264,10 @@ class CoreLease:
         self.paused = False
         """This holder's run is paused (its file says so while held)."""
         self._share = self.cores
+        """The lease's split of the cores."""
+        self._threads = self.cores
+        """What threads() says: the split, less the cores that other work keeps busy."""
+        self.other_work = _other_work() if other_work else None
         self._checked = self._scanned = 0.0
         self._mtime: int | None = None
 
@@ -283,13 +349,14 @@ class CoreLease:
     # --- the share -----------------------------------------------------------------------------
 
     def threads(self) -> int:
-        """This holder's share of the cores now (at least 1); every core when no lease is held. Cheap enough for
-        every batch: the registry is looked at only every CHECK_EVERY_S, and read when it changed."""
+        """This holder's share of the cores now, less the cores that other work keeps busy (at least 1); every core
+        when no lease is held. Cheap enough for every batch: the registry is looked at only every CHECK_EVERY_S, and
+        read when it changed."""
         if not self.held:
             return self.cores
         now = time.monotonic()
         if now - self._checked < CHECK_EVERY_S:
-            return self._share
+            return self._threads
         self._checked = now
         try:
             if now - self._scanned >= RESCAN_EVERY_S:
@@ -298,7 +365,8 @@ class CoreLease:
                 self._refresh(expire=False)
         except OSError:
             pass  # the registry went away or read-only mid-run: keep the last share
-        return self._share
+        self._threads = self._limited()
+        return self._threads
 
     def set_paused(self, paused: bool) -> None:
         """Say in the registry that the run pauses or goes on. Paused, its cores go to the other admitted holders at
@@ -313,6 +381,11 @@ class CoreLease:
             with self._locked():
                 self._write_own()
             self._refresh(expire=False)
+
+    def _limited(self) -> int:
+        """The share, less the cores that other work keeps busy (at least 1)."""
+        busy = self.other_work.busy_cores() if self.other_work is not None else 0
+        return max(1, min(self._share, self.cores - busy))
 
     def refresh(self) -> int:
         """Read the registry now (expiring dead holders) and return the share."""
@@ -369,6 +442,7 @@ class CoreLease:
             self._share = shares(self.cores, len(training) + 1)[-1]
         else:
             self._share = 1  # a run already training goes on
+        self._threads = self._limited()
         self._mtime = mtime
 
     def _scan(self, *, expire: bool) -> list[Holder]:
