@@ -26,7 +26,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TUITRAIN_CUDA_GRAPHS", raising=False)
     # runs in this process split the cores as their leases say, whatever else the machine runs meanwhile (the
     # measure of other work is tested on its own in tests/unit/test_cores.py)
-    monkeypatch.setattr(cores.OtherWork, "busy_cores", lambda self: 0)
+    monkeypatch.setattr(cores.OtherWork, "busy_cores", lambda self, **_: 0)
 
 
 @pytest.fixture

@@ -142,6 +142,32 @@ def test_no_calibration_while_other_runs_hold_the_cores() -> None:
     assert estimate.throughput(spec) is not None  # alone again: measured
 
 
+def test_calibration_leaves_the_cores_that_other_programs_keep_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuitrain.core import cores
+    from tuitrain.train import estimate
+
+    busy = [1]  # another program keeps one of the two cores busy
+    monkeypatch.setattr(cores.OtherWork, "busy_cores", lambda self, **_: busy[0])
+    monkeypatch.setattr(cores, "machine_cores", lambda: 2)
+    monkeypatch.setattr(estimate, "machine_cores", lambda: 2)
+    timed_with = []
+    measure = estimate.measure
+    monkeypatch.setattr(estimate, "measure", lambda *a: timed_with.append(torch.get_num_threads()) or measure(*a))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert estimate.planned_device(torch.device("cpu")) == "CPU (1 thread)"  # as a run would train now
+        spec = RunSpec(model="model_a", epochs=2, device="cpu")
+        assert estimate.throughput(spec) is not None and timed_with == [1]
+        busy[0] = 0
+        assert estimate.throughput(spec, calibrate=False) is None  # filed under one thread, not two
+        busy[0] = 2  # every core busy: what it times is not kept
+        other = spec.model_copy(update={"model": "model_b"})
+        assert estimate.throughput(other) is None and estimate.throughput(other, calibrate=False) is None
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_completed_run_refines_the_figures_with_its_own(
     mnist_dir: Path, tiny_preset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

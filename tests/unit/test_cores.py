@@ -150,7 +150,7 @@ def test_acquiring_only_when_alone(tmp_path: Path) -> None:
 
 def test_cores_kept_busy_by_other_work_are_left_to_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     busy = [1]
-    monkeypatch.setattr(cores.OtherWork, "busy_cores", lambda self: busy[0])
+    monkeypatch.setattr(cores.OtherWork, "busy_cores", lambda self, **_: busy[0])
     lease = CoreLease(registry=tmp_path / "cores", cores=2)
     assert lease.acquire()
     assert lease.refresh() == 1  # alone in the registry, but another program keeps a core busy
@@ -167,7 +167,9 @@ def test_a_busy_process_counts_as_other_work_and_this_ones_own_work_does_not() -
     work = cores.OtherWork()
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        time.sleep(cores.LOAD_WINDOW_S + 0.5)
+        time.sleep(0.3)  # the interpreter started and spins
+        assert MEASURED_BUSY_CORES(cores.OtherWork(), fresh=True) >= 1  # measured on the spot
+        time.sleep(cores.LOAD_WINDOW_S)
         assert MEASURED_BUSY_CORES(work) >= 1
     finally:
         spinner.kill()

@@ -45,6 +45,8 @@ mtimes, as on NFS, can miss a change)."""
 
 LOAD_WINDOW_S = 1.0
 """The CPU time of other work on the machine is measured over windows at least this long."""
+QUICK_WINDOW_S = 0.3
+"""A window measured on the spot (busy_cores(fresh=True)): long enough for the kernel's 10 ms ticks."""
 
 _holder_numbers = itertools.count(1)
 """Per-process numbers of leases: one process may hold several."""
@@ -192,18 +194,31 @@ class OtherWork:
         self.ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self.busy = 0.0
         """Cores busy with other work over the last window."""
+        self.measured = False
+        """A window has been measured (until then `busy` is a guess: none)."""
         self.last = self._sample()
 
-    def busy_cores(self) -> int:
+    def busy_cores(self, *, fresh: bool = False) -> int:
         """Cores that other work kept busy over the last window, rounded (half a core counts as busy: torch's
-        threads that wait on each other lose far more than their share of the core they share)."""
-        now = time.monotonic()
-        if self.last is not None and now - self.last[0] >= LOAD_WINDOW_S:
-            sample = self._sample()
-            if sample is not None:
-                (t0, busy0, own0), (t1, busy1, own1) = self.last, sample
-                self.busy, self.last = max(0.0, ((busy1 - busy0) - (own1 - own0)) / (t1 - t0)), sample
+        threads that wait on each other lose far more than their share of the core they share). `fresh`: when
+        the last window ended long ago, measure a short one now (QUICK_WINDOW_S) rather than average since then."""
+        if fresh and self.last is not None and (not self.measured or time.monotonic() - self.last[0] >= LOAD_WINDOW_S):
+            self.last = self._sample()
+            time.sleep(QUICK_WINDOW_S)
+            self._take_window(0.0)
+        else:
+            self._take_window(LOAD_WINDOW_S)
         return math.floor(self.busy + 0.5)
+
+    def _take_window(self, at_least_s: float) -> None:
+        """Close the window (and start the next) if it is at least this long."""
+        if self.last is None or time.monotonic() - self.last[0] < at_least_s:
+            return
+        sample = self._sample()
+        if sample is not None:
+            (t0, busy0, own0), (t1, busy1, own1) = self.last, sample
+            self.busy, self.last = max(0.0, ((busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-6)), sample
+            self.measured = True
 
     def _sample(self) -> tuple[float, float, float] | None:
         """(now, busy seconds of this process's cores since boot, this process's CPU seconds); None without /proc."""
@@ -225,9 +240,14 @@ class OtherWork:
 
 
 @functools.cache
-def _other_work() -> OtherWork:
+def other_work_here() -> OtherWork:
     """One measure per process: a run that starts after another already knows what else the machine runs."""
     return OtherWork()
+
+
+def free_threads(most: int) -> int:
+    """At most `most` threads, fewer by the cores that other work keeps busy now (at least 1)."""
+    return max(1, min(most, machine_cores() - other_work_here().busy_cores(fresh=True)))
 
 
 def _affinity() -> set[int]:
@@ -267,7 +287,7 @@ class CoreLease:
         """The lease's split of the cores."""
         self._threads = self.cores
         """What threads() says: the split, less the cores that other work keeps busy."""
-        self.other_work = _other_work() if other_work else None
+        self.other_work = other_work_here() if other_work else None
         self._checked = self._scanned = 0.0
         self._mtime: int | None = None
 

@@ -22,7 +22,7 @@ import torch
 
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.cache import cache_dir
-from tuitrain.core.cores import cpu_lease
+from tuitrain.core.cores import cpu_lease, free_threads, machine_cores
 from tuitrain.core.devices import cpu_device
 from tuitrain.core.events import BatchLosses
 from tuitrain.core.spec import RunSpec
@@ -67,13 +67,19 @@ def _load_cache() -> dict:
         return {}
 
 
-def planned_device(device: torch.device) -> str:
-    """The device as a run on it will name it: on the CPU, with the threads it will train with
-    (TUITRAIN_CPU_THREADS, else torch's default)."""
+def planned_threads(device: torch.device) -> int | None:
+    """The threads a run on the CPU starts with: TUITRAIN_CPU_THREADS, else torch's default less the cores that
+    other programs keep busy now (a core lease leaves those to them); None on a GPU."""
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return None
     defaults = RunSpec()  # type: ignore[call-arg]  # mypy misses the defaults given as Field(default, ...)
-    return cpu_device(cpu_threads(defaults, device) or torch.get_num_threads())
+    return cpu_threads(defaults, device) or free_threads(torch.get_num_threads())
+
+
+def planned_device(device: torch.device) -> str:
+    """The device as a run on it will name it: on the CPU, with the threads it will train with (planned_threads)."""
+    threads = planned_threads(device)
+    return torch.cuda.get_device_name(device) if threads is None else cpu_device(threads)
 
 
 def _key(spec: RunSpec, device_name: str, torch_version: str = torch.__version__) -> str:
@@ -212,15 +218,17 @@ def learn_from_run(record: RunRecord) -> None:
 
 
 def throughput(spec: RunSpec, *, calibrate: bool = True) -> dict | None:
-    """Cached throughput for this spec on its device; measured now if missing and `calibrate`."""
+    """Cached throughput for this spec on its device (on the CPU, with the threads it would train with now);
+    measured now if missing and `calibrate`."""
     device = select_device(spec.device)
+    threads = planned_threads(device)
     cache = _load_cache()
-    key = _key(spec, planned_device(device))
+    key = _key(spec, torch.cuda.get_device_name(device) if threads is None else cpu_device(threads))
     if key in cache:
         return cache[key]
     if not calibrate:
         return None
-    figures = calibrated(spec, device)
+    figures = calibrated(spec, device, threads)
     if figures is None:
         return None
     cache[key] = figures
@@ -228,15 +236,28 @@ def throughput(spec: RunSpec, *, calibrate: bool = True) -> dict | None:
     return figures
 
 
-def calibrated(spec: RunSpec, device: torch.device) -> dict | None:
-    """`measure()` where it can time the run alone, else None (nothing measured): on the CPU it holds a core lease
-    that no other run shares, since runs training meanwhile would halve what it measures, or worse."""
+def calibrated(spec: RunSpec, device: torch.device, threads: int | None) -> dict | None:
+    """`measure()` where it can time the run alone, with `threads` on the CPU; else None (nothing measured, or
+    nothing kept): on the CPU it holds a core lease that no other run shares, and other programs may not have kept
+    busy the cores it times with meanwhile (either would halve what it measures, or worse, and the figure would
+    stay in the cache)."""
     lease = cpu_lease(device.type, label="calibration")
     if lease is not None and not lease.acquire_if_alone():
         return None
+    other_work = lease.other_work if lease is not None else None
+
+    def crowded() -> bool:
+        return threads is not None and other_work is not None and other_work.busy_cores() > machine_cores() - threads
+
+    previous = torch.get_num_threads()
     try:
-        return measure(spec, device)
+        if crowded():
+            return None
+        torch.set_num_threads(threads or previous)
+        figures = measure(spec, device)
+        return None if crowded() else figures
     finally:
+        torch.set_num_threads(previous)
         if lease is not None:
             lease.release()
 
