@@ -286,8 +286,8 @@ def cmd_list_presets(args: argparse.Namespace) -> int:
     print(fmt.text_table(("Preset", "Runs", "Jobs", "Est. time", "Title"), rows, indent=""))
     if untimed:
         print(
-            "–: not timed yet. A model is timed while no other tuitrain run holds a core and no other program keeps "
-            "one busy; until then its presets have no estimate.",
+            "–: not timed yet. A model is timed while no other tuitrain run holds a core and other programs leave "
+            "it a core; until then its presets have no estimate.",
             file=sys.stderr,
         )
     return 0
