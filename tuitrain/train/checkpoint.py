@@ -39,7 +39,7 @@ def checkpoint_state(
 ) -> dict[str, Any]:
     """The checkpoint as of now, in memory: every tensor a copy (on its device: cheap on a GPU), so that training on
     (in-place updates of the model and optimizer) cannot change it while it is serialised elsewhere."""
-    return {
+    state = {
         "version": CHECKPOINT_VERSION,
         "run_id": record.id,
         "epoch": len(record.epochs),
@@ -53,6 +53,11 @@ def checkpoint_state(
         # float64 holds every float32 loss exactly
         "batch_losses": torch.tensor(record.batch_losses, dtype=torch.float64),
     }
+    if torch.cuda.is_initialized():
+        # the copies are queued on this thread's stream: done before a thread on another stream reads them (a few ms
+        # after the epoch's evaluation, which waited for the training already)
+        torch.cuda.synchronize()
+    return state
 
 
 def copied(value: Any) -> Any:

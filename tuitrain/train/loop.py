@@ -641,7 +641,10 @@ def fit(
     at the end. Errors inside training end the run as `failed` (the record says why); a user error such
     as an unavailable device is raised before anything starts. `place` says where the run stands in its
     invocation and where its files go: with a checkpoint file, a checkpoint is written there at every
-    epoch end; `resume` (a state from checkpoint.load_checkpoint) continues from that epoch end.
+    epoch end, by default in a background thread while the next epoch trains (the run file may be saved
+    before it is on the disk; the next epoch end and the run's end wait for it), with `write_checkpoint(path,
+    bytes)` in the training thread; `resume` (a state from checkpoint.load_checkpoint) continues from that
+    epoch end.
     A KeyboardInterrupt (a second Ctrl-C) saves the run as interrupted and propagates; one arriving
     during the last save waits for it (RunControl.uninterrupted). A run file or checkpoint that cannot
     be written ends the run as interrupted (the record says why), then raises RunFilesError: the
