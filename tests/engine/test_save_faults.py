@@ -185,9 +185,18 @@ def test_unwritable_folder_mid_run_gives_one_line_summary_and_exit_1(
     assert not list(folder.glob(".*.tmp"))
 
 
+def delete_at_a_training_thread_write(folder: Path) -> None:
+    """Really delete the folder, as another process would, when the training thread writes there next (mkstemp then
+    fails). Until it is gone: the checkpoint written meanwhile in a background thread may put a file back before the
+    folder itself goes; that thread's write fails, or finds the folder gone."""
+    if threading.current_thread() is threading.main_thread():
+        while folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_runs_folder_deleted_mid_run(tmp_path: Path, tiny_preset: Path, mnist_dir: Path, monkeypatch, capsys) -> None:
     runs = tmp_path / "runs"
-    fail_writes_after_first_checkpoint(monkeypatch, runs, shutil.rmtree)  # really deleted; mkstemp then fails
+    fail_writes_after_first_checkpoint(monkeypatch, runs, delete_at_a_training_thread_write)
     code = main(["--preset", str(tiny_preset), "--no-ui", "--runs-dir", str(runs), "--data-dir", str(mnist_dir)])
     out, err = capsys.readouterr()
     assert code == 1
