@@ -661,10 +661,15 @@ def _check_resumable(record: RunRecord, path: Path, *, single: bool) -> None:
 
 
 def _checkpoint_for(run_path: Path, record: RunRecord) -> dict | None:
-    """The run's last checkpoint, checked now (before training); None if it never finished an epoch."""
+    """The run's last checkpoint, checked now (before training); None if it never wrote one (it starts over).
+
+    The checkpoint may be an epoch behind the run file (written in the background, it had not reached the disk when
+    the process died): training continues from the checkpoint's own epoch end. The record names the checkpoint once
+    the first one is on the disk, so epochs in a run file that names none were never checkpointed: nothing to lose."""
     path = checkpoint_path(run_path)
+    checkpointed = bool(record.epochs) and record.checkpoint is not None
     if not path.exists():
-        if record.epochs:
+        if checkpointed:
             raise RecordError(
                 f"{path}: checkpoint missing, so {record.label} cannot continue from epoch {len(record.epochs) + 1}."
             )
@@ -672,9 +677,9 @@ def _checkpoint_for(run_path: Path, record: RunRecord) -> dict | None:
     try:
         return load_checkpoint(path, record.id)
     except RecordError:
-        if record.epochs:
+        if checkpointed:
             raise
-        return None  # no epoch to lose: it starts over (a restarted run killed before its first checkpoint)
+        return None  # no checkpointed epoch to lose: it starts over (e.g. a restarted run killed before its first)
 
 
 class PresetSource:

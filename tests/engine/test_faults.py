@@ -155,7 +155,8 @@ def test_kill_9_leaves_valid_file_shown_as_crashed(long_run) -> None:
     # resumable from its last checkpoint
     inv = PresetInvocation.resume(path.parent)
     [(resumed, state)] = inv.resuming.values()
-    assert resumed.id == record.id and state is not None and state["epoch"] >= len(record.epochs)
+    # the checkpoint is written in the background while the next epoch trains: the run file may be an epoch ahead
+    assert resumed.id == record.id and state is not None and state["epoch"] >= len(record.epochs) - 1
     assert inv.not_started() == ["activation=relu", "activation=tanh"]
 
 

@@ -19,7 +19,7 @@ from tuitrain.core.control import RunControl
 from tuitrain.core.errors import RecordError, TuitrainError
 from tuitrain.core.events import BatchLosses, EpochEnded
 from tuitrain.presets import load_preset_file
-from tuitrain.records import read_record, write_record
+from tuitrain.records import RunRecord, read_record, write_record
 from tuitrain.session import LOCK_FILE, PLAN_FILE, PresetInvocation
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 
@@ -144,6 +144,70 @@ def test_resume_crashed_run_with_lagging_record(mnist_dir: Path, tiny_preset: Pa
     assert record.status == "completed"
     assert record.batch_losses == expected[0].batch_losses
     assert len(record.epochs) == 2
+
+
+def crashed_now(run_file: Path) -> RunRecord:
+    """The saved record made to look like its process died while it trained (running, a pid that is gone)."""
+    record = read_record(run_file)
+    record.status, record.ended_at = "running", None
+    record.env.pid = 2**22 + 12345  # no such process
+    return record
+
+
+def test_resume_from_a_checkpoint_an_epoch_behind_the_run_file(
+    mnist_dir: Path, tiny_preset: Path, tmp_path: Path
+) -> None:
+    """Killed while epoch 2's checkpoint was written in the background, after the run file had been saved with
+    epoch 2: the resume continues from the checkpoint that reached the disk (epoch 1's) and ends as a run never
+    stopped."""
+    expected = prepare(tiny_preset, tmp_path / "a", mnist_dir, epochs=3).run(lambda e: None)
+
+    control = RunControl()
+    inv = prepare(tiny_preset, tmp_path / "b", mnist_dir, epochs=3)
+    inv.run(stop_in_epoch(control, epoch=2), control)
+    run_file = inv.folder / inv.files[0]
+    epoch_1_checkpoint = checkpoint_path(run_file).read_bytes()
+    control = RunControl()
+    PresetInvocation.resume(run_file, data_dir=mnist_dir).run(stop_in_epoch(control, epoch=3), control)
+    crashed = crashed_now(run_file)
+    assert len(crashed.epochs) == 2 and load_checkpoint(checkpoint_path(run_file), crashed.id)["epoch"] == 2
+    checkpoint_path(run_file).write_bytes(epoch_1_checkpoint)  # epoch 2's never reached the disk
+    write_record(crashed, run_file)
+
+    epochs_seen = []
+    [record] = PresetInvocation.resume(run_file, data_dir=mnist_dir).run(
+        lambda e: epochs_seen.append(e.epoch) if isinstance(e, EpochEnded) else None
+    )
+    assert epochs_seen == [2, 3]
+    saved = read_record(run_file)
+    assert saved.status == record.status == "completed"
+    assert [e.epoch for e in saved.epochs] == [1, 2, 3]
+    assert saved.batch_losses == expected[0].batch_losses  # exact, on the CPU
+    assert [e.test_correct for e in saved.epochs] == [e.test_correct for e in expected[0].epochs]
+    assert load_checkpoint(checkpoint_path(run_file), saved.id)["epoch"] == 3
+
+
+def test_resume_before_the_first_checkpoint_reached_the_disk_starts_over(
+    mnist_dir: Path, tiny_preset: Path, tmp_path: Path
+) -> None:
+    """Killed while the first checkpoint was written, after the run file had been saved with epoch 1: the run file
+    names no checkpoint yet, so nothing checkpointed is lost and the run starts over (no --restart-missing)."""
+    expected = prepare(tiny_preset, tmp_path / "a", mnist_dir).run(lambda e: None)
+    control = RunControl()
+    inv = prepare(tiny_preset, tmp_path / "b", mnist_dir)
+    inv.run(stop_in_epoch(control, epoch=2), control)
+    run_file = inv.folder / inv.files[0]
+    crashed = crashed_now(run_file)
+    assert len(crashed.epochs) == 1 and crashed.checkpoint == checkpoint_path(run_file).name
+    crashed.checkpoint = None
+    checkpoint_path(run_file).unlink()
+    write_record(crashed, run_file)
+
+    resumed = PresetInvocation.resume(run_file, data_dir=mnist_dir)
+    assert resumed.resuming[0][1] is None and resumed.restarting == []
+    [record] = resumed.run(lambda e: None)
+    assert record.status == "completed" and record.restarts == []
+    assert read_record(run_file).batch_losses == expected[0].batch_losses
 
 
 def test_resume_refuses_running_and_bad_targets(mnist_dir: Path, tiny_preset: Path, tmp_path: Path, capsys) -> None:

@@ -2,14 +2,19 @@
 
 A checkpoint holds what continuing needs to give the same batch losses as an uninterrupted run
 (on the CPU): model and optimizer state, the global torch RNG (CUDA too), the batch-order
-generator, and the run's completed epochs and batch losses up to that epoch end (so a crash
-between writing the checkpoint and the run file loses nothing). Serialised in memory, then written
-atomically; read with torch.load(weights_only=True): plain tensors, numbers, strings, lists and dicts only.
+generator, and the run's completed epochs and batch losses up to that epoch end: on resume the
+checkpoint wins over the run file, which may be ahead of it (a crash while the checkpoint was being
+written, in the background while the next epoch trained) or behind it (a crash before the run file
+was saved). Serialised in memory, then written atomically; read with torch.load(weights_only=True):
+plain tensors, numbers, strings, lists and dicts only.
 """
 
 from __future__ import annotations
 
+import copy
 import io
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +34,18 @@ def checkpoint_path(run_path: Path) -> Path:
     return run_path.with_name(run_path.stem + SUFFIX)
 
 
-def checkpoint_bytes(
+def checkpoint_state(
     model: nn.Module, optimizer: torch.optim.Optimizer, order_gen: torch.Generator, record: RunRecord
-) -> bytes:
-    """The checkpoint as its file holds it. Serialised in memory, then written: torch.save writing to a full disk
-    fails with an opaque "unexpected pos" RuntimeError, while writing the bytes raises the OSError (ENOSPC) that says
-    what happened."""
-    state: dict[str, Any] = {
+) -> dict[str, Any]:
+    """The checkpoint as of now, in memory: every tensor a copy (on its device: cheap on a GPU), so that training on
+    (in-place updates of the model and optimizer) cannot change it while it is serialised elsewhere."""
+    state = {
         "version": CHECKPOINT_VERSION,
         "run_id": record.id,
         "epoch": len(record.epochs),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": copied(model.state_dict()),
+        # state_dict() hands out the optimizer's own per-parameter dicts and tensors
+        "optimizer": copied(optimizer.state_dict()),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         "order_rng": order_gen.get_state(),
@@ -48,9 +53,83 @@ def checkpoint_bytes(
         # float64 holds every float32 loss exactly
         "batch_losses": torch.tensor(record.batch_losses, dtype=torch.float64),
     }
+    if torch.cuda.is_initialized():
+        # the copies are queued on this thread's stream: done before a thread on another stream reads them (a few ms
+        # after the epoch's evaluation, which waited for the training already)
+        torch.cuda.synchronize()
+    return state
+
+
+def copied(value: Any) -> Any:
+    """`value` with every tensor in it cloned and every dict, list and tuple in it a new one."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        new = copy.copy(value)  # an OrderedDict stays one, with its attributes (a state dict's _metadata)
+        for key, item in new.items():
+            new[key] = copied(item)
+        return new
+    if isinstance(value, (list, tuple)):
+        return type(value)(copied(v) for v in value)
+    return value
+
+
+def checkpoint_bytes(state: dict[str, Any]) -> bytes:
+    """A checkpoint state (checkpoint_state) as its file holds it. Serialised in memory, then written: torch.save
+    writing to a full disk fails with an opaque "unexpected pos" RuntimeError, while writing the bytes raises the
+    OSError (ENOSPC) that says what happened."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getvalue()
+
+
+WriteCheckpoint = Callable[[Path, bytes], None]
+"""Writes a checkpoint's bytes to its file: atomically here, or sent to the process that writes the run files."""
+
+
+class CheckpointWriter:
+    """Serialises and writes checkpoint states with `write`, one at a time: in a background thread (`background`),
+    while the next epoch trains, or at once in the caller's thread.
+
+    `collect` hands the outcome to the training thread: the file written, or the exception the write raised, as a
+    synchronous write would have raised it. The thread is a daemon: a process leaving without awaiting it (only a
+    crash does) leaves the old checkpoint file, or the new one, never part of one (the write is atomic)."""
+
+    def __init__(self, write: WriteCheckpoint, *, background: bool) -> None:
+        self.write, self.background = write, background
+        self.thread: threading.Thread | None = None
+        self.written: Path | None = None
+        self.failure: BaseException | None = None
+
+    def start(self, path: Path, state: dict[str, Any]) -> None:
+        """Write `state` (checkpoint_state) to `path`; the previous write must have been collected."""
+        assert self.thread is None and self.written is None and self.failure is None, "a write not collected"
+        if not self.background:
+            self._write(path, state)
+            return
+        self.thread = threading.Thread(target=self._write, args=(path, state), name="checkpoint-writer", daemon=True)
+        self.thread.start()
+
+    def _write(self, path: Path, state: dict[str, Any]) -> None:
+        try:
+            self.write(path, checkpoint_bytes(state))
+        except BaseException as exc:  # noqa: BLE001 - raised in the training thread by collect
+            self.failure = exc
+        else:
+            self.written = path
+
+    def collect(self, *, wait: bool) -> Path | None:
+        """The file of the write started last, once it is written (then None until the next start); None while it is
+        being written (`wait`: waits for it first) or when there is none. The write's exception is raised here."""
+        if self.thread is not None:
+            if not wait and self.thread.is_alive():
+                return None
+            self.thread.join()  # interrupted by a KeyboardInterrupt, it is still there to wait for again
+            self.thread = None
+        failure, written, self.failure, self.written = self.failure, self.written, None, None
+        if failure is not None:
+            raise failure
+        return written
 
 
 def load_checkpoint(path: Path, run_id: str | None = None, *, data: bytes | None = None) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from tuitrain.core.events import (
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
 from tuitrain.records import EnvInfo, EpochRecord, RunRecord, utc_now
-from tuitrain.train.checkpoint import checkpoint_bytes, restore_checkpoint
+from tuitrain.train.checkpoint import CheckpointWriter, WriteCheckpoint, checkpoint_state, restore_checkpoint
 from tuitrain.train.cuda_step import autocast, make_step, wants_graph
 from tuitrain.train.data import NORMALISATION, MnistArrays
 from tuitrain.train.models import build_model
@@ -54,8 +54,6 @@ PERSIST_EVERY_S = 2.0
 READ_BACK_EVERY_S = 2.0
 
 Persist = Callable[[RunRecord], None]
-WriteCheckpoint = Callable[[Path, bytes], None]
-"""Writes a checkpoint's bytes to its file: atomically here, or sent to the process that writes the run files."""
 
 
 def select_device(name: str) -> torch.device:
@@ -242,12 +240,13 @@ def new_record(spec: RunSpec, device: torch.device, *, run_id: str, label: str, 
 def reopen_record(record: RunRecord, device: torch.device, *, from_checkpoint: bool) -> None:
     """Make a saved interrupted or crashed run's record live again in this process, to continue it: running, its
     end and error cleared, this process's environment (a live pid, not a crash), the resume time noted. Without a
-    checkpoint to continue from, it starts over: its saved epochs and losses go."""
+    checkpoint to continue from, it starts over: its saved epochs and losses go, and the checkpoint it names (this
+    life's first one is named once it is written)."""
     record.status, record.ended_at, record.error, record.traceback = "running", None, None, None
     record.env = environment(device)
     record.resumed_at.append(utc_now())
     if not from_checkpoint:
-        record.epochs, record.batch_losses = [], []
+        record.epochs, record.batch_losses, record.checkpoint = [], [], None
 
 
 @dataclass(frozen=True)
@@ -314,7 +313,7 @@ class FitLoop:
         emit: Sink,
         control: RunControl,
         persist: Persist,
-        write_checkpoint: WriteCheckpoint,
+        checkpoints: CheckpointWriter,
         place: RunPlace,
         device: torch.device,
         data: MnistArrays | TensorData,
@@ -335,7 +334,7 @@ class FitLoop:
         self.share, self.max_threads, self.threads_now = share, max_threads, torch.get_num_threads()
         record.env.threads = self.follow_share()  # what the run starts with; the epochs record any change
         self.spec, self.emit, self.control, self.persist, self.place = spec, emit, control, persist, place
-        self.write_checkpoint = write_checkpoint
+        self.checkpoints = checkpoints
         self.device, self.data, self.record = device, data, record
 
         torch.manual_seed(spec.seed)
@@ -414,14 +413,20 @@ class FitLoop:
             except RunFilesError as exc:  # nowhere to save to: stop, resumable once the folder or disk is fixed
                 self.status, record.error, files_error = "interrupted", str(exc), exc
             except Exception as exc:  # noqa: BLE001 - a failing run is recorded, not lost
-                self.status = "failed"
-                record.error = f"{type(exc).__name__}: {exc}"
-                record.traceback = traceback.format_exc()
+                self.fail(exc)
             self.keep_unread_losses()
             if self.status == "completed" and self.diverged_at is not None:  # on_divergence = "continue"
                 self.status = "diverged"
                 record.error = f"{self.diverged_at}; training continued (on_divergence = continue)"
-            with self.control.uninterrupted():  # a second stop signal now waits for this write
+            with self.control.uninterrupted():  # a second stop signal now waits for these writes
+                # the last checkpoint is on the disk before the run file says the run ended
+                try:
+                    self.checkpoint_written(wait=True)
+                except RunFilesError as exc:
+                    files_error = files_error or exc
+                    self.status, record.error = "interrupted", str(files_error)
+                except Exception as exc:  # noqa: BLE001 - as a failure while training
+                    self.fail(exc)
                 record.status, record.ended_at = self.status, utc_now()
                 try:
                     self.save()
@@ -433,7 +438,10 @@ class FitLoop:
                 if record.status == "running":
                     self.keep_unread_losses()
                     record.status, record.ended_at = "interrupted", utc_now()
-                    with contextlib.suppress(RunFilesError):  # leaving anyway; the file keeps its last saved state
+                    # leaving anyway: a checkpoint or run file that cannot be written keeps its last saved state
+                    with contextlib.suppress(Exception):
+                        self.checkpoint_written(wait=True)
+                    with contextlib.suppress(RunFilesError):
                         self.save()
             raise
         emit(
@@ -450,6 +458,12 @@ class FitLoop:
         if files_error is not None:
             raise files_error
         return record
+
+    def fail(self, exc: Exception) -> None:
+        """End the run as failed by `exc`, raised while training (its traceback kept)."""
+        self.status = "failed"
+        self.record.error = f"{type(exc).__name__}: {exc}"
+        self.record.traceback = traceback.format_exc()
 
     # --- one epoch -------------------------------------------------------------------------------
 
@@ -567,13 +581,10 @@ class FitLoop:
         record.epochs.append(result)
         self.active_s += result.duration_s
         if place.checkpoint_file is not None:
-            try:
-                self.write_checkpoint(
-                    place.checkpoint_file, checkpoint_bytes(self.model, self.optimizer, self.order_gen, record)
-                )
-            except OSError as exc:
-                raise cannot_write(exc, place.checkpoint_file.parent) from exc
-            record.checkpoint = place.checkpoint_file.name
+            self.checkpoint_written(wait=True)  # the previous epoch's: one write at a time
+            state = checkpoint_state(self.model, self.optimizer, self.order_gen, record)
+            self.checkpoints.start(place.checkpoint_file, state)
+            self.checkpoint_written(wait=False)  # a synchronous write is done now, and the run file names it
         self.save()
         self.emit(
             EpochEnded(
@@ -596,6 +607,19 @@ class FitLoop:
         return self.threads_now
 
     # --- saving ----------------------------------------------------------------------------------
+
+    def checkpoint_written(self, *, wait: bool) -> None:
+        """Name the checkpoint in the record once its file is written (waiting for it when `wait`); RunFilesError
+        when it could not be written. Until then the run file may be saved ahead of the checkpoint: a resume
+        continues from the checkpoint's own epochs and losses, which the record is put back to."""
+        if self.place.checkpoint_file is None:
+            return
+        try:
+            written = self.checkpoints.collect(wait=wait)
+        except OSError as exc:
+            raise cannot_write(exc, self.place.checkpoint_file.parent) from exc
+        if written is not None:
+            self.record.checkpoint = written.name
 
     def save(self) -> None:
         """Write the run file (the `persist` hook); RunFilesError when it cannot be written."""
@@ -634,7 +658,10 @@ def fit(
     at the end. Errors inside training end the run as `failed` (the record says why); a user error such
     as an unavailable device is raised before anything starts. `place` says where the run stands in its
     invocation and where its files go: with a checkpoint file, a checkpoint is written there at every
-    epoch end; `resume` (a state from checkpoint.load_checkpoint) continues from that epoch end.
+    epoch end, by default in a background thread while the next epoch trains (the run file may be saved
+    before it is on the disk; the next epoch end and the run's end wait for it), with `write_checkpoint(path,
+    bytes)` in the training thread; `resume` (a state from checkpoint.load_checkpoint) continues from that
+    epoch end.
     A KeyboardInterrupt (a second Ctrl-C) saves the run as interrupted and propagates; one arriving
     during the last save waits for it (RunControl.uninterrupted). A run file or checkpoint that cannot
     be written ends the run as interrupted (the record says why), then raises RunFilesError: the
@@ -659,7 +686,11 @@ def fit(
             sink or (lambda _e: None),
             control or RunControl(),
             persist or (lambda _r: None),
-            write_checkpoint or atomic_write_bytes,
+            # Only this process's own atomic write goes to the background: the worker's writer sends the bytes to
+            # the invoking process, which writes the checkpoint before the run file sent after it, in order.
+            CheckpointWriter(write_checkpoint, background=False)
+            if write_checkpoint is not None
+            else CheckpointWriter(atomic_write_bytes, background=True),
             place,
             device,
             data,
