@@ -195,6 +195,12 @@ def test_record_with_a_field_replaced(field: str, value) -> None:
     parse_only_record_errors(json.dumps(data))
 
 
+def test_a_field_name_with_a_newline_stays_on_one_line() -> None:
+    data = json.loads(VALID_RECORD)
+    data["spec"] = {"\n": None}  # found by test_record_with_a_field_replaced
+    parse_only_record_errors(json.dumps(data))
+
+
 @PROPS
 @given(st.binary(max_size=200))
 def test_random_bytes_as_run_file(blob: bytes) -> None:

@@ -3,6 +3,8 @@
 from dataclasses import dataclass
 from typing import Any
 
+from tuitrain.core.text import printable
+
 
 class TuitrainError(Exception):
     """A problem with the user's input or environment, worded for the user (what, where, how to fix)."""
@@ -43,7 +45,7 @@ def first_error(exc: Any) -> FirstError:
     core need not import pydantic."""
     first = exc.errors()[0]
     loc = tuple(first.get("loc", ()))
-    where = ".".join(str(p) for p in loc) or "(top level)"
+    where = printable(".".join(str(p) for p in loc)) or "(top level)"  # field names come from the file
     return FirstError(where=where, msg=first["msg"], loc=loc, kind=first.get("type", ""), input=first.get("input"))
 
 
