@@ -185,6 +185,24 @@ def test_a_busy_process_counts_as_other_work_and_this_ones_own_work_does_not() -
     assert own.busy < quiet.busy + 0.6  # its own work is not other work
 
 
+def test_a_first_lease_starts_with_the_cores_other_work_leaves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not Path("/proc/stat").is_file():
+        pytest.skip("no /proc/stat here")
+    monkeypatch.setattr(cores.OtherWork, "busy_cores", MEASURED_BUSY_CORES)
+    cores.other_work_here.cache_clear()  # as in a fresh process: nothing measured yet
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    lease = CoreLease(registry=tmp_path / "cores", cores=2)
+    try:
+        time.sleep(0.3)  # the interpreter started and spins
+        assert lease.acquire()
+        assert lease.threads() == 1  # at once, not after a first window at the full share
+    finally:
+        spinner.kill()
+        spinner.wait()
+        lease.release()
+        cores.other_work_here.cache_clear()
+
+
 def test_admission_is_first_come_first_served(tmp_path: Path) -> None:
     registry = tmp_path / "cores"
     first = CoreLease(registry=registry, cores=1, label="a")

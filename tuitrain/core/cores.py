@@ -317,6 +317,7 @@ class CoreLease:
             self._register()
             while True:
                 if self.position < self.cores:
+                    self._look_at_other_work()
                     return True
                 if should_stop():
                     self.release()
@@ -401,6 +402,13 @@ class CoreLease:
             with self._locked():
                 self._write_own()
             self._refresh(expire=False)
+
+    def _look_at_other_work(self) -> None:
+        """On this process's first lease, measure the other work now (QUICK_WINDOW_S) rather than train for a first
+        window with a share that other programs may be crowding."""
+        if self.other_work is not None and not self.other_work.measured:
+            self.other_work.busy_cores(fresh=True)
+            self._threads = self._limited()
 
     def _limited(self) -> int:
         """The share, less the cores that other work keeps busy (at least 1)."""
