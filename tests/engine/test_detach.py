@@ -127,3 +127,29 @@ def test_resume_detach_continues_in_the_background(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_detach_with_jobs_trains_the_runs_in_worker_processes(
+    mnist_dir: Path, tiny_preset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["--preset", str(tiny_preset), "--no-ui", "--detach", "--jobs", "2", "--epochs", "1"]
+    assert main([*args, "--data-dir", str(mnist_dir), "--runs-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    pid = int(re.search(r"pid (\d+)", out).group(1))
+    folder = Path(re.search(r"Run folder: (.+)", out).group(1))
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while "Run files:" not in ((folder / DETACHED_LOG).read_text() if (folder / DETACHED_LOG).exists() else ""):
+            assert time.monotonic() < deadline, f"timed out; log:\n{(folder / DETACHED_LOG).read_text()}"
+            time.sleep(0.2)
+        records = [read_record(p) for p in sorted(folder.glob("*.json"))]
+        assert [r.status for r in records] == ["completed", "completed"]
+        assert pid not in {r.env.pid for r in records}  # trained by the child's workers, not the child
+        log = (folder / DETACHED_LOG).read_text()
+        assert "up to 2 at a time in worker processes" in log
+        assert all(f"[{r.label}] Run completed" in log for r in records)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
