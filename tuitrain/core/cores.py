@@ -5,7 +5,9 @@ process (pid and start time) and its place in the queue. The first `cores` holde
 split the cores evenly, the remainder to the oldest (a paused run keeps its place but gives its cores to the
 others until it goes on); later ones wait for a free core. A holder asks for its
 share at its batch boundaries (`CoreLease.threads`, cheap) and trains with that many threads, so when a second
-tuitrain starts the first gives up half of its share within a batch, and takes it back when the other ends.
+tuitrain starts the first gives up half of its share within a batch, and takes it back when the other ends. The
+share is capped by the cores that other programs keep busy (OtherWork, from /proc/stat), so that torch's threads
+do not fight them.
 Registering and expiring take an flock on the registry's lock file, so that two processes registering at once
 agree on the order. A holder whose process is gone (a crash, kill -9) is removed by the next full scan; holders
 on other hosts (a cache folder on NFS) are left alone and not counted.

@@ -78,7 +78,11 @@ def planned_threads(device: torch.device) -> int | None:
 
 def planned_device(device: torch.device) -> str:
     """The device as a run on it will name it: on the CPU, with the threads it will train with (planned_threads)."""
-    threads = planned_threads(device)
+    return device_name(device, planned_threads(device))
+
+
+def device_name(device: torch.device, threads: int | None) -> str:
+    """The device as runs on it name it: the GPU's name, or the CPU with `threads` threads."""
     return torch.cuda.get_device_name(device) if threads is None else cpu_device(threads)
 
 
@@ -223,7 +227,7 @@ def throughput(spec: RunSpec, *, calibrate: bool = True) -> dict | None:
     device = select_device(spec.device)
     threads = planned_threads(device)
     cache = _load_cache()
-    key = _key(spec, torch.cuda.get_device_name(device) if threads is None else cpu_device(threads))
+    key = _key(spec, device_name(device, threads))
     if key in cache:
         return cache[key]
     if not calibrate:

@@ -319,8 +319,8 @@ class FitLoop:
         data: MnistArrays | TensorData,
         record: RunRecord | None,
         resume: dict | None,
-        share: CoreShare | None = None,
-        max_threads: int = 1,
+        share: CoreShare | None,
+        max_threads: int,
     ) -> None:
         if isinstance(data, MnistArrays):
             data = TensorData.from_arrays(data, device, spec.subset, spec.test_subset, spec.dataset)
