@@ -127,7 +127,7 @@ def experiment_blocks(c: Comparison, title: str, log_loss: bool, with_figures: b
     if differing:
         blocks.append(Paragraph(f"Varied: {', '.join(differing)}."))
     groups = c.groups()
-    seeds = sorted({s for g in groups for s in g.seeds})
+    seeds = sorted({s for g in groups for s in g.seeds if s is not None})
     repeats = c.has_repeats()
     if repeats:
         blocks.append(Paragraph(f"Each configuration trained with seeds {', '.join(map(str, seeds))}."))
@@ -136,7 +136,7 @@ def experiment_blocks(c: Comparison, title: str, log_loss: bool, with_figures: b
     for g in groups:
         if not any(r.epochs_done for r in g.runs):
             continue
-        label = g.label if g.n == 1 else f"{g.label} (n={g.n}, seeds {','.join(map(str, g.seeds))})"
+        label = g.label if g.n == 1 else f"{g.label} (n={g.n}, seeds {g.seeds_text()})"
         blocks.append(Paragraph(f"**{label}**"))
         blocks.append(Table(["Epoch", "Initial training loss", "Final training loss", "Test accuracy"], epoch_rows(g)))
 

@@ -263,9 +263,13 @@ class Comparison:
             return None  # not a sweep: a grid of mostly empty cells says nothing
         cells: dict[tuple[Any, Any], float | None] = {}
         if repeats:  # each cell the mean over its seeds
-            for g in self.groups():
+            for g in groups.seed_groups(self.groups()):
                 s = g.spread(lambda r: r.best_accuracy)
-                cells[(g.runs[0].param(row_param), g.runs[0].param(col_param))] = None if s is None else s.mean
+                key = (g.runs[0].param(row_param), g.runs[0].param(col_param))
+                if groups.poolable(g.runs[0]):
+                    cells[key] = None if s is None else s.mean
+                else:  # a run that failed or diverged fills only a cell that no completed run does
+                    cells.setdefault(key, None if s is None else s.mean)
             return Grid(row_param, col_param, rows, cols, cells, mean_over_seeds=True)
         for r in self.runs:
             key = (r.param(row_param), r.param(col_param))

@@ -10,7 +10,7 @@ import math
 from typing import TYPE_CHECKING
 
 from tuitrain import format as fmt
-from tuitrain.compare.groups import group_by_seed, has_repeats, ranking_notes
+from tuitrain.compare.groups import duplicate_notes, group_by_seed, has_repeats, ranking_notes, seed_groups
 from tuitrain.compare.runs import RunColumn, epochs_text
 
 if TYPE_CHECKING:
@@ -73,13 +73,15 @@ def observations(c: Comparison) -> list[str]:
                 f"(chance {100 / r.num_classes:.0f}% for {r.num_classes} classes), mean training loss of the "
                 f"last epoch {loss:.4f} (ln {r.num_classes} = {math.log(r.num_classes):.4f})."
             )
+    notes += duplicate_notes(group_by_seed(c.runs))
     learning = [r for r in trained if r.index not in stuck and r.status != "diverged"]
     groups = group_by_seed(learning)
-    if len(groups) > 1 and has_repeats(groups):
+    if len(seed_groups(groups)) > 1 and has_repeats(groups):
         # settings repeated across seeds: their spread says what is beyond noise, not the test set's size
         notes += ranking_notes(groups, c.threshold)
     else:
-        notes += _ranking(trained, stuck)
+        # a diverged run's figures came after its loss stopped being a number: never ranked
+        notes += _ranking([r for r in trained if r.status != "diverged"], stuck)
         notes += _convergence(c, trained, stuck)
     for r in trained:
         notes += _instability(r, r.index in stuck)
