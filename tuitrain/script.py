@@ -145,6 +145,8 @@ class Run:
         """Index in batch_losses of the first loss of the epoch in progress."""
         self.last_read = self.last_save = self.epoch_began = time.monotonic()
         self.finished = False
+        self.diverged_at: str | None = None
+        """Where the first non-finite loss was logged: the run ends 'diverged', as a preset run does."""
         self._save(always=True)
 
     # --- logging -------------------------------------------------------------------------------
@@ -220,6 +222,8 @@ class Run:
             status = "failed"
         if self.planned_epochs is None:
             record.spec.epochs = max(len(record.epochs), 1)
+        if status == "completed" and self.diverged_at is not None:
+            status, error = "diverged", error or f"{self.diverged_at}; the script trained on"
         record.status, record.ended_at = status, utc_now()
         if error is not None:
             record.error = error
@@ -256,6 +260,11 @@ class Run:
         for i, v in enumerate(pending):
             if not _is_tensor(v):
                 values[i] = float(v)
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        if bad is not None and self.diverged_at is None:
+            batch = len(self.record.batch_losses) + bad - self.epoch_start + 1
+            epoch = len(self.record.epochs) + 1
+            self.diverged_at = f"non-finite loss ({values[bad]}) at epoch {epoch}, batch {batch}"
         self.record.batch_losses.extend(values)
         self._save()
 
