@@ -99,6 +99,23 @@ def test_config_must_be_json_scalars(tmp_path):
         script.init(config={"model": object()}, runs_dir=tmp_path)
 
 
+def test_nested_config_is_flattened_into_slash_keys(tmp_path):
+    config = {"optim": {"lr": 0.1, "betas": (0.9, 0.99)}, "model": {"hidden": 64, "act": {"name": "relu"}}, "bs": 32}
+    run = script.init(label="nested", config=config, runs_dir=tmp_path)
+    run.finish()
+    assert read_record(run.path).config == {
+        "optim/lr": 0.1,
+        "optim/betas": [0.9, 0.99],
+        "model/hidden": 64,
+        "model/act/name": "relu",
+        "bs": 32,
+    }
+    with pytest.raises(TypeError, match=r"config\['optim/lr'\] must be"):
+        script.init(config={"optim": {"lr": object()}}, runs_dir=tmp_path)
+    with pytest.raises(ValueError, match="'a/b' twice"):
+        script.init(config={"a/b": 1, "a": {"b": 2}}, runs_dir=tmp_path)
+
+
 @pytest.mark.subprocess
 def test_import_tuitrain_stays_light(tmp_path):
     """`import tuitrain` and the API itself import neither torch nor textual (torch is the script's to import)."""
