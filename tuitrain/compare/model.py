@@ -39,6 +39,11 @@ def _signed_duration(d: float) -> str:
     return ("+" if d >= 0 else "-") + fmt.duration(abs(d))
 
 
+def _unsigned_zero(delta: str) -> str:
+    """'+0.00', '-0s' -> '0.00', '0s': a difference that rounds to nothing has no direction."""
+    return delta[1:] if delta[:1] in "+-" and not any(c in "123456789" for c in delta) else delta
+
+
 @dataclass(frozen=True)
 class Metric:
     """One figure row of the table: how to get a run's value, how to show it, how to show a delta."""
@@ -56,7 +61,7 @@ class Metric:
             return text
         other = self.value_of(baseline)
         if _number(value) and _number(other):
-            text += f" ({self.delta_of(value - other)})"
+            text += f" ({_unsigned_zero(self.delta_of(value - other))})"
         return text
 
 

@@ -129,7 +129,8 @@ def _ranking(trained: list[RunColumn], stuck: set[int]) -> list[str]:
             f"±{margin:.2f} noise of {best.test_total:,} test images."
         )
     others = [r for r in ranked[2:] if r.index not in stuck and r.status == "completed"]
-    if others:
+    # the lowest is named only where it is beyond noise below the best: a tie has no lowest either
+    if others and best_of(best) - best_of(others[-1]) > noise(best, others[-1]):
         worst = others[-1]
         notes.append(
             f"Lowest: {worst.label} with {fmt.accuracy(worst.best_accuracy)}, "
