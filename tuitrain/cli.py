@@ -224,7 +224,12 @@ def ray_child_args(args: argparse.Namespace) -> list[str]:
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    from tuitrain.core.spec import DATASET_SIZES, beyond_dataset
+
     overrides = {k: getattr(args, k) for k in OVERRIDE_KEYS if getattr(args, k) is not None}
+    for key in DATASET_SIZES:
+        if why := beyond_dataset(key, overrides.get(key)):
+            raise TuitrainError(f"--{key.replace('_', '-')} {overrides[key]}: {why}.")
     seeds = seeds_from(args)
     if seeds is not None:
         from tuitrain.presets import SEEDS_KEY

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from tuitrain.core.errors import PresetError, TuitrainError, first_error
-from tuitrain.core.spec import RunSpec
+from tuitrain.core.spec import DATASET_SIZES, RunSpec, beyond_dataset
 from tuitrain.core.text import printable
 
 if sys.version_info >= (3, 11):
@@ -181,6 +181,11 @@ class Preset(BaseModel):
                     key, value = first.where, first.input
                     section = "grid" if key in self.grid else "runs" if key in entry else "defaults"
                     raise PresetError(f"{where(key, value, section)}: {key} = {value!r}: {first.msg}.") from None
+                for key in DATASET_SIZES:
+                    if why := beyond_dataset(key, getattr(spec, key)):
+                        value = getattr(spec, key)
+                        section = "grid" if key in self.grid else "runs" if key in entry else "defaults"
+                        raise PresetError(f"{where(key, value, section)}: {key} = {value}: {why}.")
                 if collapsed:
                     continue  # differs from an earlier run only in settings the overrides replace
                 if ":" in spec.model and self.folder is not None:
