@@ -11,6 +11,7 @@ import fcntl
 import functools
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -368,7 +369,7 @@ class PresetInvocation:
 
         assert self.ray is not None
         cluster = RayCluster(self.ray)
-        sink(LogMessage(f"Ray: joining {cluster.describe()}…"))
+        sink(LogMessage(f"Ray: {cluster.starting()}…"))
         cluster.connect()
         try:
             to_train = len(self.runs) - len(self.kept)
@@ -378,7 +379,7 @@ class PresetInvocation:
             if folder is None:
                 return self.records
             cluster.put_data(self._arrays)
-            waiting = functools.partial(self._waiting_for_worker, sink)
+            waiting = functools.partial(self._waiting_for_worker, sink, set(), threading.Lock())
             runs = ParallelRuns(self, sink, control, start_worker=lambda: cluster.worker(lambda: self.folder, waiting))
             try:
                 runs.start()
@@ -390,11 +391,15 @@ class PresetInvocation:
             cluster.shutdown()
         return self.records
 
-    def _waiting_for_worker(self, sink: Sink) -> None:
-        """A worker finds no room on the cluster yet: the next run to start waits for it."""
-        waiting = self.indices_not_started()
-        if waiting:
+    def _waiting_for_worker(self, sink: Sink, told: set[int], lock: threading.Lock) -> None:
+        """A worker finds no room on the cluster yet: the next run to start that was not `told` about waits for it
+        (each worker's stream thread calls this once; each run is said to wait once)."""
+        with lock:
+            waiting = [i for i in self.indices_not_started() if i not in told]
+            if not waiting:
+                return
             index = waiting[0]
+            told.add(index)
             self.post_waiting(
                 sink, self.run_id(index), index, self.runs[index].label, "waiting for room on the Ray cluster"
             )

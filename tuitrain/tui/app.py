@@ -72,7 +72,8 @@ class TuitrainApp(App[int]):
 
     def on_mount(self) -> None:
         self.install_signal_handlers()
-        # watching needs no estimates (nor torch): the home screen estimates once it is shown
+        # watching needs no estimates (nor torch): the home screen estimates once it is shown; a preset given
+        # on the command line starts from the home screen (after its estimate: hours on a CPU are asked about)
         estimate_now = self.preset is None and self.watched is None
         self.push_screen(
             HomeScreen(
@@ -82,11 +83,10 @@ class TuitrainApp(App[int]):
                 estimate_now=estimate_now,
                 jobs=self.jobs,
                 gpus=self.gpus,
+                start=self.preset or None,
             )
         )
-        if self.preset:
-            self.start_preset(self.preset, self.preset_paths.get(self.preset), jobs=self.jobs)
-        elif self.watched is not None:
+        if not self.preset and self.watched is not None:
             self.watch_runs(self.watched)
 
     def install_signal_handlers(self) -> None:
