@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Static, TabbedContent
+from textual.widgets import DataTable, Footer, Static, TabbedContent
+from textual.widgets._footer import FooterKey
 
-from tests.app.scripted import ScriptedSource, run_events, two_runs_mid_training
+from tests.app.scripted import ScriptedSource, run_events, two_runs_at_once, two_runs_mid_training
 from tests.compare_fixtures import chance_run, grid_runs, make_record, normal_pair, write_runs
 from tests.helpers import wait_for
 from tuitrain.tui.app import TuitrainApp
@@ -21,10 +22,18 @@ from tuitrain.tui.screens.compare import CompareScreen
 from tuitrain.tui.screens.help import HelpScreen, help_text
 from tuitrain.tui.screens.home import preset_problem
 from tuitrain.tui.screens.run import RunScreen
-from tuitrain.tui.widgets.charts import ACCURACY_TICKS, PALETTE, accuracy_range, round_ticks, run_style
+from tuitrain.tui.widgets.charts import (
+    ACCURACY_TICKS,
+    PALETTE,
+    AccuracyChart,
+    LossChart,
+    accuracy_range,
+    round_ticks,
+    run_style,
+)
 from tuitrain.tui.widgets.epoch_table import EpochTable
 from tuitrain.tui.widgets.progress import ProgressPanel
-from tuitrain.tui.widgets.too_small import TooSmall
+from tuitrain.tui.widgets.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmall
 
 LONG_REASON = "not a tuitrain run record: " + "field required; " * 8
 
@@ -318,3 +327,36 @@ async def test_estimates_are_renewed_when_a_run_completed_meanwhile(tmp_path, ti
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
         await pilot.press("escape")
         await wait_for(pilot, lambda: str(table.get_cell("tiny", "time")) == "2m00s", "the renewed estimate")
+
+
+@pytest.mark.parametrize("at_once", [False, True], ids=["one-run", "two-at-once"])
+async def test_the_run_screen_fits_the_smallest_terminal(tmp_path, at_once):
+    """At the documented minimum, 60x18: every part in view (the screen does not scroll), the progress lines unwrapped,
+    every footer key whole, and the charts tall enough to show the loss curve and each epoch's accuracy point."""
+    source = ScriptedSource(two_runs_at_once() if at_once else two_runs_mid_training(), parallel=at_once)
+    app = TuitrainApp(runs_dir=tmp_path / "runs", presets={})
+    async with app.run_test(size=(MIN_WIDTH, MIN_HEIGHT)) as pilot:
+        app.push_screen(RunScreen(source))
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and source.delivered.is_set(), "the events")
+        screen = app.screen
+        rows = 1 if at_once else 4
+        await wait_for(pilot, lambda: screen.query_one(EpochTable).row_count == rows, "the epoch rows")
+        await wait_for(pilot, lambda: not (screen.loss_dirty or screen.accuracy_dirty or screen.progress_dirty), "draw")
+        await pilot.pause()
+        assert screen.max_scroll_y == 0 and screen.scroll_y == 0
+        parts = [screen.query_one(s) for s in ("#progress", "#legend", "#loss-chart", "#accuracy-chart", EpochTable)]
+        for part in [*parts, screen.query_one(Footer)]:
+            assert part.display and screen.region.contains_region(part.region), part
+        panel = screen.query_one(ProgressPanel)
+        lines = str(panel.render()).splitlines()
+        assert all(len(line) <= panel.content_size.width for line in lines)  # cut, so not wrapped
+        keys = list(screen.query(FooterKey))
+        assert keys and all(key.region.right <= MIN_WIDTH for key in keys)
+        assert {key.action for key in keys} >= {"pause", "stop_run", "stop_all"}
+        loss, accuracy = screen.query_one(LossChart), screen.query_one(AccuracyChart)
+        assert loss.content_size.height >= 7 and accuracy.content_size.height >= 7
+        # a dot per epoch with an accuracy: every one drawn inside the chart
+        dots = sum(line.count("•") for line in accuracy.render().plain.splitlines())
+        assert dots == (1 if at_once else 4)
+        assert screen.query_one(EpochTable).size.height >= 3
+        source.stop()

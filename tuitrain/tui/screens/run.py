@@ -67,6 +67,7 @@ class RunScreen(SizedScreen[None]):
         Binding("l", "toggle_log", "Log"),
         Binding("escape", "back", "Back"),
     ]
+    NARROW_FOOTER_SPARES = frozenset({"toggle_smooth", "toggle_log"})
 
     def __init__(self, source: EventSource) -> None:
         super().__init__()
