@@ -278,7 +278,7 @@ async def test_keys_are_the_same_everywhere_and_help_lists_the_compare_keys(tmp_
         await wait_for(pilot, lambda: app.return_code is not None, "q to quit")
 
 
-async def test_finished_note_shows_the_end_of_the_files_path_at_80_columns(tmp_path):
+async def test_finished_note_shows_the_end_of_the_files_path_at_80_columns_and_f_the_whole(tmp_path):
     folder = tmp_path / ("deeply/nested/runs/folder/" * 3) / "20250102-100000-demo-a1b2c3"
     events = run_events(0, 1, "activation=relu", [91.5], epochs=1, batches_done=0, finished=True, scale=1.0)
     app = TuitrainApp(runs_dir=tmp_path / "runs", presets={})
@@ -290,6 +290,37 @@ async def test_finished_note_shows_the_end_of_the_files_path_at_80_columns(tmp_p
         last = str(panel.render()).splitlines()[-1]
         assert last.startswith("Finished (1 completed). Files: …/") and last.endswith("/20250102-100000-demo-a1b2c3")
         assert len(last) <= panel.content_size.width
+        # the whole path: f shows it in a notification and copies it
+        assert "f" in {b.key for _, b, enabled, _ in app.screen.active_bindings.values() if enabled and b.show}
+        await pilot.press("f")
+        await wait_for(pilot, lambda: app._notifications, "the notification")
+        (shown,) = [n for n in app._notifications if n.title == "Run files"]
+        assert shown.message.startswith(f"{folder}\n") and app.clipboard == str(folder)
+
+
+def test_the_app_prints_the_folders_it_trained_into_on_exit(monkeypatch, capsys, tmp_path):
+    """The run screen cuts a long path to its width: on exit the whole one is left in the terminal."""
+    import tuitrain.tui.app
+    from tuitrain.cli import main
+
+    trained, unused = tmp_path / "runs/20250102-100000-demo-a1b2c3", tmp_path / "runs/20250102-100100-demo-d4e5f6"
+    trained.mkdir(parents=True)
+    unused.mkdir()
+    (trained / "01-lr=0.1.json").write_text("{}")
+
+    class App:
+        signal_exit_code = return_code = None
+        run_folders = [trained, unused]  # the second stopped before any run file was written
+
+        def __init__(self, **kw):
+            pass
+
+        def run(self):
+            pass
+
+    monkeypatch.setattr(tuitrain.tui.app, "TuitrainApp", App)
+    assert main([]) == 0
+    assert capsys.readouterr().out == f"Run files: {trained}\n"
 
 
 async def test_an_invalid_preset_shows_its_reason_first(tmp_path, tiny_preset):

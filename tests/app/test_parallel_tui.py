@@ -204,6 +204,7 @@ def test_the_command_line_gives_the_app_its_jobs_and_gpus(monkeypatch, capsys):
 
     class App:
         signal_exit_code = return_code = None
+        run_folders: list = []
 
         def __init__(self, **kw):
             given.update(kw)
