@@ -528,6 +528,11 @@ def run_app(args: argparse.Namespace) -> int:
         ray=ray_options_from(args),
     )
     app.run()
+    from tuitrain.headless import safe_print
+
+    for folder in app.run_folders:  # whole, where the terminal keeps it: the app cut it to its width
+        if any(folder.glob("*.json")):
+            safe_print(f"Run files: {folder}", sys.stdout)
     return app.signal_exit_code or app.return_code or 0
 
 

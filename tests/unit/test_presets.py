@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tuitrain.catalog import slug
 from tuitrain.core.errors import PresetError, TuitrainError
 from tuitrain.presets import available_presets, find_preset, load_preset_file
 
@@ -70,6 +71,23 @@ model = "model_b"
     overridden = preset.expand({"epochs": 1, "lr": 0.5})
     assert {r.spec.epochs for r in overridden} == {1}
     assert {r.spec.lr for r in overridden} == {0.5}
+
+
+def test_a_sweep_over_model_args_is_labelled_and_filed_by_its_keys(tmp_path: Path) -> None:
+    grid = """
+name = "widths"
+title = "widths"
+[defaults]
+model = "my_models:Net"
+[grid]
+model_args = [{ hidden = 16 }, { hidden = 32, depth = 2 }]
+"""
+    runs = load_preset_file(write(tmp_path, grid)).expand()
+    assert [r.label for r in runs] == ["hidden=16", "hidden=32, depth=2"]
+    assert [slug(r.label) for r in runs] == ["hidden=16", "hidden=32_depth=2"]  # the run files' names
+    explicit = grid.split("[grid]")[0] + "[[runs]]\nmodel_args = { hidden = 8 }\n[[runs]]\nmodel_args = {}\n"
+    runs = load_preset_file(write(tmp_path, explicit)).expand()
+    assert [r.label for r in runs] == ["hidden=8", "model_args={}"]
 
 
 def test_path_or_name(tiny_preset: Path) -> None:

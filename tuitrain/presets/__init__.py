@@ -192,8 +192,8 @@ class Preset(BaseModel):
                     spec = spec.model_copy(update={"model_dir": self.folder})
                 parts = [_relabel(str(label), overrides, set(entry))] if label is not None else []
                 if label is None:
-                    parts += [f"{k}={overrides.get(k, v)}" for k, v in entry.items()]
-                parts += [f"{k}={overrides[k] if k in overrides else swept[k]}" for k in self.grid]
+                    parts += [setting_label(k, overrides.get(k, v)) for k, v in entry.items()]
+                parts += [setting_label(k, overrides[k] if k in overrides else swept[k]) for k in self.grid]
                 result.append(PresetRun(label=", ".join(parts) or self.name, spec=spec))
         result = self._repeat_per_seed(result, seeds, overrides, where)
         labels = [r.label for r in result]
@@ -260,6 +260,14 @@ class Preset(BaseModel):
 def option_name(key: str) -> str:
     """The command-line option that overrides a run setting: batch_size -> --batch-size."""
     return "--" + key.replace("_", "-")
+
+
+def setting_label(key: str, value: Any) -> str:
+    """A run setting as its label shows it: "lr=0.1"; a dict setting (model_args) by its own keys,
+    "hidden=16, depth=2", which reads better and makes a cleaner file name than the dict's repr."""
+    if isinstance(value, dict) and value:
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return f"{key}={value}"
 
 
 def _shown(value: Any) -> str:
