@@ -189,6 +189,28 @@ def test_nothing_to_compare_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
         assert err.startswith("tuitrain: error: nothing to compare: ") and err.count("\n") == 1, err
 
 
+def test_compare_and_report_share_one_rule_of_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Nothing readable: 2 (one line); written with some files unreadable: 1; all readable: 0 (the README's rule)."""
+    pytest.importorskip("matplotlib")
+    from tests.compare_fixtures import normal_pair, write_runs
+
+    bad, mixed, good = tmp_path / "bad", tmp_path / "mixed", tmp_path / "good"
+    write_runs(good, normal_pair())
+    write_runs(mixed, normal_pair()[:1])
+    for folder in (bad, mixed):
+        folder.mkdir(exist_ok=True)
+        for i in range(4):
+            (folder / f"empty-{i}.json").write_text("")
+    for folder, code in ((bad, 2), (mixed, 1), (good, 0)):
+        assert main(["compare", "--no-ui", str(folder)]) == code, folder
+        assert main(["report", str(folder), "--output", str(tmp_path / f"{folder.name}.md")]) == code, folder
+        err = capsys.readouterr().err
+        if code == 2:
+            lines = err.splitlines()
+            assert len(lines) == 2 and lines[0].startswith("tuitrain: error: nothing to compare: "), err
+            assert lines[1].startswith("tuitrain: error: nothing to report: ") and lines[0].count("empty-") == 4
+
+
 def test_watch_takes_runs_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from tests.compare_fixtures import make_record
     from tuitrain.records import write_record
