@@ -223,6 +223,31 @@ def test_watch_takes_runs_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert main(["watch", "--no-ui", "--runs-dir", str(runs)]) == 0
     out = capsys.readouterr().out
     assert "Run only: completed, best test accuracy 91.00%" in out
+    # the watcher reads the file another process wrote: it saves nothing
+    assert f"Reading {runs / '20250102-100000-fixture-abcdef' / '01-only.json'}" in out and "Saving to" not in out
+
+
+def test_watch_of_files_that_nothing_writes_and_cannot_be_read_ends(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.compare_fixtures import make_record
+    from tuitrain.records import write_record
+
+    empty = tmp_path / "x.json"
+    empty.write_text("")  # `: > x.json`: no process writes it, no lock file beside it
+    assert main(["watch", "--no-ui", str(empty)]) == 2
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        f"Cannot read x.json (no process writes it): {empty}: not valid JSON (Expecting value at line 1)."
+    ]
+    # a folder says which of its files cannot be read, rather than hiding them
+    folder = tmp_path / "20250102-100000-fixture-abcdef"
+    folder.mkdir()
+    write_record(make_record("only", [91.0], [(2.0, 1.0, 1.5)]), folder / "01-only.json")
+    (folder / "02-broken.json").write_text("{")
+    assert main(["watch", "--no-ui", str(folder)]) == 1
+    out = capsys.readouterr().out
+    assert "Run only: completed" in out and "Cannot read 02-broken.json (no process writes it)" in out
 
 
 def test_list_presets_marks_a_preset_named_unlike_its_file(
