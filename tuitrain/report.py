@@ -176,7 +176,9 @@ def build_report(
         title = plan_title(part[0].path.parent) or fmt.printable(record.preset or record.invocation or "Runs")
         titles.append(title)
         part_blocks = experiment_blocks(c, title, log_loss, with_figures)
-        blocks += part_blocks[1:] if len(parts) == 1 else part_blocks  # one experiment: its title is the report's
+        if len(parts) == 1:  # one experiment: its title is the report's, and its sections one level up (# then ##)
+            part_blocks = [Heading(b.level - 1, b.text) if isinstance(b, Heading) else b for b in part_blocks[1:]]
+        blocks += part_blocks
     unreadable = [f for f in files if f.record is None]
     if unreadable:
         blocks.append(Heading(2, "Unreadable run files"))

@@ -249,7 +249,9 @@ def test_markdown_report_holds_tables_and_links_that_resolve(tmp_path: Path, cap
     assert "**activation=tanh (n=3, seeds 0,1,2)**" in text
     assert re.search(r"\| 1 \| 2\.3000 ± 0\.0000 \| 0\.\d{4} ± 0\.\d{4} \| \d+\.\d\d ± 0\.\d\d% \|", text)
     assert "| Group | n | Seeds | Final test acc | Best test acc |" in text
-    assert "### Observations" in text and "Welch's t-test" in text
+    assert "\n## Observations\n" in text and "Welch's t-test" in text
+    levels = [len(line) - len(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")]
+    assert levels[0] == 1 and all(b <= a + 1 for a, b in zip(levels, levels[1:])), levels  # no # then ###
     links = re.findall(r"\]\(([^)]+)\)", text)
     assert {Path(link).suffix for link in links} == {".png", ".svg"}
     for link in links:
