@@ -126,6 +126,11 @@ def test_identical_reruns_are_duplicates_not_repeats_across_seeds(tmp_path: Path
     notes = "\n".join(c.observations())
     assert "relu (fixture) #2 repeats relu (fixture) #1 with the same settings and seed (0): a duplicate" in notes
     assert "tanh (fixture) #2 repeats tanh (fixture) #1" in notes
+    # a run is ranked against the next other run, not against its own duplicate ("differ by 0.00 points")
+    assert (
+        "Best: tanh (fixture) #1 with 98.60% best test accuracy (epoch 3), 0.40 points above the next, "
+        "relu (fixture) #1" in notes
+    )
     # a duplicate beside real repeats across seeds stays out of their group and their test
     twice = [*seeded_runs(), *seeded_runs(seeds=(1,), invocation="inv-again")]
     for r in twice[-3:]:

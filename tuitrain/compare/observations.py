@@ -73,16 +73,20 @@ def observations(c: Comparison) -> list[str]:
                 f"(chance {100 / r.num_classes:.0f}% for {r.num_classes} classes), mean training loss of the "
                 f"last epoch {loss:.4f} (ln {r.num_classes} = {math.log(r.num_classes):.4f})."
             )
-    notes += duplicate_notes(group_by_seed(c.runs))
+    every_group = group_by_seed(c.runs)
+    notes += duplicate_notes(every_group)
+    duplicates = {g.runs[0].index for g in every_group if g.duplicate_of is not None}
     learning = [r for r in trained if r.index not in stuck and r.status != "diverged"]
     groups = group_by_seed(learning)
     if len(seed_groups(groups)) > 1 and has_repeats(groups):
         # settings repeated across seeds: their spread says what is beyond noise, not the test set's size
         notes += ranking_notes(groups, c.threshold)
     else:
-        # a diverged run's figures came after its loss stopped being a number: never ranked
-        notes += _ranking([r for r in trained if r.status != "diverged"], stuck)
-        notes += _convergence(c, trained, stuck)
+        # a diverged run's figures came after its loss stopped being a number: never ranked; a duplicate is not
+        # ranked against the run it repeats
+        ranked = [r for r in trained if r.index not in duplicates]
+        notes += _ranking([r for r in ranked if r.status != "diverged"], stuck)
+        notes += _convergence(c, ranked, stuck)
     for r in trained:
         notes += _instability(r, r.index in stuck)
     notes += _training_time(c)
