@@ -226,8 +226,8 @@ def _training_time(c: Comparison) -> list[str]:
 
     fast = min(timed, key=seconds)
     slow = max(timed, key=seconds)
-    if seconds(slow) <= 1.2 * seconds(fast):
-        return []
+    if seconds(slow) <= 1.2 * seconds(fast) or fmt.duration(seconds(slow)) == fmt.duration(seconds(fast)):
+        return []  # alike, or alike as shown ('took 0s, 0s (2.0×)' says nothing)
     note = (
         f"Training time: {fast.label} took {fmt.duration(seconds(fast))}, "
         f"{slow.label} {fmt.duration(seconds(slow))} ({seconds(slow) / seconds(fast):.1f}×)"
@@ -238,8 +238,9 @@ def _training_time(c: Comparison) -> list[str]:
         for r in timed
         if len(d := [e.duration_s for e in r.record.epochs]) > 1 and min(d) > 0
     ]
-    if spread and max(spread, key=lambda x: x[0])[0] > 2:
-        _, r, lo, hi = max(spread, key=lambda x: x[0])
+    widest = max(spread, key=lambda x: x[0]) if spread else None
+    if widest is not None and widest[0] > 2 and fmt.duration(widest[2]) != fmt.duration(widest[3]):
+        _, r, lo, hi = widest
         note += (
             f"; but epochs of one run took from {fmt.duration(lo)} to {fmt.duration(hi)} "
             f"({r.label}), so the machine was busy and these times say little about the runs"
