@@ -578,9 +578,12 @@ def cmd_watch(argv: Sequence[str]) -> int:
         return app.signal_exit_code or app.return_code or 0
     from tuitrain.headless import HeadlessPrinter
 
-    follower.run(HeadlessPrinter(sys.stdout))
-    statuses = [t.finished for t in follower.trackers.values() if t.record is not None]
-    return 0 if statuses and all(s == "completed" for s in statuses) else 1
+    follower.run(HeadlessPrinter(sys.stdout, watching=True))
+    trackers = follower.trackers.values()
+    statuses = [t.finished for t in trackers if t.record is not None]
+    if not statuses and any(t.abandoned for t in trackers):
+        return 2  # nothing to watch: every file unreadable, and nothing writes them (each said why)
+    return 0 if statuses and all(s == "completed" for s in statuses) and not any(t.abandoned for t in trackers) else 1
 
 
 def cmd_report(argv: Sequence[str]) -> int:

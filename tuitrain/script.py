@@ -231,7 +231,7 @@ class Run:
         if self.planned_epochs is None:
             record.spec.epochs = max(len(record.epochs), 1)
         if status == "completed" and self.diverged_at is not None:
-            status, error = "diverged", error or f"{self.diverged_at}; the script trained on"
+            status, error = "diverged", error or f"{self.diverged_at} (the script trained on)"
         record.status, record.ended_at = status, utc_now()
         if error is not None:
             record.error = error

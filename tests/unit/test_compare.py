@@ -110,6 +110,12 @@ def test_a_tie_names_no_lowest_and_zero_deltas_have_no_sign(tmp_path: Path) -> N
     assert row(c, "Best test acc") == ["98.00%", "98.00% (0.00)", "98.00% (0.00)"]
     assert row(c, "Final train loss") == ["0.1000", "0.1000 (0.0000)", "0.1000 (0.0000)"]
     assert row(c, "Training time") == ["30s", "30s (0s)", "30s (0s)"]
+    # times that differ only below what is shown are no finding: not 'a took 0s, b 0s (2.0×)'
+    quick = [
+        make_record(name, [98.0], [(2.3, 0.1, 0.2)], seed=i, seconds_per_epoch=0.1 * i)
+        for i, name in ((1, "a"), (2, "b"))
+    ]
+    assert not any(n.startswith("Training time") for n in compare(tmp_path / "quick", quick).observations())
     # a lowest that is beyond noise is still named
     runs.append(make_record("d", [90.0], [(2.3, 0.1, 0.2)], seed=4))
     notes = compare(tmp_path / "d", runs).observations()

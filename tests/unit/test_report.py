@@ -126,6 +126,11 @@ def test_identical_reruns_are_duplicates_not_repeats_across_seeds(tmp_path: Path
     notes = "\n".join(c.observations())
     assert "relu (fixture) #2 repeats relu (fixture) #1 with the same settings and seed (0): a duplicate" in notes
     assert "tanh (fixture) #2 repeats tanh (fixture) #1" in notes
+    # a run is ranked against the next other run, not against its own duplicate ("differ by 0.00 points")
+    assert (
+        "Best: tanh (fixture) #1 with 98.60% best test accuracy (epoch 3), 0.40 points above the next, "
+        "relu (fixture) #1" in notes
+    )
     # a duplicate beside real repeats across seeds stays out of their group and their test
     twice = [*seeded_runs(), *seeded_runs(seeds=(1,), invocation="inv-again")]
     for r in twice[-3:]:
@@ -249,7 +254,9 @@ def test_markdown_report_holds_tables_and_links_that_resolve(tmp_path: Path, cap
     assert "**activation=tanh (n=3, seeds 0,1,2)**" in text
     assert re.search(r"\| 1 \| 2\.3000 ± 0\.0000 \| 0\.\d{4} ± 0\.\d{4} \| \d+\.\d\d ± 0\.\d\d% \|", text)
     assert "| Group | n | Seeds | Final test acc | Best test acc |" in text
-    assert "### Observations" in text and "Welch's t-test" in text
+    assert "\n## Observations\n" in text and "Welch's t-test" in text
+    levels = [len(line) - len(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")]
+    assert levels[0] == 1 and all(b <= a + 1 for a, b in zip(levels, levels[1:])), levels  # no # then ###
     links = re.findall(r"\]\(([^)]+)\)", text)
     assert {Path(link).suffix for link in links} == {".png", ".svg"}
     for link in links:

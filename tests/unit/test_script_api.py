@@ -180,7 +180,7 @@ def nan_run(tmp_path: Path, label: str, finish: bool = True):
 def test_nan_losses_from_a_script_end_the_run_diverged(tmp_path):
     record = read_record(nan_run(tmp_path, "nan").path)
     assert record.status == "diverged"
-    assert record.error == "non-finite loss (nan) at epoch 1, batch 2; the script trained on"
+    assert record.error == "non-finite loss (nan) at epoch 1, batch 2 (the script trained on)"
     with nan_run(tmp_path, "with") as run:  # the context manager's own finish says the same
         pass
     assert read_record(run.path).status == "diverged"

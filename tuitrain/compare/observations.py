@@ -73,16 +73,20 @@ def observations(c: Comparison) -> list[str]:
                 f"(chance {100 / r.num_classes:.0f}% for {r.num_classes} classes), mean training loss of the "
                 f"last epoch {loss:.4f} (ln {r.num_classes} = {math.log(r.num_classes):.4f})."
             )
-    notes += duplicate_notes(group_by_seed(c.runs))
+    every_group = group_by_seed(c.runs)
+    notes += duplicate_notes(every_group)
+    duplicates = {g.runs[0].index for g in every_group if g.duplicate_of is not None}
     learning = [r for r in trained if r.index not in stuck and r.status != "diverged"]
     groups = group_by_seed(learning)
     if len(seed_groups(groups)) > 1 and has_repeats(groups):
         # settings repeated across seeds: their spread says what is beyond noise, not the test set's size
         notes += ranking_notes(groups, c.threshold)
     else:
-        # a diverged run's figures came after its loss stopped being a number: never ranked
-        notes += _ranking([r for r in trained if r.status != "diverged"], stuck)
-        notes += _convergence(c, trained, stuck)
+        # a diverged run's figures came after its loss stopped being a number: never ranked; a duplicate is not
+        # ranked against the run it repeats
+        ranked = [r for r in trained if r.index not in duplicates]
+        notes += _ranking([r for r in ranked if r.status != "diverged"], stuck)
+        notes += _convergence(c, ranked, stuck)
     for r in trained:
         notes += _instability(r, r.index in stuck)
     notes += _training_time(c)
@@ -222,8 +226,8 @@ def _training_time(c: Comparison) -> list[str]:
 
     fast = min(timed, key=seconds)
     slow = max(timed, key=seconds)
-    if seconds(slow) <= 1.2 * seconds(fast):
-        return []
+    if seconds(slow) <= 1.2 * seconds(fast) or fmt.duration(seconds(slow)) == fmt.duration(seconds(fast)):
+        return []  # alike, or alike as shown ('took 0s, 0s (2.0×)' says nothing)
     note = (
         f"Training time: {fast.label} took {fmt.duration(seconds(fast))}, "
         f"{slow.label} {fmt.duration(seconds(slow))} ({seconds(slow) / seconds(fast):.1f}×)"
@@ -234,8 +238,9 @@ def _training_time(c: Comparison) -> list[str]:
         for r in timed
         if len(d := [e.duration_s for e in r.record.epochs]) > 1 and min(d) > 0
     ]
-    if spread and max(spread, key=lambda x: x[0])[0] > 2:
-        _, r, lo, hi = max(spread, key=lambda x: x[0])
+    widest = max(spread, key=lambda x: x[0]) if spread else None
+    if widest is not None and widest[0] > 2 and fmt.duration(widest[2]) != fmt.duration(widest[3]):
+        _, r, lo, hi = widest
         note += (
             f"; but epochs of one run took from {fmt.duration(lo)} to {fmt.duration(hi)} "
             f"({r.label}), so the machine was busy and these times say little about the runs"
