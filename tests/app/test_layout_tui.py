@@ -261,6 +261,8 @@ async def test_compare_hints_at_80_columns_say_the_runs_wholly_in_view_and_the_r
             assert len(text) <= widget.content_size.width  # whole, not cut by the edge
             return text
 
+        keys = list(screen.query(FooterKey))  # every key whole at 80 columns, ? Help the last
+        assert keys[-1].action == "help" and all(key.region.right <= 80 for key in keys)
         await pilot.press("4")
         await pilot.pause()
         # run 2's loss column is in view, its accuracy column is not: only run 1 is wholly in view

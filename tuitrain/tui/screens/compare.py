@@ -112,6 +112,8 @@ class CompareScreen(SizedScreen):
         Binding("r", "export_report", "Report"),
         Binding("escape", "back", "Back"),
     ]
+    COMPACT_FOOTER = True
+    NARROW_FOOTER_SPARES = frozenset({"next_threshold", "export_report"})
 
     def __init__(
         self,
