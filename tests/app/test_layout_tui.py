@@ -238,14 +238,47 @@ async def test_compare_views_at_80x24_with_six_runs(tmp_path):
         assert tabs.active == "tab-summary"
         await pilot.pause()
         hint = str(screen.query_one("#summary-hint", Static).render())
-        assert "of 6 in view" in hint and "←/→" in hint
+        assert "of 6 in full" in hint and "←/→" in hint
         await pilot.press("3")
         assert tabs.active == "tab-observations"
         assert "stuck at chance level" in str(screen.query_one("#compare-observations", Static).render())
-        # b in the summary pins the run whose column is under the cursor
-        await pilot.press("2", "right", "right", "b")
+        # b in the summary pins the run whose column is under the cursor (on the first run's at first)
+        await pilot.press("2", "right", "b")
         await pilot.pause()
         assert screen.comparison.baseline == 2
+
+
+async def test_compare_hints_at_80_columns_say_the_runs_wholly_in_view_and_the_run_b_pins(tmp_path):
+    app = CompareApp(write_runs(tmp_path / "runs", [*normal_pair(), chance_run(), *grid_runs()[:1]]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        screen = app.screen
+
+        def hint(name: str) -> str:
+            widget = screen.query_one(f"#{name}-hint", Static)
+            text = str(widget.render())
+            assert len(text) <= widget.content_size.width  # whole, not cut by the edge
+            return text
+
+        keys = list(screen.query(FooterKey))  # every key whole at 80 columns, ? Help the last
+        assert keys[-1].action == "help" and all(key.region.right <= 80 for key in keys)
+        await pilot.press("4")
+        await pilot.pause()
+        # run 2's loss column is in view, its accuracy column is not: only run 1 is wholly in view
+        assert hint("epochs") == "run 1 of 4 in full (←/→ for the others)"
+        await pilot.press("2")
+        await pilot.pause()
+        table = screen.query_one("#compare-table", DataTable)
+        assert table.has_focus and table.show_cursor and table.cursor_column == 1  # on the first run, not the names
+        assert hint("summary") == "4 run(s) · b pins relu as baseline"
+        await pilot.press("left")  # the names' column is not a run: the cursor stays on the runs
+        await pilot.pause()
+        assert table.cursor_column == 1
+        await pilot.press("right", "b")
+        await pilot.pause()
+        assert screen.comparison.baseline == 2 and table.cursor_column == 2  # the table was redrawn
+        assert hint("summary").endswith(" · b unpins tanh as baseline")  # (its ★ widened its column)
 
 
 async def test_keys_are_the_same_everywhere_and_help_lists_the_compare_keys(tmp_path, utc):
@@ -296,6 +329,12 @@ async def test_finished_note_shows_the_end_of_the_files_path_at_80_columns_and_f
         await wait_for(pilot, lambda: app._notifications, "the notification")
         (shown,) = [n for n in app._notifications if n.title == "Run files"]
         assert shown.message.startswith(f"{folder}\n") and app.clipboard == str(folder)
+        await pilot.resize_terminal(MIN_WIDTH, MIN_HEIGHT)
+        await wait_for(pilot, lambda: panel.content_size.width == MIN_WIDTH - 2, "the narrow layout")
+        await pilot.pause()
+        lines = str(panel.render()).splitlines()
+        assert all(len(line) <= panel.content_size.width for line in lines)  # not wrapped
+        assert lines[-1].startswith("Files: …/") and lines[-1].endswith("/20250102-100000-demo-a1b2c3")
 
 
 def test_the_app_prints_the_folders_it_trained_into_on_exit(monkeypatch, capsys, tmp_path):

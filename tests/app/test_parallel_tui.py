@@ -136,6 +136,8 @@ async def test_one_run_at_a_time_keeps_the_three_lines_of_the_run(tmp_path):
         pilot.app.push_screen(RunScreen(source))
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and source.delivered.is_set(), "the events")
         screen = app.screen
+        # delivered is set once the events are posted: wait for the screen to have taken them
+        await wait_for(pilot, lambda: screen.monitor.current is not None, "the run on the screen")
         await wait_for(pilot, lambda: not screen.progress_dirty, "the progress lines")
         lines = panel_lines(screen)
         assert lines[0].startswith("Run 1/2 activation=relu") and lines[1].startswith("Epoch 2/3")

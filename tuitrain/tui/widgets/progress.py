@@ -29,14 +29,14 @@ HIGHLIGHT_MARK = "▸ "
 
 
 def path_tail(path: str, width: int) -> str:
-    """The end of `path` in at most `width` characters (at least its last part), '…' where cut."""
+    """The end of `path` in at most `width` characters, '…' where cut: from a folder boundary where its last part
+    fits (the run screen's f key shows the whole path)."""
     if len(path) <= width:
         return path
     tail = path[-max(width - 1, 1) :]
     if "/" in tail[1:]:
         tail = tail[tail.index("/", 1) :]  # start at a folder boundary
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    return "…" + (tail if len(tail) >= len(name) else "/" + name)
+    return "…" + tail
 
 
 def text_bar(fraction: float, width: int = BAR_WIDTH) -> str:
@@ -69,7 +69,11 @@ class ProgressPanel(Static):
         if note:
             text.append(f"\n{note}", style="bold")
         if files:
-            room = self.content_size.width - len(note) - len(" Files: ") if self.content_size.width else len(files)
+            width = self.content_size.width or len(files) + len(note) + len(" Files: ")
+            room = width - len(note) - len(" Files: ")
+            if not note or room < len("…/" + files.rstrip("/").rsplit("/", 1)[-1]):  # the folder's name whole
+                room = width - len("Files: ")
+                note = ""
             text.append(f"{' ' if note else chr(10)}Files: ")
             text.append(path_tail(files, room))
         self.update(text)

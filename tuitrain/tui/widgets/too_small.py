@@ -45,6 +45,8 @@ class SizedScreen(Screen[ScreenResultType]):
 
     NARROW_FOOTER_SPARES: ClassVar[frozenset[str]] = frozenset()
     """Actions whose keys a narrow terminal's footer leaves out."""
+    COMPACT_FOOTER: ClassVar[bool] = False
+    """The footer is compact at any width (its keys take more than 80 columns with Textual's spacing)."""
 
     def on_resize(self, event: events.Resize) -> None:
         self.fit_terminal(event.size)
@@ -56,10 +58,10 @@ class SizedScreen(Screen[ScreenResultType]):
         self.set_class(too_small(size), "too-small")
         self.set_class(size.height < FULL_HEIGHT, "short")
         narrow = size.width < FULL_WIDTH
+        for footer in self.query(Footer):
+            footer.compact = narrow or self.COMPACT_FOOTER
         if narrow != self.has_class("narrow"):
             self.set_class(narrow, "narrow")
-            for footer in self.query(Footer):
-                footer.compact = narrow
             self.refresh_bindings()  # the footer shows its keys again, or spares some
 
     @property
