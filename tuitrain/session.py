@@ -27,7 +27,8 @@ from tuitrain.core.errors import DataError, PresetError, RecordError, TuitrainEr
 from tuitrain.core.events import LogMessage, RunWaiting, Sink
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RESUMABLE
-from tuitrain.parallel import ParallelRuns
+from tuitrain.executors.local import LocalWorker
+from tuitrain.executors.scheduler import ParallelRuns
 from tuitrain.presets import Preset, PresetRun
 from tuitrain.records import RunRecord, RunRestart, read_record, write_record
 from tuitrain.train import estimate
@@ -45,7 +46,7 @@ from tuitrain.train.loop import (
 from tuitrain.train.models import check_model
 
 if TYPE_CHECKING:
-    from tuitrain.ray_executor import RayOptions
+    from tuitrain.executors.ray import RayOptions
 
 DEFAULT_RUNS_DIR = Path("runs")
 """Where invocation folders go: runs/ in the folder tuitrain is started from (--runs-dir overrides it)."""
@@ -339,7 +340,7 @@ class PresetInvocation:
 
     def run(self, sink: Sink, control: RunControl | None = None, arrays: MnistArrays | None = None) -> list[RunRecord]:
         """Train the runs (but those kept on resume): one at a time in this process, or `jobs` at a time in worker
-        processes (tuitrain.parallel)."""
+        processes (tuitrain.executors)."""
         control = control or RunControl()
         if self.ray is not None:
             return self._run_on_ray(sink, control, arrays)
@@ -348,7 +349,7 @@ class PresetInvocation:
             self.jobs = plan_jobs("auto", self.specs_to_train(arrays), self.gpus)
         if self.jobs <= 1:
             return self._run_here(sink, control, arrays)
-        runs = ParallelRuns(self, sink, control)
+        runs = ParallelRuns(self, sink, control, LocalWorker)
         runs.start()  # the workers import torch while the data loads
         try:
             folder = self._prepare_folder(sink, control, arrays)
@@ -362,9 +363,9 @@ class PresetInvocation:
         return self.records
 
     def _run_on_ray(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> list[RunRecord]:
-        """Train the runs as Ray actors (tuitrain.ray_executor): join the cluster (or start an embedded one) first,
+        """Train the runs as Ray actors (tuitrain.executors.ray): join the cluster (or start an embedded one) first,
         so that an unreachable or too small cluster is refused before anything is written."""
-        from tuitrain.ray_executor import RayCluster, plan_ray_jobs
+        from tuitrain.executors.ray import RayCluster, plan_ray_jobs
 
         assert self.ray is not None
         cluster = RayCluster(self.ray)
@@ -632,7 +633,7 @@ def _ray_options(
 ) -> RayOptions:
     """`options` with the preset's resource keys where the command line gave none (then 1 CPU, no GPU); checks
     that Ray is installed and that runs asked to train on CUDA reserve a GPU."""
-    from tuitrain.ray_executor import import_ray, with_resources
+    from tuitrain.executors.ray import import_ray, with_resources
 
     import_ray()
     options = with_resources(options, cpus_per_run, gpus_per_run)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tuitrain import cli
-from tuitrain.ray_executor import INSTALL_HINT, RayOptions, cluster_capacity, plan_ray_jobs
+from tuitrain.executors.ray import INSTALL_HINT, RayOptions, cluster_capacity, plan_ray_jobs
 
 
 def node(cpus: float, gpus: float = 0, alive: bool = True) -> dict:

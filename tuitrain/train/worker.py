@@ -1,7 +1,7 @@
 """A worker: trains the runs it is sent, one at a time, and sends back everything to keep (tuitrain.core.tasks).
 
 `train_task` is the whole job of any kind of worker (a local process here, or a Ray worker). As a local process,
-started by tuitrain.parallel as `python -m tuitrain.train.worker FD` in its own session (a Ctrl-C at the terminal
+started by tuitrain.executors.local as `python -m tuitrain.train.worker FD` in its own session (a Ctrl-C at the terminal
 reaches only the invoking process, which stops the runs through their controls): it reads its data and tasks
 from the socket FD, and exits at once when the invoking process goes away (its end of the socket closes), even
 mid-run: nothing trains on unwatched, and the invoking process's last writes stay the valid files.

@@ -1,8 +1,9 @@
 """Training a preset's runs on a Ray cluster (`--executor ray`, the optional extra tuitrain[ray]).
 
-Ray is only another way to start the workers of tuitrain.parallel: each slot is a Ray actor that trains runs with
-tuitrain.train.worker's `train_task` and streams its messages back while it trains; this (the driver) process
-still schedules the runs and writes every run file and checkpoint, so the cluster needs no shared filesystem.
+Ray is only another way to start the scheduler's workers (tuitrain.executors.scheduler): each slot is a Ray actor
+that trains runs with tuitrain.train.worker's `train_task` and streams its messages back while it trains; this (the
+driver) process still schedules the runs and writes every run file and checkpoint,
+so the cluster needs no shared filesystem.
 A `RayWorker` looks to ParallelRuns like a local worker: its handle is one end of a socket pair, fed by a thread
 that pulls the actor's stream, so the scheduler waits on local and Ray workers alike. The data goes into the
 object store once. Ray itself is imported only here, and only when asked for.
@@ -29,7 +30,7 @@ from typing import Any
 from tuitrain.core.control import RunControl
 from tuitrain.core.errors import TuitrainError
 from tuitrain.core.tasks import ControlState, RunTask, WorkerMessage, WorkerReady
-from tuitrain.parallel import STOP_WAIT_S
+from tuitrain.executors.scheduler import STOP_WAIT_S
 from tuitrain.train.data import MnistArrays
 
 ADDRESS_ENV = "TUITRAIN_RAY_ADDRESS"

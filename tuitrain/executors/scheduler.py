@@ -5,25 +5,19 @@ GPU, or the CPU), forwards each run's controls to its worker, passes the workers
 end's sink, and writes every run file and checkpoint itself: one writer per file, atomic as with one run at a
 time. A worker that dies mid-run leaves its run 'crashed' with the reason while the other runs go on;
 `--resume` continues it. How workers are started is the executor's business (local processes here; Ray in
-tuitrain.ray_executor): the scheduling, the controls and the file writing are the same.
+tuitrain.executors.ray): the scheduling, the controls and the file writing are the same.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tuitrain.core.atomic import atomic_write_bytes, atomic_write_text
 from tuitrain.core.control import RunControl
@@ -74,82 +68,6 @@ class Worker(Protocol):
         mid-run: its run's file is already saved as it ends)."""
 
 
-class LocalWorker:
-    """A worker process on this machine, in its own session, talking over a socket pair."""
-
-    def __init__(self) -> None:
-        parent_end, child_end = socket.socketpair()
-        # the worker's own output (a Python error, a library warning): kept out of the terminal, read if it dies
-        self.log: IO[bytes] = tempfile.TemporaryFile(prefix="tuitrain-worker-")  # noqa: SIM115 - closed in close()
-        env = dict(os.environ)
-        # the worker imports this same tuitrain, installed or not
-        package_root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tuitrain.train.worker", str(child_end.fileno())],
-                stdin=subprocess.DEVNULL,
-                stdout=self.log,
-                stderr=self.log,
-                pass_fds=(child_end.fileno(),),
-                start_new_session=True,  # the terminal's Ctrl-C and hang-up reach the invoking process only
-                env=env,
-            )
-        finally:
-            child_end.close()
-        self.conn = Connection(parent_end.detach())
-
-    def send(self, message: object) -> None:
-        self.conn.send(message)
-
-    def messages(self) -> tuple[list[WorkerMessage], bool]:
-        out = []
-        try:
-            while self.conn.poll():
-                out.append(self.conn.recv())
-        except (EOFError, OSError):  # the worker is gone, and everything it sent is read
-            return out, True
-        return out, False
-
-    def handle(self) -> object:
-        return self.conn
-
-    def exit_reason(self) -> str | None:
-        code = self.proc.poll()
-        if code is None:
-            return None
-        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-        reason = f"worker process (pid {self.proc.pid}) {how}"
-        last = self.last_words()
-        return f"{reason}: {last}" if last else reason
-
-    def last_words(self) -> str:
-        """The last line the worker wrote to stderr (a Python error, say), if any."""
-        try:
-            self.log.seek(0)
-            lines = [line.strip() for line in self.log.read().decode("utf-8", "replace").splitlines() if line.strip()]
-        except OSError:
-            return ""
-        return lines[-1][:200] if lines else ""
-
-    def close(self, *, now: bool = False) -> None:
-        if self.conn.closed:
-            if now and self.proc.poll() is None:  # closing again, now at once: a second stop signal came
-                self.proc.kill()
-                self.proc.wait()
-            return
-        with contextlib.suppress(OSError):
-            self.conn.send(None)
-        deadline = time.monotonic() + (0 if now else STOP_WAIT_S)
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.conn.close()
-        self.log.close()
-
-
 @dataclass
 class Slot:
     """A worker and the run it trains (if any)."""
@@ -168,7 +86,7 @@ class ParallelRuns:
     invocation: PresetInvocation
     sink: Sink
     control: RunControl
-    start_worker: Callable[[], Worker] = LocalWorker
+    start_worker: Callable[[], Worker]
     slots: list[Slot] = field(default_factory=list)
     records: dict[int, RunRecord] = field(default_factory=dict)
     last_text: dict[int, str] = field(default_factory=dict)
