@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from tuitrain.core.tasks import WorkerMessage
-from tuitrain.executors.scheduler import STOP_WAIT_S
+from tuitrain.executors.scheduler import STOP_WAIT_S, read_messages
 
 
 class LocalWorker:
@@ -47,13 +47,7 @@ class LocalWorker:
         self.conn.send(message)
 
     def messages(self) -> tuple[list[WorkerMessage], bool]:
-        out = []
-        try:
-            while self.conn.poll():
-                out.append(self.conn.recv())
-        except (EOFError, OSError):  # the worker is gone, and everything it sent is read
-            return out, True
-        return out, False
+        return read_messages(self.conn)
 
     def handle(self) -> object:
         return self.conn
