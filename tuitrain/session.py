@@ -36,7 +36,7 @@ from tuitrain.records import RunRecord, RunRestart, read_record
 from tuitrain.train import estimate
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 from tuitrain.train.data import MnistArrays, resolve_mnist
-from tuitrain.train.loop import gpu_count, select_device
+from tuitrain.train.device import gpu_count, select_device
 from tuitrain.train.models import check_model
 
 if TYPE_CHECKING:

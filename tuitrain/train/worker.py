@@ -40,7 +40,8 @@ from tuitrain.records import RunRecord, record_text
 from tuitrain.train import estimate
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 from tuitrain.train.data import MnistArrays
-from tuitrain.train.loop import RunPlace, TensorData, fit, new_record, reopen_record, select_device
+from tuitrain.train.device import TensorData, select_device
+from tuitrain.train.loop import RunPlace, fit, new_record, reopen_record
 
 ORPHANED_EXIT = 75
 """Exit status of a worker whose invoking process went away."""
