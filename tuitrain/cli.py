@@ -207,7 +207,7 @@ def ray_options_from(args: argparse.Namespace):
         if given:
             raise TuitrainError(f"{given[0]} goes with --executor ray.")
         return None
-    from tuitrain.ray_executor import RayOptions
+    from tuitrain.executors.ray import RayOptions
 
     return RayOptions(address=args.ray_address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
 
@@ -502,7 +502,7 @@ def run_detached(args: argparse.Namespace) -> int:
 
 def check_ray_cluster(options) -> None:
     """Join the cluster and leave again: TuitrainError (one line) when it cannot be reached or hold a run."""
-    from tuitrain.ray_executor import RayCluster
+    from tuitrain.executors.ray import RayCluster
 
     cluster = RayCluster(options)
     cluster.connect()

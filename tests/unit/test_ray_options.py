@@ -11,7 +11,7 @@ import pytest
 
 from tuitrain import cli
 from tuitrain.core.errors import TuitrainError
-from tuitrain.ray_executor import (
+from tuitrain.executors.ray import (
     ADDRESS_ENV,
     INSTALL_HINT,
     RayCluster,

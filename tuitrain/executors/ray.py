@@ -1,9 +1,10 @@
 """Training a preset's runs on a Ray cluster (`--executor ray`, the optional extra tuitrain[ray]).
 
-Ray is only another way to start the workers of tuitrain.parallel: each slot is a Ray actor that trains runs with
-tuitrain.train.worker's `train_task` and streams its messages back while it trains; this (the driver) process
-still schedules the runs and writes every run file and checkpoint, so the cluster needs no shared filesystem.
-A `RayWorker` looks to ParallelRuns like a local worker: its handle is one end of a socket pair, fed by a thread
+Ray is only another way to start the scheduler's workers (tuitrain.executors.scheduler): each slot is a Ray actor
+that trains runs with tuitrain.train.worker's `train_task` and streams its messages back while it trains; this (the
+driver) process still schedules the runs and writes every run file and checkpoint,
+so the cluster needs no shared filesystem.
+A `RayWorker` looks to the scheduler like a local worker: its handle is one end of a socket pair, fed by a thread
 that pulls the actor's stream, so the scheduler waits on local and Ray workers alike. The data goes into the
 object store once. Ray itself is imported only here, and only when asked for.
 """
@@ -29,7 +30,7 @@ from typing import Any
 from tuitrain.core.control import RunControl
 from tuitrain.core.errors import TuitrainError
 from tuitrain.core.tasks import ControlState, RunTask, WorkerMessage, WorkerReady
-from tuitrain.parallel import STOP_WAIT_S
+from tuitrain.executors.scheduler import STOP_WAIT_S, read_messages
 from tuitrain.train.data import MnistArrays
 
 ADDRESS_ENV = "TUITRAIN_RAY_ADDRESS"
@@ -293,7 +294,7 @@ class TrainerPlace:
 
 @dataclass
 class RayWorker:
-    """A slot's Ray actor, seen by ParallelRuns as a Worker: messages arrive on a local socket, written by a
+    """A slot's Ray actor, seen by the scheduler as a Worker: messages arrive on a local socket, written by a
     thread that pulls the actor's stream."""
 
     cluster: RayCluster
@@ -328,13 +329,7 @@ class RayWorker:
         # MnistArrays: the actor has the data from the object store already
 
     def messages(self) -> tuple[list[WorkerMessage], bool]:
-        out = []
-        try:
-            while self.conn.poll():
-                out.append(self.conn.recv())
-        except (EOFError, OSError):
-            return out, True
-        return out, False
+        return read_messages(self.conn)
 
     def handle(self) -> object:
         return self.conn
@@ -359,12 +354,12 @@ class RayWorker:
 
     def pull(self) -> None:
         """Run each task on the actor and copy its stream to the socket; on a Ray error, note the reason and close
-        the socket (ParallelRuns then saves the run as crashed)."""
+        the socket (the scheduler then saves the run as crashed)."""
         ray = self.cluster.ray
         try:
             if not self.wait_for_room():
                 return
-            # ready only once placed: ParallelRuns hands runs to ready slots, so none waits behind a busy node
+            # ready only once placed: the scheduler hands runs to ready slots, so none waits behind a busy node
             self.feed.send(WorkerReady(self.place.pid, self.place.host))  # type: ignore[union-attr]
             while (task := self.tasks.get()) is not None:
                 for ref in self.actor.train.remote(task):
