@@ -373,13 +373,14 @@ class PresetInvocation:
         cluster.connect()
         try:
             to_train = len(self.runs) - len(self.kept)
-            self.jobs = plan_ray_jobs(self.jobs_asked, to_train, cluster.capacity())
+            room = cluster.capacity()
+            self.jobs = plan_ray_jobs(self.jobs_asked, to_train, room)
             sink(LogMessage(f"Ray: {cluster.summary()}; up to {self.jobs} run(s) at a time"))
             folder = self._prepare_folder(sink, control, arrays)
             if folder is None:
                 return self.records
             cluster.put_data(self._arrays)
-            waiting = functools.partial(self._waiting_for_worker, sink, set(), threading.Lock())
+            waiting = functools.partial(self._waiting_for_worker, sink, set(), threading.Lock(), room)
             runs = ParallelRuns(self, sink, control, start_worker=lambda: cluster.worker(lambda: self.folder, waiting))
             try:
                 runs.start()
@@ -391,12 +392,15 @@ class PresetInvocation:
             cluster.shutdown()
         return self.records
 
-    def _waiting_for_worker(self, sink: Sink, told: set[int], lock: threading.Lock) -> None:
-        """A worker finds no room on the cluster yet: the next run to start that was not `told` about waits for it
-        (each worker's stream thread calls this once; each run is said to wait once)."""
+    def _waiting_for_worker(self, sink: Sink, told: set[int], lock: threading.Lock, room: int) -> None:
+        """A worker's actor is not placed yet (each worker's stream thread calls this once). The cluster holds
+        `room` runs at once: the workers beyond it wait for room, and so does a run for each, the next not started
+        after those that go to the workers with room; each such run is said to wait once. (A worker within the
+        room only takes a while to start.)"""
         with lock:
-            waiting = [i for i in self.indices_not_started() if i not in told]
-            if not waiting:
+            ahead = max(0, room - len(self.started))
+            waiting = [i for i in self.indices_not_started()[ahead:] if i not in told]
+            if not waiting or len(told) >= self.jobs - room:
                 return
             index = waiting[0]
             told.add(index)
