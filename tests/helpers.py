@@ -54,6 +54,16 @@ async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: flo
         await pilot.pause(0.05)
 
 
+def lease_paused(run_id: str) -> bool:
+    """Whether the core lease of run `run_id` says that it is paused, which its loop writes once it waits at a batch
+    boundary (tuitrain.core.cores; the registry is in the test's cache folder, also for worker processes)."""
+    from tuitrain.core.cache import cache_dir
+    from tuitrain.core.cores import Holder
+
+    holders = [Holder.read(p) for p in (cache_dir() / "cores").glob("*.json")]
+    return any(h is not None and h.label == run_id and h.paused for h in holders)
+
+
 def start_headless(
     preset: Path, mnist_dir: Path, runs: Path, tmp_path: Path, *extra: str, stderr=subprocess.DEVNULL
 ) -> subprocess.Popen:

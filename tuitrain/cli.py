@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -276,6 +278,7 @@ def cmd_list_presets(args: argparse.Namespace) -> int:
         flush=True,
     )
     rows = []
+    invalid: dict[str, str] = {}
     untimed = False
     for name, path in available_presets().items():
         try:
@@ -287,8 +290,23 @@ def cmd_list_presets(args: argparse.Namespace) -> int:
             rows.append((name, str(len(runs)), str(jobs), fmt.duration(seconds), preset.title))
             untimed = untimed or seconds is None
         except TuitrainError as exc:
-            rows.append((name, "–", "–", "–", f"INVALID: {exc}"))
-    print(fmt.text_table(("Preset", "Runs", "Jobs", "Est. time", "Title"), rows, indent=""))
+            rows.append((name, "–", "–", "–", "INVALID (why: below)"))
+            invalid[name] = str(exc)
+    # the table's lines cut to the terminal's width; a reason can be long (it lists the known settings): under
+    # the table, wrapped to that width
+    width = shutil.get_terminal_size().columns - 1
+    for line in fmt.text_table(("Preset", "Runs", "Jobs", "Est. time", "Title"), rows, indent="").splitlines():
+        print(line if len(line) <= width else line[: width - 1] + "…")
+    for name, reason in invalid.items():
+        print(
+            textwrap.fill(
+                f"{name}: {fmt.printable(reason)}",
+                width=width,
+                subsequent_indent="  ",
+                break_long_words=False,  # a path stays whole, to be copied
+                break_on_hyphens=False,
+            )
+        )
     if untimed:
         print(
             "–: not timed yet. A model is timed while no other tuitrain run holds a core and other programs leave "
@@ -518,6 +536,10 @@ def run_app(args: argparse.Namespace) -> int:
         from tuitrain.session import check_gpus
 
         check_gpus(args.gpus)
+    if args.preset:  # likewise a preset that cannot be found or read, or overrides it refuses
+        from tuitrain.presets import find_preset
+
+        find_preset(args.preset).expand(overrides_from(args))
     app = TuitrainApp(
         preset=args.preset,
         runs_dir=args.runs_dir,

@@ -6,7 +6,7 @@ training worker of this process, or (later) run files written by another process
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from tuitrain.core.events import (
     RunWaiting,
 )
 from tuitrain.core.spec import RunSpec
+from tuitrain.core.text import printable
 from tuitrain.curves import ema_alpha, smooth
 
 
@@ -101,17 +102,18 @@ class SweepMonitor:
 
     def apply(self, event: Event) -> RunState | None:
         """Take in an event; returns the run it concerns (None for log lines, waiting and unknown runs)."""
+        # labels and log lines are shown as printable() makes them, as the headless lines print them
         if isinstance(event, LogMessage):
-            self.last_log = event.text
+            self.last_log = printable(event.text)
             return None
         if isinstance(event, RunWaiting):
-            self.waiting[event.run_id] = event
+            self.waiting[event.run_id] = replace(event, label=printable(event.label))
             return None
         if isinstance(event, RunStarted):
             self.waiting.pop(event.run_id, None)
             state = RunState(
                 run_id=event.run_id,
-                label=event.label,
+                label=printable(event.label),
                 run_index=event.run_index,
                 run_count=event.run_count,
                 spec=event.spec,

@@ -288,6 +288,8 @@ class PresetInvocation:
     """GPUs the runs may use (--gpus, else every visible one)."""
     ray: RayOptions | None = None
     """Train on a Ray cluster with these options (--executor ray); None: on this machine."""
+    ray_room: int = 0
+    """The runs the Ray cluster holds at once, once joined."""
     started: list[int] = field(default_factory=list)
     """Runs that have started (or were kept on resume), by index."""
     run_controls: dict[str, RunControl] = field(default_factory=dict)
@@ -346,7 +348,14 @@ class PresetInvocation:
             scheduler = Scheduler(
                 sink,
                 control,
-                start_worker=self._worker_starter(cluster, sink, control, lambda: scheduler.waiting_for_room()),
+                start_worker=self._worker_starter(
+                    cluster,
+                    sink,
+                    control,
+                    lambda: scheduler.waiting_for_room(
+                        max(0, self.ray_room - len(self.started)), self.jobs - self.ray_room
+                    ),
+                ),
                 jobs=self.jobs,
                 # a run in this process shares the invocation's controls, as a lone run always did
                 on_start=functools.partial(self._starting, sink, control if in_process else None),
@@ -385,7 +394,8 @@ class PresetInvocation:
         sink(LogMessage(f"Ray: {cluster.starting()}…"))
         cluster.connect()
         try:
-            self.jobs = plan_ray_jobs(self.jobs_asked, len(self.runs) - len(self.kept), cluster.capacity())
+            self.ray_room = cluster.capacity()
+            self.jobs = plan_ray_jobs(self.jobs_asked, len(self.runs) - len(self.kept), self.ray_room)
             sink(LogMessage(f"Ray: {cluster.summary()}; up to {self.jobs} run(s) at a time"))
         except BaseException:
             cluster.shutdown()

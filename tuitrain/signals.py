@@ -9,6 +9,7 @@ last write (`RunControl.uninterrupted`) is raised once the write is done. Never 
 
 from __future__ import annotations
 
+import select
 import signal
 from collections.abc import Callable, Sequence
 from types import FrameType
@@ -30,6 +31,14 @@ class SignalExit(KeyboardInterrupt):
     @property
     def exit_code(self) -> int:
         return exit_code_for(self.signum)
+
+
+def terminal_gone(fd: int) -> bool:
+    """Whether the terminal on `fd` has hung up (its window or tmux session closed). The app then reads end-of-file
+    for ever and may get no SIGHUP (when the hang-up reached only the shell that started it)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)  # hang-ups and errors are reported whatever is asked for
+    return any(events & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, events in poller.poll(0))
 
 
 def exit_code_for(signum: int) -> int:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import lease_paused, wait_for
 from tuitrain import format as fmt
 from tuitrain.records import read_record
 from tuitrain.tui.app import TuitrainApp
+from tuitrain.tui.screens import home
 from tuitrain.tui.screens.dialogs import ConfirmScreen, ErrorScreen
 from tuitrain.tui.screens.help import HelpScreen
 from tuitrain.tui.screens.home import HomeScreen
@@ -26,8 +27,10 @@ from tuitrain.tui.widgets.too_small import TooSmall
 
 
 @pytest.fixture
-def slow_preset(tmp_path: Path) -> Path:
-    """Two runs far too long to finish during a test: they are paused and stopped by keys."""
+def slow_preset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Two runs far too long to finish during a test: they are paused and stopped by keys. The app does not ask
+    about their length first, whatever their estimate on a loaded machine (tests/app/test_long_cpu_run.py does)."""
+    monkeypatch.setattr(home, "LONG_CPU_RUN_S", float("inf"))
     path = tmp_path / "slow.toml"
     path.write_text(
         """
@@ -105,8 +108,9 @@ async def test_pause_resume_and_stop_current_run(slow_preset, mnist_dir, tmp_pat
         assert control.paused.is_set()
         assert "PAUSED" in str(screen.query_one(ProgressPanel).render())
         first = screen.monitor.current
-        # the loop stops at the next batch boundary; after that no loss arrives while paused
-        await pilot.pause(0.5)
+        # the loop stops at the next batch boundary (its lease then says paused); after that no loss arrives
+        await wait_for(pilot, lambda: lease_paused(first.run_id), "the loop to wait at a batch boundary")
+        await pilot.pause()  # the losses it sent before it stopped, taken in
         seen = len(first.losses)
         await pilot.pause(0.5)
         assert len(first.losses) == seen
@@ -135,11 +139,14 @@ async def test_runs_at_once_are_paused_and_stopped_one_by_one(slow_preset, mnist
         screen = app.screen
         monitor = screen.monitor
         await wait_for(pilot, lambda: len(monitor.live) == 2 and all(r.losses for r in monitor.live), "both runs")
-        first, second = monitor.live
-        assert monitor.current is first
+        # the highlighted run is the one that started first: either, on a loaded machine
+        first = monitor.current
+        (second,) = [r for r in monitor.live if r is not first]
         await pilot.press("p")
         assert "PAUSED" in str(screen.query_one(ProgressPanel).render()).splitlines()[0]
-        # the other run trains on while the paused one stops at its next batch (its last chunk may be on its way)
+        # the other run trains on while the paused one stops at its next batch (its lease then says paused; its
+        # last chunk may still be on its way: the other run's next chunks come after it)
+        await wait_for(pilot, lambda: lease_paused(first.run_id), "the paused run to wait at a batch boundary")
         seen = len(second.losses)
         await wait_for(pilot, lambda: len(second.losses) > seen + 20, "the other run to go on")
         paused_at = len(first.losses)

@@ -250,21 +250,50 @@ def test_watch_of_files_that_nothing_writes_and_cannot_be_read_ends(
     assert "Run only: completed" in out and "Cannot read 02-broken.json (no process writes it)" in out
 
 
-def test_list_presets_marks_a_preset_named_unlike_its_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> None:
+def presets_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, str]) -> Path:
+    """The presets folder of the test (NAME.toml per file), each preset estimated at a second."""
     from tuitrain import session
 
     folder = tmp_path / "presets"
     folder.mkdir()
-    (folder / "quick.toml").write_text('name = "fast"\ntitle = "Quick one"\n', encoding="utf-8")
+    for name, text in files.items():
+        (folder / f"{name}.toml").write_text(text, encoding="utf-8")
     monkeypatch.setenv("TUITRAIN_PRESETS_DIR", str(folder))
     monkeypatch.setattr(session, "estimated_seconds", lambda specs, **kw: 1.0)
+    return folder
+
+
+def test_list_presets_marks_a_preset_named_unlike_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    presets_folder(tmp_path, monkeypatch, {"quick": 'name = "fast"\ntitle = "Quick one"\n'})
     assert main(["--list-presets"]) == 0
-    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("quick ")]
-    assert "INVALID" in line and "name = 'fast' differs from the file name" in line
+    out = capsys.readouterr().out
+    [line] = [line for line in out.splitlines() if line.startswith("quick ")]
+    assert "INVALID" in line and "name = 'fast' differs from the file name" in " ".join(out.split())
     assert main(["--preset", "fast", "--no-ui"]) == 2
     assert "quick.toml says name = 'fast'" in capsys.readouterr().err
+
+
+def test_list_presets_fits_the_terminal_with_an_invalid_presets_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The reason lists every known setting (~190 columns): wrapped under the table, not a row that long."""
+    bad = 'name = "bad"\ntitle = "Bad"\n[defaults]\nnonsense = 5\n'
+    folder = presets_folder(
+        tmp_path, monkeypatch, {"bad": bad, "long": f'name = "long"\ntitle = "{"A long title " * 10}"\n'}
+    )
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["--list-presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines if str(folder) not in line) < 80, lines  # a path is never broken
+    [row] = [line for line in lines if line.startswith("bad ")]
+    assert row.endswith("INVALID (why: below)")
+    [long_row] = [line for line in lines if line.startswith("long ")]
+    assert long_row.endswith("…") and len(long_row) == 79
+    below = " ".join(" ".join(lines[lines.index(row) :]).split())
+    assert f"bad: {folder / 'bad.toml'}:4: unknown setting 'nonsense'. Known: activation," in below
+    assert below.endswith("test_subset.")
 
 
 def test_list_presets_times_nothing_while_another_run_holds_the_cores(
@@ -283,3 +312,20 @@ def test_list_presets_times_nothing_while_another_run_holds_the_cores(
     [line] = [line for line in out.splitlines() if line.startswith("quick ")]
     assert line.split()[3] == "–"  # no estimate rather than one of a shared machine
     assert "–: not timed yet" in err
+
+
+def test_a_bad_preset_is_refused_before_the_app_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    """`tuitrain --preset nosuch` (the app) is one line and exit 2, as with --no-ui, not an app with a dialog."""
+    from tuitrain.tui.app import TuitrainApp
+
+    def started(self: TuitrainApp) -> None:
+        raise AssertionError("the app started")
+
+    monkeypatch.setattr(TuitrainApp, "run", started)
+    assert main(["--preset", "nosuch", "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tuitrain: error: unknown preset 'nosuch'.") and len(err.splitlines()) == 1
+    assert main(["--preset", str(tmp_path / "missing.toml")]) == 2
+    assert capsys.readouterr().err == f"tuitrain: error: {tmp_path / 'missing.toml'}: no such preset file.\n"

@@ -226,16 +226,25 @@ def test_admission_is_first_come_first_served(tmp_path: Path) -> None:
     assert holder_files(registry) == []
 
 
-def test_the_reason_names_the_cores_held(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("first_label", "reason"),
+    [
+        ("a run", "waiting for a free core (2 runs hold the 2 cores)"),
+        # an app timing a model for its estimates holds a core for a second or so: named as such, not as a run
+        # (issue 26: "an idle app seemed to hold cores")
+        ("calibration", "waiting for a free core (1 run and a calibration for an estimate hold the 2 cores)"),
+    ],
+)
+def test_the_reason_names_the_cores_held(tmp_path: Path, first_label: str, reason: str) -> None:
     registry = tmp_path / "cores"
-    held = [CoreLease(registry=registry, cores=2) for _ in range(2)]
+    held = [CoreLease(registry=registry, cores=2, label=first_label), CoreLease(registry=registry, cores=2)]
     for lease in held:
         assert lease.acquire()
     stop = threading.Event()
     reasons: list[str] = []
     late = CoreLease(registry=registry, cores=2)
     assert not late.acquire(should_stop=stop.is_set, on_wait=lambda r: (reasons.append(r), stop.set()))
-    assert reasons == ["waiting for a free core (2 runs hold the 2 cores)"]
+    assert reasons == [reason]
     for lease in held:
         lease.release()
 

@@ -159,3 +159,14 @@ def test_a_cpu_run_names_the_threads_it_trains_with_now():
     assert run.device == "CPU (1 thread)"
     monitor.apply(dataclasses.replace(losses("r1", 1, 2, [2.1], 3), threads=2))
     assert run.device == "CPU (2 threads)"
+
+
+def test_labels_and_log_lines_are_kept_as_the_cli_prints_them():
+    """Control characters shown escaped on the run screen too (they came from files anyone can write)."""
+    m = SweepMonitor()
+    m.apply(dataclasses.replace(started(), label="evil\x1b[31mRED\nsecond"))
+    m.apply(RunWaiting(run_id="r2", label="w\x07", run_index=1, run_count=2, reason="waiting for a worker"))
+    m.apply(LogMessage("Data: MNIST from /tmp/\x1b[2J"))
+    assert m.current.label == "evil\\x1b[31mRED\\nsecond"
+    assert m.queued[0].label == "w\\x07"
+    assert m.last_log == "Data: MNIST from /tmp/\\x1b[2J"

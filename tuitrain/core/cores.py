@@ -45,6 +45,10 @@ RESCAN_EVERY_S = 2.0
 """threads() reads every holder and expires dead ones this often, changed mtime or not (coarse or cached
 mtimes, as on NFS, can miss a change)."""
 
+CALIBRATION_LABEL = "calibration"
+"""The label of the lease that timing a model for an estimate holds (a second or so; the app's home screen
+estimates its presets when shown)."""
+
 LOAD_WINDOW_S = 1.0
 """The CPU time of other work on the machine is measured over windows at least this long."""
 QUICK_WINDOW_S = 0.3
@@ -283,6 +287,8 @@ class CoreLease:
         """Holders on this host ahead of this one, as last read."""
         self.holders = 0
         """Holders on this host, admitted or waiting, as last read."""
+        self.calibrations = 0
+        """Admitted holders on this host that time a model for an estimate, as last read."""
         self.paused = False
         """This holder's run is paused (its file says so while held)."""
         self._share = self.cores
@@ -362,12 +368,22 @@ class CoreLease:
             (self.registry / self.name).unlink()
 
     def waiting_reason(self) -> str:
+        """'waiting for a free core (2 runs hold the 2 cores)'; a calibration among the holders is named as one:
+        it ends within seconds, while a run holds its core until it ends."""
         admitted = min(self.holders, self.cores)
         ahead = self.position - admitted
-        runs = f"{admitted} runs hold" if admitted != 1 else "1 run holds"
+        runs = admitted - self.calibrations
+        held = [f"{runs} runs" if runs != 1 else "1 run"] if runs else []
+        if self.calibrations:
+            held.append(
+                "a calibration for an estimate"
+                if self.calibrations == 1
+                else f"{self.calibrations} calibrations for estimates"
+            )
+        verb = "hold" if admitted != 1 else "holds"
         cores = f"the {self.cores} cores" if self.cores != 1 else "the only core"
         queue = f"; {ahead} waiting before this one" if ahead > 0 else ""
-        return f"waiting for a free core ({runs} {cores}{queue})"
+        return f"waiting for a free core ({' and '.join(held)} {verb} {cores}{queue})"
 
     # --- the share -----------------------------------------------------------------------------
 
@@ -464,6 +480,7 @@ class CoreLease:
         names = [h.name for h in holders]
         self.position = names.index(self.name) if self.name in names else len(names)
         self.holders = len(holders)
+        self.calibrations = sum(h.label == CALIBRATION_LABEL for h in holders[: self.cores])
         training = [h.name for h in holders[: self.cores] if not h.paused]
         split = shares(self.cores, len(training))
         if self.name in training:

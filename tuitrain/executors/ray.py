@@ -160,7 +160,6 @@ class RayCluster:
         self.started_s = 0.0
         """How long connecting (or starting the embedded cluster) took."""
         self.arrays_ref: Any = None
-        self.workers_made = 0
 
     def connect(self) -> None:
         """Join the cluster (or start the embedded one); TuitrainError (one line) when it cannot be reached or
@@ -244,11 +243,9 @@ class RayCluster:
 
     def worker(self, folder: Callable[[], Path | None], waiting: Callable[[], None]) -> RayWorker:
         """A new slot's worker (its actor waits for room on the cluster); `folder`: where its output is logged;
-        `waiting`: called once if the actor finds no room (a run then waits for a worker). A slot within the
-        cluster's capacity has room: its actor only takes a while to start, which is not waiting for room."""
-        has_room = self.workers_made < self.capacity()
-        self.workers_made += 1
-        return RayWorker(self, folder, waiting if not has_room else lambda: None)
+        `waiting`: called once if its actor is not placed at once (it waits for room, or only takes a while to
+        start: which runs wait is for the caller to say)."""
+        return RayWorker(self, folder, waiting)
 
     def shutdown(self) -> None:
         """Leave the cluster (an embedded one stops)."""

@@ -191,11 +191,15 @@ class Scheduler:
                 self.queued.add(task.index)
                 self.post_waiting(task, f"waiting for a worker ({at_once})")
 
-    def waiting_for_room(self) -> None:
-        """A worker finds no room (on a cluster) yet: the next run to start that was not said to wait for room waits
-        for it (each worker's stream thread calls this once; each run is said to wait once)."""
+    def waiting_for_room(self, ahead: int, most: int) -> None:
+        """A worker's actor is not placed on the cluster yet (each worker's stream thread calls this once). The
+        `ahead` runs next to start go to workers with room (a worker within the room only takes a while to start);
+        the next run after them not yet said to wait waits for room, and at most `most` runs (the workers beyond
+        the cluster's room) are said to, once each."""
         with self.room_lock:
-            task = next((t for t in list(self.pending) if t.index not in self.room_waited), None)
+            if len(self.room_waited) >= most:
+                return
+            task = next((t for t in list(self.pending)[ahead:] if t.index not in self.room_waited), None)
             if task is None:
                 return
             self.room_waited.add(task.index)

@@ -338,6 +338,15 @@ def _shown(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def options_text(overrides: dict[str, Any]) -> str:
+    """Settings as the command-line options that give them: '--epochs 2 --seeds 0,1'."""
+
+    def shown(value: Any) -> str:
+        return ",".join(map(_shown, value)) if isinstance(value, (list, tuple)) else _shown(value)
+
+    return " ".join(f"{option_name(k)} {shown(v)}" for k, v in overrides.items())
+
+
 def _plain_error(error: Any) -> str:
     """A pydantic error as a person would say it: 'must be at most 65536'."""
     ctx = error.get("ctx") or {}

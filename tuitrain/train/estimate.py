@@ -23,7 +23,7 @@ import torch
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.cache import cache_dir
 from tuitrain.core.control import RunControl
-from tuitrain.core.cores import cpu_lease, free_threads, machine_cores
+from tuitrain.core.cores import CALIBRATION_LABEL, cpu_lease, free_threads, machine_cores
 from tuitrain.core.devices import cpu_device
 from tuitrain.core.events import BatchLosses
 from tuitrain.core.spec import RunSpec
@@ -238,7 +238,7 @@ def calibrated(spec: RunSpec, device: torch.device, threads: int | None) -> dict
     nothing kept): on the CPU it holds a core lease that no other run shares, and other programs may not have kept
     busy the cores it times with meanwhile (either would halve what it measures, or worse, and the figure would
     stay in the cache)."""
-    lease = cpu_lease(device.type, label="calibration")
+    lease = cpu_lease(device.type, label=CALIBRATION_LABEL)
     if lease is not None and not lease.acquire_if_alone():
         return None
     other_work = lease.other_work if lease is not None else None

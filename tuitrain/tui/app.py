@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -16,7 +17,7 @@ from textual.binding import Binding
 from tuitrain.core.errors import TuitrainError
 from tuitrain.follow import Follower
 from tuitrain.presets import Traversable, available_presets, find_preset, load_preset_file
-from tuitrain.signals import STOP_SIGNALS, StopOnSignals, exit_code_for
+from tuitrain.signals import STOP_SIGNALS, StopOnSignals, exit_code_for, terminal_gone
 from tuitrain.tui.messages import StartPreset, WatchRuns
 from tuitrain.tui.screens.dialogs import ErrorScreen
 from tuitrain.tui.screens.help import HelpScreen
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 HANGUP_EXIT_AFTER_S = 5.0
 """After a hang-up, how long Textual's teardown may take before the process ends without it."""
+TERMINAL_CHECK_S = 1.0
+"""How often the app looks whether its terminal is still there."""
 
 
 class TuitrainApp(App[int]):
@@ -75,6 +78,9 @@ class TuitrainApp(App[int]):
 
     def on_mount(self) -> None:
         self.install_signal_handlers()
+        stdin = sys.__stdin__
+        if not self.is_headless and stdin is not None and stdin.isatty():
+            self.set_interval(TERMINAL_CHECK_S, lambda: self.check_terminal(stdin.fileno()))
         # watching needs no estimates (nor torch): the home screen estimates once it is shown; a preset given
         # on the command line starts from the home screen (after its estimate: hours on a CPU are asked about)
         estimate_now = self.preset is None and self.watched is None
@@ -104,6 +110,12 @@ class TuitrainApp(App[int]):
             exit_on_second=False,
             on_signal=lambda signum, first: loop.call_soon_threadsafe(self.stop_for_signal, signum),
         ).install()
+
+    def check_terminal(self, fd: int) -> None:
+        """A terminal that is gone ends the app as SIGHUP does (its runs saved as interrupted): no key can come,
+        and Textual would read end-of-file in a busy loop for ever."""
+        if self.signal_exit_code is None and terminal_gone(fd):
+            self.stop_for_signal(signal.SIGHUP)
 
     def stop_for_signal(self, signum: int) -> None:
         self.signal_exit_code = exit_code_for(signum)

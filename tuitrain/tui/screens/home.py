@@ -21,7 +21,7 @@ from tuitrain import format as fmt
 from tuitrain.catalog import RunFile, scan_runs
 from tuitrain.core import cores
 from tuitrain.core.errors import TuitrainError
-from tuitrain.presets import Preset, Traversable, load_preset_file
+from tuitrain.presets import Preset, Traversable, load_preset_file, options_text
 from tuitrain.tui.messages import (
     DeviceKnown,
     EstimateReady,
@@ -175,6 +175,9 @@ class HomeScreen(SizedScreen[None]):
     def compose(self) -> ComposeResult:
         yield Static("tuitrain — train MNIST classifiers and watch them", id="home-title", classes="screen-title")
         yield Static("Device: …", id="device")
+        overrides = Static(Text(self.overrides_note()), id="overrides")
+        overrides.display = bool(self.overrides)
+        yield overrides
         yield Static(self.presets_title(), classes="section", id="presets-title")
         yield DataTable(id="presets", cursor_type="row", zebra_stripes=True)
         yield Static(self.runs_title(), classes="section", id="runs-title")
@@ -202,6 +205,10 @@ class HomeScreen(SizedScreen[None]):
             self.estimate_start(self.start)
         elif self.estimate_now:
             self.estimate_presets(self.jobs)
+
+    def overrides_note(self) -> str:
+        """The command line's settings, which every preset started here (and its estimate) takes."""
+        return f"From the command line, for every preset here: {fmt.printable(options_text(self.overrides))}"
 
     def presets_title(self) -> str:
         """The presets' heading, with the runs trained at once: as chosen, and for the highlighted preset."""
@@ -346,10 +353,10 @@ class HomeScreen(SizedScreen[None]):
         return [
             SELECTED_MARK if f.path in self.selected_runs else "",
             r.started_at.astimezone().strftime(DATE_FORMAT) if r else "–",
-            (r.preset or "–") if r else "–",
+            Text(fmt.printable(r.preset or "–")) if r else "–",
             Text(LIVE, style="bold cyan") if status == "running" else Text(status, style=STATUS_STYLE.get(status, "")),
             Text(fmt.accuracy(r.best_accuracy) if r else "–", justify="right"),
-            r.label if r else f.path.name,
+            Text(fmt.printable(r.label if r else f.path.name)),
         ]
 
     def fill_runs_table(self) -> None:
@@ -398,7 +405,7 @@ class HomeScreen(SizedScreen[None]):
         else:
             run = self.highlighted_run()
             if run is not None:
-                details.append(str(run.path))
+                details.append(fmt.printable(run.path))
                 if run.error:
                     details.append(f"\nunreadable: {without_path(run.error, run.path)}", style="red")
         self.query_one("#details", Static).update(details)
@@ -436,7 +443,7 @@ class HomeScreen(SizedScreen[None]):
             return sum(r.spec.train_size() * r.spec.epochs for r in preset.expand(overrides)) if preset else 1
 
         share = images({**self.overrides, **quick}) / max(images(self.overrides), 1)
-        options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in quick.items())
+        options = options_text(quick)
         question = (
             f"{name} is estimated at {fmt.duration(seconds)} on this CPU ({device}).\n"
             f"Quick variant ({options}): about {fmt.duration(seconds * share)}."

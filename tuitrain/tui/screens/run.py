@@ -19,6 +19,7 @@ from textual.events import Resize
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
+from tuitrain import format as fmt
 from tuitrain.core.control import RunControl
 from tuitrain.core.errors import TuitrainError
 from tuitrain.core.events import (
@@ -107,7 +108,7 @@ class RunScreen(SizedScreen[None]):
         }
 
     def compose(self) -> ComposeResult:
-        yield Static(self.source.title, id="run-title", classes="screen-title")
+        yield Static(Text(fmt.printable(self.source.title)), id="run-title", classes="screen-title")
         yield ProgressPanel(id="progress")
         yield GpuPanel(id="gpu")
         yield Static(id="legend")
@@ -162,15 +163,16 @@ class RunScreen(SizedScreen[None]):
                 self.query_one(GpuPanel).run_started(event)
                 # a watched run that started over (resumed) is replayed from its start
                 self.query_one(EpochTable).remove_run(event.run_id)
-                self.query_one("#run-title", Static).update(self.source.title)
+                self.query_one("#run-title", Static).update(Text(fmt.printable(self.source.title)))
             if isinstance(event, RunFinished) and event.status != "completed":
                 detail = f": {event.error}" if event.error else ""
                 self.notify(
-                    f"{event.label}: {event.status}{detail}",
+                    fmt.printable(f"{event.label}: {event.status}{detail}"),
                     severity="warning" if event.status == "interrupted" else "error",
+                    markup=False,  # a label is text, never markup
                 )
         if isinstance(event, LogMessage) and self.watching and self.monitor.current is not None:
-            self.notify(event.text, severity="warning")  # e.g. a run file that cannot be read
+            self.notify(fmt.printable(event.text), severity="warning", markup=False)  # e.g. an unreadable run file
         self.show_progress()
 
     @on(SourceFailed)
