@@ -331,10 +331,14 @@ async def test_finished_note_shows_the_end_of_the_files_path_at_80_columns_and_f
         assert shown.message.startswith(f"{folder}\n") and app.clipboard == str(folder)
         await pilot.resize_terminal(MIN_WIDTH, MIN_HEIGHT)
         await wait_for(pilot, lambda: panel.content_size.width == MIN_WIDTH - 2, "the narrow layout")
+        await wait_for(pilot, lambda: not app.screen.progress_dirty, "the panel redrawn for the width")
         await pilot.pause()
         lines = str(panel.render()).splitlines()
         assert all(len(line) <= panel.content_size.width for line in lines)  # not wrapped
         assert lines[-1].startswith("Files: …/") and lines[-1].endswith("/20250102-100000-demo-a1b2c3")
+        # the panel's extra line is taken from the charts: the epoch table still ends above the footer
+        table, footer = app.screen.query_one(EpochTable), app.screen.query_one(Footer)
+        assert table.size.height >= 3 and table.region.bottom <= footer.region.y
 
 
 def test_the_app_prints_the_folders_it_trained_into_on_exit(monkeypatch, capsys, tmp_path):

@@ -91,6 +91,8 @@ class EpochTable(DataTable):
         if narrow != self.narrow and self.columns:
             self.narrow = narrow
             self.rebuild()
+        if self.row_count:  # the row last added stays in view (the table shrinks when the files' line comes)
+            self.call_after_refresh(self.move_cursor, row=self.cursor_row, column=0)
 
     def remove_run(self, run_id: str) -> None:
         for row in [r for r in self.epoch_rows if r.run_id == run_id]:
