@@ -206,7 +206,7 @@ def ray_options_from(args: argparse.Namespace):
         if given:
             raise TuitrainError(f"{given[0]} goes with --executor ray.")
         return None
-    from tuitrain.executors.ray import RayOptions
+    from tuitrain.core.ray_options import RayOptions
 
     return RayOptions(address=args.ray_address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tuitrain import cli
-from tuitrain.executors.ray import INSTALL_HINT, RayOptions, cluster_capacity, plan_ray_jobs
+from tuitrain.core.ray_options import RayOptions
+from tuitrain.executors.ray import INSTALL_HINT, cluster_capacity, plan_ray_jobs
 
 
 def node(cpus: float, gpus: float = 0, alive: bool = True) -> dict:

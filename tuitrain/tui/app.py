@@ -24,7 +24,7 @@ from tuitrain.tui.screens.home import HomeScreen
 from tuitrain.tui.screens.run import RunScreen
 
 if TYPE_CHECKING:
-    from tuitrain.executors.ray import RayOptions
+    from tuitrain.core.ray_options import RayOptions
 
 HANGUP_EXIT_AFTER_S = 5.0
 """After a hang-up, how long Textual's teardown may take before the process ends without it."""
