@@ -426,6 +426,7 @@ def run_detached(args: argparse.Namespace) -> int:
     from tuitrain.presets import find_preset
     from tuitrain.session import (
         check_data,
+        check_ray_cluster,
         lock_folder,
         new_invocation_dir,
         release_folder,
@@ -490,15 +491,6 @@ def run_detached(args: argparse.Namespace) -> int:
     print(f"Log:        {log_path}")
     print(f"Watch it:   tuitrain watch {folder}")
     return 0
-
-
-def check_ray_cluster(options) -> None:
-    """Join the cluster and leave again: TuitrainError (one line) when it cannot be reached or hold a run."""
-    from tuitrain.executors.ray import RayCluster
-
-    cluster = RayCluster(options)
-    cluster.connect()
-    cluster.shutdown()
 
 
 def run_app(args: argparse.Namespace) -> int:

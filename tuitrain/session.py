@@ -608,6 +608,15 @@ def _ray_options(
     return options
 
 
+def check_ray_cluster(options: RayOptions) -> None:
+    """Join the cluster and leave again: TuitrainError (one line) when it cannot be reached or hold a run."""
+    from tuitrain.executors.ray import RayCluster
+
+    cluster = RayCluster(options)
+    cluster.connect()
+    cluster.shutdown()
+
+
 def _preset_named(name: str, title: str) -> Preset:
     try:
         return Preset(name=name, title=title or name)
