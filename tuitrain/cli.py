@@ -111,7 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train headless in the background, in its own session; prints the run folder and returns",
     )
-    p.add_argument("--into-folder", type=Path, help=argparse.SUPPRESS)  # the detached child's invocation folder
     p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # the detached child's inherited folder lock
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     p.add_argument(
@@ -209,19 +208,21 @@ def ray_options_from(args: argparse.Namespace):
         if given:
             raise TuitrainError(f"{given[0]} goes with --executor ray.")
         return None
-    from tuitrain.executors.ray import RayOptions
+    from tuitrain.core.ray_options import RayOptions
 
     return RayOptions(address=args.ray_address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
 
 
-def ray_child_args(args: argparse.Namespace) -> list[str]:
-    """The executor options again, for a detached child."""
-    if getattr(args, "executor", "local") != "ray":
+def ray_child_args(options) -> list[str]:
+    """The executor options of an invocation (RayOptions or None) again, for a detached child: the cluster and each
+    run's resources, the preset's keys included (the child trains the folder's plan, not the preset)."""
+    if options is None:
         return []
     out = ["--executor", "ray"]
     for key in RAY_FLAGS:
-        if getattr(args, key) is not None:
-            out += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+        value = getattr(options, key.removeprefix("ray_"))
+        if value is not None:
+            out += [f"--{key.replace('_', '-')}", str(value)]
     return out
 
 
@@ -349,14 +350,9 @@ def prepare_invocation(args: argparse.Namespace, preset, overrides: dict[str, An
 def run_headless(args: argparse.Namespace) -> int:
     from tuitrain.presets import find_preset
 
-    if args.into_folder is not None:
-        adopt_lock(args, args.into_folder)
     preset = find_preset(args.preset)
     overrides = overrides_from(args)
     invocation = prepare_invocation(args, preset, overrides)
-    if args.into_folder is not None:  # started by run_detached, which made the folder
-        invocation.folder, invocation.invocation_id = args.into_folder, args.into_folder.name
-        invocation.write_plan()
     return train_headless(invocation, preset_heading(preset, invocation, overrides))
 
 
@@ -391,6 +387,8 @@ def run_resume(args: argparse.Namespace) -> int:
     )
     if restarting:
         heading += f", {restarting} to train again from epoch 1 (no usable checkpoint)"
+    if not invocation.resuming and not invocation.kept:  # no run has started (a folder --detach planned, say)
+        heading = preset_heading(invocation.preset, invocation, {})
     return train_headless(invocation, heading)
 
 
@@ -451,30 +449,31 @@ def run_detached(args: argparse.Namespace) -> int:
     from tuitrain.presets import find_preset
     from tuitrain.session import (
         check_data,
+        check_ray_cluster,
         lock_folder,
         new_invocation_dir,
         release_folder,
     )
 
-    child = [sys.executable, "-m", "tuitrain"]
+    # the child resumes the invocation folder, as `tuitrain --resume FOLDER --detach` does: a new preset's folder
+    # is made and planned here first, so the child trains exactly the runs checked here
+    child = [sys.executable, "-m", "tuitrain", "--resume"]
     if args.resume is not None:
         check_resume_args(args)
         invocation = resume_invocation(args)
         assert invocation.folder is not None
         folder = invocation.folder.resolve()
-        child += ["--resume", str(args.resume.resolve())] + (["--restart-missing"] if args.restart_missing else [])
+        child += [str(args.resume.resolve())] + (["--restart-missing"] if args.restart_missing else [])
         doing, notes = f"Resuming {folder.name}", []
     else:
         preset = find_preset(args.preset)
         overrides = overrides_from(args)
         invocation = prepare_invocation(args, preset, overrides)
         check_data(args.data_dir)  # a data problem is shown here, not hidden in the log
-        _, folder = new_invocation_dir(args.runs_dir, preset.name)
-        folder = folder.resolve()
-        child += ["--preset", args.preset, "--no-ui", "--into-folder", str(folder), "--runs-dir", str(folder.parent)]
-        for key, value in overrides.items():
-            shown = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)  # --seeds 0,1,2
-            child += [f"--{key.replace('_', '-')}", shown]
+        invocation.invocation_id, invocation.folder = new_invocation_dir(args.runs_dir, preset.name)
+        invocation.write_plan()
+        folder = invocation.folder.resolve()
+        child += [str(folder)]
         doing, notes = f"Training {preset.name}", preset.replaced_sweeps(overrides)
     if invocation.ray is not None and invocation.ray.cluster_address:
         check_ray_cluster(invocation.ray)  # an unreachable cluster is shown here, not hidden in the log
@@ -485,11 +484,10 @@ def run_detached(args: argparse.Namespace) -> int:
             check_data(args.data_dir)  # a data problem is shown here, not hidden in the log
         if args.data_dir is not None:
             child += ["--data-dir", str(args.data_dir.resolve())]
-        if args.jobs is not None:
-            child += ["--jobs", str(args.jobs)]
+        child += ["--jobs", str(invocation.jobs_asked)]  # the preset's `jobs` too: the plan does not hold it
         if args.gpus is not None:
             child += ["--gpus", ",".join(map(str, args.gpus))]
-        child += ray_child_args(args)
+        child += ray_child_args(invocation.ray)
         child += ["--lock-fd", str(lock_fd)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         # the child imports this same tuitrain, installed or not
@@ -516,15 +514,6 @@ def run_detached(args: argparse.Namespace) -> int:
     print(f"Log:        {log_path}")
     print(f"Watch it:   tuitrain watch {folder}")
     return 0
-
-
-def check_ray_cluster(options) -> None:
-    """Join the cluster and leave again: TuitrainError (one line) when it cannot be reached or hold a run."""
-    from tuitrain.executors.ray import RayCluster
-
-    cluster = RayCluster(options)
-    cluster.connect()
-    cluster.shutdown()
 
 
 def run_app(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from tuitrain.core.control import RunControl
 from tuitrain.core.cores import machine_cores
 from tuitrain.core.errors import DataError, PresetError, RecordError, TuitrainError, first_error
 from tuitrain.core.events import LogMessage, Sink
+from tuitrain.core.ray_options import with_resources
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RESUMABLE
 from tuitrain.core.tasks import RunTask
@@ -40,7 +41,8 @@ from tuitrain.train.device import gpu_count, select_device
 from tuitrain.train.models import check_model
 
 if TYPE_CHECKING:
-    from tuitrain.executors.ray import RayCluster, RayOptions
+    from tuitrain.core.ray_options import RayOptions
+    from tuitrain.executors.ray import RayCluster
 
 DEFAULT_RUNS_DIR = Path("runs")
 """Where invocation folders go: runs/ in the folder tuitrain is started from (--runs-dir overrides it)."""
@@ -605,7 +607,7 @@ def _ray_options(
 ) -> RayOptions:
     """`options` with the preset's resource keys where the command line gave none (then 1 CPU, no GPU); checks
     that Ray is installed and that runs asked to train on CUDA reserve a GPU."""
-    from tuitrain.executors.ray import import_ray, with_resources
+    from tuitrain.executors.ray import import_ray
 
     import_ray()
     options = with_resources(options, cpus_per_run, gpus_per_run)
@@ -614,6 +616,15 @@ def _ray_options(
             "device = cuda on Ray needs a GPU reserved for each run: set gpus_per_run (e.g. --gpus-per-run 1 or 0.5)."
         )
     return options
+
+
+def check_ray_cluster(options: RayOptions) -> None:
+    """Join the cluster and leave again: TuitrainError (one line) when it cannot be reached or hold a run."""
+    from tuitrain.executors.ray import RayCluster
+
+    cluster = RayCluster(options)
+    cluster.connect()
+    cluster.shutdown()
 
 
 def _preset_named(name: str, title: str) -> Preset:

@@ -41,6 +41,7 @@ def test_detach_returns_at_once_and_the_run_completes(
     )
     out = capsys.readouterr().out
     assert code == 0
+    tiny_preset.unlink()  # the child trains the runs planned in the folder: it never reads the preset again
     pid = int(re.search(r"pid (\d+)", out).group(1))
     folder = Path(re.search(r"Run folder: (.+)", out).group(1))
     try:
@@ -66,6 +67,7 @@ def test_detach_returns_at_once_and_the_run_completes(
         assert {r.invocation for r in records} == {folder.name}  # the child used the folder it was given
         assert all(len(r.epochs) == 1 for r in records)  # overrides reached the child
         log = (folder / DETACHED_LOG).read_text()
+        assert log.startswith("Preset tiny: ") and "2 run(s)" in log.splitlines()[0]
         assert "Train Epoch: 1" in log and "Run files:" in log
         assert [p for p in runs.iterdir()] == [folder]  # no second invocation folder
     finally:

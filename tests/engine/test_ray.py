@@ -307,7 +307,7 @@ def test_a_sweep_spreads_over_two_nodes_and_survives_losing_one(
 APP_ON_RAY = """
 import asyncio, sys
 from pathlib import Path
-from tuitrain.executors.ray import RayOptions
+from tuitrain.core.ray_options import RayOptions
 from tuitrain.tui.app import TuitrainApp
 from tuitrain.tui.screens.run import RunScreen
 

@@ -11,14 +11,8 @@ import pytest
 
 from tuitrain import cli
 from tuitrain.core.errors import TuitrainError
-from tuitrain.executors.ray import (
-    ADDRESS_ENV,
-    INSTALL_HINT,
-    RayCluster,
-    RayOptions,
-    cluster_capacity,
-    plan_ray_jobs,
-)
+from tuitrain.core.ray_options import ADDRESS_ENV, RayOptions
+from tuitrain.executors.ray import INSTALL_HINT, RayCluster, cluster_capacity, plan_ray_jobs
 
 
 def node(cpus: float, gpus: float = 0, alive: bool = True) -> dict:

@@ -155,14 +155,16 @@ class EpochProgress:
 
 
 class FitLoop:
-    """One run's training, split like Lightning's fit loop and epoch loop: `run` (the epochs, then the run's end),
-    `run_epoch` (the batch loop), `read_back` (losses to the host, every log_every batches) and `end_epoch`
-    (evaluate, record, checkpoint, save). Built by `fit`, which sets the thread count it starts with; `share`,
-    when given, is asked at every batch boundary for the count to train with from then on (a core lease's share,
-    capped at `max_threads`), and told when the run pauses."""
+    """One run's training, split like Lightning's fit loop and epoch loop: `run` (on_run_start, run_epochs,
+    on_run_end, on_run_finished; leave_interrupted on a second stop signal), `run_epoch` (the batch loop),
+    `read_back` (losses to the host, every log_every batches) and `end_epoch` (evaluate, record, checkpoint, save).
+    Built by `fit` (keyword arguments only), which sets the thread count it starts with; `share`, when given, is
+    asked at every batch boundary for the count to train with from then on (a core lease's share, capped at
+    `max_threads`), and told when the run pauses."""
 
     def __init__(
         self,
+        *,
         spec: RunSpec,
         emit: Sink,
         control: RunControl,
@@ -217,19 +219,36 @@ class FitLoop:
         """Training and evaluation time of the finished epochs (this process): what BatchLosses.elapsed_s adds to."""
         self.progress: EpochProgress | None = None
         self.last_save = self.last_read = time.monotonic()
+        self.files_error: RunFilesError | None = None
+        """Why the run's files could not be written (the run then ended as interrupted), raised as it ends."""
 
     # --- the run ---------------------------------------------------------------------------------
 
     def run(self) -> RunRecord:
-        spec, record, place, emit = self.spec, self.record, self.place, self.emit
+        """Start the run, train its epochs, end it: RunFinished, then RunFilesError if its files could not be
+        written. A second stop signal meanwhile leaves the run file saying interrupted, then propagates."""
+        self.on_run_start()
+        try:
+            self.run_epochs()
+            self.on_run_end()
+        except BaseException:  # a second Ctrl-C or signal: leave now, but leave the file saying so
+            self.leave_interrupted()
+            raise
+        self.on_run_finished()
+        if self.files_error is not None:
+            raise self.files_error
+        return self.record
+
+    def on_run_start(self) -> None:
+        record, place = self.record, self.place
         assert record.train_size is not None and record.test_size is not None  # set in __init__
-        emit(
+        self.emit(
             RunStarted(
                 run_id=record.id,
                 label=record.label,
                 run_index=place.run_index,
                 run_count=place.run_count,
-                spec=spec,
+                spec=self.spec,
                 device=describe_device(self.device),
                 train_size=record.train_size,
                 test_size=record.test_size,
@@ -240,78 +259,87 @@ class FitLoop:
                 gpu=cuda_index(self.device),
             )
         )
-        files_error: RunFilesError | None = None
+
+    def run_epochs(self) -> None:
+        """Save the run file, then train the epochs until the last, a stop or a divergence (self.status says
+        which). A run file that cannot be written ends the run as interrupted, an error as failed."""
+        spec, emit = self.spec, self.emit
         try:
+            self.save()
+            self.model.train()
+            # after restore_checkpoint: a CUDA graph captures the optimizer state tensors in place
+            self.train_step = make_step(
+                self.model,
+                self.optimizer,
+                nn.CrossEntropyLoss(),
+                self.data.train_x,
+                self.data.train_y,
+                spec.batch_size,
+                graph=self.graph,
+                precision=spec.precision,
+                log=lambda text: emit(LogMessage(text)),
+            )
+            if self.requested_precision != spec.precision:
+                emit(LogMessage(f"{self.requested_precision} needs a CUDA GPU that supports it; training in fp32."))
+            for epoch in range(self.start_epoch, spec.epochs + 1):
+                progress = self.run_epoch(epoch)
+                if self.status != "completed":
+                    break  # an unfinished epoch is not evaluated or recorded
+                self.end_epoch(progress)
+        except RunFilesError as exc:  # nowhere to save to: stop, resumable once the folder or disk is fixed
+            self.status, self.record.error, self.files_error = "interrupted", str(exc), exc
+        except Exception as exc:  # noqa: BLE001 - a failing run is recorded, not lost
+            self.fail(exc)
+
+    def on_run_end(self) -> None:
+        """The run's end in its record: its status, the last losses and checkpoint, then the run file's last write."""
+        record = self.record
+        self.keep_unread_losses()
+        if self.status == "completed" and self.diverged_at is not None:  # on_divergence = "continue"
+            self.status = "diverged"
+            record.error = f"{self.diverged_at}; training continued (on_divergence = continue)"
+        with self.control.uninterrupted():  # a second stop signal now waits for these writes
+            # the last checkpoint is on the disk before the run file says the run ended
+            try:
+                self.checkpoint_written(wait=True)
+            except RunFilesError as exc:
+                self.files_error = self.files_error or exc
+                self.status, record.error = "interrupted", str(self.files_error)
+            except Exception as exc:  # noqa: BLE001 - as a failure while training
+                self.fail(exc)
+            record.status, record.ended_at = self.status, utc_now()
             try:
                 self.save()
-                self.model.train()
-                # after restore_checkpoint: a CUDA graph captures the optimizer state tensors in place
-                self.train_step = make_step(
-                    self.model,
-                    self.optimizer,
-                    nn.CrossEntropyLoss(),
-                    self.data.train_x,
-                    self.data.train_y,
-                    spec.batch_size,
-                    graph=self.graph,
-                    precision=spec.precision,
-                    log=lambda text: emit(LogMessage(text)),
-                )
-                if self.requested_precision != spec.precision:
-                    emit(LogMessage(f"{self.requested_precision} needs a CUDA GPU that supports it; training in fp32."))
-                for epoch in range(self.start_epoch, spec.epochs + 1):
-                    progress = self.run_epoch(epoch)
-                    if self.status != "completed":
-                        break  # an unfinished epoch is not evaluated or recorded
-                    self.end_epoch(progress)
-            except RunFilesError as exc:  # nowhere to save to: stop, resumable once the folder or disk is fixed
-                self.status, record.error, files_error = "interrupted", str(exc), exc
-            except Exception as exc:  # noqa: BLE001 - a failing run is recorded, not lost
-                self.fail(exc)
-            self.keep_unread_losses()
-            if self.status == "completed" and self.diverged_at is not None:  # on_divergence = "continue"
-                self.status = "diverged"
-                record.error = f"{self.diverged_at}; training continued (on_divergence = continue)"
-            with self.control.uninterrupted():  # a second stop signal now waits for these writes
-                # the last checkpoint is on the disk before the run file says the run ended
-                try:
+            except RunFilesError as exc:  # the file keeps its last saved state; this process says why
+                self.files_error = self.files_error or exc
+                record.status, record.error = "interrupted", str(self.files_error)
+
+    def leave_interrupted(self) -> None:
+        """Leaving at once (a second stop signal): the run file says interrupted, as far as it can be written."""
+        record = self.record
+        with self.control.uninterrupted():
+            if record.status == "running":
+                self.keep_unread_losses()
+                record.status, record.ended_at = "interrupted", utc_now()
+                # leaving anyway: a checkpoint or run file that cannot be written keeps its last saved state
+                with contextlib.suppress(Exception):
                     self.checkpoint_written(wait=True)
-                except RunFilesError as exc:
-                    files_error = files_error or exc
-                    self.status, record.error = "interrupted", str(files_error)
-                except Exception as exc:  # noqa: BLE001 - as a failure while training
-                    self.fail(exc)
-                record.status, record.ended_at = self.status, utc_now()
-                try:
+                with contextlib.suppress(RunFilesError):
                     self.save()
-                except RunFilesError as exc:  # the file keeps its last saved state; this process says why
-                    files_error = files_error or exc
-                    record.status, record.error = "interrupted", str(files_error)
-        except BaseException:  # a second Ctrl-C or signal: leave now, but leave the file saying so
-            with self.control.uninterrupted():
-                if record.status == "running":
-                    self.keep_unread_losses()
-                    record.status, record.ended_at = "interrupted", utc_now()
-                    # leaving anyway: a checkpoint or run file that cannot be written keeps its last saved state
-                    with contextlib.suppress(Exception):
-                        self.checkpoint_written(wait=True)
-                    with contextlib.suppress(RunFilesError):
-                        self.save()
-            raise
-        emit(
+
+    def on_run_finished(self) -> None:
+        record = self.record
+        self.emit(
             RunFinished(
                 run_id=record.id,
                 label=record.label,
-                run_index=place.run_index,
+                run_index=self.place.run_index,
                 status=record.status,
-                path=place.run_file,
+                path=self.place.run_file,
                 error=record.error,
                 best_accuracy=record.best_accuracy,
             )
         )
-        if files_error is not None:
-            raise files_error
-        return record
 
     def fail(self, exc: Exception) -> None:
         """End the run as failed by `exc`, raised while training (its traceback kept)."""
@@ -536,22 +564,22 @@ def fit(
         if device.type == "cuda" and not torch.backends.cudnn.deterministic:
             torch.backends.cudnn.benchmark = True  # cuDNN picks the fastest kernels per shape (a few ms, once)
         loop = FitLoop(
-            spec,
-            sink or (lambda _e: None),
-            control or RunControl(),
-            persist or (lambda _r: None),
+            spec=spec,
+            emit=sink or (lambda _e: None),
+            control=control or RunControl(),
+            persist=persist or (lambda _r: None),
             # Only this process's own atomic write goes to the background: the worker's writer sends the bytes to
             # the invoking process, which writes the checkpoint before the run file sent after it, in order.
-            CheckpointWriter(write_checkpoint, background=False)
+            checkpoints=CheckpointWriter(write_checkpoint, background=False)
             if write_checkpoint is not None
             else CheckpointWriter(atomic_write_bytes, background=True),
-            place,
-            device,
-            data,
-            record,
-            resume,
-            share,
-            threads_before,
+            place=place,
+            device=device,
+            data=data,
+            record=record,
+            resume=resume,
+            share=share,
+            max_threads=threads_before,
         )
         return loop.run()
     finally:

@@ -25,7 +25,7 @@ from tuitrain.tui.screens.home import HomeScreen
 from tuitrain.tui.screens.run import RunScreen
 
 if TYPE_CHECKING:
-    from tuitrain.executors.ray import RayOptions
+    from tuitrain.core.ray_options import RayOptions
     from tuitrain.session import PresetInvocation
 
 HANGUP_EXIT_AFTER_S = 5.0
