@@ -30,7 +30,8 @@ def loss_curve(record: RunRecord, points: int = 80) -> tuple[list[float], list[f
 
 
 def accuracy_curve(record: RunRecord) -> tuple[list[float], list[float]]:
-    return [float(e.epoch) for e in record.epochs], [e.test_accuracy for e in record.epochs]
+    measured = [(float(e.epoch), e.test_accuracy) for e in record.epochs if e.test_accuracy is not None]
+    return [x for x, _ in measured], [y for _, y in measured]
 
 
 def group_curve(

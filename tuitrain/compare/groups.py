@@ -232,9 +232,9 @@ def _epoch_one(groups: Sequence[RunGroup]) -> list[str]:
     fast, slow = at_one[0][0], at_one[-1][0]
     slow_runs = slow.by_seed()
     pairs = [
-        (r.record.epochs[0].test_accuracy, slow_runs[seed].record.epochs[0].test_accuracy)
+        (r.accuracy(1), slow_runs[seed].accuracy(1))
         for seed, r in fast.by_seed().items()
-        if seed in slow_runs and r.epochs_done and slow_runs[seed].epochs_done
+        if seed in slow_runs and r.has_accuracy and slow_runs[seed].has_accuracy
     ]
     if len(pairs) < 2:
         return []

@@ -42,10 +42,22 @@ class RunColumn:
         return self.record.best_accuracy
 
     @property
+    def has_accuracy(self) -> bool:
+        """Every completed epoch measured a test accuracy (a classifier's run; a regression's has none)."""
+        return bool(self.record.epochs) and all(e.test_accuracy is not None for e in self.record.epochs)
+
+    def accuracy(self, epoch: int) -> float:
+        """The test accuracy of a completed epoch (1-based) of a run that has_accuracy."""
+        value = self.record.epochs[epoch - 1].test_accuracy
+        assert value is not None, "accuracy() of a run without accuracy"
+        return value
+
+    @property
     def best_epoch(self) -> int | None:
-        if not self.record.epochs:
+        measured = [e for e in self.record.epochs if e.test_accuracy is not None]
+        if not measured:
             return None
-        return max(self.record.epochs, key=lambda e: e.test_accuracy).epoch  # first of equal bests
+        return max(measured, key=lambda e: e.test_accuracy or 0.0).epoch  # first of equal bests
 
     @property
     def final_loss(self) -> float | None:
@@ -55,7 +67,7 @@ class RunColumn:
         return self.record.epochs[-1].final_loss if self.record.epochs else None
 
     def epoch_reaching(self, threshold: float) -> int | None:
-        return next((e.epoch for e in self.record.epochs if e.test_accuracy >= threshold), None)
+        return next((e.epoch for e in self.record.epochs if (e.test_accuracy or 0.0) >= threshold), None)
 
     @property
     def epochs_before_divergence(self) -> int:
