@@ -19,6 +19,7 @@ import socket
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
 from tuitrain.catalog import (
     PLAN_FILE,
@@ -40,7 +41,9 @@ from tuitrain.core.events import (
     RunStarted,
     Sink,
 )
+from tuitrain.core.tfevents import is_event_file
 from tuitrain.records import RunRecord, parse_record
+from tuitrain.tblogs import TensorBoardRunReader, log_folders
 
 POLL_S = 0.5
 """Seconds between two looks at the files (a stat each; a file is parsed only when it changed)."""
@@ -94,6 +97,16 @@ def newest_invocation(runs_dir: Path) -> Path | None:
         return None
     started = [(when, folder) for folder in folders if (when := invocation_started(folder)) is not None]
     return max(started)[1] if started else None
+
+
+class RecordReader(Protocol):
+    """What a RunTracker reads versions of a run from: a run file (RunFileReader) or a TensorBoard log folder
+    (tblogs.TensorBoardRunReader)."""
+
+    failures: int
+    error: str | None
+
+    def read(self) -> RunRecord | None: ...
 
 
 class RunFileReader:
@@ -214,9 +227,9 @@ def _estimated_rate(record: RunRecord, epoch: int, samples: int) -> float:
 class RunTracker:
     """One run file: what has been emitted of it so far, and the events that its next version adds."""
 
-    def __init__(self, path: Path, fallback_index: int = 0) -> None:
+    def __init__(self, path: Path, fallback_index: int = 0, reader: RecordReader | None = None) -> None:
         self.path = Path(path)
-        self.reader = RunFileReader(path)
+        self.reader: RecordReader = reader if reader is not None else RunFileReader(path)
         self.fallback_index = fallback_index
         self.record: RunRecord | None = None
         self.steps = 0
@@ -373,9 +386,18 @@ class Follower:
         self.target = Path(target).expanduser()
         if not self.target.exists():
             raise TuitrainError(f"{self.target}: no such run file or folder. Pass a run file (.json) or a runs folder.")
-        self.single_file = self.target.is_file()
-        if self.single_file:
-            self.folder: Path | None = self.target.parent
+        self.tensorboard = is_event_file(self.target) or (
+            self.target.is_dir()
+            and not is_invocation_folder(self.target)
+            and newest_invocation(self.target) is None
+            and bool(log_folders(self.target))
+        )
+        """Watching TensorBoard log folders (each a run), not run files."""
+        self.single_file = self.target.is_file() and not self.tensorboard
+        if self.tensorboard:
+            self.folder: Path | None = self.target.parent if self.target.is_file() else self.target
+        elif self.single_file:
+            self.folder = self.target.parent
         elif is_invocation_folder(self.target):
             self.folder = self.target
         else:
@@ -401,16 +423,26 @@ class Follower:
         events: list[Event] = []
         if self.folder is None:  # decided at the first sight of run files: here, or in an invocation below
             self.folder = self.target if is_invocation_folder(self.target) else newest_invocation(self.target)
+            if self.folder is None and log_folders(self.target):  # a TensorBoard writer started here
+                self.tensorboard, self.folder = True, self.target
             if self.folder is None:
                 if not self._said_waiting:
                     self._said_waiting = True
-                    events.append(LogMessage(f"Waiting for a run to start in {self.target}…"))
+                    events.append(
+                        LogMessage(
+                            f"Waiting for a run (run files or TensorBoard event files) to start in {self.target}…"
+                        )
+                    )
                 return events
-        paths = [self.target] if self.single_file else run_files(self.folder)
+        if self.tensorboard:
+            paths = [self.folder] if self.target.is_file() else log_folders(self.folder)
+        else:
+            paths = [self.target] if self.single_file else run_files(self.folder)
         for path in paths:
             tracker = self.trackers.get(path)
             if tracker is None:
-                tracker = self.trackers[path] = RunTracker(path, fallback_index=len(self.trackers))
+                reader = TensorBoardRunReader(path) if self.tensorboard else None
+                tracker = self.trackers[path] = RunTracker(path, fallback_index=len(self.trackers), reader=reader)
             events.extend(tracker.poll())
             if tracker.record is not None and tracker.record.preset:
                 self.title = f"{tracker.record.preset} — watching {self.folder}"
@@ -435,8 +467,8 @@ class Follower:
         seen = [t for t in self.trackers.values() if t.record is not None]
         if not seen or any(t.finished is None for t in seen):
             return False
-        if self.single_file:
-            return True
+        if self.single_file or self.tensorboard:
+            return True  # a TensorBoard log plans no runs: every run seen has ended
         if len(seen) >= self.planned_runs(seen):
             return True
         assert self.folder is not None  # run files were seen, so their folder is known

@@ -80,8 +80,16 @@ class RunGroup:
 
 
 def setting_key(run: RunColumn) -> tuple[Any, ...]:
+    """What two runs must share to be repeats of one setting: their spec and, for a script or TensorBoard run,
+    their config (but the seed). Such a run whose config is empty says nothing of its settings: a group of its own."""
     spec = run.record.spec.model_dump(mode="json")
-    return tuple((k, repr(spec[k])) for k in RunSpec.model_fields if k not in IGNORED)
+    key = tuple((k, repr(spec[k])) for k in RunSpec.model_fields if k not in IGNORED)
+    config = run.record.config
+    if config is None:
+        return key
+    if not config:
+        return (*key, ("id", run.record.id))
+    return (*key, *sorted((k, repr(v)) for k, v in config.items() if k not in IGNORED))
 
 
 def label_without_seed(label: str) -> str:
