@@ -7,6 +7,7 @@ Readers migrate older schema versions and refuse newer ones with a clear message
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import socket
@@ -191,6 +192,12 @@ class RunRecord(BaseModel):
     compared as hyperparameters. None for preset runs, whose settings are in `spec`."""
     script: ScriptInfo | None = None
     """The script that trained this run through the logging API; None for runs trained by tuitrain itself."""
+    group: str | None = None
+    """A script's group of runs (`init(group=...)`, wandb's), e.g. the runs of one experiment; None otherwise."""
+    tags: list[str] = Field(default_factory=list)
+    """A script's tags (`init(tags=[...])`)."""
+    notes: str | None = None
+    """A script's notes on the run (`init(notes=...)`)."""
     series_file: str | None = None
     """File name (beside this file) of the append-only series log that holds the run's per-step metrics
     (tuitrain.core.serieslog; `tuitrain schema` describes its framing). None: the per-step losses are in
@@ -231,6 +238,9 @@ class RunRecord(BaseModel):
         goal = self.metric_goals.get(name)
         if goal is not None:
             return goal
+        for pattern, defined in self.metric_goals.items():  # define_metric("val/*", goal=...)
+            if fnmatch.fnmatchcase(name, pattern):
+                return defined
         return "max" if "acc" in name.lower() else "min"
 
     @property
@@ -258,8 +268,8 @@ def _from_v2(data: dict[str, Any]) -> dict[str, Any]:
 
 def _from_v3(data: dict[str, Any]) -> dict[str, Any]:
     """Version 4 may keep the per-step metrics in a series log beside the file (series_file, loss_series,
-    steps_logged), adds metric_goals and summary, and lets an epoch have no test_accuracy: a version 3 file is a
-    version 4 file with its losses inline."""
+    steps_logged), adds metric_goals, summary, group, tags and notes, and lets an epoch have no test_accuracy: a
+    version 3 file is a version 4 file with its losses inline."""
     return {**data, "schema_version": 4}
 
 
