@@ -41,6 +41,7 @@ from tuitrain.core.events import (
     RunStarted,
     Sink,
 )
+from tuitrain.core.serieslog import SeriesReader
 from tuitrain.core.tfevents import is_event_file
 from tuitrain.records import RunRecord, parse_record
 from tuitrain.tblogs import TensorBoardRunReader, log_folders
@@ -110,10 +111,12 @@ class RecordReader(Protocol):
 
 
 class RunFileReader:
-    """Reads one run file when it has changed (inode, mtime or size), never raising.
+    """Reads one run file when it has changed (inode, mtime or size), and its series log's appended bytes, never
+    raising.
 
     The file is opened once and its stat taken from the open descriptor, so the text and the stat
-    belong to the same version even while the writer replaces the file.
+    belong to the same version even while the writer replaces the file. The series log (version 4 files) is
+    tailed by byte offset: a look reads only what was appended since the last.
     """
 
     def __init__(self, path: Path) -> None:
@@ -122,9 +125,35 @@ class RunFileReader:
         self.failures = 0
         """Consecutive reads that failed; reset by a good read."""
         self.error: str | None = None
+        self.record: RunRecord | None = None
+        """The last good version of the record."""
+        self.series: SeriesReader | None = None
 
     def read(self) -> RunRecord | None:
-        """The record if the file changed since the last good read and is valid now, else None."""
+        """The record if the file or its series log changed since the last good read and is valid now, else None."""
+        record = self._read_record()
+        if record is not None:
+            self.record = record
+        elif self.record is None:
+            return None
+        current = self.record
+        if current.series_file is None:
+            return record
+        if self.series is None or self.series.path.name != current.series_file:
+            self.series = SeriesReader(self.path.parent / current.series_file)
+        try:
+            grown = self.series.read_new()
+        except FileNotFoundError:
+            grown = False  # no step logged yet
+        except (OSError, RecordError) as exc:
+            self._failed(str(exc) if isinstance(exc, RecordError) else f"{self.series.path}: cannot read ({exc}).")
+            return record
+        if record is None and not grown:
+            return None
+        current.attach_series(self.series.series)
+        return current
+
+    def _read_record(self) -> RunRecord | None:
         try:
             st = os.stat(self.path)
         except OSError as exc:

@@ -35,6 +35,8 @@ PERSIST_EVERY_S = 2.0
 """The run file is rewritten at most this often while training (and at every epoch end and the end)."""
 LOSS_NAME = "loss"
 """The series that `log(loss)` writes: the training loss."""
+LOSS_PARTS = {"loss", "mse", "mae", "rmse", "nll"}
+"""Name parts that make a series a loss."""
 NOT_TRAINING = {"val", "valid", "validation", "test", "eval", "dev"}
 """Name parts that make a '...loss' series a held-out loss rather than the training loss."""
 
@@ -54,9 +56,9 @@ def is_tensor(value: Any) -> bool:
 
 
 def is_training_loss(name: str) -> bool:
-    """Whether a series named so is the training loss: 'loss', 'train/loss', 'train_loss'; not 'val_loss'."""
-    parts = [p for p in re.split(r"[/_.\-\s]+", name.lower()) if p]
-    return "loss" in parts and not NOT_TRAINING.intersection(parts)
+    """Whether a series named so is the training loss: 'loss', 'train/loss', 'train_mse'; not 'val_loss'."""
+    parts = {p for p in re.split(r"[/_.\-\s]+", name.lower()) if p}
+    return bool(LOSS_PARTS & parts) and not NOT_TRAINING & parts
 
 
 def scalar(name: str, value: Any) -> float:
@@ -305,6 +307,7 @@ class RecordKeeper:
             by_device: dict[Any, list[int]] = {}
             for k, tensor in enumerate(tensors):
                 by_device.setdefault(tensor.device, []).append(k)
+            self._device_seen(torch, next(iter(by_device)))
             for indices in by_device.values():
                 read = torch.stack([tensors[k].detach().reshape(()).double() for k in indices]).tolist()
                 for k, value in zip(indices, read):
@@ -318,6 +321,13 @@ class RecordKeeper:
                     del columns[name]
                     continue
                 columns[name] = ([s for s, _ in kept], [v for _, v in kept])
+
+    def _device_seen(self, torch: Any, device: Any) -> None:
+        """The device of the values logged tells the record where the run trains (an attribute: no sync)."""
+        env = self.record.env
+        if device.type == "cuda" and env.device_type == "cpu":
+            env.device_type = "cuda"
+            env.device = torch.cuda.get_device_name(device)
 
     def save(self, always: bool = False) -> None:
         """Write the run file, at most every save_every_s unless `always`; a write that fails is tried again at the

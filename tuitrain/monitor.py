@@ -173,19 +173,34 @@ class SweepMonitor:
         return [r for r in self.runs.values() if r.status != "running"]
 
 
-def downsample(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[list[float], list[float]]:
-    """At most `buckets` points: the mean x and mean y of consecutive equal-sized groups.
-
-    A chart shows about one point per column; the full series stays in the record.
-    """
-    n = len(y)
-    if n <= buckets or buckets < 1:
-        return list(map(float, x)), list(map(float, y))
-    size = -(-n // buckets)  # ceil
-    usable = n - n % size
-    xs = np.asarray(x[:usable], dtype=float).reshape(-1, size).mean(axis=1)
-    ys = np.asarray(y[:usable], dtype=float).reshape(-1, size).mean(axis=1)
-    if usable < n:  # a shorter last bucket, so the line reaches the newest loss
-        xs = np.append(xs, np.mean(x[usable:]))
-        ys = np.append(ys, np.mean(y[usable:]))
-    return xs.tolist(), ys.tolist()
+def downsample(x: Any, y: Any, points: int) -> tuple[list[float], list[float]]:
+    """At most about `points` points to draw, per pixel column: the x range cut into points // 2 columns of equal
+    width, each drawn by its lowest and its highest value (in the order they came), so that a single spike
+    survives, unlike a mean or a random sample. The first and the last point are always drawn; NaN is left out.
+    The full series stays in the record."""
+    xs = np.asarray(x, dtype=float)
+    ys = np.asarray(y, dtype=float)
+    keep = ~np.isnan(ys)
+    if not keep.all():
+        xs, ys = xs[keep], ys[keep]
+    n = len(ys)
+    columns = max(points // 2, 1)
+    if n <= max(points, 2):
+        return xs.tolist(), ys.tolist()
+    span = xs[-1] - xs[0]
+    if span <= 0:
+        column = np.zeros(n, dtype=np.int64)
+    else:
+        column = np.minimum(((xs - xs[0]) * (columns / span)).astype(np.int64), columns - 1)
+    starts = np.flatnonzero(np.r_[True, column[1:] != column[:-1]])  # x only grows: a column is one run
+    ends = np.r_[starts[1:], n]
+    # per column the index of its lowest and of its highest value: argmin/argmax within each run of equal column
+    order = np.arange(n)
+    lows = np.minimum.reduceat(ys, starts)
+    highs = np.maximum.reduceat(ys, starts)
+    at_low = np.where(ys == np.repeat(lows, ends - starts), order, n)
+    at_high = np.where(ys == np.repeat(highs, ends - starts), order, n)
+    first_low = np.minimum.reduceat(at_low, starts)
+    first_high = np.minimum.reduceat(at_high, starts)
+    chosen = np.unique(np.concatenate(([0, n - 1], first_low, first_high)))
+    return xs[chosen].tolist(), ys[chosen].tolist()

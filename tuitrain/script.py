@@ -270,7 +270,6 @@ class Run:
         """The run's config (item and attribute access); the record holds the same dict."""
         self.summary = Summary(self.keeper)
         """The run's summary figures."""
-        self.on_gpu_checked = False
 
     @property
     def name(self) -> str:
@@ -301,14 +300,9 @@ class Run:
         keeper = self.keeper
         if keeper.finished:
             raise RuntimeError("tuitrain: log() after the run finished")
-        if isinstance(data, Mapping):
-            if not self.on_gpu_checked:
-                for value in data.values():
-                    self._check_device(value)
+        if type(data) is dict or isinstance(data, Mapping):
             keeper.log(data, step, commit)
         else:
-            if not self.on_gpu_checked:
-                self._check_device(data)
             keeper.log_loss(data)
 
     def log_epoch(
@@ -406,16 +400,6 @@ class Run:
         return Ignored(f"run.{name}")
 
     # --- inside --------------------------------------------------------------------------------
-
-    def _check_device(self, value: Any) -> None:
-        """The first tensor logged tells the device (its attributes: no sync)."""
-        torch = torch_module()
-        if torch is None or not isinstance(value, torch.Tensor):
-            return
-        self.on_gpu_checked = True
-        if value.device.type == "cuda":
-            self.record.env.device_type = "cuda"
-            self.record.env.device = torch.cuda.get_device_name(value.device)
 
     def _size_known(self) -> None:
         record = self.record

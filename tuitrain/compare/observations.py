@@ -84,6 +84,7 @@ def observations(c: Comparison) -> list[str]:
         notes += _convergence(c, trained, stuck)
     for r in trained:
         notes += _instability(r, r.index in stuck)
+    notes += _metric_ranking(c)
     notes += _training_time(c)
     devices = {r.device for r in c.runs}
     if len(devices) > 1:
@@ -206,6 +207,27 @@ def _instability(r: RunColumn, stuck: bool) -> list[str]:
                 f"{b.mean_loss:.4f} (epoch {b.epoch})."
             )
     return notes
+
+
+def _metric_ranking(c: Comparison) -> list[str]:
+    """Best and worst by the ranking metric (runs without accuracy, or --metric): its goal says which way is better."""
+    name = c.ranking_metric()
+    ranked = c.ranked()
+    if name is None or len(ranked) < 2:
+        return []
+    goal = c.goal(name)
+    way = "lower" if goal == "min" else "higher"
+    (best, value), (second, other) = ranked[0], ranked[1]
+    shown = fmt.printable(name)
+    note = (
+        f"Best by {shown} ({way} is better): {best.label} with {fmt.metric(value)}, "
+        f"{fmt.metric(abs(value - other))} {'below' if goal == 'min' else 'above'} the next, {second.label} "
+        f"({fmt.metric(other)})"
+    )
+    if len(ranked) > 2:
+        worst, last = ranked[-1]
+        note += f"; worst: {worst.label} ({fmt.metric(last)})"
+    return [note + "."]
 
 
 def _training_time(c: Comparison) -> list[str]:

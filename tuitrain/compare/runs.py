@@ -64,6 +64,8 @@ class RunColumn:
         """The last training batch loss (of the last completed epoch, or later if the run was cut short)."""
         if self.record.batch_losses:
             return self.record.batch_losses[-1]
+        if self.record.series_file is not None and self.record.loss_series is None:
+            return None  # a script that logged no training loss
         return self.record.epochs[-1].final_loss if self.record.epochs else None
 
     def epoch_reaching(self, threshold: float) -> int | None:
@@ -115,6 +117,23 @@ class RunColumn:
         if self.record.config is not None:
             return self.record.config.get(name)
         return getattr(self.record.spec, name, None)
+
+    def metric_values(self, name: str) -> list[float]:
+        """A metric's finite values in order: per epoch where the run logged it per epoch, else its per-step series,
+        else its summary figure; empty where the run has none."""
+        values = [e.metrics[name] for e in self.record.epochs if name in e.metrics]
+        if not values and name in self.record.series:
+            values = self.record.series[name].values.tolist()
+        if not values and isinstance(self.record.summary.get(name), (int, float)):
+            values = [float(self.record.summary[name])]
+        return [v for v in values if math.isfinite(v)]
+
+    def best_metric(self, name: str, goal: str) -> float | None:
+        """The best value of a metric over the run (the lowest for goal "min", the highest for "max")."""
+        values = self.metric_values(name)
+        if not values:
+            return None
+        return min(values) if goal == "min" else max(values)
 
     def final_metric(self, name: str) -> float | None:
         """An extra metric a script logged, as of its last epoch that has it."""

@@ -97,7 +97,8 @@ class EpochEnded:
     final_loss: float
     mean_loss: float
     test_loss: float
-    test_accuracy: float
+    test_accuracy: float | None
+    """None for a run that measures no accuracy (its figures are in metrics)."""
     test_correct: int
     test_total: int
     duration_s: float

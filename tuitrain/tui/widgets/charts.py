@@ -217,10 +217,13 @@ class AccuracyChart(PlotextPlot):
 
     def draw(self, runs: list[RunState]) -> None:
         self.border_title = "Test accuracy %"
+        measured = [
+            (run, [(e.epoch, e.test_accuracy) for e in run.epochs if e.test_accuracy is not None]) for run in runs
+        ]
         series = [
-            ([e.epoch for e in run.epochs], [e.test_accuracy for e in run.epochs], run_style(run.run_id, run.run_index))
-            for run in runs
-            if run.epochs
+            ([epoch for epoch, _ in points], [acc for _, acc in points], run_style(run.run_id, run.run_index))
+            for run, points in measured
+            if points
         ]
         draw_accuracy(
             self.plt,
