@@ -161,4 +161,5 @@ class TuitrainLogger(Logger):
             return
         figures, self._epoch_figures = self._epoch_figures, {}
         if len(run.record.epochs) <= self._epoch:
+            run.log({}, commit=True)  # the epoch's last step is complete: count it in this epoch, not the next
             run.log_epoch(**figures)

@@ -15,6 +15,7 @@ process records. It logs through the logging API (tuitrain.script), like any scr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -34,6 +35,35 @@ UNFINISHED = "its training stopped before on_train_end (an exception in training
 
 _started: list[script.Run] = []
 """Runs started by these callbacks in this process, to end one that its training left unfinished."""
+
+
+TIMINGS = ("runtime", "_per_second")
+"""Evaluation figures that time it (eval/runtime, eval/samples_per_second): series, but not an epoch's figures."""
+
+
+def training_settings(args: TrainingArguments) -> dict[str, Any]:
+    """The TrainingArguments that differ from their defaults (all ~150 would bury the few that were chosen), and
+    the output folder; tokens masked as the Trainer's to_dict masks them."""
+    values = args.to_dict()
+    chosen = {"output_dir": values.get("output_dir")}
+    for f in dataclasses.fields(args):
+        if f.name not in values:
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if default is dataclasses.MISSING or values[f.name] != default:
+            chosen[f.name] = values[f.name]
+    return chosen
+
+
+def model_settings(model: Any) -> dict[str, Any]:
+    """The model's config (a PretrainedConfig): what differs from its class's defaults, as to_diff_dict gives it."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return {}
+    if isinstance(config, dict):
+        return dict(config)
+    diff = config.to_diff_dict() if hasattr(config, "to_diff_dict") else config.to_dict()
+    return {k: v for k, v in diff.items() if k != "transformers_version"}
 
 
 def series_name(key: str) -> str:
@@ -74,12 +104,7 @@ class TuitrainCallback(TrainerCallback):
             if not earlier.finished:
                 earlier.finish("failed", UNFINISHED)
         _started.clear()
-        model_config = getattr(model, "config", None)
-        config: dict[str, Any] = {}
-        if model_config is not None:
-            config.update(model_config if isinstance(model_config, dict) else model_config.to_dict())
-        config.update(args.to_dict())
-        config.update(self.extra_config)
+        config = {**model_settings(model), **training_settings(args), **self.extra_config}
         run_name = getattr(args, "run_name", None)
         label = self.label or (run_name if run_name and run_name != args.output_dir else None)
         epochs = math.ceil(args.num_train_epochs) if args.max_steps is None or args.max_steps <= 0 else None
@@ -125,7 +150,7 @@ class TuitrainCallback(TrainerCallback):
                 continue
             name = series_name(key)
             values[name] = float(value)
-            if name.startswith("eval/"):
+            if name.startswith("eval/") and not name.endswith(TIMINGS):
                 self._epoch_figures[name] = float(value)
         if values:
             run.log(values, step=state.global_step, commit=False)
@@ -145,4 +170,5 @@ class TuitrainCallback(TrainerCallback):
         if run is None or run.finished or not self._epoch_open:
             return
         figures, self._epoch_figures, self._epoch_open = self._epoch_figures, {}, False
+        run.log({}, commit=True)  # the epoch's last step is complete: count it in this epoch, not the next
         run.log_epoch(**figures)
