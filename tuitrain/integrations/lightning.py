@@ -128,8 +128,10 @@ class TuitrainLogger(Logger):
 
     @rank_zero_only
     def save(self) -> None:
+        """Lightning calls it after every log_metrics: the run file is written at most every few seconds as for
+        any script (each write is fsynced: one per step would cost more than the step)."""
         if self._run is not None and not self._run.finished:
-            self._run.keeper.save(always=True)
+            self._run.keeper.save()
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
