@@ -62,7 +62,7 @@ class Classifier(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
 
 
-loggers = [TuitrainLogger(runs_dir=args.runs_dir, label=args.label or f"lr={args.lr:g}")]
+loggers = [TuitrainLogger(runs_dir=args.runs_dir, label=args.label or f"lr={args.lr:g}", epochs=args.epochs)]
 if args.tensorboard:
     loggers.append(L.pytorch.loggers.TensorBoardLogger(args.tensorboard))
 trainer = L.Trainer(
