@@ -18,6 +18,7 @@ It is a benchmark, not a test: figures depend on the machine and what else runs 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -50,6 +51,18 @@ class Tiny(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+_fsync = os.fsync
+fsync_waits: list[float] = []
+"""Seconds spent in each os.fsync (tuitrain's run file is written atomically: fsynced), counted to show what the
+wall time spends waiting for the disk."""
+
+
+def timed_fsync(fd: int) -> None:
+    began = time.perf_counter()
+    _fsync(fd)
+    fsync_waits.append(time.perf_counter() - began)
 
 
 def train(logger, steps: int, log_every: int, data: DataLoader) -> tuple[float, float]:
@@ -86,11 +99,15 @@ def main() -> None:
         "tuitrain": lambda d: TuitrainLogger(runs_dir=d),
     }
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in loggers}
+    fsyncs: dict[str, list[float]] = {name: [] for name in loggers}
+    os.fsync = timed_fsync
     with tempfile.TemporaryDirectory() as tmp:
         train(False, 200, args.log_every, data)  # warm-up: imports, first allocations
         for round_ in range(args.rounds):
             for name, make in loggers.items():
+                fsync_waits.clear()
                 times[name].append(train(make(f"{tmp}/{name}-{round_}"), args.steps, args.log_every, data))
+                fsyncs[name].extend(fsync_waits)
     csv = statistics.median(w for w, _ in times["csv"])
     csv_cpu = statistics.median(c for _, c in times["csv"])
     print(f"Lightning, {args.steps} steps, logging every {args.log_every} step(s), {args.rounds} rounds (median):")
@@ -99,7 +116,8 @@ def main() -> None:
         spread = ", ".join(f"{w:.2f}" for w, _ in values)
         print(
             f"  {name:<12} wall {wall:6.2f} s ({spread}) {wall / csv:5.3f}x CSVLogger | "
-            f"CPU {cpu:6.2f} s {cpu / csv_cpu:5.3f}x CSVLogger"
+            f"CPU {cpu:6.2f} s {cpu / csv_cpu:5.3f}x CSVLogger | "
+            f"{len(fsyncs[name]) / args.rounds:.0f} fsyncs per run, {sum(fsyncs[name]) / args.rounds:.2f} s"
         )
 
 
