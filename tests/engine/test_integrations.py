@@ -147,6 +147,36 @@ def test_lightning_save_after_every_log_writes_the_run_file_at_most_every_few_se
     logger.finalize("success")
 
 
+def test_the_older_pytorch_lightning_trainer_takes_the_logger(tmp_path: Path) -> None:
+    pl = pytest.importorskip("pytorch_lightning")
+    from tuitrain.integrations.lightning import TuitrainLogger
+
+    class PlTiny(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Linear(8, 2)
+
+        def training_step(self, batch, batch_idx):
+            loss = nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = pl.Trainer(
+        max_epochs=2,
+        logger=TuitrainLogger(runs_dir=str(tmp_path)),
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(PlTiny(), DataLoader(data(64, 1), batch_size=16))
+    record = only_record(tmp_path)
+    assert (record.status, len(record.series["train_loss"]), len(record.epochs)) == ("completed", 8, 2)
+
+
 def test_lightning_logger_records_nothing_off_rank_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
