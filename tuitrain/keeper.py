@@ -50,9 +50,17 @@ def torch_module() -> Any | None:
     return sys.modules.get("torch")
 
 
+_tensor_type: type | None = None
+
+
 def is_tensor(value: Any) -> bool:
-    torch = torch_module()
-    return torch is not None and isinstance(value, torch.Tensor)
+    global _tensor_type
+    if _tensor_type is None:
+        torch = torch_module()
+        if torch is None:
+            return False
+        _tensor_type = torch.Tensor  # found once the caller has imported torch
+    return isinstance(value, _tensor_type)
 
 
 def is_training_loss(name: str) -> bool:
@@ -161,7 +169,8 @@ class RecordKeeper:
                 column = pending[name] = ([], [])
                 self.check_name(name)
             column[0].append(at)
-            column[1].append(value)
+            # detach: not a sync, and frees the autograd graph now rather than at the read-back
+            column[1].append(value.detach() if type(value) is not float and is_tensor(value) else value)
         if commit or (commit is None and step is None):
             self.step = at + 1
             self.pending_steps += 1
@@ -175,7 +184,7 @@ class RecordKeeper:
             column = self.pending[LOSS_NAME] = ([], [])
             self.check_name(LOSS_NAME)
         column[0].append(self.step)
-        column[1].append(loss)
+        column[1].append(loss.detach() if type(loss) is not float and is_tensor(loss) else loss)
         self.step += 1
         self.pending_steps += 1
         if self.pending_steps >= self.read_every or time.monotonic() - self.last_read >= self.read_every_s:
@@ -309,7 +318,13 @@ class RecordKeeper:
                 by_device.setdefault(tensor.device, []).append(k)
             self._device_seen(torch, next(iter(by_device)))
             for indices in by_device.values():
-                read = torch.stack([tensors[k].detach().reshape(()).double() for k in indices]).tolist()
+                group = [tensors[k] for k in indices]
+                with torch.no_grad():
+                    try:
+                        stacked = torch.stack(group)  # 0-d tensors of one device: one stack, one read-back
+                    except RuntimeError:  # shapes (1,) among (), dtypes that do not stack
+                        stacked = torch.stack([t.reshape(()).double() for t in group])
+                read = stacked.tolist()
                 for k, value in zip(indices, read):
                     name, i = places[k]
                     columns[name][1][i] = value
