@@ -228,7 +228,7 @@ class Comparison:
         return self.runs[0].record.goal_of(name) if self.runs else "min"
 
     def metric_value(self, run: RunColumn, name: str) -> float | None:
-        if name == "loss" and "loss" not in run.record.series and not run.metric_values(name):
+        if name == "loss" and "loss" not in run.record.series and not len(run.metric_values(name)):
             return run.final_loss
         return run.best_metric(name, self.goal(name))
 
