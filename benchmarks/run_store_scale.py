@@ -9,7 +9,7 @@ million: a script logs `{"train/loss", "lr"}` floats for --steps steps as fast a
 then 10,000 more at a pace of about 2,000 steps/s, counting the bytes it hands to write() meanwhile (/proc/self/io
 wchar); then times `tuitrain watch --no-ui` and `tuitrain compare --no-ui` of the finished run, each a fresh process.
 thousand: --runs script runs of --steps steps in one folder; times the home screen's scan of the folder
-(catalog.scan_runs, what it lists) and `tuitrain compare --no-ui` of all of them.
+(catalog.scan_runs without the series logs, as the home screen reads it) and `tuitrain compare --no-ui` of all of them.
 kill9: a script logs steps and reports each step it has logged to its parent; the parent kills it with SIGKILL at a
 random moment, --kills times; after each kill, every file must read and the series log must hold every step up to
 the last one in a complete frame (no step before it lost). Prints one line per kill.
@@ -95,7 +95,7 @@ def thousand(runs: int, steps: int) -> None:
         run.finish()
     print(f"wrote {runs:,} runs of {steps:,} steps in {time.perf_counter() - start:.1f} s")
     start = time.perf_counter()
-    listed = scan_runs(folder)
+    listed = scan_runs(folder, series=False)
     scan_s = time.perf_counter() - start
     print(f"home screen's scan of the folder (catalog.scan_runs): {len(listed):,} runs in {scan_s:.2f} s")
     seconds, rc, out = timed([sys.executable, "-m", "tuitrain", "compare", "--no-ui", str(folder)])
