@@ -58,6 +58,8 @@ class RunState:
     """A script run's settings (RunStarted.config)."""
     metrics: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     """Named per-step series other than the loss, by name: steps and values (MetricPoints)."""
+    _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """losses and smoothed as arrays, as far as converted (_as_array)."""
 
     def add_points(self, event: MetricPoints) -> None:
         steps, values = self.metrics.get(event.name, (np.empty(0, dtype=np.int64), np.empty(0)))
@@ -86,8 +88,20 @@ class RunState:
     def step_series(self, name: str, smoothed: bool) -> tuple[np.ndarray, np.ndarray]:
         """A per-step series' points: the training loss (EMA-smoothed or raw) or a named series."""
         if name == LOSS:
-            return self.steps(), np.asarray(self.smoothed if smoothed else self.losses, dtype=float)
+            return self.steps(), self._as_array("smoothed" if smoothed else "losses")
         return self.metrics.get(name, (np.empty(0, dtype=np.int64), np.empty(0)))
+
+    def _as_array(self, which: str) -> np.ndarray:
+        """losses or smoothed as an array, converting only what came since the last call (a redraw of a
+        million-step run must not convert a million floats each time)."""
+        values: list[float] = getattr(self, which)
+        cached = self._arrays.get(which)
+        if cached is None or len(cached) > len(values):
+            cached = np.empty(0)
+        if len(cached) < len(values):
+            cached = np.concatenate((cached, np.asarray(values[len(cached) :], dtype=float)))
+            self._arrays[which] = cached
+        return cached
 
     def add_losses(self, event: BatchLosses) -> None:
         if self.first_step is None:
