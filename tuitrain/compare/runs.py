@@ -14,6 +14,8 @@ from tuitrain.catalog import RunFile
 from tuitrain.records import RunRecord
 
 NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "kmnist": 10}
+EPOCH_FIGURES = ("test_accuracy", "test_loss", "mean_loss")
+"""Figures of every epoch record that --metric can rank by, besides what a script logged."""
 
 
 @dataclass
@@ -124,6 +126,9 @@ class RunColumn:
         """A metric's finite values in order: per epoch where the run logged it per epoch, else its per-step series,
         else its summary figure; empty where the run has none."""
         values = np.asarray([e.metrics[name] for e in self.record.epochs if name in e.metrics], dtype=float)
+        if not len(values) and name in EPOCH_FIGURES:  # a preset run's own per-epoch figures
+            figures = [getattr(e, name) for e in self.record.epochs]
+            values = np.asarray([v for v in figures if v is not None], dtype=float)
         if not len(values) and name in self.record.series:
             values = self.record.series[name].values
         if not len(values) and isinstance(self.record.summary.get(name), (int, float)):
