@@ -107,15 +107,16 @@ def new_invocation_dir(runs_dir: Path, preset_name: str) -> tuple[str, Path]:
     raise TuitrainError(f"{runs_dir}: could not create a unique run folder.")
 
 
-def load_run_file(path: Path) -> RunFile:
-    """A run file, or a TensorBoard log folder (or one of its event files) read as a run."""
+def load_run_file(path: Path, series: bool = True) -> RunFile:
+    """A run file read, with its series log unless `series` is False (a listing needs only the record); or a
+    TensorBoard log folder (or one of its event files) read as a run."""
     path = Path(path)
     try:
         if is_event_file(path):
             path = path.parent
         if path.is_dir():
             return RunFile(path=path, record=read_log_folder(path))
-        return RunFile(path=path, record=read_record(path))
+        return RunFile(path=path, record=read_record(path, series=series))
     except RecordError as exc:
         return RunFile(path=path, error=str(exc))
     except TuitrainError as exc:
@@ -155,9 +156,10 @@ def expand_arguments(args: Iterable[str]) -> list[Path]:
     return unique
 
 
-def scan_runs(runs_dir: Path) -> list[RunFile]:
-    """Every run file under runs_dir, newest first (unreadable ones by file time)."""
-    files = [load_run_file(p) for p in run_paths(runs_dir)]
+def scan_runs(runs_dir: Path, series: bool = True) -> list[RunFile]:
+    """Every run file under runs_dir, newest first (unreadable ones by file time); their series logs read unless
+    `series` is False."""
+    files = [load_run_file(p, series) for p in run_paths(runs_dir)]
 
     def started(f: RunFile) -> float:
         if f.record is not None:
@@ -173,12 +175,15 @@ def scan_runs(runs_dir: Path) -> list[RunFile]:
 def latest_invocation(runs_dir: Path) -> list[RunFile]:
     """The runs of the most recent preset invocation under runs_dir, in run order."""
     invocations = [
-        (f, f.record.invocation) for f in scan_runs(runs_dir) if f.record is not None and f.record.invocation
+        (f, f.record.invocation)
+        for f in scan_runs(runs_dir, series=False)
+        if f.record is not None and f.record.invocation
     ]
     if not invocations:
         return []
     newest = invocations[0][1]
-    return sorted((f for f, invocation in invocations if invocation == newest), key=lambda f: f.path.name)
+    chosen = sorted((f for f, invocation in invocations if invocation == newest), key=lambda f: f.path.name)
+    return [load_run_file(f.path) for f in chosen]  # these with their series
 
 
 def is_pattern(arg: str) -> bool:

@@ -37,6 +37,7 @@ from tuitrain.core.events import (
     EpochEnded,
     Event,
     LogMessage,
+    MetricPoints,
     RunFinished,
     RunStarted,
     Sink,
@@ -269,6 +270,8 @@ class RunTracker:
         """The status a RunFinished was emitted with."""
         self.reported_error: str | None = None
         self.clock = EpochClock()
+        self.points_sent: dict[str, int] = {}
+        """Points emitted per named series (MetricPoints)."""
 
     def poll(self) -> list[Event]:
         record = self.reader.read()
@@ -303,7 +306,9 @@ class RunTracker:
             # first sight, or the run started over (resumed, or a new run in the same file): replay it all
             self.steps, self.epochs, self.finished = 0, 0, None
             self.clock = EpochClock()
+            self.points_sent = {}
             events.append(self._started(record))
+        events.extend(self._metric_points(record))
         self.record = record
         bpe = self.batches_per_epoch(record)
         self.clock.observe(record, bpe)
@@ -322,6 +327,18 @@ class RunTracker:
             events.append(self._batch_losses(record, epoch, self.steps, end, bpe))
             self.steps = end
         events.extend(self._finish_if_ended(record))
+        return events
+
+    def _metric_points(self, record: RunRecord) -> list[Event]:
+        """The named series' points appended since the last look (the loss series goes as BatchLosses)."""
+        events: list[Event] = []
+        for name, series in record.series.items():
+            sent = self.points_sent.get(name, 0)
+            if name == record.loss_series or len(series) <= sent:
+                continue
+            self.points_sent[name] = len(series)
+            steps, values = series.steps[sent:], series.values[sent:]
+            events.append(MetricPoints(record.id, name, tuple(steps.tolist()), tuple(values.tolist())))
         return events
 
     def _restarted(self, previous: RunRecord, record: RunRecord) -> bool:

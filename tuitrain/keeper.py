@@ -29,6 +29,8 @@ from tuitrain.records import EpochRecord, RunRecord, utc_now, write_record
 
 READ_EVERY = 50
 """Steps kept before their values are read back together (one sync for the chunk)."""
+FLOATS_READ_EVERY = 1000
+"""Steps of plain numbers kept before they are written (no device to wait for: larger frames, read faster)."""
 READ_BACK_EVERY_S = 2.0
 """Values are also read back when this long has passed since the last read-back (a slow model)."""
 PERSIST_EVERY_S = 2.0
@@ -50,9 +52,17 @@ def torch_module() -> Any | None:
     return sys.modules.get("torch")
 
 
+_tensor_type: type | None = None
+
+
 def is_tensor(value: Any) -> bool:
-    torch = torch_module()
-    return torch is not None and isinstance(value, torch.Tensor)
+    global _tensor_type
+    if _tensor_type is None:
+        torch = torch_module()
+        if torch is None:
+            return False
+        _tensor_type = torch.Tensor  # found once the caller has imported torch
+    return isinstance(value, _tensor_type)
 
 
 def is_training_loss(name: str) -> bool:
@@ -124,6 +134,8 @@ class RecordKeeper:
         """Values logged since the last read-back, by name: their steps, and floats or tensors still on a device."""
         self.pending_steps = 0
         """Steps committed since the last read-back."""
+        self.chunk = max(self.read_every, FLOATS_READ_EVERY)
+        """Steps kept before a read-back: read_every while tensors are pending, more for plain numbers."""
         self.last: dict[str, float] = {}
         """The last value read back of each series (the summary's default)."""
         self.summary_set: dict[str, Any] = {}
@@ -161,11 +173,14 @@ class RecordKeeper:
                 column = pending[name] = ([], [])
                 self.check_name(name)
             column[0].append(at)
+            if type(value) is not float and is_tensor(value):
+                value = value.detach()  # not a sync; frees the autograd graph now rather than at the read-back
+                self.chunk = self.read_every
             column[1].append(value)
         if commit or (commit is None and step is None):
             self.step = at + 1
             self.pending_steps += 1
-        if self.pending_steps >= self.read_every or time.monotonic() - self.last_read >= self.read_every_s:
+        if self.pending_steps >= self.chunk or time.monotonic() - self.last_read >= self.read_every_s:
             self.read_back()
 
     def log_loss(self, loss: Any) -> None:
@@ -175,10 +190,13 @@ class RecordKeeper:
             column = self.pending[LOSS_NAME] = ([], [])
             self.check_name(LOSS_NAME)
         column[0].append(self.step)
+        if type(loss) is not float and is_tensor(loss):
+            loss = loss.detach()  # not a sync; frees the autograd graph now rather than at the read-back
+            self.chunk = self.read_every
         column[1].append(loss)
         self.step += 1
         self.pending_steps += 1
-        if self.pending_steps >= self.read_every or time.monotonic() - self.last_read >= self.read_every_s:
+        if self.pending_steps >= self.chunk or time.monotonic() - self.last_read >= self.read_every_s:
             self.read_back()
 
     def check_name(self, name: str) -> None:
@@ -248,6 +266,7 @@ class RecordKeeper:
         self.last_read = time.monotonic()
         pending, self.pending = self.pending, {}
         self.pending_steps = 0
+        self.chunk = max(self.read_every, FLOATS_READ_EVERY)
         if not pending:
             self.save()
             return
@@ -309,7 +328,13 @@ class RecordKeeper:
                 by_device.setdefault(tensor.device, []).append(k)
             self._device_seen(torch, next(iter(by_device)))
             for indices in by_device.values():
-                read = torch.stack([tensors[k].detach().reshape(()).double() for k in indices]).tolist()
+                group = [tensors[k] for k in indices]
+                with torch.no_grad():
+                    try:
+                        stacked = torch.stack(group)  # 0-d tensors of one device: one stack, one read-back
+                    except RuntimeError:  # shapes (1,) among (), dtypes that do not stack
+                        stacked = torch.stack([t.reshape(()).double() for t in group])
+                read = stacked.tolist()
                 for k, value in zip(indices, read):
                     name, i = places[k]
                     columns[name][1][i] = value

@@ -17,12 +17,18 @@ from tuitrain.core.events import (
     EpochEnded,
     Event,
     LogMessage,
+    MetricPoints,
     RunFinished,
     RunStarted,
     RunWaiting,
 )
 from tuitrain.core.spec import RunSpec
 from tuitrain.curves import ema_alpha, smooth
+
+LOSS = "loss"
+"""The run screen's name for the training loss series (BatchLosses)."""
+ACCURACY = "test accuracy"
+"""The run screen's name for the per-epoch test accuracy."""
 
 
 @dataclass
@@ -50,6 +56,52 @@ class RunState:
     status: str = "running"
     config: dict[str, Any] | None = None
     """A script run's settings (RunStarted.config)."""
+    metrics: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """Named per-step series other than the loss, by name: steps and values (MetricPoints)."""
+    _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """losses and smoothed as arrays, as far as converted (_as_array)."""
+
+    def add_points(self, event: MetricPoints) -> None:
+        steps, values = self.metrics.get(event.name, (np.empty(0, dtype=np.int64), np.empty(0)))
+        self.metrics[event.name] = (
+            np.concatenate((steps, np.asarray(event.steps, dtype=np.int64))),
+            np.concatenate((values, np.asarray(event.values, dtype=float))),
+        )
+
+    def epoch_figures(self) -> list[str]:
+        """Names of the per-epoch figures this run has: test accuracy where measured, then its extra metrics."""
+        names: dict[str, None] = {}
+        if any(e.test_accuracy is not None for e in self.epochs):
+            names[ACCURACY] = None
+        for e in self.epochs:
+            names.update(dict.fromkeys(e.metrics))
+        return list(names)
+
+    def epoch_series(self, name: str) -> tuple[list[float], list[float]]:
+        """A per-epoch figure's points: (epochs, values)."""
+        if name == ACCURACY:
+            points = [(float(e.epoch), e.test_accuracy) for e in self.epochs if e.test_accuracy is not None]
+        else:
+            points = [(float(e.epoch), e.metrics[name]) for e in self.epochs if name in e.metrics]
+        return [x for x, _ in points], [float(y) for _, y in points]
+
+    def step_series(self, name: str, smoothed: bool) -> tuple[np.ndarray, np.ndarray]:
+        """A per-step series' points: the training loss (EMA-smoothed or raw) or a named series."""
+        if name == LOSS:
+            return self.steps(), self._as_array("smoothed" if smoothed else "losses")
+        return self.metrics.get(name, (np.empty(0, dtype=np.int64), np.empty(0)))
+
+    def _as_array(self, which: str) -> np.ndarray:
+        """losses or smoothed as an array, converting only what came since the last call (a redraw of a
+        million-step run must not convert a million floats each time)."""
+        values: list[float] = getattr(self, which)
+        cached = self._arrays.get(which)
+        if cached is None or len(cached) > len(values):
+            cached = np.empty(0)
+        if len(cached) < len(values):
+            cached = np.concatenate((cached, np.asarray(values[len(cached) :], dtype=float)))
+            self._arrays[which] = cached
+        return cached
 
     def add_losses(self, event: BatchLosses) -> None:
         if self.first_step is None:
@@ -133,6 +185,8 @@ class SweepMonitor:
         state = self.runs[event.run_id]
         if isinstance(event, BatchLosses):
             state.add_losses(event)
+        elif isinstance(event, MetricPoints):
+            state.add_points(event)
         elif isinstance(event, EpochEnded):
             state.epochs.append(event)
             state.epoch = event.epoch
@@ -167,6 +221,19 @@ class SweepMonitor:
             after = [r for r in live if r.run_index > index]
             self.current = (after or live)[0]
         return self.current
+
+    def step_metrics(self) -> list[str]:
+        """The per-step series of the runs: the loss, then the named ones in first-seen order."""
+        names: dict[str, None] = {LOSS: None}
+        for run in self.runs.values():
+            names.update(dict.fromkeys(run.metrics))
+        return list(names)
+
+    def epoch_metrics(self) -> list[str]:
+        names: dict[str, None] = {}
+        for run in self.runs.values():
+            names.update(dict.fromkeys(run.epoch_figures()))
+        return list(names) or [ACCURACY]
 
     @property
     def finished(self) -> list[RunState]:

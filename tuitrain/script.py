@@ -453,7 +453,7 @@ def _finish_at_exit() -> None:
     run = current
     if run is None or run.finished:
         return
-    error = getattr(sys, "last_value", None)
+    error = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)  # 3.12 on / before
     if isinstance(error, KeyboardInterrupt):
         run.finish("interrupted", "stopped by Ctrl-C")
     elif error is not None:

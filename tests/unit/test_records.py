@@ -228,3 +228,11 @@ def test_a_record_whose_series_log_is_not_written_yet_reads_empty(tmp_path: Path
     write_record(rec, tmp_path / "r.json")
     back = read_record(tmp_path / "r.json")
     assert back.batch_losses == [] and back.series == {}
+
+
+def test_the_schema_documents_the_series_log_framing() -> None:
+    from tuitrain.core.serieslog import LOG_FORMAT_VERSION
+
+    log = record_schema()["x-series-log"]
+    assert log["format_version"] == LOG_FORMAT_VERSION
+    assert "length (u32 LE) | crc (u32 LE) | payload[length]" in log["framing"] and ".series" in log["file"]

@@ -97,3 +97,16 @@ def test_watch_of_a_run_without_accuracy_prints_its_figures(tmp_path: Path) -> N
     assert [e.metrics["val_loss"] for e in epochs] == [0.8, 0.4] and epochs[0].test_accuracy is None
     losses = [v for e in events if type(e).__name__ == "BatchLosses" for v in e.losses]
     assert len(losses) == 40 and follower.done
+
+
+def test_metric_ranks_preset_runs_by_their_epoch_figures(tmp_path: Path) -> None:
+    from tests.compare_fixtures import normal_pair, write_runs
+
+    paths = write_runs(tmp_path / "runs", normal_pair())
+    by_loss = Comparison.from_paths(paths, metric="test_loss")
+    by_accuracy = Comparison.from_paths(paths, metric="test_accuracy")
+    assert by_loss.goal("test_loss") == "min" and by_accuracy.goal("test_accuracy") == "max"
+    losses = {r.label: min(e.test_loss for e in r.record.epochs) for r in by_loss.runs}
+    assert [r.label for r, _ in by_loss.ranked()] == sorted(losses, key=losses.get)
+    best = {r.label: r.best_accuracy for r in by_accuracy.runs}
+    assert [r.label for r, _ in by_accuracy.ranked()] == sorted(best, key=best.get, reverse=True)

@@ -126,6 +126,9 @@ class Comparison:
     """The metric runs are ranked by (`--metric`); None: test accuracy where every run has it, else the first
     metric the runs define a goal for, else a held-out loss they logged, else the training loss."""
 
+    _goals: dict[str, str] = field(default_factory=dict, repr=False)
+    """goal() per metric name, found once (the runs do not change)."""
+
     @classmethod
     def from_files(cls, files: Sequence[RunFile], **options: Any) -> Comparison:
         readable = [(f, f.record) for f in files if f.record is not None]
@@ -205,8 +208,8 @@ class Comparison:
         names: dict[str, None] = {}
         for r in self.runs:
             names.update(dict.fromkeys(n for n in r.record.metric_goals if not any(ch in n for ch in "*?[")))
+        names.update(dict.fromkeys(self.extra_metrics()))
         for r in self.runs:
-            names.update(dict.fromkeys(self.extra_metrics()))
             names.update(dict.fromkeys(r.record.series))
         held_out = [n for n in names if "loss" in n.lower() and not is_training_loss(n)]
         defined = [n for r in self.runs for n in r.record.metric_goals if n in names]
@@ -222,13 +225,14 @@ class Comparison:
 
     def goal(self, name: str) -> str:
         """min or max for a metric: as a compared run defines it, else as named (accuracies max, the rest min)."""
-        for r in self.runs:
-            if name in r.record.metric_goals:
-                return r.record.metric_goals[name]
-        return self.runs[0].record.goal_of(name) if self.runs else "min"
+        if name not in self._goals:
+            defined = (r.record.metric_goals[name] for r in self.runs if name in r.record.metric_goals)
+            fallback = self.runs[0].record.goal_of(name) if self.runs else "min"
+            self._goals[name] = next(defined, fallback)
+        return self._goals[name]
 
     def metric_value(self, run: RunColumn, name: str) -> float | None:
-        if name == "loss" and "loss" not in run.record.series and not run.metric_values(name):
+        if name == "loss" and "loss" not in run.record.series and not len(run.metric_values(name)):
             return run.final_loss
         return run.best_metric(name, self.goal(name))
 

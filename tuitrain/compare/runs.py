@@ -7,11 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from tuitrain import format as fmt
 from tuitrain.catalog import RunFile
 from tuitrain.records import RunRecord
 
 NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "kmnist": 10}
+EPOCH_FIGURES = ("test_accuracy", "test_loss", "mean_loss")
+"""Figures of every epoch record that --metric can rank by, besides what a script logged."""
 
 
 @dataclass
@@ -118,22 +122,25 @@ class RunColumn:
             return self.record.config.get(name)
         return getattr(self.record.spec, name, None)
 
-    def metric_values(self, name: str) -> list[float]:
+    def metric_values(self, name: str) -> np.ndarray:
         """A metric's finite values in order: per epoch where the run logged it per epoch, else its per-step series,
         else its summary figure; empty where the run has none."""
-        values = [e.metrics[name] for e in self.record.epochs if name in e.metrics]
-        if not values and name in self.record.series:
-            values = self.record.series[name].values.tolist()
-        if not values and isinstance(self.record.summary.get(name), (int, float)):
-            values = [float(self.record.summary[name])]
-        return [v for v in values if math.isfinite(v)]
+        values = np.asarray([e.metrics[name] for e in self.record.epochs if name in e.metrics], dtype=float)
+        if not len(values) and name in EPOCH_FIGURES:  # a preset run's own per-epoch figures
+            figures = [getattr(e, name) for e in self.record.epochs]
+            values = np.asarray([v for v in figures if v is not None], dtype=float)
+        if not len(values) and name in self.record.series:
+            values = self.record.series[name].values
+        if not len(values) and isinstance(self.record.summary.get(name), (int, float)):
+            values = np.asarray([self.record.summary[name]], dtype=float)
+        return values[np.isfinite(values)]
 
     def best_metric(self, name: str, goal: str) -> float | None:
         """The best value of a metric over the run (the lowest for goal "min", the highest for "max")."""
         values = self.metric_values(name)
-        if not values:
+        if not len(values):
             return None
-        return min(values) if goal == "min" else max(values)
+        return float(values.min() if goal == "min" else values.max())
 
     def final_metric(self, name: str) -> float | None:
         """An extra metric a script logged, as of its last epoch that has it."""

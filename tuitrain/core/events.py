@@ -124,7 +124,18 @@ class RunFinished:
     best_accuracy: float | None = None
 
 
-Event = LogMessage | RunWaiting | RunStarted | BatchLosses | EpochEnded | RunFinished
+@dataclass(frozen=True)
+class MetricPoints:
+    """New points of a named per-step series other than the training loss (`run.log({"lr": ...})`), read from the
+    series log."""
+
+    run_id: str
+    name: str
+    steps: tuple[int, ...]
+    values: tuple[float, ...]
+
+
+Event = LogMessage | RunWaiting | RunStarted | BatchLosses | EpochEnded | RunFinished | MetricPoints
 Sink = Callable[[Event], None]
 
 

@@ -72,7 +72,7 @@ def frame(payload: bytes) -> bytes:
     return length + struct.pack("<I", _crc(length, payload)) + payload
 
 
-def decode_chunk(payload: bytes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def decode_chunk(payload: bytes | memoryview) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """A payload's series: name -> (steps, values). A payload that passed its checksum but does not parse is
     a bug or a newer format: RecordError."""
     try:
@@ -82,7 +82,7 @@ def decode_chunk(payload: bytes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         for _ in range(count):
             (name_len,) = _NAME_LEN.unpack_from(payload, at)
             at += _NAME_LEN.size
-            name = payload[at : at + name_len].decode("utf-8")
+            name = bytes(payload[at : at + name_len]).decode("utf-8")
             at += name_len
             (n,) = _N.unpack_from(payload, at)
             at += _N.size
@@ -96,20 +96,22 @@ def decode_chunk(payload: bytes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return chunk
 
 
-def scan_frames(data: bytes | memoryview, start: int) -> tuple[list[bytes], int]:
-    """The complete, intact frames in data from `start`, and the offset just past the last of them.
+def scan_frames(data: bytes | memoryview, start: int) -> tuple[list[memoryview], int]:
+    """The payloads of the complete, intact frames in data from `start` (views into it, not copies), and the offset
+    just past the last of them.
 
     Stops at the first frame that is cut short or fails its checksum: a torn tail, left unread."""
-    frames: list[bytes] = []
+    frames: list[memoryview] = []
     at, end = start, len(data)
     view = memoryview(data)
-    while end - at >= FRAME_HEADER.size:
-        length, crc = FRAME_HEADER.unpack_from(view, at)
-        body = at + FRAME_HEADER.size
+    unpack, crc32 = FRAME_HEADER.unpack_from, zlib.crc32
+    while end - at >= 8:
+        length, crc = unpack(view, at)
+        body = at + 8
         if length > MAX_FRAME or body + length > end:
             break
-        payload = bytes(view[body : body + length])
-        if _crc(bytes(view[at : at + 4]), payload) != crc:
+        payload = view[body : body + length]
+        if crc32(payload, crc32(view[at : at + 4])) != crc:
             break
         frames.append(payload)
         at = body + length
