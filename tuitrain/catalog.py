@@ -16,8 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tuitrain.core.errors import RecordError, TuitrainError
+from tuitrain.core.processes import pid_alive, process_start_time
 from tuitrain.core.status import ShownStatus
+from tuitrain.core.tfevents import is_event_file
 from tuitrain.records import RunRecord, read_record
+from tuitrain.tblogs import log_folders, read_log_folder
 
 PLAN_FILE = "invocation.plan"
 """Beside the run files of a preset invocation: the runs it plans (JSON; not *.json, so never taken for a run)."""
@@ -44,35 +47,6 @@ class RunFile:
         if self.record is None:
             return "unreadable"
         return effective_status(self.record)
-
-
-def pid_alive(pid: int) -> bool:
-    """Is process `pid` there and not a zombie (ended, waiting to be reaped: it trains nothing)?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):  # no /proc (not Linux), or it ended just now
-        return Path("/proc").is_dir() is False
-
-
-def process_start_time(pid: int) -> float | None:
-    """When process `pid` started (Unix time), from /proc on Linux; None where unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, after the "(comm)" that may hold spaces
-        boot = next(
-            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime ")
-        )
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
 
 
 def folder_writer_alive(folder: Path) -> bool | None:
@@ -133,19 +107,31 @@ def new_invocation_dir(runs_dir: Path, preset_name: str) -> tuple[str, Path]:
     raise TuitrainError(f"{runs_dir}: could not create a unique run folder.")
 
 
-def load_run_file(path: Path) -> RunFile:
+def load_run_file(path: Path, series: bool = True) -> RunFile:
+    """A run file read, with its series log unless `series` is False (a listing needs only the record); or a
+    TensorBoard log folder (or one of its event files) read as a run."""
+    path = Path(path)
     try:
-        return RunFile(path=Path(path), record=read_record(Path(path)))
+        if is_event_file(path):
+            path = path.parent
+        if path.is_dir():
+            return RunFile(path=path, record=read_log_folder(path))
+        return RunFile(path=path, record=read_record(path, series=series))
     except RecordError as exc:
-        return RunFile(path=Path(path), error=str(exc))
+        return RunFile(path=path, error=str(exc))
+    except TuitrainError as exc:
+        if "google-crc32c" in str(exc):
+            raise  # the reader cannot work here at all: one error for the command, not one per run
+        return RunFile(path=path, error=str(exc))
 
 
 def run_paths(folder: Path) -> list[Path]:
-    """Run files under a folder (recursively), skipping temp files of atomic writes."""
+    """Run files under a folder (recursively), skipping temp files of atomic writes, then the TensorBoard log
+    folders under it (each a run)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.rglob("*.json") if not p.name.startswith("."))
+    return sorted(p for p in folder.rglob("*.json") if not p.name.startswith(".")) + log_folders(folder)
 
 
 def expand_arguments(args: Iterable[str]) -> list[Path]:
@@ -170,9 +156,10 @@ def expand_arguments(args: Iterable[str]) -> list[Path]:
     return unique
 
 
-def scan_runs(runs_dir: Path) -> list[RunFile]:
-    """Every run file under runs_dir, newest first (unreadable ones by file time)."""
-    files = [load_run_file(p) for p in run_paths(runs_dir)]
+def scan_runs(runs_dir: Path, series: bool = True) -> list[RunFile]:
+    """Every run file under runs_dir, newest first (unreadable ones by file time); their series logs read unless
+    `series` is False."""
+    files = [load_run_file(p, series) for p in run_paths(runs_dir)]
 
     def started(f: RunFile) -> float:
         if f.record is not None:
@@ -188,12 +175,15 @@ def scan_runs(runs_dir: Path) -> list[RunFile]:
 def latest_invocation(runs_dir: Path) -> list[RunFile]:
     """The runs of the most recent preset invocation under runs_dir, in run order."""
     invocations = [
-        (f, f.record.invocation) for f in scan_runs(runs_dir) if f.record is not None and f.record.invocation
+        (f, f.record.invocation)
+        for f in scan_runs(runs_dir, series=False)
+        if f.record is not None and f.record.invocation
     ]
     if not invocations:
         return []
     newest = invocations[0][1]
-    return sorted((f for f, invocation in invocations if invocation == newest), key=lambda f: f.path.name)
+    chosen = sorted((f for f, invocation in invocations if invocation == newest), key=lambda f: f.path.name)
+    return [load_run_file(f.path) for f in chosen]  # these with their series
 
 
 def is_pattern(arg: str) -> bool:
@@ -229,7 +219,9 @@ def load_run_arguments(args: Iterable[str], runs_dir: Path) -> list[RunFile]:
         paths = expand_arguments([arg])
         if not paths:
             what = "pattern" if is_pattern(arg) else "folder"
-            files.append(RunFile(path=Path(arg), error=f"{arg}: {what} holds no run file (*.json)."))
+            files.append(
+                RunFile(path=Path(arg), error=f"{arg}: {what} holds no run file (*.json) or TensorBoard event file.")
+            )
         for path in paths:
             key = path.resolve()
             if key not in seen:

@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"accuracy for the 'first epoch reaching' row (default {DEFAULT_THRESHOLD:g})",
     )
     p.add_argument(
+        "--metric",
+        metavar="NAME",
+        help="rank the runs by this metric (any series or per-epoch figure they logged; lower or higher is better as "
+        "the runs define it, else higher for accuracies, lower for the rest); default: test accuracy, or for runs "
+        "without one a metric they define a goal for, or a held-out loss",
+    )
+    p.add_argument(
         "--runs-dir",
         type=Path,
         default=Path("runs"),
@@ -77,7 +84,13 @@ def cmd_compare(argv: Sequence[str]) -> int:
             f"nothing to compare: {args.runs_dir} holds no runs of a preset; pass run files or folders."
         )
     refuse_nothing_readable(files, "compare")
-    comparison = Comparison.from_files(files, threshold=args.threshold, all_params=args.all_params)
+    comparison = Comparison.from_files(files, threshold=args.threshold, all_params=args.all_params, metric=args.metric)
+    if args.metric is not None and comparison.runs and not comparison.ranked():
+        known = sorted({n for r in comparison.runs for n in [*r.record.series, *comparison.extra_metrics()]})
+        raise TuitrainError(
+            f"--metric {args.metric}: no compared run logged it"
+            + (f"; they logged: {', '.join(known)}." if known else ".")
+        )
     if args.baseline is not None:
         comparison.baseline = comparison.find_run(args.baseline).index
     if args.plots is not None:

@@ -19,6 +19,7 @@ import socket
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
 from tuitrain.catalog import (
     PLAN_FILE,
@@ -36,11 +37,15 @@ from tuitrain.core.events import (
     EpochEnded,
     Event,
     LogMessage,
+    MetricPoints,
     RunFinished,
     RunStarted,
     Sink,
 )
+from tuitrain.core.serieslog import SeriesReader
+from tuitrain.core.tfevents import is_event_file
 from tuitrain.records import RunRecord, parse_record
+from tuitrain.tblogs import TensorBoardRunReader, log_folders
 
 POLL_S = 0.5
 """Seconds between two looks at the files (a stat each; a file is parsed only when it changed)."""
@@ -96,11 +101,23 @@ def newest_invocation(runs_dir: Path) -> Path | None:
     return max(started)[1] if started else None
 
 
+class RecordReader(Protocol):
+    """What a RunTracker reads versions of a run from: a run file (RunFileReader) or a TensorBoard log folder
+    (tblogs.TensorBoardRunReader)."""
+
+    failures: int
+    error: str | None
+
+    def read(self) -> RunRecord | None: ...
+
+
 class RunFileReader:
-    """Reads one run file when it has changed (inode, mtime or size), never raising.
+    """Reads one run file when it has changed (inode, mtime or size), and its series log's appended bytes, never
+    raising.
 
     The file is opened once and its stat taken from the open descriptor, so the text and the stat
-    belong to the same version even while the writer replaces the file.
+    belong to the same version even while the writer replaces the file. The series log (version 4 files) is
+    tailed by byte offset: a look reads only what was appended since the last.
     """
 
     def __init__(self, path: Path) -> None:
@@ -109,9 +126,35 @@ class RunFileReader:
         self.failures = 0
         """Consecutive reads that failed; reset by a good read."""
         self.error: str | None = None
+        self.record: RunRecord | None = None
+        """The last good version of the record."""
+        self.series: SeriesReader | None = None
 
     def read(self) -> RunRecord | None:
-        """The record if the file changed since the last good read and is valid now, else None."""
+        """The record if the file or its series log changed since the last good read and is valid now, else None."""
+        record = self._read_record()
+        if record is not None:
+            self.record = record
+        elif self.record is None:
+            return None
+        current = self.record
+        if current.series_file is None:
+            return record
+        if self.series is None or self.series.path.name != current.series_file:
+            self.series = SeriesReader(self.path.parent / current.series_file)
+        try:
+            grown = self.series.read_new()
+        except FileNotFoundError:
+            grown = False  # no step logged yet
+        except (OSError, RecordError) as exc:
+            self._failed(str(exc) if isinstance(exc, RecordError) else f"{self.series.path}: cannot read ({exc}).")
+            return record
+        if record is None and not grown:
+            return None
+        current.attach_series(self.series.series)
+        return current
+
+    def _read_record(self) -> RunRecord | None:
         try:
             st = os.stat(self.path)
         except OSError as exc:
@@ -214,9 +257,9 @@ def _estimated_rate(record: RunRecord, epoch: int, samples: int) -> float:
 class RunTracker:
     """One run file: what has been emitted of it so far, and the events that its next version adds."""
 
-    def __init__(self, path: Path, fallback_index: int = 0) -> None:
+    def __init__(self, path: Path, fallback_index: int = 0, reader: RecordReader | None = None) -> None:
         self.path = Path(path)
-        self.reader = RunFileReader(path)
+        self.reader: RecordReader = reader if reader is not None else RunFileReader(path)
         self.fallback_index = fallback_index
         self.record: RunRecord | None = None
         self.steps = 0
@@ -229,6 +272,8 @@ class RunTracker:
         self.abandoned: str | None = None
         """Why this file is not watched: it has never been read, and no live process writes its folder."""
         self.clock = EpochClock()
+        self.points_sent: dict[str, int] = {}
+        """Points emitted per named series (MetricPoints)."""
 
     def poll(self) -> list[Event]:
         record = self.reader.read()
@@ -270,7 +315,9 @@ class RunTracker:
             # first sight, or the run started over (resumed, or a new run in the same file): replay it all
             self.steps, self.epochs, self.finished = 0, 0, None
             self.clock = EpochClock()
+            self.points_sent = {}
             events.append(self._started(record))
+        events.extend(self._metric_points(record))
         self.record = record
         bpe = self.batches_per_epoch(record)
         self.clock.observe(record, bpe)
@@ -289,6 +336,18 @@ class RunTracker:
             events.append(self._batch_losses(record, epoch, self.steps, end, bpe))
             self.steps = end
         events.extend(self._finish_if_ended(record))
+        return events
+
+    def _metric_points(self, record: RunRecord) -> list[Event]:
+        """The named series' points appended since the last look (the loss series goes as BatchLosses)."""
+        events: list[Event] = []
+        for name, series in record.series.items():
+            sent = self.points_sent.get(name, 0)
+            if name == record.loss_series or len(series) <= sent:
+                continue
+            self.points_sent[name] = len(series)
+            steps, values = series.steps[sent:], series.values[sent:]
+            events.append(MetricPoints(record.id, name, tuple(steps.tolist()), tuple(values.tolist())))
         return events
 
     def _restarted(self, previous: RunRecord, record: RunRecord) -> bool:
@@ -382,9 +441,18 @@ class Follower:
         self.target = Path(target).expanduser()
         if not self.target.exists():
             raise TuitrainError(f"{self.target}: no such run file or folder. Pass a run file (.json) or a runs folder.")
-        self.single_file = self.target.is_file()
-        if self.single_file:
-            self.folder: Path | None = self.target.parent
+        self.tensorboard = is_event_file(self.target) or (
+            self.target.is_dir()
+            and not is_invocation_folder(self.target)
+            and newest_invocation(self.target) is None
+            and bool(log_folders(self.target))
+        )
+        """Watching TensorBoard log folders (each a run), not run files."""
+        self.single_file = self.target.is_file() and not self.tensorboard
+        if self.tensorboard:
+            self.folder: Path | None = self.target.parent if self.target.is_file() else self.target
+        elif self.single_file:
+            self.folder = self.target.parent
         elif is_invocation_folder(self.target):
             self.folder = self.target
         else:
@@ -410,16 +478,26 @@ class Follower:
         events: list[Event] = []
         if self.folder is None:  # decided at the first sight of run files: here, or in an invocation below
             self.folder = self.target if is_invocation_folder(self.target) else newest_invocation(self.target)
+            if self.folder is None and log_folders(self.target):  # a TensorBoard writer started here
+                self.tensorboard, self.folder = True, self.target
             if self.folder is None:
                 if not self._said_waiting:
                     self._said_waiting = True
-                    events.append(LogMessage(f"Waiting for a run to start in {self.target}…"))
+                    events.append(
+                        LogMessage(
+                            f"Waiting for a run (run files or TensorBoard event files) to start in {self.target}…"
+                        )
+                    )
                 return events
-        paths = [self.target] if self.single_file else run_files(self.folder)
+        if self.tensorboard:
+            paths = [self.folder] if self.target.is_file() else log_folders(self.folder)
+        else:
+            paths = [self.target] if self.single_file else run_files(self.folder)
         for path in paths:
             tracker = self.trackers.get(path)
             if tracker is None:
-                tracker = self.trackers[path] = RunTracker(path, fallback_index=len(self.trackers))
+                reader = TensorBoardRunReader(path) if self.tensorboard else None
+                tracker = self.trackers[path] = RunTracker(path, fallback_index=len(self.trackers), reader=reader)
             events.extend(tracker.poll())
             if tracker.record is not None and tracker.record.preset:
                 self.title = f"{tracker.record.preset} — watching {self.folder}"
@@ -449,8 +527,8 @@ class Follower:
             return bool(trackers)  # files that nothing writes and that cannot be read: nothing will come
         if any(t.finished is None for t in seen):
             return False
-        if self.single_file:
-            return True
+        if self.single_file or self.tensorboard:
+            return True  # a TensorBoard log plans no runs: every run seen has ended
         if len(seen) >= self.planned_runs(seen):
             return True
         assert self.folder is not None  # run files were seen, so their folder is known

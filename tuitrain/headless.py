@@ -97,11 +97,12 @@ class HeadlessPrinter:
                 + f"\t{event.samples_per_s:,.0f} samples/s",
             )
         elif isinstance(event, EpochEnded):
-            test = (
-                fmt.test_line(event.test_loss, event.test_correct, event.test_total)
-                if event.test_total
-                else f"Test set: Average loss: {event.test_loss:.4f}, Accuracy: {event.test_accuracy:.2f}%"
-            )  # a script run need not say how many test images
+            if event.test_accuracy is None:  # a regression or language model: only its own figures
+                test = f"Epoch {event.epoch}: mean training loss {fmt.loss(event.mean_loss)}"
+            elif event.test_total:
+                test = fmt.test_line(event.test_loss, event.test_correct, event.test_total)
+            else:  # a script run need not say how many test images
+                test = f"Test set: Average loss: {event.test_loss:.4f}, Accuracy: {event.test_accuracy:.2f}%"
             extra = "".join(f"  {fmt.printable(k)}={fmt.metric(v)}" for k, v in event.metrics.items())
             self._print_about(
                 event.run_id,

@@ -17,6 +17,7 @@ from tuitrain.core.events import (
     EpochEnded,
     Event,
     LogMessage,
+    MetricPoints,
     RunFinished,
     RunStarted,
     RunWaiting,
@@ -24,6 +25,11 @@ from tuitrain.core.events import (
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.text import printable
 from tuitrain.curves import ema_alpha, smooth
+
+LOSS = "loss"
+"""The run screen's name for the training loss series (BatchLosses)."""
+ACCURACY = "test accuracy"
+"""The run screen's name for the per-epoch test accuracy."""
 
 
 @dataclass
@@ -51,6 +57,52 @@ class RunState:
     status: str = "running"
     config: dict[str, Any] | None = None
     """A script run's settings (RunStarted.config)."""
+    metrics: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """Named per-step series other than the loss, by name: steps and values (MetricPoints)."""
+    _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """losses and smoothed as arrays, as far as converted (_as_array)."""
+
+    def add_points(self, event: MetricPoints) -> None:
+        steps, values = self.metrics.get(event.name, (np.empty(0, dtype=np.int64), np.empty(0)))
+        self.metrics[event.name] = (
+            np.concatenate((steps, np.asarray(event.steps, dtype=np.int64))),
+            np.concatenate((values, np.asarray(event.values, dtype=float))),
+        )
+
+    def epoch_figures(self) -> list[str]:
+        """Names of the per-epoch figures this run has: test accuracy where measured, then its extra metrics."""
+        names: dict[str, None] = {}
+        if any(e.test_accuracy is not None for e in self.epochs):
+            names[ACCURACY] = None
+        for e in self.epochs:
+            names.update(dict.fromkeys(e.metrics))
+        return list(names)
+
+    def epoch_series(self, name: str) -> tuple[list[float], list[float]]:
+        """A per-epoch figure's points: (epochs, values)."""
+        if name == ACCURACY:
+            points = [(float(e.epoch), e.test_accuracy) for e in self.epochs if e.test_accuracy is not None]
+        else:
+            points = [(float(e.epoch), e.metrics[name]) for e in self.epochs if name in e.metrics]
+        return [x for x, _ in points], [float(y) for _, y in points]
+
+    def step_series(self, name: str, smoothed: bool) -> tuple[np.ndarray, np.ndarray]:
+        """A per-step series' points: the training loss (EMA-smoothed or raw) or a named series."""
+        if name == LOSS:
+            return self.steps(), self._as_array("smoothed" if smoothed else "losses")
+        return self.metrics.get(name, (np.empty(0, dtype=np.int64), np.empty(0)))
+
+    def _as_array(self, which: str) -> np.ndarray:
+        """losses or smoothed as an array, converting only what came since the last call (a redraw of a
+        million-step run must not convert a million floats each time)."""
+        values: list[float] = getattr(self, which)
+        cached = self._arrays.get(which)
+        if cached is None or len(cached) > len(values):
+            cached = np.empty(0)
+        if len(cached) < len(values):
+            cached = np.concatenate((cached, np.asarray(values[len(cached) :], dtype=float)))
+            self._arrays[which] = cached
+        return cached
 
     def add_losses(self, event: BatchLosses) -> None:
         if self.first_step is None:
@@ -135,6 +187,8 @@ class SweepMonitor:
         state = self.runs[event.run_id]
         if isinstance(event, BatchLosses):
             state.add_losses(event)
+        elif isinstance(event, MetricPoints):
+            state.add_points(event)
         elif isinstance(event, EpochEnded):
             state.epochs.append(event)
             state.epoch = event.epoch
@@ -170,24 +224,52 @@ class SweepMonitor:
             self.current = (after or live)[0]
         return self.current
 
+    def step_metrics(self) -> list[str]:
+        """The per-step series of the runs: the loss, then the named ones in first-seen order."""
+        names: dict[str, None] = {LOSS: None}
+        for run in self.runs.values():
+            names.update(dict.fromkeys(run.metrics))
+        return list(names)
+
+    def epoch_metrics(self) -> list[str]:
+        names: dict[str, None] = {}
+        for run in self.runs.values():
+            names.update(dict.fromkeys(run.epoch_figures()))
+        return list(names) or [ACCURACY]
+
     @property
     def finished(self) -> list[RunState]:
         return [r for r in self.runs.values() if r.status != "running"]
 
 
-def downsample(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[list[float], list[float]]:
-    """At most `buckets` points: the mean x and mean y of consecutive equal-sized groups.
-
-    A chart shows about one point per column; the full series stays in the record.
-    """
-    n = len(y)
-    if n <= buckets or buckets < 1:
-        return list(map(float, x)), list(map(float, y))
-    size = -(-n // buckets)  # ceil
-    usable = n - n % size
-    xs = np.asarray(x[:usable], dtype=float).reshape(-1, size).mean(axis=1)
-    ys = np.asarray(y[:usable], dtype=float).reshape(-1, size).mean(axis=1)
-    if usable < n:  # a shorter last bucket, so the line reaches the newest loss
-        xs = np.append(xs, np.mean(x[usable:]))
-        ys = np.append(ys, np.mean(y[usable:]))
-    return xs.tolist(), ys.tolist()
+def downsample(x: Any, y: Any, points: int) -> tuple[list[float], list[float]]:
+    """At most about `points` points to draw, per pixel column: the x range cut into points // 2 columns of equal
+    width, each drawn by its lowest and its highest value (in the order they came), so that a single spike
+    survives, unlike a mean or a random sample. The first and the last point are always drawn; NaN is left out.
+    The full series stays in the record."""
+    xs = np.asarray(x, dtype=float)
+    ys = np.asarray(y, dtype=float)
+    keep = ~np.isnan(ys)
+    if not keep.all():
+        xs, ys = xs[keep], ys[keep]
+    n = len(ys)
+    columns = max(points // 2, 1)
+    if n <= max(points, 2):
+        return xs.tolist(), ys.tolist()
+    span = xs[-1] - xs[0]
+    if span <= 0:
+        column = np.zeros(n, dtype=np.int64)
+    else:
+        column = np.minimum(((xs - xs[0]) * (columns / span)).astype(np.int64), columns - 1)
+    starts = np.flatnonzero(np.r_[True, column[1:] != column[:-1]])  # x only grows: a column is one run
+    ends = np.r_[starts[1:], n]
+    # per column the index of its lowest and of its highest value: argmin/argmax within each run of equal column
+    order = np.arange(n)
+    lows = np.minimum.reduceat(ys, starts)
+    highs = np.maximum.reduceat(ys, starts)
+    at_low = np.where(ys == np.repeat(lows, ends - starts), order, n)
+    at_high = np.where(ys == np.repeat(highs, ends - starts), order, n)
+    first_low = np.minimum.reduceat(at_low, starts)
+    first_high = np.minimum.reduceat(at_high, starts)
+    chosen = np.unique(np.concatenate(([0, n - 1], first_low, first_high)))
+    return xs[chosen].tolist(), ys[chosen].tolist()

@@ -7,6 +7,7 @@ Readers migrate older schema versions and refuse newer ones with a clear message
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import socket
@@ -15,14 +16,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, WithJsonSchema
 
+from tuitrain.core import serieslog
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.errors import RecordError, first_error
+from tuitrain.core.serieslog import LOG_FORMAT_VERSION, SERIES_SUFFIX, Series, SeriesReader
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 NON_FINITE = ("NaN", "Infinity", "-Infinity")
 """How a non-finite float is written in a run file (JSON has no such numbers)."""
@@ -75,8 +78,9 @@ class EpochRecord(BaseModel):
     """Mean training batch loss over the epoch."""
     test_loss: Loss
     """Test loss averaged per sample (sum of per-sample losses / test_total)."""
-    test_accuracy: Figure = Field(ge=0, le=100)
-    """Test accuracy in percent: 100 * test_correct / test_total."""
+    test_accuracy: Figure | None = Field(None, ge=0, le=100)
+    """Test accuracy in percent: 100 * test_correct / test_total; None for a run that measures none (a
+    regression, a language model: its figures are in metrics). Always set in files before version 4."""
     test_correct: int = Field(ge=0)
     """Correctly classified test images."""
     test_total: int = Field(ge=0)
@@ -188,14 +192,56 @@ class RunRecord(BaseModel):
     compared as hyperparameters. None for preset runs, whose settings are in `spec`."""
     script: ScriptInfo | None = None
     """The script that trained this run through the logging API; None for runs trained by tuitrain itself."""
+    group: str | None = None
+    """A script's group of runs (`init(group=...)`, wandb's), e.g. the runs of one experiment; None otherwise."""
+    tags: list[str] = Field(default_factory=list)
+    """A script's tags (`init(tags=[...])`)."""
+    notes: str | None = None
+    """A script's notes on the run (`init(notes=...)`)."""
+    series_file: str | None = None
+    """File name (beside this file) of the append-only series log that holds the run's per-step metrics
+    (tuitrain.core.serieslog; `tuitrain schema` describes its framing). None: the per-step losses are in
+    batch_losses (every file before version 4)."""
+    loss_series: str | None = None
+    """Name of the per-step series that is the training loss: readers fill batch_losses with its values (the
+    loss chart, compare's final loss). None: no series is the loss."""
+    steps_logged: int = Field(default=0, ge=0)
+    """Points in the series log when this file was last written (the log may be ahead while running)."""
+    metric_goals: dict[str, Literal["min", "max"]] = Field(default_factory=dict)
+    """Per metric, whether lower or higher is better (`define_metric(name, goal=...)`): compare ranks by it."""
+    summary: dict[str, Any] = Field(default_factory=dict)
+    """A script's summary figures by name (`run.summary[...]`, the last value of each logged metric unless set)."""
+    _series: dict[str, Series] = PrivateAttr(default_factory=dict)
+
+    @property
+    def series(self) -> dict[str, Series]:
+        """The per-step series read from the log, by name (empty until read: read_record, or a follower)."""
+        return self._series
+
+    def attach_series(self, series: dict[str, Series]) -> None:
+        """Take the series read from the log: kept by name, the loss series' values as batch_losses."""
+        self._series = series
+        loss = series.get(self.loss_series) if self.loss_series else None
+        if self.series_file is not None:
+            self.batch_losses = loss.values.tolist() if loss is not None else []
 
     @property
     def best_accuracy(self) -> float | None:
-        return max((e.test_accuracy for e in self.epochs), default=None)
+        return max((e.test_accuracy for e in self.epochs if e.test_accuracy is not None), default=None)
 
     @property
     def final_accuracy(self) -> float | None:
         return self.epochs[-1].test_accuracy if self.epochs else None
+
+    def goal_of(self, name: str) -> Literal["min", "max"]:
+        """Whether lower or higher is better for a metric: as defined, else max for accuracies, min for the rest."""
+        goal = self.metric_goals.get(name)
+        if goal is not None:
+            return goal
+        for pattern, defined in self.metric_goals.items():  # define_metric("val/*", goal=...)
+            if fnmatch.fnmatchcase(name, pattern):
+                return defined
+        return "max" if "acc" in name.lower() else "min"
 
     @property
     def training_s(self) -> float:
@@ -220,7 +266,14 @@ def _from_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "schema_version": 3}
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_v1, 2: _from_v2}
+def _from_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 may keep the per-step metrics in a series log beside the file (series_file, loss_series,
+    steps_logged), adds metric_goals, summary, group, tags and notes, and lets an epoch have no test_accuracy: a
+    version 3 file is a version 4 file with its losses inline."""
+    return {**data, "schema_version": 4}
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_v1, 2: _from_v2, 3: _from_v3}
 
 
 def migrate(data: dict[str, Any], source: str = "run file") -> dict[str, Any]:
@@ -267,19 +320,31 @@ def parse_record(text: str, source: str = "run file") -> RunRecord:
         raise RecordError(f"{source}: invalid run record: {where}: {msg}.") from None
 
 
-def read_record(path: Path) -> RunRecord:
-    """Read and validate a run file; raises RecordError with the reason if it cannot."""
+def read_record(path: Path, series: bool = True) -> RunRecord:
+    """Read and validate a run file, and (unless `series` is False) its series log; raises RecordError with the
+    reason if it cannot. A missing series log is a run that has not logged a step yet; a torn tail is left out."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RecordError(f"{path}: cannot read ({exc}).") from None
-    return parse_record(text, str(path))
+    record = parse_record(text, str(path))
+    if series and record.series_file is not None:
+        reader = SeriesReader(Path(path).parent / record.series_file)
+        try:
+            reader.read_new()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise RecordError(f"{reader.path}: cannot read ({exc.strerror or exc}).") from None
+        record.attach_series(reader.series)
+    return record
 
 
 def record_text(record: RunRecord) -> str:
-    """The run file's text, its heartbeat set to now."""
+    """The run file's text, its heartbeat set to now. A run with a series log keeps its losses there only."""
     record.heartbeat_at = utc_now()
-    return record.model_dump_json(indent=1)
+    exclude = {"batch_losses"} if record.series_file is not None else None
+    return record.model_dump_json(indent=1, exclude=exclude)
 
 
 def write_record(record: RunRecord, path: Path) -> None:
@@ -287,4 +352,11 @@ def write_record(record: RunRecord, path: Path) -> None:
 
 
 def record_schema() -> dict[str, Any]:
-    return RunRecord.model_json_schema()
+    """The run file's JSON Schema; its `x-series-log` says how the series log beside it is framed."""
+    schema = RunRecord.model_json_schema()
+    schema["x-series-log"] = {
+        "file": f"series_file, beside the run file (its name with {SERIES_SUFFIX})",
+        "format_version": LOG_FORMAT_VERSION,
+        "framing": " ".join((serieslog.__doc__ or "").split()),
+    }
+    return schema

@@ -1,28 +1,34 @@
-"""The logging API: any PyTorch training script writes a run file that tuitrain watches, lists and compares.
+"""The logging API: any PyTorch training script writes a run that tuitrain watches, lists and compares.
 
     with tuitrain.init(label="lr=3e-4", config={"lr": 3e-4}) as run:
         ...
-        run.log(loss)                                    # every training batch
-        run.log_epoch(test_accuracy=acc, test_loss=tl)   # every epoch end
+        run.log(loss)                                      # every training batch
+        run.log({"train/loss": loss, "lr": lr}, step=s)    # or named series, wandb's way
+        run.log_epoch(test_accuracy=acc, val_loss=vl)      # every epoch end: any figures by name
 
-The file is the one preset runs write (tuitrain.records, written atomically), so `tuitrain watch`, the
-home screen and `tuitrain compare` take it as they take a preset run. Like the engine's loop, `log` keeps
-the loss tensors and reads them back in chunks (every `read_every` calls or READ_BACK_EVERY_S): `.item()`
-on a GPU tensor waits for the GPU, and a script that waits once per batch trains slower.
+A wandb script runs changed only by `import tuitrain as wandb`: `init(project=, name=, config=, dir=, group=,
+tags=, notes=)`, `log`, `config`, `summary`, `define_metric`, `finish` and `run` at module level (tuitrain/
+__init__.py); what tuitrain does not do (artifacts, media, watch, sweeps) is accepted and ignored with one warning
+each, never an exception in the training loop.
 
-This module imports neither the engine nor torch: torch is used only when the script has imported it
-(a tensor loss means it has).
+The run is recorded by the record-keeper (tuitrain.keeper) that the engine's loop uses too: a JSON record and an
+append-only series log, so `tuitrain watch`, the home screen and `tuitrain compare` take it as they take a preset
+run. Values are kept as they come and read back in chunks: `.item()` on a GPU tensor waits for the GPU, and a
+script that waits once per batch trains slower.
+
+This module imports neither the engine nor torch: torch is used only when the script has imported it.
 """
 
 from __future__ import annotations
 
+import atexit
 import math
-import numbers
 import os
 import platform
 import sys
-import time
 import traceback
+import warnings
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -30,30 +36,56 @@ from typing import Any
 from tuitrain.catalog import new_invocation_dir, slug
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
-from tuitrain.records import EnvInfo, EpochRecord, RunRecord, ScriptInfo, utc_now, write_record
+from tuitrain.keeper import (
+    READ_BACK_EVERY_S,
+    READ_EVERY,
+    EpochLosses,
+    RecordKeeper,
+    TuitrainWarning,
+    scalar,
+    torch_module,
+)
+from tuitrain.records import EnvInfo, EpochRecord, RunRecord, ScriptInfo
 
-READ_EVERY = 50
-"""Logged losses kept before they are read back together (one sync for the chunk)."""
-READ_BACK_EVERY_S = 2.0
-"""Losses are also read back when this long has passed since the last read-back (a slow model)."""
 PERSIST_EVERY_S = 2.0
 """The run file is rewritten at most this often while training (and at every epoch end and the end)."""
 DEFAULT_PRESET = "script"
 """The group a script run is listed under when init() names none."""
+WANDB_INIT_IGNORED = (
+    "entity",
+    "job_type",
+    "mode",
+    "id",
+    "resume",
+    "reinit",
+    "save_code",
+    "settings",
+    "anonymous",
+    "sync_tensorboard",
+    "monitor_gym",
+    "allow_val_change",
+    "magic",
+    "config_exclude_keys",
+    "config_include_keys",
+    "resume_from",
+    "fork_from",
+)
+"""wandb.init arguments that mean nothing here: accepted, ignored with one warning each when given."""
+
+__all__ = ["READ_BACK_EVERY_S", "READ_EVERY", "Config", "Run", "Summary", "init"]
+
+_warned: set[str] = set()
 
 
-def _torch() -> Any | None:
-    """torch if the script imported it; never imported here."""
-    return sys.modules.get("torch")
-
-
-def _is_tensor(value: Any) -> bool:
-    torch = _torch()
-    return torch is not None and isinstance(value, torch.Tensor)
+def warn_once(what: str, message: str | None = None) -> None:
+    """One warning per kind of unsupported call in a process, never an exception."""
+    if what not in _warned:
+        _warned.add(what)
+        warnings.warn(message or f"tuitrain: {what} is not supported; ignored (said once)", TuitrainWarning, 3)
 
 
 def _environment() -> EnvInfo:
-    torch = _torch()
+    torch = torch_module()
     return EnvInfo(
         device="CPU",
         device_type="cpu",
@@ -63,11 +95,11 @@ def _environment() -> EnvInfo:
     )
 
 
-def _spec(config: dict[str, Any], epochs: int | None, batch_size: int | None) -> RunSpec:
+def _spec(config: Mapping[str, Any], epochs: int | None, batch_size: int | None) -> RunSpec:
     """What a RunSpec can say of a script run: its epochs and batch size (for progress and throughput)."""
     bs = batch_size if batch_size is not None else config.get("batch_size")
     values: dict[str, Any] = {"epochs": epochs or 1}
-    if isinstance(bs, int) and not isinstance(bs, bool):
+    if isinstance(bs, int) and not isinstance(bs, bool) and bs > 0:
         values["batch_size"] = bs
     lr = config.get("lr")
     if isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr <= 10:
@@ -75,167 +107,279 @@ def _spec(config: dict[str, Any], epochs: int | None, batch_size: int | None) ->
     return RunSpec(**values)
 
 
-def _check_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """config as stored: string keys; JSON scalars and short lists of them. A nested dict is flattened into
-    'outer/inner' keys (as wandb shows them): {"optim": {"lr": 0.1}} is stored as {"optim/lr": 0.1}."""
+def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
+    """config as stored: nested mappings flattened to 'a/b' keys (an argparse Namespace read as its vars); values
+    JSON scalars and short lists of them (TypeError otherwise: init() is not the training loop)."""
+    if not isinstance(config, Mapping) and hasattr(config, "__dict__"):
+        config = vars(config)
+    if not isinstance(config, Mapping):
+        raise TypeError(f"tuitrain.init: config must be a dict, got {type(config).__name__}")
     checked: dict[str, Any] = {}
-    for name, value in config.items():
-        if not isinstance(name, str):
-            raise TypeError(f"tuitrain.init: config keys must be strings, got {prefix}{name!r}")
-        key = prefix + name
-        flat = _check_config(value, prefix=f"{key}/") if isinstance(value, dict) else {key: value}
-        if clash := next((k for k in flat if k in checked), None):
-            raise ValueError(f"tuitrain.init: config has {clash!r} twice (nested dicts are stored as 'a/b' keys)")
-        if isinstance(value, dict):
-            checked.update(flat)
+    for key, value in config.items():
+        if not isinstance(key, str):
+            raise TypeError(f"tuitrain.init: config keys must be strings, got {key!r}")
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            checked.update(flatten_config(value, f"{name}/"))
             continue
         if isinstance(value, tuple):
             value = list(value)
         items = value if isinstance(value, list) else [value]
         if not all(v is None or isinstance(v, (str, bool, int, float)) for v in items):
-            raise TypeError(f"tuitrain.init: config[{key!r}] must be a number, string, bool, None or a list of them")
-        checked[key] = value
+            raise TypeError(f"tuitrain.init: config[{name!r}] must be a number, string, bool, None or a list of them")
+        checked[name] = value
     return checked
 
 
-def _scalar(name: str, value: Any) -> float:
-    """A logged metric as a float; a tensor is read back here (once per epoch, not per batch)."""
-    if _is_tensor(value):
-        if value.numel() != 1:
-            raise TypeError(f"log_epoch: {name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
-        return float(value.detach().reshape(()).item())
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"log_epoch: {name} must be a number, got {type(value).__name__}")
-    return float(value)
+class Config(MutableMapping[str, Any]):
+    """A run's config: item and attribute access (`config["lr"]`, `config.lr`), `update()` as wandb's; what is set
+    goes into the run file at its next save."""
+
+    def __init__(self, run: Run | None, values: dict[str, Any]) -> None:
+        object.__setattr__(self, "_run", run)
+        object.__setattr__(self, "_values", values)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.update({key: value})
+
+    def __delitem__(self, key: str) -> None:
+        del self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"config has no key {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.update({name: value})
+
+    def update(self, other: Any = (), /, allow_val_change: bool | None = None, **more: Any) -> None:
+        values = dict(other) if isinstance(other, Mapping) else (vars(other) if hasattr(other, "__dict__") else {})
+        self._values.update(flatten_config({**values, **more}))
+
+    def setdefaults(self, values: Mapping[str, Any]) -> None:
+        self.update({k: v for k, v in values.items() if k not in self._values})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def __repr__(self) -> str:
+        return f"Config({self._values!r})"
+
+
+class Summary(MutableMapping[str, Any]):
+    """A run's summary: the last value of each logged series, or what the script set (`summary["best"] = x`)."""
+
+    def __init__(self, keeper: RecordKeeper | None) -> None:
+        self._keeper = keeper
+
+    def _values(self) -> dict[str, Any]:
+        return self._keeper.record.summary if self._keeper is not None else {}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if self._keeper is None:
+            warn_once("summary before init()")
+            return
+        if not isinstance(value, (str, bool, int, float)) and value is not None:
+            value = scalar(f"summary[{key!r}]", value)
+        self._keeper.set_summary(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        if self._keeper is not None:
+            self._keeper.summary_set.pop(key, None)
+            self._keeper.record.summary.pop(key, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values())
+
+    def __len__(self) -> int:
+        return len(self._values())
+
+    def __repr__(self) -> str:
+        return f"Summary({self._values()!r})"
 
 
 class Run:
-    """One script run: its record, the losses logged since the last read-back, and when it last saved."""
+    """One script run: its record-keeper (values logged, read back in chunks, saved), config and summary."""
 
     def __init__(
         self,
         label: str | None = None,
-        config: dict[str, Any] | None = None,
-        runs_dir: str | os.PathLike[str] = "runs",
+        config: Any = None,
+        runs_dir: str | os.PathLike[str] | None = None,
         preset: str | None = None,
         epochs: int | None = None,
         batches_per_epoch: int | None = None,
         batch_size: int | None = None,
         read_every: int = READ_EVERY,
+        *,
+        group: str | None = None,
+        tags: list[str] | tuple[str, ...] | None = None,
+        notes: str | None = None,
     ) -> None:
-        config = _check_config(dict(config or {}))
+        values = flatten_config(config if config is not None else {})
         preset = preset or DEFAULT_PRESET
         label = label or Path(sys.argv[0] or "script").stem or "run"
-        invocation, folder = new_invocation_dir(Path(runs_dir), preset)
+        invocation, folder = new_invocation_dir(Path(runs_dir if runs_dir is not None else "runs"), preset)
         self.path = folder / f"01-{slug(label)}.json"
         """The run file."""
         self.planned_epochs = epochs
         """Epochs the script said it will train; None: open-ended."""
-        self.read_every = max(1, int(read_every))
         script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c") else None
-        self.record = RunRecord(
+        record = RunRecord(
             id=f"{invocation}-01",
             preset=preset,
             invocation=invocation,
             label=label,
-            spec=_spec(config, epochs, batch_size),
+            spec=_spec(values, epochs, batch_size),
             env=_environment(),
-            config=config,
+            config=values,
             script=ScriptInfo(path=script, argv=list(sys.argv), cwd=os.getcwd()),
             run_index=0,
             run_count=1,
             batches_per_epoch=batches_per_epoch,
+            group=group,
+            tags=list(tags or []),
+            notes=notes,
         )
+        self.record = record
         self._size_known()
-        self.pending: list[Any] = []
-        """Losses logged since the last read-back: floats, or tensors still on their device."""
-        self.epoch_start = 0
-        """Index in batch_losses of the first loss of the epoch in progress."""
-        self.last_read = self.last_save = self.epoch_began = time.monotonic()
-        self.finished = False
-        self.diverged_at: str | None = None
-        """Where the first non-finite loss was logged: the run ends 'diverged', as a preset run does."""
-        self._save(always=True)
+        module = sys.modules[__name__]  # the constants as they are now (tests change them)
+        self.keeper = RecordKeeper(
+            record,
+            self.path,
+            read_every=read_every,
+            read_every_s=module.READ_BACK_EVERY_S,
+            save_every_s=module.PERSIST_EVERY_S,
+        )
+        assert record.config is not None  # given just above (pydantic keeps a copy: the config is that copy)
+        self.config = Config(self, record.config)
+        """The run's config (item and attribute access); the record holds the same dict."""
+        self.summary = Summary(self.keeper)
+        """The run's summary figures."""
+
+    @property
+    def name(self) -> str:
+        return self.record.label
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def dir(self) -> str:
+        return str(self.path.parent)
+
+    @property
+    def step(self) -> int:
+        return self.keeper.step
+
+    @property
+    def finished(self) -> bool:
+        return self.keeper.finished
 
     # --- logging -------------------------------------------------------------------------------
 
-    def log(self, loss: Any) -> None:
-        """One training batch's loss: a float or a 0-d tensor (kept as it is, read back with the others later)."""
-        if self.finished:
+    def log(self, data: Any, step: int | None = None, commit: bool | None = None, sync: bool | None = None) -> None:
+        """Named values, wandb's way: `log({"train/loss": loss, "lr": lr}, step=None, commit=None)`: floats, ints or
+        0-d tensors (kept as they are, read back with the others later). Or one training batch's loss:
+        `log(loss)`, the series "loss"."""
+        keeper = self.keeper
+        if keeper.finished:
             raise RuntimeError("tuitrain: log() after the run finished")
-        if _is_tensor(loss):
-            if loss.device.type == "cuda" and self.record.env.device_type == "cpu":  # attributes: no sync
-                self._on_gpu(loss)
-            loss = loss.detach()  # not a sync; frees the autograd graph
-        self.pending.append(loss)
-        if len(self.pending) >= self.read_every or time.monotonic() - self.last_read >= READ_BACK_EVERY_S:
-            self._read_back()
+        if type(data) is dict or isinstance(data, Mapping):
+            keeper.log(data, step, commit)
+        else:
+            keeper.log_loss(data)
 
     def log_epoch(
-        self,
-        test_accuracy: Any,
-        test_loss: Any = math.nan,
-        *,
-        test_total: int = 0,
-        **metrics: Any,
+        self, test_accuracy: Any = None, test_loss: Any = math.nan, *, test_total: int = 0, **metrics: Any
     ) -> None:
-        """Close an epoch: its test accuracy (percent) and test loss, and any other scalar by name (kept as an
-        extra metric of the epoch). `test_total`: test images evaluated (for compare's noise estimate)."""
-        if self.finished:
+        """Close an epoch with its figures: any scalars by name (`val_loss=...`), and for a classifier its test
+        accuracy (percent) and test loss. `test_total`: test images evaluated (for compare's noise estimate)."""
+        if self.keeper.finished:
             raise RuntimeError("tuitrain: log_epoch() after the run finished")
-        self._read_back()
         record = self.record
-        losses = record.batch_losses[self.epoch_start :]
-        accuracy = _scalar("test_accuracy", test_accuracy)
-        now = time.monotonic()
-        duration = now - self.epoch_began
-        samples = len(losses) * record.spec.batch_size
-        result = EpochRecord(
-            epoch=len(record.epochs) + 1,
-            initial_loss=losses[0] if losses else math.nan,
-            final_loss=losses[-1] if losses else math.nan,
-            mean_loss=sum(losses) / len(losses) if losses else math.nan,
-            test_loss=_scalar("test_loss", test_loss),
-            test_accuracy=accuracy,
-            test_correct=round(accuracy * test_total / 100),
-            test_total=test_total,
-            duration_s=duration,
-            eval_s=0.0,
-            paused_s=0.0,
-            samples_per_s=samples / duration if duration > 0 else 0.0,
-            metrics={name: _scalar(name, value) for name, value in metrics.items()},
-        )
-        record.epochs.append(result)
-        if record.batches_per_epoch is None and losses:
-            record.batches_per_epoch = len(losses)  # the first epoch tells a watcher where epochs end
-        if test_total:
-            record.test_size = test_total
-        self._size_known()
-        if self.planned_epochs is None:
-            record.spec.epochs = len(record.epochs) + 1  # open-ended: one more is always coming, until finish()
-        self.epoch_start, self.epoch_began = len(record.batch_losses), now
-        self._save(always=True)
+        accuracy = None if test_accuracy is None else scalar("test_accuracy", test_accuracy)
+        figures = {name: scalar(name, value) for name, value in metrics.items()}
+        loss = scalar("test_loss", test_loss)
 
-    def finish(self, status: RunStatus = "completed", error: str | None = None) -> None:
-        """End the run: read back what is left and save it with `status` (completed, failed, interrupted...).
-        A second call does nothing."""
-        if self.finished:
+        trained: list[int] = []
+
+        def build(losses: EpochLosses, duration: float) -> EpochRecord:
+            trained.append(losses.count)
+            samples = losses.count * record.spec.batch_size
+            return EpochRecord(
+                epoch=len(record.epochs) + 1,
+                initial_loss=losses.first,
+                final_loss=losses.last,
+                mean_loss=losses.mean,
+                test_loss=loss,
+                test_accuracy=accuracy,
+                test_correct=round(accuracy * test_total / 100) if accuracy is not None else 0,
+                test_total=test_total,
+                duration_s=duration,
+                eval_s=0.0,
+                paused_s=0.0,
+                samples_per_s=samples / duration if duration > 0 else 0.0,
+                metrics=figures,
+            )
+
+        def settle() -> None:
+            if record.batches_per_epoch is None and trained[0]:
+                record.batches_per_epoch = trained[0]  # the first epoch tells a watcher where epochs end
+            if test_total:
+                record.test_size = test_total
+            self._size_known()
+            if self.planned_epochs is None:
+                record.spec.epochs = len(record.epochs) + 1  # open-ended: one more is always coming, until finish()
+
+        self.keeper.end_epoch(build, settle)
+
+    def define_metric(
+        self,
+        name: str,
+        step_metric: str | None = None,
+        step_sync: bool | None = None,
+        hidden: bool | None = None,
+        summary: str | None = None,
+        goal: str | None = None,
+        overwrite: bool | None = None,
+    ) -> None:
+        """Whether lower or higher is better for a metric (goal "min" or "max"; wandb's "minimize"/"maximize" and
+        summary="min"/"max" too): compare ranks by it. A step_metric is not supported (ignored, one warning)."""
+        if step_metric is not None:
+            warn_once("define_metric(step_metric=...)")
+        if goal is None and summary in ("min", "max"):
+            goal = summary
+        self.keeper.define_metric(name, goal)
+
+    def finish(
+        self, status: RunStatus | int | None = None, error: str | None = None, quiet: bool | None = None
+    ) -> None:
+        """End the run: read back what is left and save it with `status` (completed, failed, interrupted...; wandb's
+        exit code: 0 completed, another failed). A second call does nothing."""
+        if isinstance(status, int):
+            status = "completed" if status == 0 else "failed"
+        if self.keeper.finished:
             return
-        self.finished = True
-        record = self.record
-        try:
-            self._read_back()
-        except Exception as exc:  # noqa: BLE001 - a device that failed: those losses are gone, the rest is saved
-            error = error or f"{type(exc).__name__}: {exc}"
-            status = "failed"
         if self.planned_epochs is None:
-            record.spec.epochs = max(len(record.epochs), 1)
-        if status == "completed" and self.diverged_at is not None:
-            status, error = "diverged", error or f"{self.diverged_at} (the script trained on)"
-        record.status, record.ended_at = status, utc_now()
-        if error is not None:
-            record.error = error
-        self._save(always=True)
+            self.record.spec.epochs = max(len(self.record.epochs), 1)
+        self.keeper.finish(status or "completed", error)
+        _forget(self)
 
     def __enter__(self) -> Run:
         return self
@@ -249,75 +393,168 @@ class Run:
             self.record.traceback = "".join(traceback.format_exception(kind, exc, tb))
             self.finish("failed", f"{type(exc).__name__}: {exc}")
 
+    def __getattr__(self, name: str) -> Any:
+        # wandb's Run has more (log_artifact, watch, alert, save...): accepted, ignored, said once
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return Ignored(f"run.{name}")
+
     # --- inside --------------------------------------------------------------------------------
-
-    def _read_back(self) -> None:
-        """The pending losses into the record: all tensors in one stack and one read-back (one sync)."""
-        self.last_read = time.monotonic()
-        pending, self.pending = self.pending, []
-        if not pending:
-            return
-        values: list[float] = [0.0] * len(pending)
-        tensors = [i for i, v in enumerate(pending) if _is_tensor(v)]
-        if tensors:
-            torch = _torch()
-            assert torch is not None
-            stacked = torch.stack([pending[i].reshape(()).float() for i in tensors]).tolist()
-            for i, value in zip(tensors, stacked):
-                values[i] = value
-        for i, v in enumerate(pending):
-            if not _is_tensor(v):
-                values[i] = float(v)
-        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
-        if bad is not None and self.diverged_at is None:
-            batch = len(self.record.batch_losses) + bad - self.epoch_start + 1
-            epoch = len(self.record.epochs) + 1
-            self.diverged_at = f"non-finite loss ({values[bad]}) at epoch {epoch}, batch {batch}"
-        self.record.batch_losses.extend(values)
-        self._save()
-
-    def _on_gpu(self, loss: Any) -> None:
-        torch = _torch()
-        assert torch is not None
-        self.record.env.device_type = "cuda"
-        self.record.env.device = torch.cuda.get_device_name(loss.device)
 
     def _size_known(self) -> None:
         record = self.record
         if record.batches_per_epoch:
             record.train_size = record.batches_per_epoch * record.spec.batch_size
 
-    def _save(self, always: bool = False) -> None:
-        """Write the run file, at most every PERSIST_EVERY_S unless `always`; a write that fails is tried again
-        at the next save (the script trains on; its file keeps the last version written)."""
-        now = time.monotonic()
-        if not always and now - self.last_save < PERSIST_EVERY_S:
-            return
-        try:
-            write_record(self.record, self.path)
-        except OSError as exc:
-            print(f"tuitrain: cannot write {self.path} ({exc.strerror or exc}); will try again", file=sys.stderr)
-            return
-        self.last_save = now
+
+class Ignored:
+    """What tuitrain does not do (wandb.Image, wandb.watch, run.log_artifact...): callable, any attribute, any
+    use; the first use warns once, nothing raises."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        warn_once(what)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Ignored:
+        return self
+
+    def __getattr__(self, name: str) -> Ignored:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self
+
+    def __enter__(self) -> Ignored:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"<{self._what}: not supported by tuitrain, ignored>"
+
+
+# --- module level: `import tuitrain as wandb` ------------------------------------------------------
+
+current: Run | None = None
+"""The run started by the last init() and not finished yet (wandb.run)."""
+
+
+def _forget(run: Run) -> None:
+    global current
+    if current is run:
+        current = None
+
+
+def _finish_at_exit() -> None:
+    """A script that never calls finish(): its run ends with the process (failed after an uncaught exception)."""
+    run = current
+    if run is None or run.finished:
+        return
+    error = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)  # 3.12 on / before
+    if isinstance(error, KeyboardInterrupt):
+        run.finish("interrupted", "stopped by Ctrl-C")
+    elif error is not None:
+        run.finish("failed", f"{type(error).__name__}: {error}")
+    else:
+        run.finish("completed")
 
 
 def init(
     label: str | None = None,
-    config: dict[str, Any] | None = None,
-    runs_dir: str | os.PathLike[str] = "runs",
+    config: Any = None,
+    runs_dir: str | os.PathLike[str] | None = None,
     preset: str | None = None,
     epochs: int | None = None,
     batches_per_epoch: int | None = None,
     batch_size: int | None = None,
     read_every: int = READ_EVERY,
+    *,
+    project: str | None = None,
+    name: str | None = None,
+    dir: str | os.PathLike[str] | None = None,
+    group: str | None = None,
+    tags: list[str] | tuple[str, ...] | None = None,
+    notes: str | None = None,
+    **ignored: Any,
 ) -> Run:
-    """Start a run that tuitrain can watch and compare; use it as a context manager, or call `run.finish()`.
+    """Start a run that tuitrain can watch and compare; use it as a context manager, or call `finish()` (or let the
+    process end: the run finishes with it).
 
-    label: the run's name (default: the script's file name). config: free-form settings (JSON scalars and
-    short lists; a nested dict becomes 'a/b' keys), compared as hyperparameters. runs_dir: where its folder
-    goes. preset: the group it is listed under (default "script"). epochs: planned epochs (progress shows
-    them; else open-ended).
-    batches_per_epoch / batch_size: for progress and throughput before the first epoch ends (batch_size
-    is also taken from config["batch_size"]). read_every: losses kept before one read-back.
+    label / name: the run's name (default: the script's file name). config: free-form settings (JSON scalars and
+    short lists; nested dicts become 'a/b' keys), compared as hyperparameters. runs_dir / dir: where its folder
+    goes (default runs/). preset / project: the group it is listed under (default "script"). group, tags, notes:
+    kept in the record. epochs: planned epochs (progress shows them; else open-ended). batches_per_epoch /
+    batch_size: for progress and throughput before the first epoch ends (batch_size is also taken from
+    config["batch_size"]). read_every: steps kept before one read-back. Other wandb arguments are ignored.
     """
-    return Run(label, config, runs_dir, preset, epochs, batches_per_epoch, batch_size, read_every)
+    global current
+    for key, value in ignored.items():
+        if value is not None and key not in ("job_type",):
+            warn_once(f"init({key}=...)")
+    if current is not None and not current.finished:
+        current.finish("completed")  # wandb's reinit: a second init ends the first run
+    run = Run(
+        label or name,
+        config,
+        runs_dir if runs_dir is not None else dir,
+        preset or project,
+        epochs,
+        batches_per_epoch,
+        batch_size,
+        read_every,
+        group=group,
+        tags=tags,
+        notes=notes,
+    )
+    if current is None and not _atexit_registered:
+        _register_atexit()
+    current = run
+    return run
+
+
+_atexit_registered = False
+
+
+def _register_atexit() -> None:
+    global _atexit_registered
+    atexit.register(_finish_at_exit)
+    _atexit_registered = True
+
+
+def _run_or_raise(what: str) -> Run:
+    if current is None:
+        raise RuntimeError(f"tuitrain.{what}() before tuitrain.init()")
+    return current
+
+
+def log(data: Any, step: int | None = None, commit: bool | None = None, sync: bool | None = None) -> None:
+    """`run.log` of the run started by init()."""
+    _run_or_raise("log").log(data, step, commit)
+
+
+def log_epoch(test_accuracy: Any = None, test_loss: Any = math.nan, *, test_total: int = 0, **metrics: Any) -> None:
+    _run_or_raise("log_epoch").log_epoch(test_accuracy, test_loss, test_total=test_total, **metrics)
+
+
+def define_metric(name: str, *args: Any, **kwargs: Any) -> None:
+    _run_or_raise("define_metric").define_metric(name, *args, **kwargs)
+
+
+def finish(exit_code: int | None = None, quiet: bool | None = None) -> None:
+    if current is not None:
+        current.finish(exit_code)
+
+
+def module_attribute(name: str) -> Any:
+    """`tuitrain.<name>` where it is not a function of this module: the current run's run/config/summary, or an
+    Ignored stand-in for what wandb has and tuitrain does not do."""
+    if name == "run":
+        return current
+    if name == "config":
+        return current.config if current is not None else Config(None, {})
+    if name == "summary":
+        return current.summary if current is not None else Summary(None)
+    return Ignored(f"tuitrain.{name}")

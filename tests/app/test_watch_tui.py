@@ -185,3 +185,39 @@ async def test_watch_follows_a_script_run_live(tmp_path, monkeypatch):
             ["my script", "1", "2.0000", "1.0000", "60.00%", "0.1"],
             ["my script", "2", "0.9000", "0.6000", "80.00%", "0.05"],
         ]
+
+
+async def test_home_screen_given_a_tensorboard_folder_lists_and_watches_its_live_run(tmp_path):
+    pytest.importorskip("google_crc32c", reason="tuitrain[tensorboard]")
+    SummaryWriter = pytest.importorskip("torch.utils.tensorboard").SummaryWriter
+    logs = tmp_path / "logs"
+    writer = SummaryWriter(str(logs / "version_0"))  # this process writes: a live writer
+    for step in range(5):
+        writer.add_scalar("train_loss", 1.0 / (step + 1), step)
+    writer.flush()
+    try:
+        app = TuitrainApp(runs_dir=logs, presets={})
+        async with app.run_test(size=(100, 30)) as pilot:
+            home = app.screen
+            assert isinstance(home, HomeScreen)
+            runs_table = home.query_one("#runs")
+
+            def live_row() -> bool:
+                if runs_table.row_count == 0:
+                    return False
+                row = runs_table.coordinate_to_cell_key((0, 0)).row_key
+                return str(runs_table.get_cell(row, "status")) == LIVE
+
+            await wait_for(pilot, live_row, "the home screen to list the log folder as a live run")
+            runs_table.focus()
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the watch view")
+            screen = app.screen
+            assert screen.watching and screen.source.tensorboard
+            await wait_for(pilot, lambda: screen.monitor.current is not None, "the run")
+            await wait_for(pilot, lambda: len(screen.monitor.current.losses) == 5, "its five points")
+            writer.add_scalar("train_loss", 0.1, 5)
+            writer.flush()
+            await wait_for(pilot, lambda: len(screen.monitor.current.losses) == 6, "the point appended live")
+    finally:
+        writer.close()

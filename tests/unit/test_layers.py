@@ -26,6 +26,7 @@ CORE_MODULES = sorted(f"tuitrain.core.{m.name}" for m in pkgutil.iter_modules(tu
 
 TORCH_FREE_MODULES = [
     "tuitrain.records",
+    "tuitrain.tblogs",
     "tuitrain.catalog",
     "tuitrain.format",
     "tuitrain.monitor",

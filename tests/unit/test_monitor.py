@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -104,15 +105,30 @@ def test_ema_alpha_scales_with_epoch_length_within_bounds():
     assert ema_alpha(32) > ema_alpha(938)
 
 
-def test_downsample_means_per_bucket_and_keeps_the_last_point():
+def test_downsample_keeps_each_columns_lowest_and_highest_and_the_first_and_last_points():
     x = np.arange(10)
-    y = np.arange(10, dtype=float) * 2
-    xs, ys = downsample(x, y, 3)
-    # buckets of 4: [0..3], [4..7], then the shorter [8, 9]
-    assert xs == [1.5, 5.5, 8.5] and ys == [3.0, 11.0, 17.0]
+    y = np.array([5.0, 1.0, 3.0, 9.0, 2.0, 4.0, 0.0, 8.0, 6.0, 7.0])
+    xs, ys = downsample(x, y, 4)  # 2 columns of x: [0, 4.5) and [4.5, 9]
+    assert xs == [0.0, 1.0, 3.0, 6.0, 7.0, 9.0] and ys == [5.0, 1.0, 9.0, 0.0, 8.0, 7.0]
     assert downsample(x, y, 20) == (list(map(float, x)), list(map(float, y)))
     big_x, big_y = downsample(np.arange(10_001), np.ones(10_001), 150)
-    assert len(big_x) <= 150 and big_x[-1] > 9_900 and set(big_y) == {1.0}
+    assert len(big_x) <= 152 and big_x[0] == 0 and big_x[-1] == 10_000 and set(big_y) == {1.0}
+
+
+def test_downsample_keeps_a_single_spike_among_a_million_points():
+    rng = np.random.default_rng(0)
+    y = 1.0 + 0.01 * rng.standard_normal(1_000_000)
+    y[777_777] = 50.0  # one bad batch
+    y[123_456] = -3.0
+    xs, ys = downsample(np.arange(len(y)), y, 160)
+    assert 50.0 in ys and xs[ys.index(50.0)] == 777_777
+    assert -3.0 in ys
+    assert len(xs) <= 162 and xs[0] == 0 and xs[-1] == 999_999
+
+
+def test_downsample_leaves_nan_out():
+    xs, ys = downsample(np.arange(100), np.r_[np.ones(50), np.full(50, np.nan)], 10)
+    assert not any(math.isnan(v) for v in ys) and xs[-1] == 49
 
 
 def finished(run_id, index=0):

@@ -6,31 +6,31 @@ import bisect
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from tuitrain.curves import ema_alpha, smooth
+from tuitrain.monitor import downsample
 from tuitrain.records import RunRecord
 
 
 def loss_curve(record: RunRecord, points: int = 80) -> tuple[list[float], list[float]]:
-    """Batch loss smoothed as the run screen smooths it, then downsampled to about `points` bucket means.
+    """Batch loss smoothed as the run screen smooths it, then downsampled per column to about `points` points
+    (monitor.downsample: each column's lowest and highest, the first and the last point).
 
     Non-finite losses (a diverged run's last batches) are left out.
     """
     per_epoch = record.batches_per_epoch or record.spec.batches_per_epoch()
-    smoothed = smooth(record.batch_losses, ema_alpha(per_epoch))
-    values = [(i, v) for i, v in enumerate(smoothed) if math.isfinite(v)]
-    if not values:
+    smoothed = np.asarray(smooth(record.batch_losses, ema_alpha(per_epoch)), dtype=float)
+    finite = np.isfinite(smoothed)
+    if not finite.any():
         return [], []
-    size = max(1, math.ceil(len(values) / max(points, 1)))
-    xs, ys = [], []
-    for start in range(0, len(values), size):
-        bucket = values[start : start + size]
-        xs.append((bucket[-1][0] + 1) / per_epoch)
-        ys.append(sum(v for _, v in bucket) / len(bucket))
-    return xs, ys
+    steps = np.flatnonzero(finite)
+    return downsample((steps + 1) / per_epoch, smoothed[finite], points)
 
 
 def accuracy_curve(record: RunRecord) -> tuple[list[float], list[float]]:
-    return [float(e.epoch) for e in record.epochs], [e.test_accuracy for e in record.epochs]
+    measured = [(float(e.epoch), e.test_accuracy) for e in record.epochs if e.test_accuracy is not None]
+    return [x for x, _ in measured], [y for _, y in measured]
 
 
 def group_curve(

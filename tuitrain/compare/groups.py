@@ -95,14 +95,18 @@ def run_seed(run: RunColumn) -> int | None:
 
 def setting_key(run: RunColumn) -> tuple[Any, ...]:
     """What makes two runs the same experiment but for the seed: the label without its seed (runs labelled apart
-    were meant apart: a script's settings need not all be in its config), the spec and a script's config."""
+    were meant apart: a script's settings need not all be in its config), the spec and a script's or TensorBoard
+    run's config. Such a run whose config is empty says nothing of its settings: a group of its own."""
     spec = run.record.spec.model_dump(mode="json")
-    config = run.record.config or {}
-    return (
+    config = run.record.config
+    key: tuple[Any, ...] = (
         label_without_seed(run.record.label or run.record.id),
         tuple((k, repr(spec[k])) for k in RunSpec.model_fields if k not in IGNORED),
-        tuple(sorted((k, repr(v)) for k, v in config.items() if k not in IGNORED)),
+        tuple(sorted((k, repr(v)) for k, v in (config or {}).items() if k not in IGNORED)),
     )
+    if config is not None and not config:
+        return (*key, ("id", run.record.id))
+    return key
 
 
 def poolable(run: RunColumn) -> bool:
@@ -292,9 +296,9 @@ def _epoch_one(groups: Sequence[RunGroup]) -> list[str]:
     fast, slow = at_one[0][0], at_one[-1][0]
     slow_runs = slow.by_seed()
     pairs = [
-        (r.record.epochs[0].test_accuracy, slow_runs[seed].record.epochs[0].test_accuracy)
+        (r.accuracy(1), slow_runs[seed].accuracy(1))
         for seed, r in fast.by_seed().items()
-        if seed in slow_runs and r.epochs_done and slow_runs[seed].epochs_done
+        if seed in slow_runs and r.has_accuracy and slow_runs[seed].has_accuracy
     ]
     if len(pairs) < 2:
         return []

@@ -15,6 +15,7 @@ from tuitrain.compare import exports, groups, observations
 from tuitrain.compare.runs import RunColumn, param_text, unique_labels
 from tuitrain.core.errors import TuitrainError
 from tuitrain.core.spec import RunSpec
+from tuitrain.keeper import is_training_loss
 
 DEFAULT_THRESHOLD = 97.0
 
@@ -126,6 +127,12 @@ class Comparison:
     all_params: bool = False
     baseline: int | None = None
     """Index (1-based) of the pinned run, or None."""
+    metric: str | None = None
+    """The metric runs are ranked by (`--metric`); None: test accuracy where every run has it, else the first
+    metric the runs define a goal for, else a held-out loss they logged, else the training loss."""
+
+    _goals: dict[str, str] = field(default_factory=dict, repr=False)
+    """goal() per metric name, found once (the runs do not change)."""
 
     @classmethod
     def from_files(cls, files: Sequence[RunFile], **options: Any) -> Comparison:
@@ -194,6 +201,54 @@ class Comparison:
                 names.update(dict.fromkeys(e.metrics))
         return list(names)
 
+    # ---- ranking by a metric -------------------------------------------------------------------
+    def ranking_metric(self) -> str | None:
+        """The metric runs are ranked by besides accuracy: the chosen one, else one the runs have; None where every
+        run measures accuracy and none was chosen (accuracy ranks them, as before)."""
+        if self.metric is not None:
+            return self.metric
+        trained = [r for r in self.runs if r.epochs_done]
+        if all(r.has_accuracy for r in trained) and not any(r.record.series for r in self.runs):
+            return None  # classifiers (or nothing trained yet): accuracy ranks them
+        names: dict[str, None] = {}
+        for r in self.runs:
+            names.update(dict.fromkeys(n for n in r.record.metric_goals if not any(ch in n for ch in "*?[")))
+        names.update(dict.fromkeys(self.extra_metrics()))
+        for r in self.runs:
+            names.update(dict.fromkeys(r.record.series))
+        held_out = [n for n in names if "loss" in n.lower() and not is_training_loss(n)]
+        defined = [n for r in self.runs for n in r.record.metric_goals if n in names]
+        chosen = defined or held_out or list(names)
+        if chosen:
+            return chosen[0]
+        return "loss" if any(r.record.batch_losses for r in self.runs) else None
+
+    def measures_accuracy(self) -> bool:
+        """Some compared run measured a test accuracy, or none has finished an epoch yet (preset runs do)."""
+        trained = [r for r in self.runs if r.epochs_done]
+        return not trained or any(r.has_accuracy for r in trained)
+
+    def goal(self, name: str) -> str:
+        """min or max for a metric: as a compared run defines it, else as named (accuracies max, the rest min)."""
+        if name not in self._goals:
+            defined = (r.record.metric_goals[name] for r in self.runs if name in r.record.metric_goals)
+            fallback = self.runs[0].record.goal_of(name) if self.runs else "min"
+            self._goals[name] = next(defined, fallback)
+        return self._goals[name]
+
+    def metric_value(self, run: RunColumn, name: str) -> float | None:
+        if name == "loss" and "loss" not in run.record.series and not len(run.metric_values(name)):
+            return run.final_loss
+        return run.best_metric(name, self.goal(name))
+
+    def ranked(self) -> list[tuple[RunColumn, float]]:
+        """The runs that have the ranking metric, best first."""
+        name = self.ranking_metric()
+        if name is None:
+            return []
+        valued = [(r, v) for r in self.runs if (v := self.metric_value(r, name)) is not None and math.isfinite(v)]
+        return sorted(valued, key=lambda rv: rv[1], reverse=self.goal(name) == "max")
+
     # ---- the table ---------------------------------------------------------------------------
     def metrics(self) -> list[Metric]:
         """The figure rows of the table, in order."""
@@ -202,18 +257,39 @@ class Comparison:
         gpu = [Metric("Peak GPU memory", lambda r: r.peak_gpu_memory, _figure(_gib), lambda d: f"{d / 1024**3:+.2f}")]
         if all(r.peak_gpu_memory is None for r in self.runs):
             gpu = []
-        return [
+        ranking = []
+        name = self.ranking_metric()
+        if name is not None:
+            goal = self.goal(name)
+            ranking = [
+                Metric(
+                    f"Best {fmt.printable(name)} ({'lower' if goal == 'min' else 'higher'} is better)",
+                    lambda r: self.metric_value(r, name),
+                    _figure(fmt.metric),
+                    lambda d: f"{d:+.4g}",
+                )
+            ]
+        accuracy = [
             Metric("Final test acc", lambda r: r.final_accuracy, _figure(fmt.accuracy), lambda d: f"{d:+.2f}"),
             Metric("Best test acc", lambda r: r.best_accuracy, _figure(fmt.accuracy), lambda d: f"{d:+.2f}"),
             Metric("Best at epoch", lambda r: r.best_epoch, _figure(str)),
-            # a diverged run's last loss is NaN or infinite: shown as such, it is what happened
-            Metric("Final train loss", lambda r: r.final_loss, fmt.loss, lambda d: f"{d:+.4f}"),
+        ]
+        reaching = [
             Metric(
                 f"First epoch ≥ {threshold:g}%",
                 lambda r: r.epoch_reaching(threshold),
                 lambda v: "never" if v is None else str(v),
                 lambda d: f"{d:+d}",
-            ),
+            )
+        ]
+        if not self.measures_accuracy():  # no classifier among them: no accuracy rows
+            accuracy = reaching = []
+        return [
+            *ranking,
+            *accuracy,
+            # a diverged run's last loss is NaN or infinite: shown as such, it is what happened
+            Metric("Final train loss", lambda r: r.final_loss, fmt.loss, lambda d: f"{d:+.4f}"),
+            *reaching,
             *(_extra_metric(name) for name in self.extra_metrics()),
             Metric("Epochs", lambda r: f"{r.epochs_done}/{r.record.spec.epochs}"),  # done/planned
             Metric("Training time", lambda r: r.time_s, _figure(fmt.duration), _signed_duration),

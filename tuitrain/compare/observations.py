@@ -53,7 +53,8 @@ def at_chance(r: RunColumn) -> bool:
 def observations(c: Comparison) -> list[str]:
     """Claims the numbers support, each with its numbers."""
     notes: list[str] = []
-    trained = [r for r in c.runs if r.epochs_done]
+    # the accuracy claims are about classifiers; runs without accuracy are ranked by their metric (rank_notes)
+    trained = [r for r in c.runs if r.has_accuracy]
     stuck = {r.index for r in trained if at_chance(r)}
 
     for r in c.runs:
@@ -89,6 +90,7 @@ def observations(c: Comparison) -> list[str]:
         notes += _convergence(c, ranked, stuck)
     for r in trained:
         notes += _instability(r, r.index in stuck)
+    notes += _metric_ranking(c)
     notes += _training_time(c)
     devices = {r.device for r in c.runs}
     if len(devices) > 1:
@@ -171,7 +173,7 @@ def _convergence(c: Comparison, trained: list[RunColumn], stuck: set[int]) -> li
 
     # After the first epoch: split the runs at the widest gap in accuracy, if that gap is beyond noise.
     def acc1(r: RunColumn) -> float:
-        return r.record.epochs[0].test_accuracy
+        return r.accuracy(1)
 
     first = sorted(learning, key=acc1, reverse=True)
     gap, cut = max((acc1(a) - acc1(b), i + 1) for i, (a, b) in enumerate(zip(first, first[1:])))
@@ -189,10 +191,10 @@ def _convergence(c: Comparison, trained: list[RunColumn], stuck: set[int]) -> li
 def _instability(r: RunColumn, stuck: bool) -> list[str]:
     notes = []
     epochs = r.record.epochs
-    drops = [(b.test_accuracy - a.test_accuracy, a, b) for a, b in zip(epochs, epochs[1:])]
+    drops = [(r.accuracy(b.epoch) - r.accuracy(a.epoch), a, b) for a, b in zip(epochs, epochs[1:])]
     if drops and not stuck:
         drop, a, b = min(drops, key=lambda d: d[0])
-        p = a.test_accuracy / 100.0
+        p = r.accuracy(a.epoch) / 100.0
         margin = Z_NOISE * 100.0 * math.sqrt(2 * p * (1 - p) / max(b.test_total, 1))
         if -drop > margin:
             notes.append(
@@ -212,6 +214,27 @@ def _instability(r: RunColumn, stuck: bool) -> list[str]:
                 f"{b.mean_loss:.4f} (epoch {b.epoch})."
             )
     return notes
+
+
+def _metric_ranking(c: Comparison) -> list[str]:
+    """Best and worst by the ranking metric (runs without accuracy, or --metric): its goal says which way is better."""
+    name = c.ranking_metric()
+    ranked = c.ranked()
+    if name is None or len(ranked) < 2:
+        return []
+    goal = c.goal(name)
+    way = "lower" if goal == "min" else "higher"
+    (best, value), (second, other) = ranked[0], ranked[1]
+    shown = fmt.printable(name)
+    note = (
+        f"Best by {shown} ({way} is better): {best.label} with {fmt.metric(value)}, "
+        f"{fmt.metric(abs(value - other))} {'below' if goal == 'min' else 'above'} the next, {second.label} "
+        f"({fmt.metric(other)})"
+    )
+    if len(ranked) > 2:
+        worst, last = ranked[-1]
+        note += f"; worst: {worst.label} ({fmt.metric(last)})"
+    return [note + "."]
 
 
 def _training_time(c: Comparison) -> list[str]:

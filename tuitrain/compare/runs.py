@@ -7,11 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from tuitrain import format as fmt
 from tuitrain.catalog import RunFile
 from tuitrain.records import RunRecord
 
 NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "kmnist": 10}
+EPOCH_FIGURES = ("test_accuracy", "test_loss", "mean_loss")
+"""Figures of every epoch record that --metric can rank by, besides what a script logged."""
 
 
 @dataclass
@@ -51,20 +55,34 @@ class RunColumn:
         return self.record.best_accuracy
 
     @property
+    def has_accuracy(self) -> bool:
+        """Every completed epoch measured a test accuracy (a classifier's run; a regression's has none)."""
+        return bool(self.record.epochs) and all(e.test_accuracy is not None for e in self.record.epochs)
+
+    def accuracy(self, epoch: int) -> float:
+        """The test accuracy of a completed epoch (1-based) of a run that has_accuracy."""
+        value = self.record.epochs[epoch - 1].test_accuracy
+        assert value is not None, "accuracy() of a run without accuracy"
+        return value
+
+    @property
     def best_epoch(self) -> int | None:
-        if not self.record.epochs:
+        measured = [e for e in self.record.epochs if e.test_accuracy is not None]
+        if not measured:
             return None
-        return max(self.record.epochs, key=lambda e: e.test_accuracy).epoch  # first of equal bests
+        return max(measured, key=lambda e: e.test_accuracy or 0.0).epoch  # first of equal bests
 
     @property
     def final_loss(self) -> float | None:
         """The last training batch loss (of the last completed epoch, or later if the run was cut short)."""
         if self.record.batch_losses:
             return self.record.batch_losses[-1]
+        if self.record.series_file is not None and self.record.loss_series is None:
+            return None  # a script that logged no training loss
         return self.record.epochs[-1].final_loss if self.record.epochs else None
 
     def epoch_reaching(self, threshold: float) -> int | None:
-        return next((e.epoch for e in self.record.epochs if e.test_accuracy >= threshold), None)
+        return next((e.epoch for e in self.record.epochs if (e.test_accuracy or 0.0) >= threshold), None)
 
     @property
     def epochs_before_divergence(self) -> int:
@@ -112,6 +130,26 @@ class RunColumn:
         if self.record.config is not None:
             return self.record.config.get(name)
         return getattr(self.record.spec, name, None)
+
+    def metric_values(self, name: str) -> np.ndarray:
+        """A metric's finite values in order: per epoch where the run logged it per epoch, else its per-step series,
+        else its summary figure; empty where the run has none."""
+        values = np.asarray([e.metrics[name] for e in self.record.epochs if name in e.metrics], dtype=float)
+        if not len(values) and name in EPOCH_FIGURES:  # a preset run's own per-epoch figures
+            figures = [getattr(e, name) for e in self.record.epochs]
+            values = np.asarray([v for v in figures if v is not None], dtype=float)
+        if not len(values) and name in self.record.series:
+            values = self.record.series[name].values
+        if not len(values) and isinstance(self.record.summary.get(name), (int, float)):
+            values = np.asarray([self.record.summary[name]], dtype=float)
+        return values[np.isfinite(values)]
+
+    def best_metric(self, name: str, goal: str) -> float | None:
+        """The best value of a metric over the run (the lowest for goal "min", the highest for "max")."""
+        values = self.metric_values(name)
+        if not len(values):
+            return None
+        return float(values.min() if goal == "min" else values.max())
 
     def final_metric(self, name: str) -> float | None:
         """An extra metric a script logged, as of its last epoch that has it."""

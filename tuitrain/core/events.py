@@ -97,7 +97,8 @@ class EpochEnded:
     final_loss: float
     mean_loss: float
     test_loss: float
-    test_accuracy: float
+    test_accuracy: float | None
+    """None for a run that measures no accuracy (its figures are in metrics)."""
     test_correct: int
     test_total: int
     duration_s: float
@@ -123,7 +124,18 @@ class RunFinished:
     best_accuracy: float | None = None
 
 
-Event = LogMessage | RunWaiting | RunStarted | BatchLosses | EpochEnded | RunFinished
+@dataclass(frozen=True)
+class MetricPoints:
+    """New points of a named per-step series other than the training loss (`run.log({"lr": ...})`), read from the
+    series log."""
+
+    run_id: str
+    name: str
+    steps: tuple[int, ...]
+    values: tuple[float, ...]
+
+
+Event = LogMessage | RunWaiting | RunStarted | BatchLosses | EpochEnded | RunFinished | MetricPoints
 Sink = Callable[[Event], None]
 
 

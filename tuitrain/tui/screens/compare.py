@@ -38,8 +38,11 @@ from tuitrain.compare import (
     group_curve,
     loss_curve,
 )
+from tuitrain.monitor import ACCURACY, LOSS, downsample
 from tuitrain.records import RunRecord
 from tuitrain.tui.messages import ComparisonLoaded, ReportWritten
+from tuitrain.tui.screens.dialogs import MetricPicker
+from tuitrain.tui.screens.run import STEP_RANGES
 from tuitrain.tui.widgets.charts import (
     RunStyle,
     distinct_styles,
@@ -55,6 +58,31 @@ VIEWS = ("tab-charts", "tab-summary", "tab-observations", "tab-epochs", "tab-gri
 """The views in key order: 1 shows the first."""
 
 Curve = tuple[list[float], list[float]]
+
+
+def step_curve(record: RunRecord, name: str, points: int) -> Curve:
+    """A named per-step series of a run as logged, downsampled per column; empty where it has none."""
+    series = record.series.get(name)
+    if series is None or not len(series):
+        return [], []
+    return downsample(series.steps, series.values, points)
+
+
+def epoch_curve(record: RunRecord, name: str) -> Curve:
+    """A per-epoch figure of a run: (epochs, values) where it logged it."""
+    points = [(float(e.epoch), e.metrics[name]) for e in record.epochs if name in e.metrics]
+    return [x for x, _ in points], [y for _, y in points]
+
+
+def last_part(xs: list[float], ys: list[float], fraction: float) -> Curve:
+    """The points in the latest `fraction` of x (all of them for 1.0)."""
+    if fraction >= 1 or not xs:
+        return xs, ys
+    start = xs[-1] - (xs[-1] - xs[0]) * fraction
+    kept = [(x, y) for x, y in zip(xs, ys) if x >= start]
+    return [x for x, _ in kept], [y for _, y in kept]
+
+
 Line = tuple[list[float], list[float], RunStyle]
 Source = Comparison | Sequence[Path | str | RunFile]
 
@@ -111,6 +139,10 @@ class CompareScreen(SizedScreen):
         Binding("t", "next_threshold", "Threshold"),
         Binding("r", "export_report", "Report"),
         Binding("escape", "back", "Back"),
+        # not in the footer (it fits 80 columns as it is): the help lists them
+        Binding("m", "pick_metric", "Metric", show=False),
+        Binding("l", "toggle_log", "Log", show=False),
+        Binding("z", "zoom_steps", "Step range", show=False),
     ]
     COMPACT_FOOTER = True
     NARROW_FOOTER_SPARES = frozenset({"next_threshold", "export_report"})
@@ -132,6 +164,15 @@ class CompareScreen(SizedScreen):
         self.included: set[int] = set()
         self.run_styles: dict[int, RunStyle] = {}
         """Each run's colour and marker, by its number in the comparison."""
+        self.step_metric = LOSS
+        """The per-step series the upper chart draws (m picks another)."""
+        self.epoch_metric: str | None = None
+        """The per-epoch figure the lower chart draws and the runs are ranked by; None: test accuracy where the runs
+        measure it, else the comparison's ranking metric."""
+        self.log_scale: bool | None = None
+        """The upper chart's scale: None, log where every value is positive (l toggles)."""
+        self.last_steps = 1.0
+        """The fraction of the steps drawn, the latest ones (z cycles)."""
 
     def compose(self) -> ComposeResult:
         yield Static("Reading run files…", id="compare-title", classes="screen-title")
@@ -290,6 +331,7 @@ class CompareScreen(SizedScreen):
             threshold=full.threshold,
             all_params=full.all_params,
             baseline=baseline,
+            metric=self.epoch_metric if self.epoch_metric != ACCURACY else None,
         )
 
     def refresh_views(self) -> None:
@@ -384,27 +426,97 @@ class CompareScreen(SizedScreen):
                 text.truncate(hint_widget.content_size.width, overflow="ellipsis")
             hint_widget.update(text)
 
+    def metric_names(self, c: Comparison) -> tuple[list[str], list[str]]:
+        """The per-step series and per-epoch figures the shown runs logged."""
+        steps: dict[str, None] = {LOSS: None}
+        for r in c.runs:
+            steps.update(dict.fromkeys(n for n in r.record.series if n != r.record.loss_series))
+        epochs = ([ACCURACY] if c.measures_accuracy() else []) + c.extra_metrics()
+        return list(steps), epochs or [ACCURACY]
+
+    def shown_epoch_metric(self, c: Comparison) -> str:
+        if self.epoch_metric is not None:
+            return self.epoch_metric
+        return ACCURACY if c.measures_accuracy() else (c.ranking_metric() or ACCURACY)
+
     def draw_charts(self, c: Comparison) -> None:
         loss_plot = self.query_one("#compare-loss", PlotextPlot)
         acc_plot = self.query_one("#compare-acc", PlotextPlot)
-        loss_plot.border_title = "Training loss (smoothed, log scale)"
-        acc_plot.border_title = f"Test accuracy % (threshold {c.threshold:g}%)"
         points = max(20, loss_plot.size.width - 10)
-        series = self.chart_series(c, lambda record: loss_curve(record, points=points))
-        if c.has_repeats():
+        if self.step_metric == LOSS:
+            loss_plot.border_title = "Training loss (smoothed"
+            series = self.chart_series(c, lambda record: loss_curve(record, points=points))
+            xlabel = "epoch"
+        else:
+            loss_plot.border_title = f"{fmt.printable(self.step_metric)} (as logged"
+            series = [(*step_curve(r.record, self.step_metric, points), self.run_styles[r.index]) for r in c.runs]
+            xlabel = "step"
+        series = [(*last_part(xs, ys, self.last_steps), style) for xs, ys, style in series]
+        log_scale = self.log_scale
+        if log_scale is None:
+            log_scale = all(min(ys) > 0 for xs, ys, _ in series if xs)
+        loss_plot.border_title += (", log scale" if log_scale else "") + (
+            f", last {self.last_steps:.0%})" if self.last_steps < 1 else ")"
+        )
+        epoch_metric = self.shown_epoch_metric(c)
+        if epoch_metric == ACCURACY:
+            acc_plot.border_title = f"Test accuracy % (threshold {c.threshold:g}%)"
+        else:
+            goal = "lower" if c.goal(epoch_metric) == "min" else "higher"
+            acc_plot.border_title = f"{fmt.printable(epoch_metric)} per epoch ({goal} is better)"
+        if c.has_repeats() and self.step_metric == LOSS:
             loss_plot.border_title += " · per group: mean of seeds, min and max fainter"
             acc_plot.border_title += " · mean of seeds, min and max fainter"
-        log_scale = all(min(ys) > 0 for xs, ys, _ in series if xs)
-        draw_loss(loss_plot.plt, series, log_scale=log_scale, xlabel="epoch", height=loss_plot.content_size.height)
+        draw_loss(loss_plot.plt, series, log_scale=log_scale, xlabel=xlabel, height=loss_plot.content_size.height)
         last = max([0.0, *(max(xs) for xs, _, _ in series if xs)])
+        first = min([last, *(min(xs) for xs, _, _ in series if xs)])
         if last:
-            ticks = int_ticks(0, math.ceil(last), count=min(math.ceil(last) + 1, 8))
+            ticks = int_ticks(math.floor(first), math.ceil(last), count=min(math.ceil(last - first) + 1, 8))
             loss_plot.plt.xticks(ticks)  # type: ignore[arg-type]  # stub says list[float]; plotext takes ints
         loss_plot.refresh()
-        curves = self.chart_series(c, accuracy_curve)
+        if epoch_metric == ACCURACY:
+            curves = self.chart_series(c, accuracy_curve)
+        else:
+            curves = self.chart_series(c, lambda record: epoch_curve(record, epoch_metric))
         last_epoch = max([1, *(int(max(xs)) for xs, _, _ in curves if xs)])
-        draw_accuracy(acc_plot.plt, curves, last_epoch=last_epoch, height=acc_plot.content_size.height)
+        if epoch_metric == ACCURACY:
+            draw_accuracy(acc_plot.plt, curves, last_epoch=last_epoch, height=acc_plot.content_size.height)
+        else:
+            draw_loss(acc_plot.plt, curves, log_scale=False, xlabel="epoch", height=acc_plot.content_size.height)
+            acc_plot.plt.xticks(int_ticks(1, last_epoch, count=min(last_epoch, 8)))  # type: ignore[arg-type]
         acc_plot.refresh()
+
+    def action_pick_metric(self) -> None:
+        if self.comparison is None:
+            return
+        c = self.shown()
+        steps, epochs = self.metric_names(c)
+
+        def picked(choice: tuple[str, str] | None) -> None:
+            if choice is None:
+                return
+            kind, name = choice
+            if kind == "step":
+                self.step_metric = name
+            else:
+                self.epoch_metric = name  # the lower chart, and what the summary and observations rank by
+            self.refresh_views()
+
+        self.app.push_screen(MetricPicker(steps, epochs, ("step", self.step_metric)), picked)
+
+    def action_toggle_log(self) -> None:
+        if self.comparison is not None:
+            current = self.log_scale
+            if current is None:  # as drawn now: the automatic choice
+                shown = self.query_one("#compare-loss", PlotextPlot).border_title or ""
+                current = "log scale" in str(shown)
+            self.log_scale = not current
+            self.draw_charts(self.shown())
+
+    def action_zoom_steps(self) -> None:
+        if self.comparison is not None:
+            self.last_steps = STEP_RANGES[(STEP_RANGES.index(self.last_steps) + 1) % len(STEP_RANGES)]
+            self.draw_charts(self.shown())
 
     def chart_series(
         self, c: Comparison, curve: Callable[[RunRecord], Curve]

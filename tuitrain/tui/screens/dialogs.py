@@ -6,7 +6,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Button, OptionList, Static
+from textual.widgets.option_list import Option
+
+from tuitrain import format as fmt
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -100,3 +103,38 @@ class LongRunScreen(ModalScreen[str | None]):
 
     def action_answer(self, answer: str | None) -> None:
         self.dismiss(answer)
+
+
+class MetricPicker(ModalScreen[tuple[str, str] | None]):
+    """Picks the metric a chart draws: a per-step series (the left chart) or a per-epoch figure (the right one);
+    dismisses with ("step" | "epoch", name), or None."""
+
+    CSS_PATH = "dialogs.tcss"
+
+    BINDINGS = [Binding("escape,m", "close", "Close")]
+
+    def __init__(self, step_metrics: list[str], epoch_metrics: list[str], shown: tuple[str, str]) -> None:
+        super().__init__()
+        self.choices = [("step", name) for name in step_metrics] + [("epoch", name) for name in epoch_metrics]
+        self.shown = shown
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static("Metric to draw (Enter picks, Esc closes)", classes="dialog-text")
+            options = [
+                Option(f"{'per step ' if kind == 'step' else 'per epoch'}  {fmt.printable(name)}", id=f"{i}")
+                for i, (kind, name) in enumerate(self.choices)
+            ]
+            yield OptionList(*options, id="metrics")
+
+    def on_mount(self) -> None:
+        picker = self.query_one("#metrics", OptionList)
+        picker.focus()
+        if self.shown in self.choices:
+            picker.highlighted = self.choices.index(self.shown)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.choices[event.option_index])
+
+    def action_close(self) -> None:
+        self.dismiss(None)

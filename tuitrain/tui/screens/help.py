@@ -32,7 +32,9 @@ TRAINING = """\
 | n | stop the highlighted run (saved as *interrupted*); the preset goes on with the next run |
 | x | stop all: the runs in progress are saved as *interrupted*, no more runs start |
 | s | smoothed (EMA) / raw batch losses |
-| l | linear / log scale for the loss chart |
+| l | linear / log scale for the loss chart (and a per-epoch figure other than accuracy) |
+| m | pick the metric drawn: any per-step series the runs logged (left chart) or per-epoch figure (right) |
+| z | step range of the left chart: all steps, the latest half, tenth, hundredth |
 | f | once training is over: the run files' whole folder (the line above the charts cuts it), also to the clipboard |
 | Esc | back to the presets once training is over (at any time when watching another process's run) |
 """
@@ -46,6 +48,9 @@ COMPARE = """\
 | b | pin the highlighted run (the summary's column under the cursor) as the baseline; again to unpin |
 | a | all hyperparameters / only those that differ |
 | t | next threshold for "first epoch ≥ threshold" |
+| m | pick the metric drawn: a per-step series (upper chart) or per-epoch figure (lower; ranks the runs) |
+| l | linear / log scale for the upper chart |
+| z | step range of the upper chart: all, the latest half, tenth, hundredth |
 | r | write the report of the shown runs (report.md and its figures, in their folder; needs tuitrain[plots]) |
 | ← → | in the tables: move across the runs' columns (the line above says which are in view) |
 | Esc | back (in `tuitrain compare`: quit) |

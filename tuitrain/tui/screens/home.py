@@ -306,7 +306,7 @@ class HomeScreen(SizedScreen[None]):
 
     @work(thread=True, exclusive=True, group="runs")
     def read_runs_folder(self) -> None:
-        self.post_message(RunsLoaded(scan_runs(self.runs_dir)))
+        self.post_message(RunsLoaded(scan_runs(self.runs_dir, series=False)))  # the list needs no per-step data
 
     @on(DeviceKnown)
     def show_device(self, message: DeviceKnown) -> None:

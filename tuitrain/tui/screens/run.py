@@ -28,13 +28,14 @@ from tuitrain.core.events import (
     Event,
     EventSource,
     LogMessage,
+    MetricPoints,
     RunFinished,
     RunStarted,
     RunWaiting,
 )
-from tuitrain.monitor import SweepMonitor
+from tuitrain.monitor import ACCURACY, LOSS, SweepMonitor
 from tuitrain.tui.messages import EngineEvent, SourceFailed
-from tuitrain.tui.screens.dialogs import ConfirmScreen, ErrorScreen
+from tuitrain.tui.screens.dialogs import ConfirmScreen, ErrorScreen, MetricPicker
 from tuitrain.tui.widgets.charts import AccuracyChart, LossChart, run_style
 from tuitrain.tui.widgets.epoch_table import EpochTable
 from tuitrain.tui.widgets.gpu_panel import GpuPanel
@@ -50,6 +51,9 @@ LOSS_RENDER_SHARE = 0.02
 LOSS_REDRAW_MAX_S = 4.0
 """Charts and progress redraw at most this often (plotext builds the whole figure in Python, holding
 the GIL that the training thread needs)."""
+
+STEP_RANGES = (1.0, 0.5, 0.1, 0.01)
+"""The step ranges z cycles through: all steps, then the latest half, tenth, hundredth."""
 
 CONTROL_ACTIONS = {"pause", "stop_run", "stop_all"}
 HIGHLIGHT_ACTIONS = {"next_run", "previous_run"}
@@ -67,6 +71,9 @@ class RunScreen(SizedScreen[None]):
         Binding("s", "toggle_smooth", "EMA/raw"),
         Binding("l", "toggle_log", "Log"),
         Binding("f", "show_files", "Files"),
+        # not in the footer (it fits 80 columns as it is): the help lists them
+        Binding("m", "pick_metric", "Metric", show=False),
+        Binding("z", "zoom_steps", "Step range", show=False),
         Binding("escape", "back", "Back"),
     ]
     NARROW_FOOTER_SPARES = frozenset({"toggle_smooth", "toggle_log"})
@@ -77,6 +84,12 @@ class RunScreen(SizedScreen[None]):
         self.monitor = SweepMonitor()
         self.smooth = True
         self.log_scale = False
+        self.step_metric = LOSS
+        """The per-step series the left chart draws."""
+        self.epoch_metric: str | None = None
+        """The per-epoch figure the right chart draws; None: test accuracy, or the runs' first figure without one."""
+        self.last_steps = 1.0
+        """The fraction of the steps drawn, the latest ones (z cycles STEP_RANGES)."""
         self.loss_dirty = False
         self.loss_drawn_at = 0.0
         self.accuracy_dirty = False
@@ -148,6 +161,9 @@ class RunScreen(SizedScreen[None]):
         if isinstance(event, BatchLosses):
             self.loss_dirty = self.progress_dirty = True
             return  # the timer shows it
+        if isinstance(event, MetricPoints):
+            self.loss_dirty = self.step_metric != LOSS or self.loss_dirty
+            return
         if isinstance(event, RunWaiting):
             self.refresh_bindings()
         elif isinstance(event, EpochEnded) and run is not None:
@@ -229,13 +245,29 @@ class RunScreen(SizedScreen[None]):
         if force or (self.loss_dirty and time.monotonic() - self.loss_drawn_at >= every - 0.05):
             self.draw_loss_chart()
         if self.accuracy_dirty or force:
-            self.accuracy_dirty = False
-            self.query_one(AccuracyChart).draw(list(self.monitor.runs.values()))
+            self.draw_epoch_chart()
+
+    def shown_epoch_metric(self) -> str:
+        if self.epoch_metric is not None:
+            return self.epoch_metric
+        return self.monitor.epoch_metrics()[0]  # test accuracy, or for runs without one their first figure
+
+    def draw_epoch_chart(self) -> None:
+        self.accuracy_dirty = False
+        self.query_one(AccuracyChart).draw(
+            list(self.monitor.runs.values()), self.shown_epoch_metric(), log_scale=self.log_scale
+        )
 
     def draw_loss_chart(self) -> None:
         self.loss_dirty = False
         self.loss_drawn_at = time.monotonic()
-        self.query_one(LossChart).draw(list(self.monitor.runs.values()), smooth=self.smooth, log_scale=self.log_scale)
+        self.query_one(LossChart).draw(
+            list(self.monitor.runs.values()),
+            smooth=self.smooth,
+            log_scale=self.log_scale,
+            metric=self.step_metric,
+            last=self.last_steps,
+        )
 
     def on_resize(self, event: Resize) -> None:
         self.loss_dirty = True  # re-bucket the points for the new width
@@ -314,6 +346,28 @@ class RunScreen(SizedScreen[None]):
 
     def action_toggle_log(self) -> None:
         self.log_scale = not self.log_scale
+        self.draw_loss_chart()
+        if self.shown_epoch_metric() != ACCURACY:  # accuracy keeps its 0-100 axis
+            self.draw_epoch_chart()
+
+    def action_pick_metric(self) -> None:
+        shown = ("step", self.step_metric)
+
+        def picked(choice: tuple[str, str] | None) -> None:
+            if choice is None:
+                return
+            kind, name = choice
+            if kind == "step":
+                self.step_metric = name
+                self.draw_loss_chart()
+            else:
+                self.epoch_metric = name
+                self.draw_epoch_chart()
+
+        self.app.push_screen(MetricPicker(self.monitor.step_metrics(), self.monitor.epoch_metrics(), shown), picked)
+
+    def action_zoom_steps(self) -> None:
+        self.last_steps = STEP_RANGES[(STEP_RANGES.index(self.last_steps) + 1) % len(STEP_RANGES)]
         self.draw_loss_chart()
 
     def action_back(self) -> None:

@@ -18,7 +18,8 @@ import numpy as np
 from rich.text import Text
 from textual_plotext import PlotextPlot
 
-from tuitrain.monitor import RunState, downsample
+from tuitrain import format as fmt
+from tuitrain.monitor import ACCURACY, LOSS, RunState, downsample
 
 PALETTE = [(0, 175, 255), (255, 135, 0), (95, 215, 95), (215, 95, 215), (255, 215, 0), (255, 95, 95), (135, 135, 255)]
 MARKERS = ("braille", "•", "+", "x")
@@ -208,39 +209,49 @@ class LossChart(PlotextPlot):
         self.render_s = time.perf_counter() - start
         return result
 
-    def draw(self, runs: list[RunState], *, smooth: bool, log_scale: bool) -> None:
-        self.border_title = f"Batch loss ({'EMA' if smooth else 'raw'}{', log' if log_scale else ''})"
+    def draw(
+        self, runs: list[RunState], *, smooth: bool, log_scale: bool, metric: str = LOSS, last: float = 1.0
+    ) -> None:
+        """Draw `metric` (the training loss, or a named per-step series) of the runs, over the `last` fraction of
+        their steps (1.0: all of them)."""
+        smoothed = smooth and metric == LOSS  # a named series is drawn as logged
+        name = "Batch loss" if metric == LOSS else fmt.printable(metric)
+        what = ("EMA" if smoothed else "raw") if metric == LOSS else ""
+        shown = ", ".join(w for w in (what, "log" if log_scale else "", f"last {last:.0%}" if last < 1 else "") if w)
+        self.border_title = f"{name} ({shown})" if shown else name
         # braille packs two points per column; leave room for the y-axis labels
         points = max(2 * (self.size.width - 10), 10)
+        picked = [(run, *run.step_series(metric, smoothed)) for run in runs]
+        picked = [(run, steps, values) for run, steps, values in picked if len(steps)]
+        last_step = max((int(steps[-1]) for _, steps, _ in picked), default=0)
+        first_step = int(last_step * (1 - last)) if last < 1 else 0
         series = []
-        last_step = 0
-        for run in runs:
-            if not run.losses:
-                continue
-            values = np.asarray(run.smoothed if smooth else run.losses)
-            x, y = downsample(run.steps(), values, points)
-            series.append((x, y, run_style(run.run_id, run.run_index)))
-            last_step = max(last_step, int(run.steps()[-1]))
+        for run, steps, values in picked:
+            if first_step:
+                start = int(np.searchsorted(steps, first_step))
+                steps, values = steps[start:], values[start:]
+            if len(steps):
+                x, y = downsample(steps, values, points)
+                series.append((x, y, run_style(run.run_id, run.run_index)))
         draw_loss(self.plt, series, log_scale=log_scale, xlabel="step", height=self.content_size.height)
         if last_step:
-            self.plt.xticks(int_ticks(0, last_step))  # type: ignore[arg-type]  # stub says list[float]; plotext takes ints
+            self.plt.xticks(int_ticks(first_step, last_step))  # type: ignore[arg-type]  # stub says list[float]; plotext takes ints
         self.refresh()
 
 
 class AccuracyChart(PlotextPlot):
     """Test accuracy (%) after each epoch."""
 
-    def draw(self, runs: list[RunState]) -> None:
-        self.border_title = "Test accuracy %"
-        series = [
-            ([e.epoch for e in run.epochs], [e.test_accuracy for e in run.epochs], run_style(run.run_id, run.run_index))
-            for run in runs
-            if run.epochs
-        ]
-        draw_accuracy(
-            self.plt,
-            series,
-            last_epoch=max([1, *(run.spec.epochs for run in runs if run.epochs)]),
-            height=self.content_size.height,
-        )
+    def draw(self, runs: list[RunState], metric: str = ACCURACY, log_scale: bool = False) -> None:
+        """Draw a per-epoch figure of the runs: test accuracy (on its 0-100 axis), or another figure by name."""
+        self.border_title = "Test accuracy %" if metric == ACCURACY else f"{fmt.printable(metric)} per epoch"
+        series = [(*run.epoch_series(metric), run_style(run.run_id, run.run_index)) for run in runs]
+        series = [(xs, ys, style) for xs, ys, style in series if xs]
+        last_epoch = max([1, *(run.spec.epochs for run in runs if run.epochs)])
+        if metric == ACCURACY:
+            draw_accuracy(self.plt, series, last_epoch=last_epoch, height=self.content_size.height)
+        else:
+            draw_loss(self.plt, series, log_scale=log_scale, xlabel="epoch", height=self.content_size.height)
+            self.plt.xlim(1, max(last_epoch, 2))
+            self.plt.xticks(int_ticks(1, last_epoch, count=min(last_epoch, 8)))  # type: ignore[arg-type]
         self.refresh()
