@@ -9,11 +9,14 @@ group's step captured as one CUDA graph.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.helpers import ROOT
 from tuitrain.core.control import RunControl
 from tuitrain.core.events import BatchLosses, EpochEnded, RunFinished, RunStarted
 from tuitrain.core.spec import RunSpec
@@ -181,3 +184,28 @@ def test_fused_on_cuda_matches_alone(mnist_dir: Path, graphs: bool) -> None:
     for record, spec in zip(records, specs, strict=True):
         solo = alone(spec, data)[: len(record.batch_losses)]
         assert_matches(record.batch_losses, solo)
+
+
+def test_fused_training_with_checkpoints_does_not_import_dynamo(mnist_dir: Path, tmp_path: Path) -> None:
+    """torch.optim imports torch._dynamo (about 1 s on a CPU, several on a GPU machine); fused runs need none of it."""
+    code = f"""
+import sys
+from pathlib import Path
+import torch
+from tuitrain.core.spec import RunSpec
+from tuitrain.train.data import load_idx_folder
+from tuitrain.train.fused import FusedRun, fit_fused
+from tuitrain.train.loop import RunPlace, TensorData, new_record
+data = TensorData.from_arrays(load_idx_folder(Path({str(mnist_dir)!r})), torch.device("cpu"))
+runs = []
+for i, lr in enumerate((0.01, 0.001)):
+    spec = RunSpec(model="model_b", lr=lr, epochs=1, device="cpu")
+    place = RunPlace(run_index=i, run_count=2, checkpoint_file=Path({str(tmp_path)!r}) / f"{{i}}.ckpt.pt")
+    runs.append(FusedRun(spec, new_record(spec, torch.device("cpu"), run_id=str(i), label=str(i)), place=place))
+records = fit_fused(runs, data=data)
+assert all(r.checkpoint for r in records), [r.checkpoint for r in records]
+print("dynamo" if "torch._dynamo" in sys.modules else "no dynamo")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "no dynamo"

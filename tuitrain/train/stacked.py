@@ -21,7 +21,9 @@ AlexNet, and custom models (whose forward may do anything), train as today. Runs
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -180,33 +182,42 @@ class StackedRuns:
         self._graph = None  # it points at the old stacks: capture again if wanted
 
     @torch.no_grad()
-    def unstack(self, position: int) -> tuple[nn.Module, torch.optim.Optimizer]:
-        """Run `position` as a model and an optimizer of its own (as make_optimizer makes them), holding copies of its
-        stacked tensors and optimizer state: what its checkpoint saves, and what it trains on with when it leaves."""
-        from tuitrain.train.loop import make_optimizer
-
+    def unstack(self, position: int) -> tuple[nn.Module, dict[str, Any]]:
+        """Run `position` as a model of its own holding copies of its stacked tensors, and its optimizer's state dict
+        as torch.optim's Adam (or SGD) of make_optimizer gives it: what its checkpoint saves, so that `fit` resumes it
+        alone. The state dict is built rather than taken from an optimizer: making a torch.optim optimizer imports
+        torch._dynamo (about 1 s on a CPU), which fused training otherwise never needs. The group's implementation
+        flags (fused, foreach, capturable) are torch's defaults: a resumed run keeps its own (load_optimizer_state)."""
         model = self.models[position]
         for name, p in model.named_parameters():
             p.copy_(self.params[name][position])
         for name, b in model.named_buffers():
             b.copy_(self.buffers[name][position])
         spec = self.specs[position]
-        optimizer = make_optimizer(spec, model.parameters())
-        step = self.steps[position]
-        if int(step.item()) > 0:
-            for name, p in model.named_parameters():
-                state: dict[str, torch.Tensor] = {}
+        cls = torch.optim.Adam if self.adam else torch.optim.SGD
+        group: dict[str, Any] = {
+            name: param.default
+            for name, param in inspect.signature(cls.__init__).parameters.items()
+            if name not in ("self", "params")
+        }
+        group["lr"] = spec.lr
+        if not self.adam:
+            group["momentum"] = SGD_MOMENTUM
+        names = [name for name, _ in model.named_parameters()]
+        group["params"] = list(range(len(names)))
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        step = float(self.steps[position].item())
+        if step > 0:
+            for i, name in enumerate(names):
                 if self.adam:
-                    on_device = bool(
-                        optimizer.param_groups[0].get("fused") or optimizer.param_groups[0].get("capturable")
-                    )
-                    state["step"] = step.detach().clone().to(p.device if on_device else "cpu", torch.float32)
-                    state["exp_avg"] = self.moment1[name][position].clone()
-                    state["exp_avg_sq"] = self.moment2[name][position].clone()
+                    state[i] = {
+                        "step": torch.tensor(step, dtype=torch.float32),
+                        "exp_avg": self.moment1[name][position].clone(),
+                        "exp_avg_sq": self.moment2[name][position].clone(),
+                    }
                 else:
-                    state["momentum_buffer"] = self.moment1[name][position].clone()
-                optimizer.state[p] = state
-        return model, optimizer
+                    state[i] = {"momentum_buffer": self.moment1[name][position].clone()}
+        return model, {"state": state, "param_groups": [group]}
 
     # --- CUDA graph ------------------------------------------------------------------------------
 
