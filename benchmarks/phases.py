@@ -19,7 +19,7 @@ engine's functions wrapped in timers, and prints a table of phases in seconds:
   record writes    run files (the persist hook)
   checkpoint       checkpoint state copies and waiting for their writes
   other            the rest of the child's time (CLI, planning, the summary, what is not wrapped)
-  teardown         from the child's last Python line (atexit) to its exit seen by the parent
+  teardown         from the child's last atexit handler to its exit seen by the parent
   wall             from spawn to exit
 
 Times are exclusive (a nested phase's time is not counted in its caller's), so the rows add up to the wall. On CUDA
@@ -34,6 +34,7 @@ import argparse
 import atexit
 import json
 import os
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -207,7 +208,10 @@ def child(out: Path, device: str, cli_args: list[str]) -> int:
     missing = wrap_engine(clock)
     if device == "cuda":
         wrap_capture(clock)
-    return tuitrain.cli.main([*cli_args, "--no-ui", "--device", device, "--jobs", "1"])
+    # as `python -m tuitrain` runs, its way of exiting included
+    sys.argv = ["tuitrain", *cli_args, "--no-ui", "--device", device, "--jobs", "1"]
+    runpy.run_module("tuitrain", run_name="__main__", alter_sys=True)
+    return 0
 
 
 def measure(device: str, cli_args: list[str], data_dir: str | None, log: Path) -> dict:

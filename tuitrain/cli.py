@@ -611,3 +611,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print("\ntuitrain: interrupted.", file=sys.stderr)
         return exit_code_for(getattr(exc, "signum", 2))
+
+
+def entry() -> NoReturn:
+    """The `tuitrain` command: main() with sys.argv, then leave without the interpreter's teardown (core.exit)."""
+    from tuitrain.core.exit import exit_process
+
+    try:
+        code: object = main()
+    except SystemExit as exc:  # argparse's --help, --version and usage errors
+        code = exc.code
+    exit_process(code)
