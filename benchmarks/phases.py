@@ -13,7 +13,7 @@ engine's functions wrapped in timers, and prints a table of phases in seconds:
   data to device   the arrays as normalised tensors on the device (TensorData.from_arrays)
   model build      building the model and its optimizer (prepare_model), each run
   warm-up/autotune CUDA: the step's warm-up before capture (cuDNN autotuning happens in it); CPU: the eager step
-  graph capture    CUDA: capturing the training step into a CUDA graph
+  graph capture    CUDA: capturing the training step into a CUDA graph (fused runs: with their warm-up steps)
   epochs           the batch loops (training), less what is listed below
   evaluation       the test-set evaluation at each epoch end
   record writes    run files (the persist hook)
@@ -73,10 +73,12 @@ WRAPPED = (
     ("tuitrain.train.loop", "FitLoop.save", "record writes"),
     ("tuitrain.train.loop", "checkpoint_state", "checkpoint"),
     ("tuitrain.train.loop", "FitLoop.checkpoint_written", "checkpoint"),
-    ("tuitrain.train.fused", "FusedGroup.build", "model build"),
-    ("tuitrain.train.fused", "FusedGroup.make_step", "warm-up/autotune"),
-    ("tuitrain.train.fused", "FusedGroup.run_epoch", "epochs"),
-    ("tuitrain.train.fused", "FusedGroup.evaluate", "evaluation"),
+    ("tuitrain.train.fused", "FusedFit.build", "model build"),
+    ("tuitrain.train.fused", "FusedFit.advance", "epochs"),
+    ("tuitrain.train.fused", "Member.save", "record writes"),
+    ("tuitrain.train.fused", "checkpoint_state", "checkpoint"),
+    ("tuitrain.train.stacked", "StackedRuns.capture", "graph capture"),
+    ("tuitrain.train.stacked", "StackedRuns.evaluate", "evaluation"),
 )
 
 
