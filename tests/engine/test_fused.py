@@ -209,3 +209,56 @@ print("dynamo" if "torch._dynamo" in sys.modules else "no dynamo")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "no dynamo"
+
+
+def test_fused_tasks_send_each_runs_messages_under_its_index(mnist_dir: Path, tmp_path: Path) -> None:
+    from tuitrain.core.tasks import CheckpointSaved, RecordSaved, RunTask, TaskDone, TaskEvent
+    from tuitrain.records import parse_record
+    from tuitrain.train.fused_tasks import train_fused_tasks
+
+    arrays = load_idx_folder(mnist_dir)
+    specs = sweep()[:3]
+    tasks = [
+        RunTask(i + 4, 9, f"inv-{i}", f"run {i}", s, "p", "inv", tmp_path / "runs" / f"{i}.json")
+        for i, s in enumerate(specs)
+    ]
+    controls = {t.index: RunControl() for t in tasks}
+    messages: list = []
+
+    def send(message) -> None:
+        messages.append(message)
+        event = message.event if isinstance(message, TaskEvent) and message.index == 5 else None
+        if isinstance(event, BatchLosses) and (event.epoch, event.batch) == (1, 6):
+            controls[5].stop_run.set()
+
+    train_fused_tasks(tasks, arrays, send, controls)
+    assert [m.index for m in messages if isinstance(m, TaskDone)] == [4, 5, 6]
+    for task in tasks:
+        mine = [m for m in messages if getattr(m, "index", None) == task.index]
+        final = parse_record([m for m in mine if isinstance(m, RecordSaved)][-1].text)
+        assert final.id == task.run_id and final.run_index == task.index and final.run_count == 9
+        assert final.status == ("interrupted" if task.index == 5 else "completed")
+        events = [m.event for m in mine if isinstance(m, TaskEvent)]
+        assert isinstance(events[0], RunStarted) and isinstance(events[-1], RunFinished)
+        checkpoints = [m for m in mine if isinstance(m, CheckpointSaved)]
+        assert len(checkpoints) == (0 if task.index == 5 else 2)
+    assert not (tmp_path / "runs").exists()  # without write_files, writing is the receiver's job
+
+
+def test_fusion_plan_fuses_fresh_runs_of_one_key_on_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuitrain.train.fused_tasks import fusion_plan
+
+    base = RunSpec(model="model_b")
+    specs = [
+        base.model_copy(update={"lr": 0.1}),
+        base.model_copy(update={"model": "resnet18"}),
+        base.model_copy(update={"lr": 0.01}),
+        base.model_copy(update={"activation": "tanh"}),
+        base.model_copy(update={"lr": 0.001}),
+        base.model_copy(update={"lr": 0.002}),
+    ]
+    fresh = [True, True, True, True, True, False]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert fusion_plan(specs, fresh) == []  # the CPU: fusing was measured slower there
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert fusion_plan(specs, fresh) == [[0, 2, 4]]  # resnet18 does not fuse; tanh alone; run 5 resumes
