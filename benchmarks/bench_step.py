@@ -20,21 +20,22 @@ from torch import nn
 
 from tuitrain.core.spec import RunSpec
 from tuitrain.gpu import GpuSampler
-from tuitrain.train import loop
+from tuitrain.train import device
 from tuitrain.train.cuda_step import make_step
 from tuitrain.train.data import load_idx_folder
-from tuitrain.train.loop import TensorData, make_optimizer, prepare_model
+from tuitrain.train.device import TensorData, prepare_model
+from tuitrain.train.optim import make_optimizer
 
 
 def samples_per_s(data, model_name, *, graph, precision="fp32", channels_last=True, sampler=False, seconds=2.0):
     torch.manual_seed(0)
     spec = RunSpec(model=model_name, batch_size=64, device="cuda")
-    keep = loop.CUDA_CHANNELS_LAST_MODELS
-    loop.CUDA_CHANNELS_LAST_MODELS = keep if channels_last else frozenset()
+    keep = device.CUDA_CHANNELS_LAST_MODELS
+    device.CUDA_CHANNELS_LAST_MODELS = keep if channels_last else frozenset()
     try:
         model = prepare_model(spec, torch.device("cuda")).train()
     finally:
-        loop.CUDA_CHANNELS_LAST_MODELS = keep
+        device.CUDA_CHANNELS_LAST_MODELS = keep
     opt = make_optimizer(spec, model.parameters(), capturable=graph)
     logs: list[str] = []
     step = make_step(

@@ -72,7 +72,7 @@ def run_assignment(model_name: str, device_name: str, raw_root: str, epochs: int
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    from tuitrain.train.loop import select_device
+    from tuitrain.train.device import select_device
     from tuitrain.train.models import build_model
 
     device = select_device(device_name)
@@ -140,7 +140,8 @@ def run_engine(model_name: str, device_name: str, data_dir: str, epochs: int) ->
     from tuitrain.train import loop
     from tuitrain.train.cuda_step import GraphStep
     from tuitrain.train.data import resolve_mnist
-    from tuitrain.train.loop import fit, select_device
+    from tuitrain.train.device import select_device
+    from tuitrain.train.loop import fit
 
     device = select_device(device_name)
     arrays = resolve_mnist(Path(data_dir) if data_dir else None)
@@ -275,7 +276,7 @@ def main(argv=None) -> int:
     import torch
 
     from tuitrain.train.data import resolve_mnist, write_idx_folder
-    from tuitrain.train.loop import describe_device, select_device
+    from tuitrain.train.device import describe_device, select_device
 
     device = select_device(args.device)
     arrays = resolve_mnist(args.data_dir)

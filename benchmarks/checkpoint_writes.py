@@ -50,6 +50,7 @@ def main() -> None:
     from tuitrain.records import write_record
     from tuitrain.train import loop
     from tuitrain.train.data import resolve_mnist
+    from tuitrain.train.device import TensorData, describe_device, select_device
 
     arrays = resolve_mnist(args.data_dir, log=lambda _text: None)
     spec = RunSpec(
@@ -62,8 +63,8 @@ def main() -> None:
         limit_train_batches=args.limit_train_batches,
         log_every=50,
     )
-    device = loop.select_device(spec.device)
-    data = loop.TensorData.from_arrays(arrays, device, spec.subset, spec.test_subset, spec.dataset)
+    device = select_device(spec.device)
+    data = TensorData.from_arrays(arrays, device, spec.subset, spec.test_subset, spec.dataset)
 
     # the times each epoch's training starts and ends, from FitLoop.run_epoch
     marks: list[tuple[str, float]] = []
@@ -107,7 +108,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
         results = {way: train(way, Path(tmp)) for way in ("sync", "background")}
     print(
-        f"{spec.model} on {loop.describe_device(device)} (torch threads {torch.get_num_threads()}), "
+        f"{spec.model} on {describe_device(device)} (torch threads {torch.get_num_threads()}), "
         f"{args.epochs} epochs of {results['sync']['batches']} batches of {spec.batch_size}, "
         f"{len(data.test_y)} test images"
     )

@@ -10,7 +10,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -198,6 +198,20 @@ def latest_invocation(runs_dir: Path) -> list[RunFile]:
 
 def is_pattern(arg: str) -> bool:
     return any(ch in arg for ch in "*?[")
+
+
+def refuse_nothing_readable(files: Sequence[RunFile], task: str) -> None:
+    """TuitrainError (exit 2), each file's reason on its one line, where none of `files` is a readable run:
+    `compare` and `report` have nothing to {task}."""
+    if not any(f.record for f in files):
+        listing = "; ".join((f.error or f"{f.path}: unreadable").rstrip(".") for f in files) or "no run files given"
+        raise TuitrainError(f"nothing to {task}: {listing}.")
+
+
+def unreadable_exit_code(files: Sequence[RunFile]) -> int:
+    """The exit code of `compare --no-ui` and `report` once they have written what the readable runs say: 1 where
+    some of the files could not be read (they are listed), else 0."""
+    return 1 if any(f.record is None for f in files) else 0
 
 
 def load_run_arguments(args: Iterable[str], runs_dir: Path) -> list[RunFile]:

@@ -207,7 +207,7 @@ def ray_options_from(args: argparse.Namespace):
         if given:
             raise TuitrainError(f"{given[0]} goes with --executor ray.")
         return None
-    from tuitrain.ray_executor import RayOptions
+    from tuitrain.executors.ray import RayOptions
 
     return RayOptions(address=args.ray_address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
 
@@ -224,7 +224,12 @@ def ray_child_args(args: argparse.Namespace) -> list[str]:
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    from tuitrain.core.spec import DATASET_SIZES, beyond_dataset
+
     overrides = {k: getattr(args, k) for k in OVERRIDE_KEYS if getattr(args, k) is not None}
+    for key in DATASET_SIZES:
+        if why := beyond_dataset(key, overrides.get(key)):
+            raise TuitrainError(f"--{key.replace('_', '-')} {overrides[key]}: {why}.")
     seeds = seeds_from(args)
     if seeds is not None:
         from tuitrain.presets import SEEDS_KEY
@@ -497,7 +502,7 @@ def run_detached(args: argparse.Namespace) -> int:
 
 def check_ray_cluster(options) -> None:
     """Join the cluster and leave again: TuitrainError (one line) when it cannot be reached or hold a run."""
-    from tuitrain.ray_executor import RayCluster
+    from tuitrain.executors.ray import RayCluster
 
     cluster = RayCluster(options)
     cluster.connect()
@@ -523,6 +528,11 @@ def run_app(args: argparse.Namespace) -> int:
         ray=ray_options_from(args),
     )
     app.run()
+    from tuitrain.headless import safe_print
+
+    for folder in app.run_folders:  # whole, where the terminal keeps it: the app cut it to its width
+        if any(folder.glob("*.json")):
+            safe_print(f"Run files: {folder}", sys.stdout)
     return app.signal_exit_code or app.return_code or 0
 
 
@@ -568,9 +578,12 @@ def cmd_watch(argv: Sequence[str]) -> int:
         return app.signal_exit_code or app.return_code or 0
     from tuitrain.headless import HeadlessPrinter
 
-    follower.run(HeadlessPrinter(sys.stdout))
-    statuses = [t.finished for t in follower.trackers.values() if t.record is not None]
-    return 0 if statuses and all(s == "completed" for s in statuses) else 1
+    follower.run(HeadlessPrinter(sys.stdout, watching=True))
+    trackers = follower.trackers.values()
+    statuses = [t.finished for t in trackers if t.record is not None]
+    if not statuses and any(t.abandoned for t in trackers):
+        return 2  # nothing to watch: every file unreadable, and nothing writes them (each said why)
+    return 0 if statuses and all(s == "completed" for s in statuses) and not any(t.abandoned for t in trackers) else 1
 
 
 def cmd_report(argv: Sequence[str]) -> int:

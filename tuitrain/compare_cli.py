@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tuitrain.catalog import load_run_arguments
+from tuitrain.catalog import load_run_arguments, refuse_nothing_readable, unreadable_exit_code
 from tuitrain.compare import DEFAULT_THRESHOLD, FORMATS, Comparison
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.errors import TuitrainError
@@ -76,9 +76,7 @@ def cmd_compare(argv: Sequence[str]) -> int:
         raise TuitrainError(
             f"nothing to compare: {args.runs_dir} holds no runs of a preset; pass run files or folders."
         )
-    if not any(f.record for f in files) and not any(f.path.is_file() for f in files):
-        # only empty folders and patterns that match nothing: a usage mistake, not unreadable files to report
-        raise TuitrainError("nothing to compare: " + " ".join(f.error or str(f.path) for f in files))
+    refuse_nothing_readable(files, "compare")
     comparison = Comparison.from_files(files, threshold=args.threshold, all_params=args.all_params)
     if args.baseline is not None:
         comparison.baseline = comparison.find_run(args.baseline).index
@@ -102,7 +100,7 @@ def export(comparison: Comparison, form: str, output: Path | None) -> int:
         except OSError as exc:
             raise TuitrainError(f"{output}: cannot write ({exc.strerror or exc}).") from None
         print(f"Wrote {output} ({form}).", file=sys.stderr)
-    return 0 if comparison.runs else 1
+    return unreadable_exit_code([*(r.file for r in comparison.runs), *comparison.unreadable])
 
 
 def write_plots(comparison: Comparison, folder: Path, log_loss: bool) -> None:

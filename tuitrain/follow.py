@@ -226,19 +226,28 @@ class RunTracker:
         self.finished: str | None = None
         """The status a RunFinished was emitted with."""
         self.reported_error: str | None = None
+        self.abandoned: str | None = None
+        """Why this file is not watched: it has never been read, and no live process writes its folder."""
         self.clock = EpochClock()
 
     def poll(self) -> list[Event]:
         record = self.reader.read()
         events: list[Event] = []
         if record is not None:
+            self.abandoned = None
             events = self.update(record)
         elif self.record is not None and self.finished is None:
             # an unchanged 'running' file: its process may have died since the last look
             events = self._finish_if_ended(self.record)
         if self.reader.failures >= REPORT_AFTER_FAILURES and self.reader.error != self.reported_error:
             self.reported_error = self.reader.error
-            events.append(LogMessage(f"Cannot read {self.path.name} (still trying): {self.reader.error}"))
+            if self.record is None and folder_writer_alive(self.path.parent) is not True:
+                # tuitrain writes run files whole (atomically): one that stays unreadable while no tuitrain process
+                # holds its folder will not become readable by waiting
+                self.abandoned = self.reader.error
+                events.append(LogMessage(f"Cannot read {self.path.name} (no process writes it): {self.reader.error}"))
+            else:
+                events.append(LogMessage(f"Cannot read {self.path.name} (still trying): {self.reader.error}"))
         return events
 
     @property
@@ -432,8 +441,13 @@ class Follower:
         """Every run has ended and no more will start."""
         if self.writer_gone:
             return True
-        seen = [t for t in self.trackers.values() if t.record is not None]
-        if not seen or any(t.finished is None for t in seen):
+        trackers = list(self.trackers.values())
+        if any(t.record is None and t.abandoned is None and t.path.exists() for t in trackers):
+            return False  # a file not read yet: its run may start, or why it cannot be read is still to be said
+        seen = [t for t in trackers if t.record is not None]
+        if not seen:
+            return bool(trackers)  # files that nothing writes and that cannot be read: nothing will come
+        if any(t.finished is None for t in seen):
             return False
         if self.single_file:
             return True

@@ -39,10 +39,14 @@ class HeadlessPrinter:
     once), else as soon as a run starts while another runs (a watched invocation); one run at a time prints as it
     always did."""
 
-    def __init__(self, out: TextIO = sys.stdout, *, parallel: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self, out: TextIO = sys.stdout, *, parallel: Callable[[], bool] | None = None, watching: bool = False
+    ) -> None:
         """`parallel` is asked at the first event about a run, not before: --jobs auto is planned again once the
-        data is loaded (its real size), and no run starts or waits before that."""
+        data is loaded (its real size), and no run starts or waits before that. `watching`: the events come from
+        run files that another process writes (tuitrain watch), which this one only reads."""
         self.out = out
+        self.watching = watching
         self.broken = False
         """The output went away (e.g. `| head`, a dropped SSH session): training goes on silently."""
         self.parallel = parallel
@@ -85,7 +89,7 @@ class HeadlessPrinter:
                 f"{event.spec.epochs} epochs, {event.train_size} train / {event.test_size} test on {event.device}"
             )
             if event.path:
-                self._print_about(event.run_id, f"Saving to {event.path}")
+                self._print_about(event.run_id, f"{'Reading' if self.watching else 'Saving to'} {event.path}")
         elif isinstance(event, BatchLosses):
             self._print_about(
                 event.run_id,

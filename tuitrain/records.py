@@ -249,7 +249,9 @@ def parse_record(text: str, source: str = "run file") -> RunRecord:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise RecordError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+        # some of json's messages end in 'at' ("Unterminated string starting at"): the line number follows them
+        what = exc.msg.removesuffix(" at")
+        raise RecordError(f"{source}: not valid JSON ({what} at line {exc.lineno}).") from None
     except (ValueError, RecursionError) as exc:  # e.g. an integer too long to convert, absurd nesting
         raise RecordError(f"{source}: not a readable run record ({type(exc).__name__}: {str(exc)[:100]}).") from None
     if not isinstance(data, dict):

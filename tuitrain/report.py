@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tuitrain import format as fmt
-from tuitrain.catalog import PLAN_FILE, RunFile, load_run_arguments
+from tuitrain.catalog import PLAN_FILE, RunFile, load_run_arguments, refuse_nothing_readable, unreadable_exit_code
 from tuitrain.compare import DEFAULT_THRESHOLD, Comparison, markdown_table, param_text
 from tuitrain.compare.groups import IGNORED, RunGroup, group_header, group_rows, spread
 from tuitrain.core.atomic import atomic_write_text
@@ -127,7 +127,7 @@ def experiment_blocks(c: Comparison, title: str, log_loss: bool, with_figures: b
     if differing:
         blocks.append(Paragraph(f"Varied: {', '.join(differing)}."))
     groups = c.groups()
-    seeds = sorted({s for g in groups for s in g.seeds})
+    seeds = sorted({s for g in groups for s in g.seeds if s is not None})
     repeats = c.has_repeats()
     if repeats:
         blocks.append(Paragraph(f"Each configuration trained with seeds {', '.join(map(str, seeds))}."))
@@ -136,7 +136,7 @@ def experiment_blocks(c: Comparison, title: str, log_loss: bool, with_figures: b
     for g in groups:
         if not any(r.epochs_done for r in g.runs):
             continue
-        label = g.label if g.n == 1 else f"{g.label} (n={g.n}, seeds {','.join(map(str, g.seeds))})"
+        label = g.label if g.n == 1 else f"{g.label} (n={g.n}, seeds {g.seeds_text()})"
         blocks.append(Paragraph(f"**{label}**"))
         blocks.append(Table(["Epoch", "Initial training loss", "Final training loss", "Test accuracy"], epoch_rows(g)))
 
@@ -176,7 +176,9 @@ def build_report(
         title = plan_title(part[0].path.parent) or fmt.printable(record.preset or record.invocation or "Runs")
         titles.append(title)
         part_blocks = experiment_blocks(c, title, log_loss, with_figures)
-        blocks += part_blocks[1:] if len(parts) == 1 else part_blocks  # one experiment: its title is the report's
+        if len(parts) == 1:  # one experiment: its title is the report's, and its sections one level up (# then ##)
+            part_blocks = [Heading(b.level - 1, b.text) if isinstance(b, Heading) else b for b in part_blocks[1:]]
+        blocks += part_blocks
     unreadable = [f for f in files if f.record is None]
     if unreadable:
         blocks.append(Heading(2, "Unreadable run files"))
@@ -308,9 +310,7 @@ def write_report(
     written. TuitrainError for no runs, matplotlib missing, or an output that cannot be written."""
     from tuitrain.plots import require_matplotlib
 
-    if not any(f.record for f in files):
-        listing = "; ".join(f.error or str(f.path) for f in files) or "no run files given"
-        raise TuitrainError(f"nothing to report: {listing}")
+    refuse_nothing_readable(files, "report")
     compared = {f.path.resolve() for f in files}
     if output.resolve() in compared:
         raise TuitrainError(f"{output}: is one of the run files; choose another --output.")
@@ -359,7 +359,7 @@ def cmd_report(argv: Sequence[str]) -> int:
     print(
         f"Wrote {output} ({form}" + (f", {figures} figure files beside it)" if figures else ")") + ".", file=sys.stderr
     )
-    unreadable = [f for f in files if f.record is None]
-    for f in unreadable:
-        print(f"unreadable: {f.error or f.path}", file=sys.stderr)
-    return 1 if unreadable else 0
+    for f in files:
+        if f.record is None:
+            print(f"unreadable: {f.error or f.path}", file=sys.stderr)
+    return unreadable_exit_code(files)

@@ -75,12 +75,20 @@ def _spec(config: dict[str, Any], epochs: int | None, batch_size: int | None) ->
     return RunSpec(**values)
 
 
-def _check_config(config: dict[str, Any]) -> dict[str, Any]:
-    """config as stored: string keys; JSON scalars and short lists of them."""
+def _check_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """config as stored: string keys; JSON scalars and short lists of them. A nested dict is flattened into
+    'outer/inner' keys (as wandb shows them): {"optim": {"lr": 0.1}} is stored as {"optim/lr": 0.1}."""
     checked: dict[str, Any] = {}
-    for key, value in config.items():
-        if not isinstance(key, str):
-            raise TypeError(f"tuitrain.init: config keys must be strings, got {key!r}")
+    for name, value in config.items():
+        if not isinstance(name, str):
+            raise TypeError(f"tuitrain.init: config keys must be strings, got {prefix}{name!r}")
+        key = prefix + name
+        flat = _check_config(value, prefix=f"{key}/") if isinstance(value, dict) else {key: value}
+        if clash := next((k for k in flat if k in checked), None):
+            raise ValueError(f"tuitrain.init: config has {clash!r} twice (nested dicts are stored as 'a/b' keys)")
+        if isinstance(value, dict):
+            checked.update(flat)
+            continue
         if isinstance(value, tuple):
             value = list(value)
         items = value if isinstance(value, list) else [value]
@@ -145,6 +153,8 @@ class Run:
         """Index in batch_losses of the first loss of the epoch in progress."""
         self.last_read = self.last_save = self.epoch_began = time.monotonic()
         self.finished = False
+        self.diverged_at: str | None = None
+        """Where the first non-finite loss was logged: the run ends 'diverged', as a preset run does."""
         self._save(always=True)
 
     # --- logging -------------------------------------------------------------------------------
@@ -220,6 +230,8 @@ class Run:
             status = "failed"
         if self.planned_epochs is None:
             record.spec.epochs = max(len(record.epochs), 1)
+        if status == "completed" and self.diverged_at is not None:
+            status, error = "diverged", error or f"{self.diverged_at} (the script trained on)"
         record.status, record.ended_at = status, utc_now()
         if error is not None:
             record.error = error
@@ -256,6 +268,11 @@ class Run:
         for i, v in enumerate(pending):
             if not _is_tensor(v):
                 values[i] = float(v)
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        if bad is not None and self.diverged_at is None:
+            batch = len(self.record.batch_losses) + bad - self.epoch_start + 1
+            epoch = len(self.record.epochs) + 1
+            self.diverged_at = f"non-finite loss ({values[bad]}) at epoch {epoch}, batch {batch}"
         self.record.batch_losses.extend(values)
         self._save()
 
@@ -297,8 +314,9 @@ def init(
     """Start a run that tuitrain can watch and compare; use it as a context manager, or call `run.finish()`.
 
     label: the run's name (default: the script's file name). config: free-form settings (JSON scalars and
-    short lists), compared as hyperparameters. runs_dir: where its folder goes. preset: the group it is
-    listed under (default "script"). epochs: planned epochs (progress shows them; else open-ended).
+    short lists; a nested dict becomes 'a/b' keys), compared as hyperparameters. runs_dir: where its folder
+    goes. preset: the group it is listed under (default "script"). epochs: planned epochs (progress shows
+    them; else open-ended).
     batches_per_epoch / batch_size: for progress and throughput before the first epoch ends (batch_size
     is also taken from config["batch_size"]). read_every: losses kept before one read-back.
     """

@@ -13,7 +13,7 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
@@ -22,30 +22,25 @@ from pydantic import BaseModel, ValidationError
 from tuitrain.catalog import LOCK_FILE, PLAN_FILE, effective_status, new_invocation_dir, slug
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
-from tuitrain.core.cores import cpu_share, machine_cores
+from tuitrain.core.cores import machine_cores
 from tuitrain.core.errors import DataError, PresetError, RecordError, TuitrainError, first_error
-from tuitrain.core.events import LogMessage, RunWaiting, Sink
+from tuitrain.core.events import LogMessage, Sink
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RESUMABLE
-from tuitrain.parallel import ParallelRuns
+from tuitrain.core.tasks import RunTask
+from tuitrain.executors.inprocess import InProcessWorker
+from tuitrain.executors.local import LocalWorker
+from tuitrain.executors.scheduler import Scheduler, Worker
 from tuitrain.presets import Preset, PresetRun
-from tuitrain.records import RunRecord, RunRestart, read_record, write_record
+from tuitrain.records import RunRecord, RunRestart, read_record
 from tuitrain.train import estimate
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 from tuitrain.train.data import MnistArrays, resolve_mnist
-from tuitrain.train.loop import (
-    RunPlace,
-    TensorData,
-    fit,
-    gpu_count,
-    new_record,
-    reopen_record,
-    select_device,
-)
+from tuitrain.train.device import gpu_count, select_device
 from tuitrain.train.models import check_model
 
 if TYPE_CHECKING:
-    from tuitrain.ray_executor import RayOptions
+    from tuitrain.executors.ray import RayCluster, RayOptions
 
 DEFAULT_RUNS_DIR = Path("runs")
 """Where invocation folders go: runs/ in the folder tuitrain is started from (--runs-dir overrides it)."""
@@ -338,66 +333,75 @@ class PresetInvocation:
         return inv
 
     def run(self, sink: Sink, control: RunControl | None = None, arrays: MnistArrays | None = None) -> list[RunRecord]:
-        """Train the runs (but those kept on resume): one at a time in this process, or `jobs` at a time in worker
-        processes (tuitrain.parallel)."""
+        """Train the runs (but those kept on resume) through the scheduler (tuitrain.executors): one at a time in a
+        thread of this process, `jobs` at a time in worker processes, or on a Ray cluster."""
         control = control or RunControl()
-        if self.ray is not None:
-            return self._run_on_ray(sink, control, arrays)
-        if self.jobs > 1 and self.jobs_asked == "auto":  # planned for full MNIST: check against the data given
-            self._arrays = arrays = arrays if arrays is not None else resolve_mnist(self.data_dir, log=log_to(sink))
-            self.jobs = plan_jobs("auto", self.specs_to_train(arrays), self.gpus)
-        if self.jobs <= 1:
-            return self._run_here(sink, control, arrays)
-        runs = ParallelRuns(self, sink, control)
-        runs.start()  # the workers import torch while the data loads
+        # on Ray, the cluster is joined first: one unreachable or too small is refused before anything is written
+        cluster = self._join_cluster(sink) if self.ray is not None else None
         try:
-            folder = self._prepare_folder(sink, control, arrays)
-            if folder is not None:
+            if cluster is None and self.jobs > 1 and self.jobs_asked == "auto":  # planned for full MNIST: check
+                self._arrays = arrays = arrays if arrays is not None else resolve_mnist(self.data_dir, log=log_to(sink))
+                self.jobs = plan_jobs("auto", self.specs_to_train(arrays), self.gpus)
+            in_process = cluster is None and self.jobs <= 1
+            scheduler = Scheduler(
+                sink,
+                control,
+                start_worker=self._worker_starter(cluster, sink, control, lambda: scheduler.waiting_for_room()),
+                jobs=self.jobs,
+                # a run in this process shares the invocation's controls, as a lone run always did
+                on_start=functools.partial(self._starting, sink, control if in_process else None),
+                on_refused=lambda task: self.started.remove(task.index),
+                announce_queue=not in_process,
+                gpus=self.gpus,
+            )
+            try:
+                if cluster is None:
+                    scheduler.start()  # worker processes import torch while the data loads
+                folder = self._prepare_folder(sink, control, arrays)
+                if folder is None:
+                    return self.records
                 try:
-                    runs.run(self._arrays)
+                    if cluster is not None:
+                        cluster.put_data(self._arrays)
+                        scheduler.start()
+                    scheduler.run(self.tasks(), self._arrays)
                 finally:
+                    ended = {**self.kept, **scheduler.records}
+                    self.records = [ended[i] for i in sorted(ended)]
                     release_folder(folder)
+            finally:
+                scheduler.close()
         finally:
-            runs.close()
+            if cluster is not None:
+                cluster.shutdown()
         return self.records
 
-    def _run_on_ray(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> list[RunRecord]:
-        """Train the runs as Ray actors (tuitrain.ray_executor): join the cluster (or start an embedded one) first,
-        so that an unreachable or too small cluster is refused before anything is written."""
-        from tuitrain.ray_executor import RayCluster, plan_ray_jobs
+    def _join_cluster(self, sink: Sink) -> RayCluster:
+        """Join the Ray cluster (or start an embedded one) and plan the runs at once from its room."""
+        from tuitrain.executors.ray import RayCluster, plan_ray_jobs
 
         assert self.ray is not None
         cluster = RayCluster(self.ray)
-        sink(LogMessage(f"Ray: joining {cluster.describe()}…"))
+        sink(LogMessage(f"Ray: {cluster.starting()}…"))
         cluster.connect()
         try:
-            to_train = len(self.runs) - len(self.kept)
-            self.jobs = plan_ray_jobs(self.jobs_asked, to_train, cluster.capacity())
+            self.jobs = plan_ray_jobs(self.jobs_asked, len(self.runs) - len(self.kept), cluster.capacity())
             sink(LogMessage(f"Ray: {cluster.summary()}; up to {self.jobs} run(s) at a time"))
-            folder = self._prepare_folder(sink, control, arrays)
-            if folder is None:
-                return self.records
-            cluster.put_data(self._arrays)
-            waiting = functools.partial(self._waiting_for_worker, sink)
-            runs = ParallelRuns(self, sink, control, start_worker=lambda: cluster.worker(lambda: self.folder, waiting))
-            try:
-                runs.start()
-                runs.run(self._arrays)
-            finally:
-                runs.close()
-                release_folder(folder)
-        finally:
+        except BaseException:
             cluster.shutdown()
-        return self.records
+            raise
+        return cluster
 
-    def _waiting_for_worker(self, sink: Sink) -> None:
-        """A worker finds no room on the cluster yet: the next run to start waits for it."""
-        waiting = self.indices_not_started()
-        if waiting:
-            index = waiting[0]
-            self.post_waiting(
-                sink, self.run_id(index), index, self.runs[index].label, "waiting for room on the Ray cluster"
-            )
+    def _worker_starter(
+        self, cluster: RayCluster | None, sink: Sink, control: RunControl, waiting_for_room: Callable[[], None]
+    ) -> Callable[[], Worker]:
+        """How the scheduler's workers start: as Ray actors on `cluster`, as worker processes (more than one run at
+        a time), or as a thread of this process."""
+        if cluster is not None:
+            return lambda: cluster.worker(lambda: self.folder, waiting_for_room)
+        if self.jobs > 1:
+            return LocalWorker
+        return lambda: InProcessWorker(sink, control)
 
     def _prepare_folder(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> Path | None:
         """Load the data (kept in self._arrays), then make the invocation folder and take its lock; None when
@@ -415,80 +419,42 @@ class PresetInvocation:
             log(f"Training {len(self.runs) - len(self.kept)} run(s), up to {self.jobs} at a time in worker processes")
         return self.folder
 
-    def _run_here(self, sink: Sink, control: RunControl, arrays: MnistArrays | None) -> list[RunRecord]:
-        log = log_to(sink)
-        if self._prepare_folder(sink, control, arrays) is None:
-            return self.records
-        arrays = self._arrays
+    def tasks(self) -> list[RunTask]:
+        """A task for each run still to train, in order (a resumed run's checkpoint is read as it starts)."""
         assert self.folder is not None
-        try:
-            tensors: dict[tuple, TensorData] = {}
-            for index, run in enumerate(self.runs):
-                if control.stop_all.is_set():
-                    break
-                self.started.append(index)
-                if index in self.kept:
-                    self.records.append(self.kept[index])
-                    continue
-                control.stop_run.clear()
-                device = select_device(run.spec.device)
-                run_id = self.run_id(index)
-                key = (str(device), run.spec.subset, run.spec.test_subset, run.spec.dataset)
-                if key not in tensors:
-                    tensors.clear()  # hold one copy at a time: GPU memory is not free
-                    tensors[key] = TensorData.from_arrays(
-                        arrays, device, run.spec.subset, run.spec.test_subset, run.spec.dataset
-                    )
-                path = self.folder / self.files[index]
-                state = None
-                if index in self.resuming:
-                    record, state = self.resuming[index]
-                    log(f"Resuming {record.label} from epoch {len(state['epochs']) + 1 if state else 1}")
-                    reopen_record(record, device, from_checkpoint=state is not None)
-                else:
-                    record = new_record(
-                        run.spec,
-                        device,
-                        run_id=run_id,
-                        label=run.label,
-                        preset=self.preset.name,
-                        invocation=self.invocation_id,
-                    )
-                self.records.append(record)
-                self.run_controls[record.id] = control  # one run at a time: the invocation's control is the run's
-                place = RunPlace(
-                    run_index=index, run_count=len(self.runs), run_file=path, checkpoint_file=checkpoint_path(path)
-                )
-                waiting = functools.partial(self.post_waiting, sink, run_id, index, run.label)
-                with cpu_share(
-                    device.type, label=run_id, should_stop=control.should_stop, on_wait=waiting, log=log
-                ) as cores:
-                    fit(  # RunFilesError (the folder cannot be written) ends the invocation here
-                        run.spec,
-                        sink,
-                        control,
-                        data=tensors[key],
-                        record=record,
-                        persist=functools.partial(write_record, path=path),
-                        place=place,
-                        resume=state,
-                        cores=cores,
-                    )
-                if state is None:  # a resumed run's epochs may come from another machine or load
-                    estimate.learn_from_run(record)
-        finally:
-            release_folder(self.folder)
-        return self.records
+        return [
+            RunTask(
+                index=index,
+                run_count=len(self.runs),
+                run_id=self.run_id(index),
+                label=run.label,
+                spec=run.spec,
+                preset=self.preset.name,
+                invocation=self.invocation_id,
+                run_file=self.folder / self.files[index],
+                record_text=self.resuming[index][0].model_dump_json() if index in self.resuming else None,
+            )
+            for index, run in enumerate(self.runs)
+            if index not in self.kept
+        ]
+
+    def _starting(self, sink: Sink, shared: RunControl | None, task: RunTask) -> tuple[RunTask, RunControl]:
+        """Run `task` goes to a worker: noted as started, with its own controls (or `shared`); a resumed run's
+        checkpoint is read now (one in memory at a time)."""
+        self.started.append(task.index)
+        if task.index in self.resuming:
+            record, state = self.resuming[task.index]
+            sink(LogMessage(f"Resuming {record.label} from epoch {len(state['epochs']) + 1 if state else 1}"))
+            if state is not None:
+                task = replace(task, checkpoint=checkpoint_path(task.run_file).read_bytes())
+        control = self.run_controls[task.run_id] = shared or RunControl()
+        return task, control
 
     def run_id(self, index: int) -> str:
         """The id of run `index`: a resumed run keeps its own."""
         if index in self.resuming:
             return self.resuming[index][0].id
         return f"{self.invocation_id}-{index + 1:02d}"
-
-    def post_waiting(self, sink: Sink, run_id: str, index: int, label: str, reason: str) -> None:
-        """Say that a run cannot start yet, and why."""
-        sink(RunWaiting(run_id=run_id, label=label, run_index=index, run_count=len(self.runs), reason=reason))
 
     def write_plan(self) -> None:
         assert self.folder is not None
@@ -620,11 +586,8 @@ class PresetInvocation:
             state = None
         self.resuming[index] = (record, state)
 
-    def indices_not_started(self) -> list[int]:
-        return [i for i in range(len(self.runs)) if i not in self.started and i not in self.kept]
-
     def not_started(self) -> list[str]:
-        return [self.runs[i].label for i in self.indices_not_started()]
+        return [r.label for i, r in enumerate(self.runs) if i not in self.started and i not in self.kept]
 
 
 def _ray_options(
@@ -632,7 +595,7 @@ def _ray_options(
 ) -> RayOptions:
     """`options` with the preset's resource keys where the command line gave none (then 1 CPU, no GPU); checks
     that Ray is installed and that runs asked to train on CUDA reserve a GPU."""
-    from tuitrain.ray_executor import import_ray, with_resources
+    from tuitrain.executors.ray import import_ray, with_resources
 
     import_ray()
     options = with_resources(options, cpus_per_run, gpus_per_run)

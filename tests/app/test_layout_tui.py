@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Static, TabbedContent
+from textual.widgets import DataTable, Footer, Static, TabbedContent
+from textual.widgets._footer import FooterKey
 
-from tests.app.scripted import ScriptedSource, run_events, two_runs_mid_training
+from tests.app.scripted import ScriptedSource, run_events, two_runs_at_once, two_runs_mid_training
 from tests.compare_fixtures import chance_run, grid_runs, make_record, normal_pair, write_runs
 from tests.helpers import wait_for
 from tuitrain.tui.app import TuitrainApp
@@ -21,10 +22,18 @@ from tuitrain.tui.screens.compare import CompareScreen
 from tuitrain.tui.screens.help import HelpScreen, help_text
 from tuitrain.tui.screens.home import preset_problem
 from tuitrain.tui.screens.run import RunScreen
-from tuitrain.tui.widgets.charts import ACCURACY_TICKS, PALETTE, accuracy_range, round_ticks, run_style
+from tuitrain.tui.widgets.charts import (
+    ACCURACY_TICKS,
+    PALETTE,
+    AccuracyChart,
+    LossChart,
+    accuracy_range,
+    round_ticks,
+    run_style,
+)
 from tuitrain.tui.widgets.epoch_table import EpochTable
 from tuitrain.tui.widgets.progress import ProgressPanel
-from tuitrain.tui.widgets.too_small import TooSmall
+from tuitrain.tui.widgets.too_small import MIN_HEIGHT, MIN_WIDTH, TooSmall
 
 LONG_REASON = "not a tuitrain run record: " + "field required; " * 8
 
@@ -229,14 +238,47 @@ async def test_compare_views_at_80x24_with_six_runs(tmp_path):
         assert tabs.active == "tab-summary"
         await pilot.pause()
         hint = str(screen.query_one("#summary-hint", Static).render())
-        assert "of 6 in view" in hint and "←/→" in hint
+        assert "of 6 in full" in hint and "←/→" in hint
         await pilot.press("3")
         assert tabs.active == "tab-observations"
         assert "stuck at chance level" in str(screen.query_one("#compare-observations", Static).render())
-        # b in the summary pins the run whose column is under the cursor
-        await pilot.press("2", "right", "right", "b")
+        # b in the summary pins the run whose column is under the cursor (on the first run's at first)
+        await pilot.press("2", "right", "b")
         await pilot.pause()
         assert screen.comparison.baseline == 2
+
+
+async def test_compare_hints_at_80_columns_say_the_runs_wholly_in_view_and_the_run_b_pins(tmp_path):
+    app = CompareApp(write_runs(tmp_path / "runs", [*normal_pair(), chance_run(), *grid_runs()[:1]]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        screen = app.screen
+
+        def hint(name: str) -> str:
+            widget = screen.query_one(f"#{name}-hint", Static)
+            text = str(widget.render())
+            assert len(text) <= widget.content_size.width  # whole, not cut by the edge
+            return text
+
+        keys = list(screen.query(FooterKey))  # every key whole at 80 columns, ? Help the last
+        assert keys[-1].action == "help" and all(key.region.right <= 80 for key in keys)
+        await pilot.press("4")
+        await pilot.pause()
+        # run 2's loss column is in view, its accuracy column is not: only run 1 is wholly in view
+        assert hint("epochs") == "run 1 of 4 in full (←/→ for the others)"
+        await pilot.press("2")
+        await pilot.pause()
+        table = screen.query_one("#compare-table", DataTable)
+        assert table.has_focus and table.show_cursor and table.cursor_column == 1  # on the first run, not the names
+        assert hint("summary") == "4 run(s) · b pins relu as baseline"
+        await pilot.press("left")  # the names' column is not a run: the cursor stays on the runs
+        await pilot.pause()
+        assert table.cursor_column == 1
+        await pilot.press("right", "b")
+        await pilot.pause()
+        assert screen.comparison.baseline == 2 and table.cursor_column == 2  # the table was redrawn
+        assert hint("summary").endswith(" · b unpins tanh as baseline")  # (its ★ widened its column)
 
 
 async def test_keys_are_the_same_everywhere_and_help_lists_the_compare_keys(tmp_path, utc):
@@ -269,7 +311,7 @@ async def test_keys_are_the_same_everywhere_and_help_lists_the_compare_keys(tmp_
         await wait_for(pilot, lambda: app.return_code is not None, "q to quit")
 
 
-async def test_finished_note_shows_the_end_of_the_files_path_at_80_columns(tmp_path):
+async def test_finished_note_shows_the_end_of_the_files_path_at_80_columns_and_f_the_whole(tmp_path):
     folder = tmp_path / ("deeply/nested/runs/folder/" * 3) / "20250102-100000-demo-a1b2c3"
     events = run_events(0, 1, "activation=relu", [91.5], epochs=1, batches_done=0, finished=True, scale=1.0)
     app = TuitrainApp(runs_dir=tmp_path / "runs", presets={})
@@ -281,6 +323,43 @@ async def test_finished_note_shows_the_end_of_the_files_path_at_80_columns(tmp_p
         last = str(panel.render()).splitlines()[-1]
         assert last.startswith("Finished (1 completed). Files: …/") and last.endswith("/20250102-100000-demo-a1b2c3")
         assert len(last) <= panel.content_size.width
+        # the whole path: f shows it in a notification and copies it
+        assert "f" in {b.key for _, b, enabled, _ in app.screen.active_bindings.values() if enabled and b.show}
+        await pilot.press("f")
+        await wait_for(pilot, lambda: app._notifications, "the notification")
+        (shown,) = [n for n in app._notifications if n.title == "Run files"]
+        assert shown.message.startswith(f"{folder}\n") and app.clipboard == str(folder)
+        await pilot.resize_terminal(MIN_WIDTH, MIN_HEIGHT)
+        await wait_for(pilot, lambda: panel.content_size.width == MIN_WIDTH - 2, "the narrow layout")
+        await pilot.pause()
+        lines = str(panel.render()).splitlines()
+        assert all(len(line) <= panel.content_size.width for line in lines)  # not wrapped
+        assert lines[-1].startswith("Files: …/") and lines[-1].endswith("/20250102-100000-demo-a1b2c3")
+
+
+def test_the_app_prints_the_folders_it_trained_into_on_exit(monkeypatch, capsys, tmp_path):
+    """The run screen cuts a long path to its width: on exit the whole one is left in the terminal."""
+    import tuitrain.tui.app
+    from tuitrain.cli import main
+
+    trained, unused = tmp_path / "runs/20250102-100000-demo-a1b2c3", tmp_path / "runs/20250102-100100-demo-d4e5f6"
+    trained.mkdir(parents=True)
+    unused.mkdir()
+    (trained / "01-lr=0.1.json").write_text("{}")
+
+    class App:
+        signal_exit_code = return_code = None
+        run_folders = [trained, unused]  # the second stopped before any run file was written
+
+        def __init__(self, **kw):
+            pass
+
+        def run(self):
+            pass
+
+    monkeypatch.setattr(tuitrain.tui.app, "TuitrainApp", App)
+    assert main([]) == 0
+    assert capsys.readouterr().out == f"Run files: {trained}\n"
 
 
 async def test_an_invalid_preset_shows_its_reason_first(tmp_path, tiny_preset):
@@ -318,3 +397,36 @@ async def test_estimates_are_renewed_when_a_run_completed_meanwhile(tmp_path, ti
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
         await pilot.press("escape")
         await wait_for(pilot, lambda: str(table.get_cell("tiny", "time")) == "2m00s", "the renewed estimate")
+
+
+@pytest.mark.parametrize("at_once", [False, True], ids=["one-run", "two-at-once"])
+async def test_the_run_screen_fits_the_smallest_terminal(tmp_path, at_once):
+    """At the documented minimum, 60x18: every part in view (the screen does not scroll), the progress lines unwrapped,
+    every footer key whole, and the charts tall enough to show the loss curve and each epoch's accuracy point."""
+    source = ScriptedSource(two_runs_at_once() if at_once else two_runs_mid_training(), parallel=at_once)
+    app = TuitrainApp(runs_dir=tmp_path / "runs", presets={})
+    async with app.run_test(size=(MIN_WIDTH, MIN_HEIGHT)) as pilot:
+        app.push_screen(RunScreen(source))
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and source.delivered.is_set(), "the events")
+        screen = app.screen
+        rows = 1 if at_once else 4
+        await wait_for(pilot, lambda: screen.query_one(EpochTable).row_count == rows, "the epoch rows")
+        await wait_for(pilot, lambda: not (screen.loss_dirty or screen.accuracy_dirty or screen.progress_dirty), "draw")
+        await pilot.pause()
+        assert screen.max_scroll_y == 0 and screen.scroll_y == 0
+        parts = [screen.query_one(s) for s in ("#progress", "#legend", "#loss-chart", "#accuracy-chart", EpochTable)]
+        for part in [*parts, screen.query_one(Footer)]:
+            assert part.display and screen.region.contains_region(part.region), part
+        panel = screen.query_one(ProgressPanel)
+        lines = str(panel.render()).splitlines()
+        assert all(len(line) <= panel.content_size.width for line in lines)  # cut, so not wrapped
+        keys = list(screen.query(FooterKey))
+        assert keys and all(key.region.right <= MIN_WIDTH for key in keys)
+        assert {key.action for key in keys} >= {"pause", "stop_run", "stop_all"}
+        loss, accuracy = screen.query_one(LossChart), screen.query_one(AccuracyChart)
+        assert loss.content_size.height >= 7 and accuracy.content_size.height >= 7
+        # a dot per epoch with an accuracy: every one drawn inside the chart
+        dots = sum(line.count("•") for line in accuracy.render().plain.splitlines())
+        assert dots == (1 if at_once else 4)
+        assert screen.query_one(EpochTable).size.height >= 3
+        source.stop()

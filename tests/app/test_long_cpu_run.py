@@ -69,3 +69,28 @@ async def test_the_full_preset_can_still_be_chosen(hours_on_a_cpu, tiny_preset, 
         await wait_for(pilot, lambda: screen.done, "training to finish")
     records = [read_record(p) for p in sorted(runs_dir.glob("*/*.json"))]
     assert records and all(r.spec.subset is None for r in records)
+
+
+async def test_a_long_cpu_preset_from_the_command_line_is_asked_about_too(
+    hours_on_a_cpu, tiny_preset, mnist_dir, tmp_path
+) -> None:
+    """`tuitrain --preset NAME` asks the same question before hours on a CPU (it started at once before)."""
+    runs_dir = tmp_path / "runs"
+    app = TuitrainApp(preset="tiny", runs_dir=runs_dir, data_dir=mnist_dir, presets={"tiny": tiny_preset})
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, (LongRunScreen, RunScreen)), "the question")
+        assert isinstance(app.screen, LongRunScreen)
+        assert "tiny is estimated at 2h00m" in str(app.screen.query_one("#long-run-question").render())
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen), "back on the home screen")
+        await pilot.pause()
+    assert not list(runs_dir.glob("*/*.json"))
+
+
+async def test_a_short_preset_from_the_command_line_starts_at_once(tiny_preset, mnist_dir, tmp_path) -> None:
+    app = TuitrainApp(preset=str(tiny_preset), runs_dir=tmp_path / "runs", data_dir=mnist_dir, presets={})
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.done, "training to finish")
+    assert [read_record(p).status for p in sorted((tmp_path / "runs").glob("*/*.json"))] == ["completed"] * 2

@@ -136,6 +136,8 @@ async def test_one_run_at_a_time_keeps_the_three_lines_of_the_run(tmp_path):
         pilot.app.push_screen(RunScreen(source))
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and source.delivered.is_set(), "the events")
         screen = app.screen
+        # delivered is set once the events are posted: wait for the screen to have taken them
+        await wait_for(pilot, lambda: screen.monitor.current is not None, "the run on the screen")
         await wait_for(pilot, lambda: not screen.progress_dirty, "the progress lines")
         lines = panel_lines(screen)
         assert lines[0].startswith("Run 1/2 activation=relu") and lines[1].startswith("Epoch 2/3")
@@ -204,6 +206,7 @@ def test_the_command_line_gives_the_app_its_jobs_and_gpus(monkeypatch, capsys):
 
     class App:
         signal_exit_code = return_code = None
+        run_folders: list = []
 
         def __init__(self, **kw):
             given.update(kw)
@@ -220,3 +223,24 @@ def test_the_command_line_gives_the_app_its_jobs_and_gpus(monkeypatch, capsys):
     assert main(["--gpus", "99"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tuitrain: error: --gpus: ") and len(err.splitlines()) == 1
+
+
+async def test_the_epoch_table_groups_rows_by_run_in_run_order(tmp_path):
+    """Runs trained at once finish their epochs interleaved; the table lists each run's epochs together."""
+    runs = [
+        run_events(i, 3, label, accuracies, epochs=2, batches_done=0, finished=True, scale=1.0)
+        for i, (label, accuracies) in enumerate([("lr=0.1", [90.0, 92.0]), ("lr=0.01", [91.0, 93.0])])
+    ]
+    late = run_events(2, 3, "lr=0.001", [88.0], epochs=2, batches_done=3, finished=False, scale=1.0)
+    source = ScriptedSource([*interleaved(runs[1], runs[0])], parallel=True)  # run 2's epochs come first
+    app = TuitrainApp(runs_dir=tmp_path / "runs", presets={})
+    async with app.run_test(size=(80, 24)) as pilot:
+        pilot.app.push_screen(RunScreen(source))
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and source.delivered.is_set(), "the events")
+        table = app.screen.query_one(EpochTable)
+        await wait_for(pilot, lambda: table.row_count == 4, "the epoch rows")
+        source.send(late)
+        await wait_for(pilot, lambda: table.row_count == 5, "run 3's epoch")
+        rows = [(str(table.get_row_at(i)[0]), str(table.get_row_at(i)[1])) for i in range(table.row_count)]
+        assert rows == [("lr=0.1", "1"), ("lr=0.1", "2"), ("lr=0.01", "1"), ("lr=0.01", "2"), ("lr=0.001", "1")]
+        source.stop()

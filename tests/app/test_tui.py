@@ -75,6 +75,7 @@ async def test_start_preset_from_home_with_keys_and_wait_for_the_end(tiny_preset
         expected = [[r.label, *row] for r in records for row in fmt.epoch_rows(r)]
         assert rows == expected and len(rows) == 4
         assert "Finished (2 completed)" in str(screen.query_one(ProgressPanel).render())
+        assert app.run_folders == [files[0].parent]  # printed whole on exit
         # both runs' losses reached the UI, every one of them
         assert [len(run.losses) for run in screen.monitor.runs.values()] == [len(r.batch_losses) for r in records]
         await pilot.press("escape")

@@ -72,6 +72,7 @@ def assert_clean_error(code: int, err: str, *needles: str) -> None:
         ('device = "cpu"', 'device = "tpu"', ("p.toml:9:", "device = 'tpu'", "'cuda'")),
         ('model = "model_a"', 'colour = "red"', ("p.toml:5:", "unknown setting 'colour'", "Known:")),
         ("", "\n[grid]\nlr = []\n", ("p.toml:12:", "grid.lr is an empty list")),
+        ("epochs = 1", "epochs = 1\nsubset = 60001", ("p.toml:7:", "subset = 60001", "60,000 training images")),
         ("", "\n[grid]\nlr = [0.1, -1.0]\n", ("p.toml:12:", "lr = -1.0")),
         ("", "\n[grid]\n" + "".join(f"seed{i} = [1]\n" for i in range(1)), ("unknown setting 'seed0'",)),
         ("", "\n[grid]\nseed = " + str(list(range(40))) + "\nlr = " + str([0.1] * 40) + "\n", ("more than 1000",)),
@@ -175,6 +176,9 @@ def test_device_cuda_without_cuda(tmp_path: Path, tiny_preset: Path, capsys, mon
         (["--batch-size", "x", "--no-ui", "--preset", "smoke"], ("--batch-size", "whole number")),
         (["--device", "tpu", "--no-ui", "--preset", "smoke"], ("--device", "invalid choice")),
         (["--no-ui"], ("--no-ui needs --preset",)),
+        # more images than the dataset has: refused, not trained on 60,000 and recorded as 99999999
+        (["--subset", "99999999", "--no-ui", "--preset", "smoke"], ("--subset 99999999", "60,000 training images")),
+        (["--test-subset", "10001", "--no-ui", "--preset", "smoke"], ("--test-subset 10001", "10,000 test images")),
         (["schema", "--what"], ("unrecognized arguments",)),
     ],
 )

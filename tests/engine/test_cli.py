@@ -189,6 +189,28 @@ def test_nothing_to_compare_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
         assert err.startswith("tuitrain: error: nothing to compare: ") and err.count("\n") == 1, err
 
 
+def test_compare_and_report_share_one_rule_of_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Nothing readable: 2 (one line); written with some files unreadable: 1; all readable: 0 (the README's rule)."""
+    pytest.importorskip("matplotlib")
+    from tests.compare_fixtures import normal_pair, write_runs
+
+    bad, mixed, good = tmp_path / "bad", tmp_path / "mixed", tmp_path / "good"
+    write_runs(good, normal_pair())
+    write_runs(mixed, normal_pair()[:1])
+    for folder in (bad, mixed):
+        folder.mkdir(exist_ok=True)
+        for i in range(4):
+            (folder / f"empty-{i}.json").write_text("")
+    for folder, code in ((bad, 2), (mixed, 1), (good, 0)):
+        assert main(["compare", "--no-ui", str(folder)]) == code, folder
+        assert main(["report", str(folder), "--output", str(tmp_path / f"{folder.name}.md")]) == code, folder
+        err = capsys.readouterr().err
+        if code == 2:
+            lines = err.splitlines()
+            assert len(lines) == 2 and lines[0].startswith("tuitrain: error: nothing to compare: "), err
+            assert lines[1].startswith("tuitrain: error: nothing to report: ") and lines[0].count("empty-") == 4
+
+
 def test_watch_takes_runs_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from tests.compare_fixtures import make_record
     from tuitrain.records import write_record
@@ -201,6 +223,31 @@ def test_watch_takes_runs_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert main(["watch", "--no-ui", "--runs-dir", str(runs)]) == 0
     out = capsys.readouterr().out
     assert "Run only: completed, best test accuracy 91.00%" in out
+    # the watcher reads the file another process wrote: it saves nothing
+    assert f"Reading {runs / '20250102-100000-fixture-abcdef' / '01-only.json'}" in out and "Saving to" not in out
+
+
+def test_watch_of_files_that_nothing_writes_and_cannot_be_read_ends(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.compare_fixtures import make_record
+    from tuitrain.records import write_record
+
+    empty = tmp_path / "x.json"
+    empty.write_text("")  # `: > x.json`: no process writes it, no lock file beside it
+    assert main(["watch", "--no-ui", str(empty)]) == 2
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        f"Cannot read x.json (no process writes it): {empty}: not valid JSON (Expecting value at line 1)."
+    ]
+    # a folder says which of its files cannot be read, rather than hiding them
+    folder = tmp_path / "20250102-100000-fixture-abcdef"
+    folder.mkdir()
+    write_record(make_record("only", [91.0], [(2.0, 1.0, 1.5)]), folder / "01-only.json")
+    (folder / "02-broken.json").write_text("{")
+    assert main(["watch", "--no-ui", str(folder)]) == 1
+    out = capsys.readouterr().out
+    assert "Run only: completed" in out and "Cannot read 02-broken.json (no process writes it)" in out
 
 
 def test_list_presets_marks_a_preset_named_unlike_its_file(

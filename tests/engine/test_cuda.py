@@ -25,7 +25,9 @@ from tuitrain.records import read_record
 from tuitrain.train import loop
 from tuitrain.train.cuda_step import EagerStep, GraphStep, make_step
 from tuitrain.train.data import load_idx_folder
-from tuitrain.train.loop import TensorData, fit, make_optimizer, prepare_model
+from tuitrain.train.device import TensorData, prepare_model
+from tuitrain.train.loop import fit
+from tuitrain.train.optim import make_optimizer
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
@@ -186,7 +188,8 @@ def test_a_sync_inside_the_capture_falls_back_cleanly() -> None:
         import torch
         from torch import nn
         from tuitrain.train.cuda_step import EagerStep, make_step
-        from tuitrain.train.loop import make_optimizer, prepare_model
+        from tuitrain.train.optim import make_optimizer
+        from tuitrain.train.device import prepare_model
         from tuitrain.core.spec import RunSpec
 
         device = torch.device("cuda")

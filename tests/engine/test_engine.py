@@ -16,7 +16,8 @@ from tuitrain.presets import load_preset_file
 from tuitrain.records import read_record
 from tuitrain.session import PresetInvocation
 from tuitrain.train.data import load_idx_folder
-from tuitrain.train.loop import TensorData, fit
+from tuitrain.train.device import TensorData
+from tuitrain.train.loop import fit
 
 
 def spec(**kw) -> RunSpec:

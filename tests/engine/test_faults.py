@@ -34,6 +34,7 @@ from tuitrain.session import PresetInvocation
 from tuitrain.signals import SignalExit, StopOnSignals
 from tuitrain.train import loop
 from tuitrain.train.data import load_idx_folder
+from tuitrain.train.device import TensorData
 from tuitrain.train.loop import fit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -293,7 +294,7 @@ def test_divergence_continue_trains_every_epoch_and_file_reads_back(mnist_dir: P
     path = tmp_path / "run.json"
     import torch
 
-    data = loop.TensorData.from_arrays(load_idx_folder(mnist_dir), torch.device("cpu"))
+    data = TensorData.from_arrays(load_idx_folder(mnist_dir), torch.device("cpu"))
     data.train_x[5] = float("nan")  # every batch holding image 5 has a NaN loss
     record = fit(spec(on_divergence="continue"), data=data, persist=lambda r: write_record(r, path))
     assert record.status == "diverged"

@@ -221,6 +221,31 @@ def test_missing_half_written_and_invalid_files_are_retried_not_raised(tmp_path:
     assert losses_of(follower.poll()) == [1.0]
 
 
+def test_an_unreadable_file_is_waited_for_only_while_a_process_holds_its_folder(tmp_path: Path) -> None:
+    from tuitrain.follow import REPORT_AFTER_FAILURES
+    from tuitrain.session import lock_folder, release_folder
+
+    folder = tmp_path / "20250102-100000-fixture-abcdef"
+    folder.mkdir()
+    path = folder / "01-a.json"
+    path.write_text("{")
+    lock_folder(folder)  # a live tuitrain process trains this folder: its files will come
+    try:
+        follower = Follower(path)
+        texts = [e.text for _ in range(REPORT_AFTER_FAILURES + 2) for e in follower.poll() if isinstance(e, LogMessage)]
+        assert len(texts) == 1 and "(still trying)" in texts[0] and not follower.done
+    finally:
+        release_folder(folder)
+    path = tmp_path / "01-a.json"  # a folder that no tuitrain process holds: the file will stay as it is
+    path.write_text("{")
+    follower = Follower(path)
+    texts = [e.text for _ in range(REPORT_AFTER_FAILURES) for e in follower.poll() if isinstance(e, LogMessage)]
+    assert len(texts) == 1 and texts[0].startswith(f"Cannot read 01-a.json (no process writes it): {path}: not valid")
+    assert follower.done
+    write_record(sample_record(batch_losses=[2.0]), path)  # written after all: followed as any other
+    assert losses_of(follower.poll()) == [2.0]
+
+
 def test_rapid_rewrites_never_fail_or_go_backwards(tmp_path: Path) -> None:
     path = tmp_path / "01-a.json"
     record = sample_record()

@@ -11,16 +11,10 @@ from torch import nn
 from tuitrain.core.errors import TuitrainError
 from tuitrain.core.spec import RunSpec
 from tuitrain.train.data import load_idx_folder
-from tuitrain.train.loop import (
-    TensorData,
-    eval_batch,
-    evaluate,
-    fit,
-    make_optimizer,
-    prepare_model,
-    select_device,
-)
+from tuitrain.train.device import TensorData, prepare_model, select_device
+from tuitrain.train.loop import eval_batch, evaluate, fit
 from tuitrain.train.models import build_model
+from tuitrain.train.optim import make_optimizer
 
 
 @pytest.mark.parametrize("name", ["model_a", "model_b"])

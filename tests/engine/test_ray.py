@@ -6,6 +6,7 @@ tests started and stop."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -57,11 +58,17 @@ def free_port(host: str) -> int:
 
 
 def ray_env(tmp: Path) -> dict[str, str]:
+    """The environment of the nodes and drivers: a fresh token of their own (`ray start --head` with token
+    authentication needs one; ~/.ray/auth_token may not exist, and a user's own stays unused)."""
+    token = tmp / "auth_token"
+    if not token.exists():
+        token.write_text(secrets.token_hex(32))
     return {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "RAY_TMPDIR": str(tmp),
-        "RAY_AUTH_MODE": "token",  # `ray start --head` turns it on: every node and driver must use it
+        "RAY_AUTH_MODE": "token",  # token authentication for every node and driver, as the README says
+        "RAY_AUTH_TOKEN_PATH": str(token),
         "TUITRAIN_RAY_NODE_IP": "127.0.0.2",
         "TUITRAIN_CPU_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
@@ -235,6 +242,33 @@ def test_a_cluster_too_small_for_one_run_is_refused(ray_cluster: Cluster, tmp_pa
     assert not (tmp_path / "runs").exists()
 
 
+def test_joining_without_a_token_is_one_line_saying_what_to_run(
+    ray_cluster: Cluster, tmp_path: Path, tiny_preset: Path
+) -> None:
+    env = {k: v for k, v in ray_cluster.env.items() if k not in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")}
+    (tmp_path / "home").mkdir()
+    cluster = Cluster(ray_cluster.address, {**env, "HOME": str(tmp_path / "home")}, [])  # no ~/.ray/auth_token
+    code, _, err = finish(tuitrain(cluster, tmp_path, tiny_preset))
+    assert code == 2
+    assert err.startswith(
+        f"tuitrain: error: --executor ray: cannot join the Ray cluster at {cluster.address}: no authentication "
+        "token on this machine:"
+    )
+    assert "~/.ray/auth_token" in err and "`ray get-auth-token`" in err and "RAY_AUTH_TOKEN" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_waiting_for_room_is_said_once(ray_cluster: Cluster, tmp_path: Path, tiny_preset: Path) -> None:
+    """Three workers on a cluster that holds one run at a time: two wait for room, and say it once each."""
+    proc = tuitrain(ray_cluster, tmp_path, tiny_preset, "--cpus-per-run", "2", "--jobs", "3", "--seeds", "0,1")
+    code, out, err = finish(proc)
+    assert code == 0, err
+    assert f"Ray: joining the Ray cluster at {ray_cluster.address}…" in out
+    waiting = [line for line in out.splitlines() if "waiting for room on the Ray cluster" in line]
+    assert 1 <= len(waiting) <= 2 and len(set(waiting)) == len(waiting), waiting
+
+
 def node_of(pid: int, node: Node) -> bool:
     """Whether process `pid` descends from `node`'s `ray start` process."""
     while pid > 1:
@@ -267,7 +301,7 @@ def test_a_sweep_spreads_over_two_nodes_and_survives_losing_one(
 APP_ON_RAY = """
 import asyncio, sys
 from pathlib import Path
-from tuitrain.ray_executor import RayOptions
+from tuitrain.executors.ray import RayOptions
 from tuitrain.tui.app import TuitrainApp
 from tuitrain.tui.screens.run import RunScreen
 

@@ -23,6 +23,7 @@ from tuitrain.cli import main
 from tuitrain.core.atomic import atomic_write
 from tuitrain.core.control import RunControl
 from tuitrain.core.errors import RunFilesError
+from tuitrain.executors.inprocess import THREAD_NAME as TRAINING_THREAD
 from tuitrain.presets import load_preset_file
 from tuitrain.records import read_record
 from tuitrain.session import PresetInvocation
@@ -186,10 +187,10 @@ def test_unwritable_folder_mid_run_gives_one_line_summary_and_exit_1(
 
 
 def delete_at_a_training_thread_write(folder: Path) -> None:
-    """Really delete the folder, as another process would, when the training thread writes there next (mkstemp then
-    fails). Until it is gone: the checkpoint written meanwhile in a background thread may put a file back before the
-    folder itself goes; that thread's write fails, or finds the folder gone."""
-    if threading.current_thread() is threading.main_thread():
+    """Really delete the folder, as another process would, when the training thread (the in-process worker's) writes
+    there next (mkstemp then fails). Until it is gone: the checkpoint written meanwhile in a background thread may put
+    a file back before the folder itself goes; that thread's write fails, or finds the folder gone."""
+    if threading.current_thread().name == TRAINING_THREAD:
         while folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -11,7 +11,9 @@ import torch
 
 from tuitrain.core.spec import RunSpec
 from tuitrain.train.checkpoint import CheckpointWriter, checkpoint_bytes, checkpoint_state, load_checkpoint
-from tuitrain.train.loop import make_optimizer, new_record, prepare_model
+from tuitrain.train.device import prepare_model
+from tuitrain.train.loop import new_record
+from tuitrain.train.optim import make_optimizer
 
 
 def test_a_checkpoint_state_keeps_the_values_of_its_epoch_end_while_training_goes_on() -> None:

@@ -96,6 +96,32 @@ def test_a_difference_within_noise_is_no_winner(tmp_path: Path) -> None:
     assert not any(n.startswith("Best:") for n in notes)
 
 
+def test_a_tie_names_no_lowest_and_zero_deltas_have_no_sign(tmp_path: Path) -> None:
+    # three runs the same to the last digit, but for training time a few tenths of a second apart
+    runs = [
+        make_record(name, [98.00], [(2.3, 0.1, 0.2)], seed=seed, seconds_per_epoch=seconds)
+        for name, seed, seconds in (("a", 1, 30.0), ("b", 2, 30.3), ("c", 3, 29.8))
+    ]
+    c = compare(tmp_path, runs)
+    notes = c.observations()
+    assert any(n.startswith("No clear best: a (98.00%) and b (98.00%) differ by 0.00 points") for n in notes)
+    assert not any(n.startswith("Lowest") for n in notes)
+    c.baseline = 1
+    assert row(c, "Best test acc") == ["98.00%", "98.00% (0.00)", "98.00% (0.00)"]
+    assert row(c, "Final train loss") == ["0.1000", "0.1000 (0.0000)", "0.1000 (0.0000)"]
+    assert row(c, "Training time") == ["30s", "30s (0s)", "30s (0s)"]
+    # times that differ only below what is shown are no finding: not 'a took 0s, b 0s (2.0×)'
+    quick = [
+        make_record(name, [98.0], [(2.3, 0.1, 0.2)], seed=i, seconds_per_epoch=0.1 * i)
+        for i, name in ((1, "a"), (2, "b"))
+    ]
+    assert not any(n.startswith("Training time") for n in compare(tmp_path / "quick", quick).observations())
+    # a lowest that is beyond noise is still named
+    runs.append(make_record("d", [90.0], [(2.3, 0.1, 0.2)], seed=4))
+    notes = compare(tmp_path / "d", runs).observations()
+    assert "Lowest: d with 90.00%, 8.00 points below a." in notes
+
+
 def test_observations_chance_diverged_interrupted(tmp_path: Path) -> None:
     c = compare(tmp_path, [*normal_pair(), chance_run(), diverged_run(), interrupted_run()])
     notes = c.observations()

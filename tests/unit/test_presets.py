@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tuitrain.catalog import slug
 from tuitrain.core.errors import PresetError, TuitrainError
-from tuitrain.presets import available_presets, find_preset, load_preset_file
+from tuitrain.presets import Preset, available_presets, find_preset, load_preset_file
 
 ASSIGNMENT = {"smoke", "model_a_vs_b", "activations", "lr_sweep", "resnet_vs_alexnet"}
 
@@ -70,6 +71,23 @@ model = "model_b"
     overridden = preset.expand({"epochs": 1, "lr": 0.5})
     assert {r.spec.epochs for r in overridden} == {1}
     assert {r.spec.lr for r in overridden} == {0.5}
+
+
+def test_a_sweep_over_model_args_is_labelled_and_filed_by_its_keys(tmp_path: Path) -> None:
+    grid = """
+name = "widths"
+title = "widths"
+[defaults]
+model = "my_models:Net"
+[grid]
+model_args = [{ hidden = 16 }, { hidden = 32, depth = 2 }]
+"""
+    runs = load_preset_file(write(tmp_path, grid)).expand()
+    assert [r.label for r in runs] == ["hidden=16", "hidden=32, depth=2"]
+    assert [slug(r.label) for r in runs] == ["hidden=16", "hidden=32_depth=2"]  # the run files' names
+    explicit = grid.split("[grid]")[0] + "[[runs]]\nmodel_args = { hidden = 8 }\n[[runs]]\nmodel_args = {}\n"
+    runs = load_preset_file(write(tmp_path, explicit)).expand()
+    assert [r.label for r in runs] == ["hidden=8", "model_args={}"]
 
 
 def test_path_or_name(tiny_preset: Path) -> None:
@@ -225,3 +243,13 @@ def test_named_presets_are_named_after_their_file(tmp_path: Path, monkeypatch: p
     elsewhere.parent.mkdir()
     elsewhere.write_text('name = "fast"\ntitle = "t"\n', encoding="utf-8")
     assert find_preset(str(elsewhere)).name == "fast"
+
+
+def test_a_preset_is_checked_as_it_is_made_not_when_expanded() -> None:
+    """Validation is the model's (pydantic validators): a preset with a bad run cannot exist, expanded or not."""
+    with pytest.raises(PresetError, match=r"^p: grid.lr is an empty list"):
+        Preset(name="p", title="P", grid={"lr": []})
+    with pytest.raises(PresetError, match=r"^p: runs\[2\]: unknown setting 'learning_rate'"):
+        Preset(name="p", title="P", runs=[{"lr": 0.1}, {"learning_rate": 0.1}])
+    with pytest.raises(PresetError, match=r"^p: lr = '0.1': Input should be a valid number"):
+        Preset(name="p", title="P", defaults={"lr": "0.1"})  # strictly typed, as the file's TOML is

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from tuitrain import cli
-from tuitrain.ray_executor import INSTALL_HINT, RayOptions, cluster_capacity, plan_ray_jobs
+from tuitrain.core.errors import TuitrainError
+from tuitrain.executors.ray import (
+    ADDRESS_ENV,
+    INSTALL_HINT,
+    RayCluster,
+    RayOptions,
+    cluster_capacity,
+    plan_ray_jobs,
+)
 
 
 def node(cpus: float, gpus: float = 0, alive: bool = True) -> dict:
@@ -44,3 +53,32 @@ def test_jobs_auto_is_what_the_cluster_holds_and_a_number_caps_it() -> None:
     assert plan_ray_jobs("auto", runs=3, capacity=4) == 3
     assert plan_ray_jobs(2, runs=6, capacity=4) == 2
     assert plan_ray_jobs(8, runs=6, capacity=4) == 6  # the runs beyond the cluster's room wait for a worker
+
+
+def test_an_embedded_cluster_is_said_to_start_and_one_at_an_address_to_be_joined(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("ray")
+    monkeypatch.delenv(ADDRESS_ENV, raising=False)
+    assert RayCluster(RayOptions()).starting() == "starting an embedded Ray cluster"
+    assert RayCluster(RayOptions(address="10.0.0.1:6379")).starting() == "joining the Ray cluster at 10.0.0.1:6379"
+
+
+def test_no_authentication_token_is_one_line_saying_what_to_run() -> None:
+    ray = pytest.importorskip("ray")
+    from ray._private.authentication.authentication_constants import (
+        TOKEN_AUTH_ENABLED_BUT_NO_TOKEN_FOUND_ERROR_MESSAGE,
+    )
+
+    def init(**_: object) -> None:
+        raise ray.exceptions.AuthenticationError(TOKEN_AUTH_ENABLED_BUT_NO_TOKEN_FOUND_ERROR_MESSAGE)
+
+    cluster = RayCluster(RayOptions(address="auto"))  # "auto": no port to check first
+    cluster.ray = SimpleNamespace(init=init, exceptions=ray.exceptions, shutdown=lambda: None)
+    with pytest.raises(TuitrainError) as caught:
+        cluster.connect()
+    assert str(caught.value) == (
+        "--executor ray: cannot join the Ray cluster at auto: no authentication token on this machine: a cluster "
+        "with token authentication needs RAY_AUTH_MODE=token and the head node's token here: copy its "
+        "~/.ray/auth_token (`ray get-auth-token` on the head prints it), or set RAY_AUTH_TOKEN"
+    )

@@ -130,6 +130,8 @@ def test_newer_version_refused_with_version(tmp_path: Path) -> None:
     "text, message",
     [
         ("{", "not valid JSON"),
+        ('{\n"id": "unterminated', r"not valid JSON \(Unterminated string starting at line 2\)\.$"),
+        ('{"a": "\x01"}', r"not valid JSON \(Invalid control character at line 1\)\.$"),
         ("[]", "not a tuitrain run record"),
         ('{"a": 1}', "no integer 'schema_version'"),
         ('{"schema_version": 1, "id": "x"}', "invalid run record"),

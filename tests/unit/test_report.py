@@ -16,7 +16,7 @@ import pytest
 from tests.compare_fixtures import normal_pair, seeded_runs, write_runs
 from tuitrain.cli import main
 from tuitrain.compare import Comparison
-from tuitrain.compare.groups import group_by_seed, spread, student_t_two_sided, welch
+from tuitrain.compare.groups import group_by_seed, group_rows, spread, student_t_two_sided, welch
 from tuitrain.core.errors import TuitrainError
 
 
@@ -111,6 +111,69 @@ def test_text_and_json_show_the_groups(tmp_path: Path) -> None:
     assert groups[0]["best_accuracy"]["n"] == 3
 
 
+def test_identical_reruns_are_duplicates_not_repeats_across_seeds(tmp_path: Path) -> None:
+    # `tuitrain --preset smoke --no-ui` twice: the same settings and seed, once per invocation
+    again = normal_pair()
+    for r in again:
+        r.invocation, r.id = "inv-2", r.id + "-again"
+    again[0].epochs[-1].test_accuracy = 98.1  # not bitwise repeatable: still a duplicate
+    c = compare(tmp_path, [*normal_pair(), *again])
+    groups = group_by_seed(c.runs)
+    assert [g.n for g in groups] == [1, 1, 1, 1] and not c.has_repeats()
+    assert [g.duplicate_of.index if g.duplicate_of else None for g in groups] == [None, None, 1, 2]
+    text = c.render("text")
+    assert "Across seeds" not in text and "Welch" not in text and "inf" not in text
+    notes = "\n".join(c.observations())
+    assert "relu (fixture) #2 repeats relu (fixture) #1 with the same settings and seed (0): a duplicate" in notes
+    assert "tanh (fixture) #2 repeats tanh (fixture) #1" in notes
+    # a run is ranked against the next other run, not against its own duplicate ("differ by 0.00 points")
+    assert (
+        "Best: tanh (fixture) #1 with 98.60% best test accuracy (epoch 3), 0.40 points above the next, "
+        "relu (fixture) #1" in notes
+    )
+    # a duplicate beside real repeats across seeds stays out of their group and their test
+    twice = [*seeded_runs(), *seeded_runs(seeds=(1,), invocation="inv-again")]
+    for r in twice[-3:]:
+        r.id += "-again"
+    c = compare(tmp_path / "seeds", twice)
+    assert [(g.n, g.duplicate_of is not None) for g in c.groups()] == [(3, False)] * 3 + [(1, True)] * 3
+    assert [row[1] for row in group_rows(c.groups(), c.threshold)] == ["3"] * 3  # the duplicates are no group rows
+
+
+def test_no_t_test_between_groups_without_spread(tmp_path: Path) -> None:
+    records = [r for r in seeded_runs(seeds=(0, 1)) if r.spec.activation != "sigmoid"]
+    for r in records:  # every seed the same figures: no spread on either side
+        r.epochs = [
+            e.model_copy(update={"test_accuracy": 97.0 + (1 if r.spec.activation == "tanh" else 0)}) for e in r.epochs
+        ]
+    assert welch([97.0, 97.0], [98.0, 98.0]) is None
+    c = compare(tmp_path, records)
+    assert c.has_repeats()
+    notes = "\n".join(c.observations())
+    assert "no spread across seeds on either side for a test" in notes
+    assert "t = " not in notes and "inf" not in c.render("text")
+
+
+def test_failed_diverged_and_differently_labelled_runs_are_never_pooled(tmp_path: Path) -> None:
+    # four script runs, one config, different labels: one failed, one logged NaN losses and says completed
+    records = [r for r in normal_pair() if r.label == "relu"] * 4
+    records = [r.model_copy(deep=True) for r in records]
+    for r, label in zip(records, ("baseline", "wider", "broken", "nan")):
+        r.label, r.id, r.config = label, f"script-{label}", {"lr": 0.01}
+    records[2].status, records[2].error = "failed", "RuntimeError: out of memory"
+    records[3].batch_losses[3] = float("nan")
+    c = compare(tmp_path, records)
+    assert [(g.label, g.n) for g in c.groups()] == [("baseline", 1), ("wider", 1), ("broken", 1), ("nan", 1)]
+    # the same label across seeds is pooled, but never a failed or diverged run with a completed one
+    seeded = [r.model_copy(deep=True) for r in records[:1] * 4]
+    for seed, r in enumerate(seeded):
+        r.id, r.config = f"s{seed}", {"lr": 0.01, "seed": seed}
+    seeded[2].status = "failed"
+    seeded[3].batch_losses[3] = float("nan")
+    groups = compare(tmp_path / "seeded", seeded).groups()
+    assert [(g.n, g.seeds) for g in groups] == [(2, [0, 1]), (1, [2]), (1, [3])]
+
+
 # ---- figures ------------------------------------------------------------------------------------
 def png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
@@ -191,7 +254,9 @@ def test_markdown_report_holds_tables_and_links_that_resolve(tmp_path: Path, cap
     assert "**activation=tanh (n=3, seeds 0,1,2)**" in text
     assert re.search(r"\| 1 \| 2\.3000 ± 0\.0000 \| 0\.\d{4} ± 0\.\d{4} \| \d+\.\d\d ± 0\.\d\d% \|", text)
     assert "| Group | n | Seeds | Final test acc | Best test acc |" in text
-    assert "### Observations" in text and "Welch's t-test" in text
+    assert "\n## Observations\n" in text and "Welch's t-test" in text
+    levels = [len(line) - len(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")]
+    assert levels[0] == 1 and all(b <= a + 1 for a, b in zip(levels, levels[1:])), levels  # no # then ###
     links = re.findall(r"\]\(([^)]+)\)", text)
     assert {Path(link).suffix for link in links} == {".png", ".svg"}
     for link in links:

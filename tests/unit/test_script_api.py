@@ -99,6 +99,23 @@ def test_config_must_be_json_scalars(tmp_path):
         script.init(config={"model": object()}, runs_dir=tmp_path)
 
 
+def test_nested_config_is_flattened_into_slash_keys(tmp_path):
+    config = {"optim": {"lr": 0.1, "betas": (0.9, 0.99)}, "model": {"hidden": 64, "act": {"name": "relu"}}, "bs": 32}
+    run = script.init(label="nested", config=config, runs_dir=tmp_path)
+    run.finish()
+    assert read_record(run.path).config == {
+        "optim/lr": 0.1,
+        "optim/betas": [0.9, 0.99],
+        "model/hidden": 64,
+        "model/act/name": "relu",
+        "bs": 32,
+    }
+    with pytest.raises(TypeError, match=r"config\['optim/lr'\] must be"):
+        script.init(config={"optim": {"lr": object()}}, runs_dir=tmp_path)
+    with pytest.raises(ValueError, match="'a/b' twice"):
+        script.init(config={"a/b": 1, "a": {"b": 2}}, runs_dir=tmp_path)
+
+
 @pytest.mark.subprocess
 def test_import_tuitrain_stays_light(tmp_path):
     """`import tuitrain` and the API itself import neither torch nor textual (torch is the script's to import)."""
@@ -147,3 +164,38 @@ def test_compare_mixes_script_runs_and_preset_runs(tmp_path):
 def test_summary_line_of_a_script_run_shows_its_config(tmp_path):
     record = script_record(tmp_path, 0.01, 64)
     assert fmt.spec_summary(record.spec, record.config) == "model=mlp, lr=0.01, hidden=64"
+
+
+def nan_run(tmp_path: Path, label: str, finish: bool = True):
+    run = script.init(label=label, config={"lr": 0.01}, runs_dir=tmp_path)
+    run.log(2.0)
+    run.log(float("nan"))
+    run.log(torch.tensor(float("inf")))
+    run.log_epoch(test_accuracy=99.0, test_total=10000)
+    if finish:
+        run.finish()
+    return run
+
+
+def test_nan_losses_from_a_script_end_the_run_diverged(tmp_path):
+    record = read_record(nan_run(tmp_path, "nan").path)
+    assert record.status == "diverged"
+    assert record.error == "non-finite loss (nan) at epoch 1, batch 2 (the script trained on)"
+    with nan_run(tmp_path, "with") as run:  # the context manager's own finish says the same
+        pass
+    assert read_record(run.path).status == "diverged"
+    failed = nan_run(tmp_path, "failed", finish=False)
+    failed.finish("failed", "RuntimeError: boom")  # a failure stays a failure
+    assert read_record(failed.path).status == "failed"
+
+
+def test_compare_flags_a_script_run_with_nan_losses_and_never_ranks_it_best(tmp_path):
+    good = script_record(tmp_path / "s", 0.01, 64)
+    bad = read_record(nan_run(tmp_path / "s", "nan").path)
+    old = bad.model_copy(update={"status": "completed", "error": None, "label": "old nan"})  # written before the fix
+    comparison = Comparison.from_paths(write_runs(tmp_path / "mixed", [good, bad, old]))
+    assert [r.status for r in comparison.runs] == ["completed", "diverged", "diverged"]
+    notes = "\n".join(comparison.observations())
+    assert "nan diverged: non-finite loss (nan) at epoch 1, batch 2" in notes
+    assert "old nan diverged: non-finite loss; no epoch completed before it" in notes
+    assert "Best:" not in notes and "No clear best" not in notes  # one finite run: nothing to rank it against

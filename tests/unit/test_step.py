@@ -12,7 +12,8 @@ from torch import nn
 
 from tuitrain.core.spec import RunSpec
 from tuitrain.train.cuda_step import EagerStep, TrainingState, make_step, wants_graph
-from tuitrain.train.loop import load_optimizer_state, make_optimizer, prepare_model
+from tuitrain.train.device import prepare_model
+from tuitrain.train.optim import load_optimizer_state, make_optimizer
 
 
 def _setup(optimizer: str):

@@ -87,7 +87,13 @@ def to_json(c: Comparison) -> dict[str, Any]:
         "runs": runs,
         "grid": grid.to_json() if grid else None,
         "groups": [
-            {"label": g.label, "seeds": g.seeds, "runs": [r.index for r in g.runs], **_json_spreads(g, c.threshold)}
+            {
+                "label": g.label,
+                "seeds": g.seeds,
+                "runs": [r.index for r in g.runs],
+                "duplicate_of": None if g.duplicate_of is None else g.duplicate_of.index,
+                **_json_spreads(g, c.threshold),
+            }
             for g in c.groups()
         ],
         "observations": c.observations(),

@@ -52,18 +52,25 @@ def spread(values: Sequence[float | None]) -> Spread | None:
 
 @dataclass
 class RunGroup:
-    """Runs with the same settings but for the seed, in the order they were compared."""
+    """Runs with the same settings but for the seed, one run per seed, in the order they were compared; or one run
+    alone: one that did not complete with finite losses, or a duplicate of an earlier run (same settings and seed)."""
 
     label: str
     runs: list[RunColumn]
+    duplicate_of: RunColumn | None = None
+    """The earlier run this one repeats exactly (same settings, same seed): a duplicate, not a seed repeat."""
 
     @property
     def n(self) -> int:
         return len(self.runs)
 
     @property
-    def seeds(self) -> list[int]:
-        return [r.record.spec.seed for r in self.runs]
+    def seeds(self) -> list[int | None]:
+        return [run_seed(r) for r in self.runs]
+
+    def seeds_text(self) -> str:
+        """'0,1,2' ('–' for a script run that logged no seed)."""
+        return ",".join("–" if s is None else str(s) for s in self.seeds)
 
     def values(self, value_of: Callable[[RunColumn], float | None]) -> list[float | None]:
         return [value_of(r) for r in self.runs]
@@ -71,17 +78,37 @@ class RunGroup:
     def spread(self, value_of: Callable[[RunColumn], float | None]) -> Spread | None:
         return spread(self.values(value_of))
 
-    def by_seed(self) -> dict[int, RunColumn]:
-        return {r.record.spec.seed: r for r in self.runs}
+    def by_seed(self) -> dict[int | None, RunColumn]:
+        return {run_seed(r): r for r in self.runs}
 
     def accuracy_at(self, epoch: int) -> list[float | None]:
         """Each run's test accuracy at `epoch` (1-based), None where it did not get there."""
         return [r.record.epochs[epoch - 1].test_accuracy if r.epochs_done >= epoch else None for r in self.runs]
 
 
+def run_seed(run: RunColumn) -> int | None:
+    """The seed a run trained with: a preset run's from its spec, a script run's from its config (None where it
+    gave none: its spec's seed is only the default)."""
+    seed = run.param("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
 def setting_key(run: RunColumn) -> tuple[Any, ...]:
+    """What makes two runs the same experiment but for the seed: the label without its seed (runs labelled apart
+    were meant apart: a script's settings need not all be in its config), the spec and a script's config."""
     spec = run.record.spec.model_dump(mode="json")
-    return tuple((k, repr(spec[k])) for k in RunSpec.model_fields if k not in IGNORED)
+    config = run.record.config or {}
+    return (
+        label_without_seed(run.record.label or run.record.id),
+        tuple((k, repr(spec[k])) for k in RunSpec.model_fields if k not in IGNORED),
+        tuple(sorted((k, repr(v)) for k, v in config.items() if k not in IGNORED)),
+    )
+
+
+def poolable(run: RunColumn) -> bool:
+    """May this run's figures be pooled with others'? Only a completed run whose losses are all finite: a failed,
+    interrupted, running or diverged run's figures cover another course of training."""
+    return run.status == "completed" and run.first_non_finite is None
 
 
 def label_without_seed(label: str) -> str:
@@ -92,13 +119,28 @@ def label_without_seed(label: str) -> str:
 def group_by_seed(runs: Sequence[RunColumn]) -> list[RunGroup]:
     """Groups of runs that differ only by seed (every run in exactly one group), in first-seen order.
 
+    Only completed runs with finite losses are pooled; any other run is a group of its own. A run with the same
+    settings and seed as one already grouped is a duplicate: a group of its own, that says which run it repeats.
     A group is labelled by its runs' label without the seed; where that does not tell the groups apart,
     by the settings that differ between the groups.
     """
     keyed: dict[tuple[Any, ...], list[RunColumn]] = {}
+    members: list[list[RunColumn]] = []
+    duplicate_of: dict[int, RunColumn] = {}
     for r in runs:
-        keyed.setdefault(setting_key(r), []).append(r)
-    members = list(keyed.values())
+        if not poolable(r):
+            members.append([r])
+            continue
+        key = setting_key(r)
+        group = keyed.get(key)
+        if group is None:
+            keyed[key] = group = [r]
+            members.append(group)
+        elif (same := next((o for o in group if run_seed(o) == run_seed(r)), None)) is not None:
+            duplicate_of[r.index] = same
+            members.append([r])
+        else:
+            group.append(r)
     labels = [label_without_seed(group[0].label) if len(group) > 1 else group[0].label for group in members]
     if len(set(labels)) != len(labels):
         differing = [
@@ -109,12 +151,31 @@ def group_by_seed(runs: Sequence[RunColumn]) -> list[RunGroup]:
         labels = [", ".join(f"{k}={param_text(g[0].param(k))}" for k in differing) or g[0].label for g in members]
         if len(set(labels)) != len(labels):
             labels = [f"{label} #{i}" for i, label in enumerate(labels, 1)]
-    return [RunGroup(label, group) for label, group in zip(labels, members)]
+    return [RunGroup(label, group, duplicate_of.get(group[0].index)) for label, group in zip(labels, members)]
+
+
+def seed_groups(groups: Sequence[RunGroup]) -> list[RunGroup]:
+    """The groups without the duplicates: what is ranked and tabled across seeds."""
+    return [g for g in groups if g.duplicate_of is None]
 
 
 def has_repeats(groups: Sequence[RunGroup]) -> bool:
     """Is there a spread to speak of: at least one group of two or more seeds?"""
     return any(g.n > 1 for g in groups)
+
+
+def duplicate_notes(groups: Sequence[RunGroup]) -> list[str]:
+    """One note per run that repeats an earlier one exactly."""
+    notes = []
+    for g in groups:
+        if g.duplicate_of is not None:
+            seed = run_seed(g.runs[0])
+            same = "settings and no seed of its own" if seed is None else f"settings and seed ({seed})"
+            notes.append(
+                f"{g.runs[0].label} repeats {g.duplicate_of.label} with the same {same}: a duplicate, not a "
+                "repeat across seeds, so the two are not pooled."
+            )
+    return notes
 
 
 # ---- Welch's t-test ------------------------------------------------------------------------------
@@ -127,16 +188,14 @@ class WelchTest:
 
 
 def welch(a: Sequence[float], b: Sequence[float]) -> WelchTest | None:
-    """Welch's unequal-variance t-test of mean(a) - mean(b); None with fewer than two values on a side.
-
-    Both sides without spread: the difference is certain if the means differ (p = 0), none if not (p = 1).
-    """
+    """Welch's unequal-variance t-test of mean(a) - mean(b); None with fewer than two values on a side, or where
+    neither side has any spread (t would be infinite: identical values are no sample of the seeds' noise)."""
     if len(a) < 2 or len(b) < 2:
         return None
     ma, mb = statistics.fmean(a), statistics.fmean(b)
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     if va + vb == 0:
-        return WelchTest(math.copysign(math.inf, ma - mb) if ma != mb else 0.0, math.inf, 0.0 if ma != mb else 1.0)
+        return None
     t = (ma - mb) / math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     return WelchTest(t, df, student_t_two_sided(t, df))
@@ -190,7 +249,7 @@ def ranking_notes(groups: Sequence[RunGroup], threshold: float, alpha: float = 0
     """Which group is best by mean best test accuracy, and whether the seeds' spread supports it
     (Welch's t-test), and which converges faster at epoch 1 (paired by seed)."""
     notes: list[str] = []
-    scored = [(g, s) for g in groups if (s := g.spread(_best)) is not None]
+    scored = [(g, s) for g in seed_groups(groups) if (s := g.spread(_best)) is not None]
     scored.sort(key=lambda gs: gs[1].mean, reverse=True)
     if len(scored) >= 2:
         (best, sb), (second, ss) = scored[0], scored[1]
@@ -203,7 +262,8 @@ def ranking_notes(groups: Sequence[RunGroup], threshold: float, alpha: float = 0
             f"{diff:.2f} points"
         )
         if test is None:
-            notes.append(f"Best test accuracy, mean over seeds: {figures}; too few seeds on one side for a test.")
+            why = "too few seeds on one side" if min(sb.n, ss.n) < 2 else "no spread across seeds on either side"
+            notes.append(f"Best test accuracy, mean over seeds: {figures}; {why} for a test.")
         elif test.p < alpha:
             notes.append(
                 f"Best: {figures} apart, mean best test accuracy over seeds; Welch's t-test t = {test.t:.2f}, "
@@ -225,7 +285,7 @@ def _p_text(p: float) -> str:
 
 def _epoch_one(groups: Sequence[RunGroup]) -> list[str]:
     """The fastest and slowest group at epoch 1, compared seed by seed where they share seeds."""
-    at_one = [(g, s) for g in groups if g.n > 1 and (s := spread(g.accuracy_at(1))) is not None]
+    at_one = [(g, s) for g in seed_groups(groups) if g.n > 1 and (s := spread(g.accuracy_at(1))) is not None]
     if len(at_one) < 2:
         return []
     at_one.sort(key=lambda gs: gs[1].mean, reverse=True)
@@ -253,7 +313,7 @@ def _reaching(groups: Sequence[RunGroup], threshold: float) -> list[str]:
     """Epochs to the threshold per group, where the groups differ in it."""
     parts = []
     means = []
-    for g in groups:
+    for g in seed_groups(groups):
         reached = [r.epoch_reaching(threshold) for r in g.runs]
         s = spread([float(e) for e in reached if e is not None])
         if s is None:
@@ -274,9 +334,9 @@ def group_header(threshold: float) -> list[str]:
 
 
 def group_rows(groups: Sequence[RunGroup], threshold: float) -> list[list[str]]:
-    """One row per group: mean ± sd (and the seeds) of its figures."""
+    """One row per group (duplicates left out): mean ± sd (and the seeds) of its figures."""
     rows = []
-    for g in groups:
+    for g in seed_groups(groups):
         final = g.spread(lambda r: r.final_accuracy)
         best = g.spread(_best)
         reached = [r.epoch_reaching(threshold) for r in g.runs]
@@ -292,7 +352,7 @@ def group_rows(groups: Sequence[RunGroup], threshold: float) -> list[list[str]]:
             [
                 g.label,
                 str(g.n),
-                ",".join(str(s) for s in g.seeds),
+                g.seeds_text(),
                 "–" if final is None else final.text(unit="%"),
                 "–" if best is None else best.text(unit="%"),
                 epochs_text,

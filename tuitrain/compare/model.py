@@ -39,6 +39,11 @@ def _signed_duration(d: float) -> str:
     return ("+" if d >= 0 else "-") + fmt.duration(abs(d))
 
 
+def _unsigned_zero(delta: str) -> str:
+    """'+0.00', '-0s' -> '0.00', '0s': a difference that rounds to nothing has no direction."""
+    return delta[1:] if delta[:1] in "+-" and not any(c in "123456789" for c in delta) else delta
+
+
 @dataclass(frozen=True)
 class Metric:
     """One figure row of the table: how to get a run's value, how to show it, how to show a delta."""
@@ -56,7 +61,7 @@ class Metric:
             return text
         other = self.value_of(baseline)
         if _number(value) and _number(other):
-            text += f" ({self.delta_of(value - other)})"
+            text += f" ({_unsigned_zero(self.delta_of(value - other))})"
         return text
 
 
@@ -263,9 +268,13 @@ class Comparison:
             return None  # not a sweep: a grid of mostly empty cells says nothing
         cells: dict[tuple[Any, Any], float | None] = {}
         if repeats:  # each cell the mean over its seeds
-            for g in self.groups():
+            for g in groups.seed_groups(self.groups()):
                 s = g.spread(lambda r: r.best_accuracy)
-                cells[(g.runs[0].param(row_param), g.runs[0].param(col_param))] = None if s is None else s.mean
+                key = (g.runs[0].param(row_param), g.runs[0].param(col_param))
+                if groups.poolable(g.runs[0]):
+                    cells[key] = None if s is None else s.mean
+                else:  # a run that failed or diverged fills only a cell that no completed run does
+                    cells.setdefault(key, None if s is None else s.mean)
             return Grid(row_param, col_param, rows, cols, cells, mean_over_seeds=True)
         for r in self.runs:
             key = (r.param(row_param), r.param(col_param))

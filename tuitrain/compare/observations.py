@@ -10,7 +10,7 @@ import math
 from typing import TYPE_CHECKING
 
 from tuitrain import format as fmt
-from tuitrain.compare.groups import group_by_seed, has_repeats, ranking_notes
+from tuitrain.compare.groups import duplicate_notes, group_by_seed, has_repeats, ranking_notes, seed_groups
 from tuitrain.compare.runs import RunColumn, epochs_text
 
 if TYPE_CHECKING:
@@ -73,14 +73,20 @@ def observations(c: Comparison) -> list[str]:
                 f"(chance {100 / r.num_classes:.0f}% for {r.num_classes} classes), mean training loss of the "
                 f"last epoch {loss:.4f} (ln {r.num_classes} = {math.log(r.num_classes):.4f})."
             )
+    every_group = group_by_seed(c.runs)
+    notes += duplicate_notes(every_group)
+    duplicates = {g.runs[0].index for g in every_group if g.duplicate_of is not None}
     learning = [r for r in trained if r.index not in stuck and r.status != "diverged"]
     groups = group_by_seed(learning)
-    if len(groups) > 1 and has_repeats(groups):
+    if len(seed_groups(groups)) > 1 and has_repeats(groups):
         # settings repeated across seeds: their spread says what is beyond noise, not the test set's size
         notes += ranking_notes(groups, c.threshold)
     else:
-        notes += _ranking(trained, stuck)
-        notes += _convergence(c, trained, stuck)
+        # a diverged run's figures came after its loss stopped being a number: never ranked; a duplicate is not
+        # ranked against the run it repeats
+        ranked = [r for r in trained if r.index not in duplicates]
+        notes += _ranking([r for r in ranked if r.status != "diverged"], stuck)
+        notes += _convergence(c, ranked, stuck)
     for r in trained:
         notes += _instability(r, r.index in stuck)
     notes += _training_time(c)
@@ -127,7 +133,8 @@ def _ranking(trained: list[RunColumn], stuck: set[int]) -> list[str]:
             f"±{margin:.2f} noise of {best.test_total:,} test images."
         )
     others = [r for r in ranked[2:] if r.index not in stuck and r.status == "completed"]
-    if others:
+    # the lowest is named only where it is beyond noise below the best: a tie has no lowest either
+    if others and best_of(best) - best_of(others[-1]) > noise(best, others[-1]):
         worst = others[-1]
         notes.append(
             f"Lowest: {worst.label} with {fmt.accuracy(worst.best_accuracy)}, "
@@ -219,8 +226,8 @@ def _training_time(c: Comparison) -> list[str]:
 
     fast = min(timed, key=seconds)
     slow = max(timed, key=seconds)
-    if seconds(slow) <= 1.2 * seconds(fast):
-        return []
+    if seconds(slow) <= 1.2 * seconds(fast) or fmt.duration(seconds(slow)) == fmt.duration(seconds(fast)):
+        return []  # alike, or alike as shown ('took 0s, 0s (2.0×)' says nothing)
     note = (
         f"Training time: {fast.label} took {fmt.duration(seconds(fast))}, "
         f"{slow.label} {fmt.duration(seconds(slow))} ({seconds(slow) / seconds(fast):.1f}×)"
@@ -231,8 +238,9 @@ def _training_time(c: Comparison) -> list[str]:
         for r in timed
         if len(d := [e.duration_s for e in r.record.epochs]) > 1 and min(d) > 0
     ]
-    if spread and max(spread, key=lambda x: x[0])[0] > 2:
-        _, r, lo, hi = max(spread, key=lambda x: x[0])
+    widest = max(spread, key=lambda x: x[0]) if spread else None
+    if widest is not None and widest[0] > 2 and fmt.duration(widest[2]) != fmt.duration(widest[3]):
+        _, r, lo, hi = widest
         note += (
             f"; but epochs of one run took from {fmt.duration(lo)} to {fmt.duration(hi)} "
             f"({r.label}), so the machine was busy and these times say little about the runs"

@@ -27,7 +27,16 @@ class RunColumn:
 
     @property
     def status(self) -> str:
+        """The file's status, but 'diverged' for a run that logged a non-finite loss and says 'completed' (a script
+        run written before scripts marked it so): its figures came after the loss stopped being a number."""
+        if self.file.status == "completed" and self.first_non_finite is not None:
+            return "diverged"
         return self.file.status
+
+    @property
+    def first_non_finite(self) -> int | None:
+        """Index of the first NaN or infinite batch loss, or None where every one is finite."""
+        return next((i for i, v in enumerate(self.record.batch_losses) if not math.isfinite(v)), None)
 
     @property
     def epochs_done(self) -> int:
@@ -64,7 +73,7 @@ class RunColumn:
         A run that continues after a non-finite loss (on_divergence = "continue") records later epochs
         too; they are not 'before' it.
         """
-        first_bad = next((i for i, v in enumerate(self.record.batch_losses) if not math.isfinite(v)), None)
+        first_bad = self.first_non_finite
         if first_bad is None:
             return self.epochs_done
         per_epoch = self.record.batches_per_epoch or self.record.spec.batches_per_epoch()

@@ -32,6 +32,17 @@ PrecisionName = Literal["fp32", "bf16"]
 
 MNIST_TRAIN = 60_000
 MNIST_TEST = 10_000
+DATASET_SIZES = {"subset": (MNIST_TRAIN, "training"), "test_subset": (MNIST_TEST, "test")}
+"""The most images a subset can take: every dataset tuitrain knows (MNIST, Fashion-MNIST, KMNIST) has these."""
+
+
+def beyond_dataset(key: str, value: int | None) -> str | None:
+    """Why a subset of `value` images is refused (more than the dataset holds: the run would train on fewer
+    than its record says), or None."""
+    size, what = DATASET_SIZES[key]
+    if value is None or value <= size:
+        return None
+    return f"the datasets have {size:,} {what} images; give at most {size} (or leave it out for all of them)"
 
 
 class RunSpec(BaseModel):

@@ -57,10 +57,12 @@ class TaskEvent:
 
 @dataclass(frozen=True)
 class RecordSaved:
-    """The run file's new contents (records.record_text): to be written now."""
+    """The run file's new contents (records.record_text): to be written now, or written already (`written`)."""
 
     index: int
     text: str
+    written: bool = False
+    """The worker wrote it itself (a worker in the invoking process: the loop writes its own files)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ class TaskDone:
     """The run ended (its last RecordSaved says how); the worker takes the next task."""
 
     index: int
+    files_error: str | None = None
+    """The run's files could not be written where the worker writes them itself (RunFilesError's message): the
+    invocation cannot go on in that folder."""
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,16 @@ import math
 import os
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, model_validator
 
 from tuitrain.core.errors import PresetError, TuitrainError, first_error
-from tuitrain.core.spec import RunSpec
+from tuitrain.core.spec import DATASET_SIZES, RunSpec, beyond_dataset
 from tuitrain.core.text import printable
 
 if sys.version_info >= (3, 11):
@@ -56,6 +57,34 @@ def line_of(text: str, key: str, value: Any = _NOT_GIVEN, section: str | None = 
         shown = [i for i in lines if str(value).lower() in text.splitlines()[i - 1].lower()]
         lines = shown or lines
     return lines[0] if lines else None
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a preset error is: the file (else the preset's name), at the line that sets a key when its text is
+    known."""
+
+    base: str
+    text: str = ""
+
+    def __call__(self, key: str | None = None, value: Any = _NOT_GIVEN, section: str | None = None) -> str:
+        line = line_of(self.text, key, value, section) if self.text and key else None
+        return f"{self.base}:{line}" if line else self.base
+
+
+def _numbered(runs: list[PresetRun]) -> list[PresetRun]:
+    """Runs whose labels would repeat, told apart by a number: 'lr=0.1 #1', 'lr=0.1 #2'."""
+    labels = [r.label for r in runs]
+    if len(set(labels)) == len(labels):
+        return runs
+    seen: dict[str, int] = {}
+    numbered = []
+    for run in runs:
+        seen[run.label] = seen.get(run.label, 0) + 1
+        numbered.append(
+            PresetRun(label=f"{run.label} #{seen[run.label]}", spec=run.spec) if labels.count(run.label) > 1 else run
+        )
+    return numbered
 
 
 @dataclass(frozen=True)
@@ -103,25 +132,14 @@ class Preset(BaseModel):
         """The preset file's folder, where a "module:Attr" model's module is looked up first."""
         return self._folder
 
-    def expand(self, overrides: dict[str, Any] | None = None, source: str = "", text: str = "") -> list[PresetRun]:
-        """The preset's runs, each a validated RunSpec with a readable label; CLI overrides win.
-
-        A swept setting given as an override is no longer swept: its grid axis collapses, and explicit
-        runs that then differ in nothing else collapse into the first. Labels follow the overrides, so
-        that a label never contradicts its run's settings (see `_relabel`).
-
-        Values from the file are checked strictly (TOML has types: "3" is not a number); `text`, the
-        file's TOML, lets errors name the line.
-        """
-        overrides = dict(overrides or {})
-        seeds = overrides.pop(SEEDS_KEY, None)
-        check_overrides(overrides)
-
-        def where(key: str | None = None, value: Any = _NOT_GIVEN, section: str | None = None) -> str:
-            line = line_of(text, key, value, section) if text and key else None
-            base = source or self.name
-            return f"{base}:{line}" if line else base
-
+    @model_validator(mode="after")
+    def _check_runs(self, info: ValidationInfo) -> Preset:
+        """Every run the file describes, checked as the preset is loaded (not when a run starts): plain text, known
+        settings, a grid of values, a sane size, and each run's settings valid as the file types them (TOML has
+        types: "3" is not a number). PresetError names the file and line: load_preset_file passes the file's path
+        and TOML text as the validation context ("source", "text")."""
+        context = info.context or {}
+        where = _Where(context.get("source") or self.name, context.get("text", ""))
         for key, value, keep in (("title", self.title, ""), ("description", self.description, "\n\t")):
             if printable(value, keep) != value:
                 raise PresetError(
@@ -142,66 +160,113 @@ class Preset(BaseModel):
         size = max(len(self.runs), 1) * math.prod(len(v) for v in self.grid.values())
         if size > MAX_RUNS:
             raise PresetError(f"{where()}: {size} runs is more than {MAX_RUNS}; make the grid smaller.")
-        explicit = self.runs or [{}]
-        grid_keys = [k for k in self.grid if k not in overrides]
-        combos = list(itertools.product(*(self.grid[k] for k in grid_keys))) if grid_keys else [()]
-        result = []
-        remaining_seen: list[dict[str, Any]] = []
-        for run_no, entry in enumerate(explicit, 1):
-            entry = dict(entry)
-            label = entry.pop("label", None)
-            for key in entry:
-                if key not in SPEC_FIELDS:
-                    raise PresetError(
-                        f"{where(key, section='runs')}: runs[{run_no}]: unknown setting {key!r}. "
-                        f"Known: {', '.join(sorted(SPEC_FIELDS))}."
-                    )
-            if label is not None and printable(label) != str(label):
+        for run_no, entry in enumerate(self.runs, 1):
+            self._check_entry(run_no, entry, where)
+        for _, _, entry, swept in self._settings():
+            self._spec(where, entry, swept, strict=True)
+        if self.seeds:
+            self._check_seeds(self.seeds, where)
+        return self
+
+    def _check_entry(self, run_no: int, entry: dict[str, Any], where: _Where) -> None:
+        """Run `run_no` of [[runs]]: known settings, a plain-text label, nothing the grid sweeps."""
+        label = entry.get("label")
+        for key in entry:
+            if key != "label" and key not in SPEC_FIELDS:
                 raise PresetError(
-                    f"{where('label', label, 'runs')}: runs[{run_no}].label holds a control character "
-                    f"({_first_control(label)}); write plain text."
+                    f"{where(key, section='runs')}: runs[{run_no}]: unknown setting {key!r}. "
+                    f"Known: {', '.join(sorted(SPEC_FIELDS))}."
                 )
-            for key in entry:
-                if key in self.grid:
-                    raise PresetError(
-                        f"{where(key, section='runs')}: runs[{run_no}] sets {key}, which the grid sweeps; "
-                        f"set it in one place."
-                    )
-            remaining = {k: v for k, v in entry.items() if k not in overrides}
-            collapsed = len(remaining) < len(entry) and remaining in remaining_seen
-            remaining_seen.append(remaining)
+        if label is not None and printable(label) != str(label):
+            raise PresetError(
+                f"{where('label', label, 'runs')}: runs[{run_no}].label holds a control character "
+                f"({_first_control(label)}); write plain text."
+            )
+        for key in entry:
+            if key in self.grid:
+                raise PresetError(
+                    f"{where(key, section='runs')}: runs[{run_no}] sets {key}, which the grid sweeps; "
+                    f"set it in one place."
+                )
+
+    def _settings(
+        self, overrides: dict[str, Any] | None = None
+    ) -> Iterator[tuple[int, str | None, dict[str, Any], dict[str, Any]]]:
+        """Each run's number in [[runs]], label, settings there (without the label) and grid values, in order:
+        [[runs]] x grid, the grid's axes that `overrides` set collapsed."""
+        grid_keys = [k for k in self.grid if k not in (overrides or {})]
+        combos = list(itertools.product(*(self.grid[k] for k in grid_keys))) if grid_keys else [()]
+        for run_no, entry in enumerate(self.runs or [{}], 1):
+            settings = {k: v for k, v in entry.items() if k != "label"}
             for combo in combos:
-                swept = dict(zip(grid_keys, combo))
-                values = {**self.defaults, **entry, **swept}
-                try:
-                    RunSpec.model_validate(values, strict=True)  # the file's own values, strictly typed
-                    spec = RunSpec.model_validate({**values, **overrides})
-                except ValidationError as exc:
-                    first = first_error(exc)
-                    key, value = first.where, first.input
-                    section = "grid" if key in self.grid else "runs" if key in entry else "defaults"
-                    raise PresetError(f"{where(key, value, section)}: {key} = {value!r}: {first.msg}.") from None
-                if collapsed:
-                    continue  # differs from an earlier run only in settings the overrides replace
-                if ":" in spec.model and self.folder is not None:
-                    spec = spec.model_copy(update={"model_dir": self.folder})
-                parts = [_relabel(str(label), overrides, set(entry))] if label is not None else []
-                if label is None:
-                    parts += [f"{k}={overrides.get(k, v)}" for k, v in entry.items()]
-                parts += [f"{k}={overrides[k] if k in overrides else swept[k]}" for k in self.grid]
-                result.append(PresetRun(label=", ".join(parts) or self.name, spec=spec))
-        result = self._repeat_per_seed(result, seeds, overrides, where)
-        labels = [r.label for r in result]
-        if len(set(labels)) != len(labels):
-            seen: dict[str, int] = {}
-            for i, r in enumerate(result):
-                seen[r.label] = seen.get(r.label, 0) + 1
-                if labels.count(r.label) > 1:
-                    result[i] = PresetRun(label=f"{r.label} #{seen[r.label]}", spec=r.spec)
-        return result
+                yield run_no, entry.get("label"), settings, dict(zip(grid_keys, combo))
+
+    def _collapsed(self, overrides: dict[str, Any]) -> set[int]:
+        """The [[runs]] numbers of runs that differ from an earlier one only in settings the overrides replace."""
+        seen: list[dict[str, Any]] = []
+        collapsed = set()
+        for run_no, entry in enumerate(self.runs, 1):
+            settings = {k: v for k, v in entry.items() if k != "label"}
+            remaining = {k: v for k, v in settings.items() if k not in overrides}
+            if len(remaining) < len(settings) and remaining in seen:
+                collapsed.add(run_no)
+            seen.append(remaining)
+        return collapsed
+
+    def _spec(
+        self,
+        where: _Where,
+        entry: dict[str, Any],
+        swept: dict[str, Any],
+        overrides: dict[str, Any] | None = None,
+        *,
+        strict: bool = False,
+    ) -> RunSpec:
+        """The run's settings (defaults, its entry, its grid values, then `overrides`) as a RunSpec; `strict`: the
+        file's own values, strictly typed. PresetError names the setting and where the file sets it."""
+        values = {**self.defaults, **entry, **swept}
+        try:
+            spec = RunSpec.model_validate({**values, **(overrides or {})}, strict=strict)
+        except ValidationError as exc:
+            first = first_error(exc)
+            key, value = first.where, first.input
+            section = "grid" if key in self.grid else "runs" if key in entry else "defaults"
+            raise PresetError(f"{where(key, value, section)}: {key} = {value!r}: {first.msg}.") from None
+        for key in DATASET_SIZES:
+            if why := beyond_dataset(key, getattr(spec, key)):
+                value = getattr(spec, key)
+                section = "grid" if key in self.grid else "runs" if key in entry else "defaults"
+                raise PresetError(f"{where(key, value, section)}: {key} = {value}: {why}.")
+        return spec
+
+    def expand(self, overrides: dict[str, Any] | None = None) -> list[PresetRun]:
+        """The preset's runs (checked as it was loaded), each a RunSpec with a readable label; CLI overrides win.
+
+        A swept setting given as an override is no longer swept: its grid axis collapses, and explicit
+        runs that then differ in nothing else collapse into the first. Labels follow the overrides, so
+        that a label never contradicts its run's settings (see `_relabel`).
+        """
+        overrides = dict(overrides or {})
+        seeds = overrides.pop(SEEDS_KEY, None)
+        check_overrides(overrides)
+        where = _Where(self.name)  # the overrides' errors: the file's own were found as it loaded
+        collapsed = self._collapsed(overrides)
+        result = []
+        for run_no, label, entry, swept in self._settings(overrides):
+            spec = self._spec(where, entry, swept, overrides)
+            if run_no in collapsed:
+                continue  # differs from an earlier run only in settings the overrides replace
+            if ":" in spec.model and self.folder is not None:
+                spec = spec.model_copy(update={"model_dir": self.folder})
+            parts = [_relabel(str(label), overrides, set(entry))] if label is not None else []
+            if label is None:
+                parts += [setting_label(k, overrides.get(k, v)) for k, v in entry.items()]
+            parts += [setting_label(k, overrides[k] if k in overrides else swept[k]) for k in self.grid]
+            result.append(PresetRun(label=", ".join(parts) or self.name, spec=spec))
+        return _numbered(self._repeat_per_seed(result, seeds, overrides, where))
 
     def _repeat_per_seed(
-        self, runs: list[PresetRun], seeds: list[int] | None, overrides: dict[str, Any], where: Any
+        self, runs: list[PresetRun], seeds: list[int] | None, overrides: dict[str, Any], where: _Where
     ) -> list[PresetRun]:
         """Each run once per seed (the CLI's --seeds wins over the file's `seeds`), seed by seed within a run,
         so that a run's repeats sit together; a single --seed replaces the file's seeds."""
@@ -210,13 +275,7 @@ class Preset(BaseModel):
         seeds = list(seeds if seeds is not None else ([] if "seed" in overrides else self.seeds))
         if not seeds:
             return runs
-        if len(set(seeds)) != len(seeds):
-            raise PresetError(f"{where('seeds')}: seeds {seeds} repeats a seed; each seed once.")
-        if "seed" in self.grid or any("seed" in entry for entry in self.runs):
-            raise PresetError(
-                f"{where('seeds')}: the preset sets `seed` in its runs or grid and also repeats over seeds; "
-                "set it in one place."
-            )
+        self._check_seeds(seeds, where)
         if len(runs) * len(seeds) > MAX_RUNS:
             raise PresetError(f"{where()}: {len(runs) * len(seeds)} runs is more than {MAX_RUNS}; use fewer seeds.")
         repeated = []
@@ -228,6 +287,16 @@ class Preset(BaseModel):
                     raise TuitrainError(f"seed {seed}: {_plain_error(exc.errors()[0])}.") from None
                 repeated.append(PresetRun(label=f"{run.label}, seed={seed}", spec=spec))
         return repeated
+
+    def _check_seeds(self, seeds: list[int], where: _Where) -> None:
+        """Seeds to repeat every run with: each once, and the runs setting no seed of their own."""
+        if len(set(seeds)) != len(seeds):
+            raise PresetError(f"{where('seeds')}: seeds {seeds} repeats a seed; each seed once.")
+        if "seed" in self.grid or any("seed" in entry for entry in self.runs):
+            raise PresetError(
+                f"{where('seeds')}: the preset sets `seed` in its runs or grid and also repeats over seeds; "
+                "set it in one place."
+            )
 
     def swept_settings(self) -> list[str]:
         """Settings that differ between the preset's runs: its grid, and keys its explicit runs set differently."""
@@ -255,6 +324,14 @@ class Preset(BaseModel):
 def option_name(key: str) -> str:
     """The command-line option that overrides a run setting: batch_size -> --batch-size."""
     return "--" + key.replace("_", "-")
+
+
+def setting_label(key: str, value: Any) -> str:
+    """A run setting as its label shows it: "lr=0.1"; a dict setting (model_args) by its own keys,
+    "hidden=16, depth=2", which reads better and makes a cleaner file name than the dict's repr."""
+    if isinstance(value, dict) and value:
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return f"{key}={value}"
 
 
 def _shown(value: Any) -> str:
@@ -371,7 +448,7 @@ def load_preset_file(path: Path | Traversable) -> Preset:
     except (ValueError, RecursionError) as exc:  # e.g. an integer with too many digits, absurd nesting
         raise PresetError(f"{path}: not a usable TOML file ({type(exc).__name__}: {str(exc)[:100]}).") from None
     try:
-        preset = Preset.model_validate(data)
+        preset = Preset.model_validate(data, context={"source": str(path), "text": text})
     except RecursionError:
         raise PresetError(f"{path}: nested too deeply to be a preset.") from None
     except ValidationError as exc:
@@ -390,7 +467,6 @@ def load_preset_file(path: Path | Traversable) -> Preset:
             f"presets folder is found by its file name, so rename the file to {preset.name}.toml "
             f"or set name = {stem!r}."
         )
-    preset.expand(source=str(path), text=text)  # validate every run now, not when it starts
     return preset
 
 

@@ -22,21 +22,14 @@ import torch
 
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.cache import cache_dir
+from tuitrain.core.control import RunControl
 from tuitrain.core.cores import cpu_lease, free_threads, machine_cores
 from tuitrain.core.devices import cpu_device
 from tuitrain.core.events import BatchLosses
 from tuitrain.core.spec import RunSpec
 from tuitrain.records import RunRecord
-from tuitrain.train.loop import (
-    RunControl,
-    TensorData,
-    cpu_threads,
-    eval_batch,
-    evaluate,
-    fit,
-    prepare_model,
-    select_device,
-)
+from tuitrain.train.device import TensorData, cpu_threads, prepare_model, select_device
+from tuitrain.train.loop import eval_batch, evaluate, fit
 
 CALIBRATION_VERSION = 3  # bump when what is measured changes: older cache entries are measured again
 READ_EVERY = {"model_a": 10, "model_b": 10}  # steps between the loop's read-backs; 1 for big models (seconds a step)

@@ -13,22 +13,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
-import platform
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from tuitrain.core.atomic import atomic_write_bytes
 from tuitrain.core.control import RunControl
-from tuitrain.core.cores import CoreShare, forced_cpu_threads
-from tuitrain.core.devices import cpu_device
-from tuitrain.core.errors import RunFilesError, TuitrainError
+from tuitrain.core.cores import CoreShare
+from tuitrain.core.errors import RunFilesError
 from tuitrain.core.events import (
     BatchLosses,
     EpochEnded,
@@ -39,11 +36,21 @@ from tuitrain.core.events import (
 )
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
-from tuitrain.records import EnvInfo, EpochRecord, RunRecord, utc_now
+from tuitrain.records import EpochRecord, RunRecord, utc_now
 from tuitrain.train.checkpoint import CheckpointWriter, WriteCheckpoint, checkpoint_state, restore_checkpoint
 from tuitrain.train.cuda_step import autocast, make_step, wants_graph
-from tuitrain.train.data import NORMALISATION, MnistArrays
-from tuitrain.train.models import build_model
+from tuitrain.train.data import MnistArrays
+from tuitrain.train.device import (
+    TensorData,
+    cpu_threads,
+    cuda_index,
+    describe_device,
+    environment,
+    prepare_model,
+    select_device,
+    usable_precision,
+)
+from tuitrain.train.optim import load_optimizer_state, make_optimizer
 
 # Evaluation batch: on the CPU, batches of a few hundred images stay in cache and beat larger ones
 # (measured: 500 about 2x faster than 10k for Model A/B); on a GPU, larger batches mean fewer launches.
@@ -56,161 +63,8 @@ READ_BACK_EVERY_S = 2.0
 Persist = Callable[[RunRecord], None]
 
 
-def select_device(name: str) -> torch.device:
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise TuitrainError("--device cuda: no CUDA device is available on this machine. Use --device auto or cpu.")
-        return torch.device("cuda")
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def gpu_count() -> int:
-    """CUDA devices visible to this process (CUDA_VISIBLE_DEVICES applies); 0 without CUDA."""
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def cuda_index(device: torch.device) -> int | None:
-    """The CUDA device index a run on `device` uses (a plain "cuda" means the current device); None on the CPU."""
-    if device.type != "cuda":
-        return None
-    return device.index if device.index is not None else torch.cuda.current_device()
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return cpu_device(torch.get_num_threads())
-
-
-def environment(device: torch.device) -> EnvInfo:
-    return EnvInfo(
-        device=torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
-        device_type="cuda" if device.type == "cuda" else "cpu",  # the only kinds a RunSpec can name
-        torch_version=torch.__version__,
-        threads=torch.get_num_threads(),
-        python_version=platform.python_version(),
-    )
-
-
-@dataclass
-class TensorData:
-    """MNIST as normalised float tensors (N, 1, 28, 28) and int64 labels, already on the device."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    source: str
-
-    @classmethod
-    def from_arrays(
-        cls,
-        arrays: MnistArrays,
-        device: torch.device,
-        subset: int | None = None,
-        test_subset: int | None = None,
-        dataset: str = "mnist",
-    ) -> TensorData:
-        mean, std = NORMALISATION[dataset]
-
-        def images(a):  # move uint8 (4x less traffic), then normalise on the device
-            x = torch.from_numpy(a).to(device).unsqueeze(1).float().div_(255.0)
-            return x.sub_(mean).div_(std).contiguous()
-
-        def labels(a):
-            return torch.from_numpy(a).to(device=device, dtype=torch.long)
-
-        n, m = subset, test_subset
-        return cls(
-            images(arrays.train_images[:n]),
-            labels(arrays.train_labels[:n]),
-            images(arrays.test_images[:m]),
-            labels(arrays.test_labels[:m]),
-            arrays.source,
-        )
-
-
-def cpu_threads(spec: RunSpec, device: torch.device) -> int | None:
-    """Intra-op threads forced for training on the CPU (TUITRAIN_CPU_THREADS); None: torch's default, or the
-    run's share of the cores when it holds a core lease (core.cores).
-
-    On an idle 2-core machine two threads trained Model A/B 1.5x faster than one (42k vs 28k
-    samples/s for Model A); on a machine whose cores are busy with other work, threads wait on each
-    other at every small op and one thread can be several times faster: that is what the variable is for.
-    """
-    return forced_cpu_threads() if device.type == "cpu" else None
-
-
 def eval_batch(device: torch.device) -> int:
     return EVAL_BATCH.get(device.type, EVAL_BATCH["cpu"])
-
-
-CUDA_CHANNELS_LAST_MODELS = frozenset({"resnet18", "alexnet"})
-"""Models kept in channels-last layout on a GPU too: their wide convolutions run on cuDNN's NHWC kernels (tensor
-cores); the 1-channel input is already in that layout. Model A/B keep NCHW there (their 8/16-channel convolutions
-gain nothing and would pay for conversions)."""
-
-
-def prepare_model(spec: RunSpec, device: torch.device) -> nn.Module:
-    """The spec's model on `device`; on the CPU in channels-last layout: the CPU's max-pool and convolution
-    kernels are up to about 2x faster in NHWC for these CNNs (the model computes the same function).
-    On a GPU, channels-last for CUDA_CHANNELS_LAST_MODELS only."""
-    model = build_model(spec.model, spec.activation, spec.model_args, spec.model_dir).to(device=device)
-    if device.type == "cpu" or spec.model in CUDA_CHANNELS_LAST_MODELS:
-        return model.to(memory_format=torch.channels_last)
-    return model
-
-
-def usable_precision(precision: str, device: torch.device) -> str:
-    """The precision a run on `device` trains in: bf16 only on a CUDA GPU that supports it, else fp32."""
-    if precision == "bf16" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
-
-
-def make_optimizer(spec: RunSpec, params, *, capturable: bool = False) -> torch.optim.Optimizer:
-    """Adam or SGD with the fused kernel (one kernel for all parameters) where this torch has one for
-    the device, else the foreach implementation. `capturable`: Adam keeps its step count on the device,
-    so that its step can be captured in a CUDA graph (SGD has no such state)."""
-    params = list(params)
-    cls: Callable[..., torch.optim.Optimizer]  # Adam and SGD take different keywords
-    kwargs: dict[str, Any]
-    if spec.optimizer == "adam":
-        cls, kwargs = torch.optim.Adam, ({"capturable": True} if capturable else {})
-    else:
-        cls, kwargs = torch.optim.SGD, {"momentum": 0.9}
-    try:
-        optimizer = cls(params, lr=spec.lr, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):  # older torch, or no fused kernel for this device
-        optimizer = cls(params, lr=spec.lr, foreach=True, **kwargs)
-    # the warm-up before capture and the partial last batch run it uncaptured on purpose: no warning
-    optimizer._warned_capturable_if_run_uncaptured = capturable
-    return optimizer
-
-
-IMPLEMENTATION_FLAGS = ("capturable", "fused", "foreach")
-
-
-def load_optimizer_state(optimizer: torch.optim.Optimizer, load: Callable[[], None]) -> None:
-    """Run `load()` (which calls optimizer.load_state_dict) but keep this run's implementation flags.
-
-    load_state_dict takes every group setting from the checkpoint, so a run saved on the CPU and resumed
-    on a GPU (or the other way) would get the other device's fused/capturable choice; the step counts
-    then go where this run's flags want them (on the device when capturable or fused, else on the CPU).
-    """
-    flags = [{k: g[k] for k in IMPLEMENTATION_FLAGS if k in g} for g in optimizer.param_groups]
-    load()
-    for group, kept in zip(optimizer.param_groups, flags):
-        group.update(kept)
-        on_device = group.get("capturable") or group.get("fused")
-        for p in group["params"]:
-            step = optimizer.state.get(p, {}).get("step")
-            if torch.is_tensor(step):
-                want = p.device if on_device else torch.device("cpu")
-                if step.device != want:
-                    optimizer.state[p]["step"] = step.to(device=want, dtype=torch.float32)
 
 
 @torch.inference_mode()

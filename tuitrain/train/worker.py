@@ -1,10 +1,11 @@
 """A worker: trains the runs it is sent, one at a time, and sends back everything to keep (tuitrain.core.tasks).
 
-`train_task` is the whole job of any kind of worker (a local process here, or a Ray worker). As a local process,
-started by tuitrain.parallel as `python -m tuitrain.train.worker FD` in its own session (a Ctrl-C at the terminal
-reaches only the invoking process, which stops the runs through their controls): it reads its data and tasks
-from the socket FD, and exits at once when the invoking process goes away (its end of the socket closes), even
-mid-run: nothing trains on unwatched, and the invoking process's last writes stay the valid files.
+`train_task` is the whole job of any kind of worker (a thread of the invoking process, a local process here, or a
+Ray worker: tuitrain.executors). As a local process, started by tuitrain.executors.local as
+`python -m tuitrain.train.worker FD` in its own session (a Ctrl-C at the terminal reaches only the invoking
+process, which stops the runs through their controls): it reads its data and tasks from the socket FD, and exits
+at once when the invoking process goes away (its end of the socket closes), even mid-run: nothing trains on
+unwatched, and the invoking process's last writes stay the valid files.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from multiprocessing.connection import Connection
 
 import torch
 
+from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
 from tuitrain.core.cores import cpu_share
-from tuitrain.core.errors import TuitrainError
+from tuitrain.core.errors import RunFilesError, TuitrainError
 from tuitrain.core.events import LogMessage, RunWaiting
 from tuitrain.core.tasks import (
     CheckpointSaved,
@@ -38,7 +40,8 @@ from tuitrain.records import RunRecord, record_text
 from tuitrain.train import estimate
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 from tuitrain.train.data import MnistArrays
-from tuitrain.train.loop import RunPlace, TensorData, fit, new_record, reopen_record, select_device
+from tuitrain.train.device import TensorData, select_device
+from tuitrain.train.loop import RunPlace, fit, new_record, reopen_record
 
 ORPHANED_EXIT = 75
 """Exit status of a worker whose invoking process went away."""
@@ -82,12 +85,23 @@ def train_task(
     control: RunControl,
     tensors: TensorCache,
     env: dict[str, str] | None = None,
+    *,
+    write_files: bool = False,
 ) -> None:
     """Train one run; every event, run file state and checkpoint goes to `send`; TaskDone at the end, or
     TaskRefused with the reason when the run cannot start here (nothing else was sent for it then). `env`: more
-    fields for the record's EnvInfo (e.g. the Ray node id)."""
+    fields for the record's EnvInfo (e.g. the Ray node id). With `write_files` (a worker in the invoking process),
+    the loop writes the run file and its checkpoints itself, checkpoints in the background as the next epoch
+    trains, and each RecordSaved says what it wrote; a RunFilesError then ends the invocation (TaskDone says it)."""
+    index = task.index
+
+    def persist(record: RunRecord) -> None:
+        text = record_text(record)
+        if write_files:
+            atomic_write_text(task.run_file, text)
+        send(RecordSaved(index, text, written=write_files))
+
     try:
-        index = task.index
         device = task_device(task)
         data = tensors.get(arrays, device, task)
         state = None
@@ -116,7 +130,7 @@ def train_task(
                 control,
                 data=data,
                 record=record,
-                persist=lambda r: send(RecordSaved(index, record_text(r))),
+                persist=persist,
                 place=RunPlace(
                     run_index=index,
                     run_count=task.run_count,
@@ -124,16 +138,18 @@ def train_task(
                     checkpoint_file=checkpoint_path(task.run_file),
                 ),
                 resume=state,
-                write_checkpoint=lambda _path, data: send(CheckpointSaved(index, data)),
+                write_checkpoint=None if write_files else lambda _path, data: send(CheckpointSaved(index, data)),
                 cores=cores,
             )
         if state is None:  # a resumed run's epochs may come from another machine or load
             estimate.learn_from_run(record)
         send(TaskDone(index))
+    except RunFilesError as exc:  # where this worker writes the files: the run ended, saved as far as it could be
+        send(TaskDone(index, files_error=str(exc)))
     except TuitrainError as exc:
-        send(TaskRefused(task.index, str(exc)))
+        send(TaskRefused(index, str(exc)))
     except Exception as exc:  # noqa: BLE001 - before training started (fit records its own failures)
-        send(TaskRefused(task.index, f"{type(exc).__name__}: {exc}"))
+        send(TaskRefused(index, f"{type(exc).__name__}: {exc}"))
 
 
 def apply_control(control: RunControl, change: ControlState) -> None:

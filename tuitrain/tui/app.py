@@ -24,7 +24,8 @@ from tuitrain.tui.screens.home import HomeScreen
 from tuitrain.tui.screens.run import RunScreen
 
 if TYPE_CHECKING:
-    from tuitrain.ray_executor import RayOptions
+    from tuitrain.executors.ray import RayOptions
+    from tuitrain.session import PresetInvocation
 
 HANGUP_EXIT_AFTER_S = 5.0
 """After a hang-up, how long Textual's teardown may take before the process ends without it."""
@@ -67,12 +68,15 @@ class TuitrainApp(App[int]):
         self.gpus = gpus
         self.ray = ray
         """Train presets on Ray with these options (--executor ray); None: on this machine."""
+        self.invocations: list[PresetInvocation] = []
+        """The presets started here."""
         self.stop_signals: StopOnSignals | None = None
         self.signal_exit_code: int | None = None
 
     def on_mount(self) -> None:
         self.install_signal_handlers()
-        # watching needs no estimates (nor torch): the home screen estimates once it is shown
+        # watching needs no estimates (nor torch): the home screen estimates once it is shown; a preset given
+        # on the command line starts from the home screen (after its estimate: hours on a CPU are asked about)
         estimate_now = self.preset is None and self.watched is None
         self.push_screen(
             HomeScreen(
@@ -82,11 +86,10 @@ class TuitrainApp(App[int]):
                 estimate_now=estimate_now,
                 jobs=self.jobs,
                 gpus=self.gpus,
+                start=self.preset or None,
             )
         )
-        if self.preset:
-            self.start_preset(self.preset, self.preset_paths.get(self.preset), jobs=self.jobs)
-        elif self.watched is not None:
+        if not self.preset and self.watched is not None:
             self.watch_runs(self.watched)
 
     def install_signal_handlers(self) -> None:
@@ -158,6 +161,7 @@ class TuitrainApp(App[int]):
         except TuitrainError as exc:
             self.push_screen(ErrorScreen(str(exc), title="Cannot start the preset"))
             return
+        self.invocations.append(invocation)
         self.push_screen(RunScreen(PresetSource(invocation)))
 
     @on(WatchRuns)
@@ -172,6 +176,12 @@ class TuitrainApp(App[int]):
             self.push_screen(ErrorScreen(str(exc), title="Cannot watch"))
             return
         self.push_screen(RunScreen(source))
+
+    @property
+    def run_folders(self) -> list[Path]:
+        """The folders of the presets trained here, for the command line to print on exit (the run screen cuts a
+        long path to its width); a preset that stopped before its folder was made has none."""
+        return [invocation.folder for invocation in self.invocations if invocation.folder is not None]
 
     def training_screen(self) -> RunScreen | None:
         for screen in reversed(self.screen_stack):

@@ -40,6 +40,15 @@ class EstimateReady(Message):
 
 
 @dataclass
+class StartEstimated(Message):
+    """The preset given on the command line, estimated before it starts (seconds None: no estimate)."""
+
+    name: str
+    device: str
+    seconds: float | None
+
+
+@dataclass
 class DeviceKnown(Message):
     """The device that training will use, in words."""
 

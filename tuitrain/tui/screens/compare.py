@@ -73,6 +73,26 @@ def visible_columns(table: DataTable) -> tuple[int, int]:
     return (shown[0], shown[-1]) if shown else (0, 0)
 
 
+def runs_in_view(total: int, columns: tuple[int, int], per_run: int) -> str:
+    """'runs 1–3 of 4 in full (←/→ for the others)' where not all of a table's `total` runs fit; `columns`: the
+    first and last of its scrolling columns wholly in view, `per_run` of them for each run. A run half in view
+    does not count (it was said to be in view, while its other half was out of sight)."""
+    if not total:
+        return "No run shown."
+    first_column, last_column = columns
+    if (first_column, last_column) == (1, total * per_run):
+        return f"{total} run(s)"
+    first = (first_column - 1 + per_run - 1) // per_run + 1 if first_column else 0
+    last = last_column // per_run
+    if not first or first > last:
+        shown = f"no run of {total} wholly in view"
+    elif first == last:
+        shown = f"run {first} of {total} in full"
+    else:
+        shown = f"runs {first}–{last} of {total} in full"
+    return f"{shown} (←/→ for the others)"
+
+
 def without_path(error: str, path: Path) -> str:
     """A file's error without the path it starts with (the path is shown already)."""
     return error.removeprefix(f"{path}: ")
@@ -92,6 +112,8 @@ class CompareScreen(SizedScreen):
         Binding("r", "export_report", "Report"),
         Binding("escape", "back", "Back"),
     ]
+    COMPACT_FOOTER = True
+    NARROW_FOOTER_SPARES = frozenset({"next_threshold", "export_report"})
 
     def __init__(
         self,
@@ -183,10 +205,7 @@ class CompareScreen(SizedScreen):
     def highlighted_run(self) -> int | None:
         """The run under the cursor: in the summary table, its column; elsewhere, the run list's entry."""
         if self.query_one(TabbedContent).active == "tab-summary":
-            table = self.query_one("#compare-table", DataTable)
-            if table.row_count and table.cursor_column > 0:
-                key = table.ordered_columns[table.cursor_column].key.value or ""
-                return int(key.removeprefix("run-")) if key.startswith("run-") else None
+            return self.summary_cursor_run()
         runs = self.query_one("#compare-runs", SelectionList)
         if runs.highlighted is None or runs.option_count == 0:
             return None
@@ -307,13 +326,33 @@ class CompareScreen(SizedScreen):
         label = run.label + (" ★" if run.index == c.baseline else "") + suffix
         return Text(label, style=f"bold {self.run_styles[run.index].markup}")
 
-    def fill_table(self, c: Comparison) -> None:
+    def summary_cursor_run(self) -> int | None:
+        """The run whose column of the summary table is under the cursor (None: no run there)."""
         table = self.query_one("#compare-table", DataTable)
+        if not table.row_count or table.cursor_column <= 0:
+            return None
+        key = table.ordered_columns[table.cursor_column].key.value or ""
+        return int(key.removeprefix("run-")) if key.startswith("run-") else None
+
+    def fill_table(self, c: Comparison) -> None:
+        """The summary table, its cursor on the same run as before (else on the first run's column)."""
+        table = self.query_one("#compare-table", DataTable)
+        under_cursor = self.summary_cursor_run()
         table.clear(columns=True)
         table.add_column("", key="name")
         for r in c.runs:
             table.add_column(self.run_header(c, r), key=f"run-{r.index}")
         table.add_rows(c.table_rows())
+        indices = [r.index for r in c.runs]
+        if indices:
+            table.move_cursor(column=indices.index(under_cursor) + 1 if under_cursor in indices else 1)
+
+    @on(DataTable.ColumnHighlighted, "#compare-table")
+    def keep_cursor_on_a_run(self, event: DataTable.ColumnHighlighted) -> None:
+        """The first column names the rows: the cursor, which says the run that b pins, stays on the runs'."""
+        table = event.data_table  # its cursor now: a rebuilt table posts column 0, then the column it moved to
+        if table.cursor_column == 0 and len(table.columns) > 1:
+            table.move_cursor(column=1)
 
     def fill_epochs(self, c: Comparison) -> None:
         table = self.query_one("#epoch-table", DataTable)
@@ -326,18 +365,24 @@ class CompareScreen(SizedScreen):
 
     @on(DataTable.ColumnHighlighted)
     def show_hints(self) -> None:
-        """Say which runs' columns are in view when they do not all fit, and how to reach the others."""
+        """Say which runs are wholly in view when they do not all fit (and how to reach the others), and in the
+        summary which run b pins: the one under the cursor."""
         for table_id, hint_id, per_run in (("#compare-table", "#summary-hint", 1), ("#epoch-table", "#epochs-hint", 2)):
             table = self.query_one(table_id, DataTable)
             total = (len(table.columns) - 1) // per_run
-            first, last = visible_columns(table)
-            if total and (first, last) != (1, total * per_run):
-                shown = f"runs {(first + per_run - 1) // per_run}–{(last + per_run - 1) // per_run} of {total} in view"
-                hint = f"{shown} (←/→ for the others)"
-            else:
-                hint = f"{total} run(s)" if total else "No run shown."
-            keys = " · b pins the column's run as baseline" if per_run == 1 and total else ""
-            self.query_one(hint_id, Static).update(Text(hint + keys, style="dim"))
+            hint_widget = self.query_one(hint_id, Static)
+            hint = runs_in_view(total, visible_columns(table), per_run)
+            pinned = self.summary_cursor_run() if per_run == 1 else None
+            if pinned is not None and self.comparison is not None:
+                label = next(r.label for r in self.comparison.runs if r.index == pinned)
+                verb = "unpins" if pinned == self.comparison.baseline else "pins"
+                words = f" · b {verb} {{}} as baseline"
+                room = hint_widget.content_size.width - len(hint) - len(words.format(""))
+                hint += words.format(label if len(label) <= room else label[: max(room - 1, 1)] + "…")
+            text = Text(hint, style="dim")
+            if hint_widget.content_size.width:
+                text.truncate(hint_widget.content_size.width, overflow="ellipsis")
+            hint_widget.update(text)
 
     def draw_charts(self, c: Comparison) -> None:
         loss_plot = self.query_one("#compare-loss", PlotextPlot)

@@ -33,6 +33,7 @@ TRAINING = """\
 | x | stop all: the runs in progress are saved as *interrupted*, no more runs start |
 | s | smoothed (EMA) / raw batch losses |
 | l | linear / log scale for the loss chart |
+| f | once training is over: the run files' whole folder (the line above the charts cuts it), also to the clipboard |
 | Esc | back to the presets once training is over (at any time when watching another process's run) |
 """
 

@@ -26,6 +26,7 @@ from tuitrain.tui.messages import (
     DeviceKnown,
     EstimateReady,
     RunsLoaded,
+    StartEstimated,
     StartPreset,
     WatchRuns,
 )
@@ -139,9 +140,13 @@ class HomeScreen(SizedScreen[None]):
         *,
         jobs: int | Literal["auto"] | None = None,
         gpus: list[int] | None = None,
+        start: str | None = None,
     ) -> None:
-        """`jobs`: the runs to train at once, as --jobs says (None: each preset's `jobs`); `gpus`: as --gpus."""
+        """`jobs`: the runs to train at once, as --jobs says (None: each preset's `jobs`); `gpus`: as --gpus;
+        `start`: a preset (name or file) to train at once, as if picked here (--preset): estimated first, so that
+        hours on a CPU are asked about as Enter asks."""
         super().__init__()
+        self.start = start
         self.jobs = jobs
         self.auto_jobs: Literal["auto"] | None = "auto" if jobs == "auto" else None
         """What "auto" stands for in the choices: each preset's `jobs` (None), or auto over them (--jobs auto)."""
@@ -193,7 +198,9 @@ class HomeScreen(SizedScreen[None]):
         self.fill_presets_table()
         table.focus()
         self.set_interval(REFRESH_S, self.refresh_runs_if_changed)
-        if self.estimate_now:
+        if self.start is not None:
+            self.estimate_start(self.start)
+        elif self.estimate_now:
             self.estimate_presets(self.jobs)
 
     def presets_title(self) -> str:
@@ -259,6 +266,22 @@ class HomeScreen(SizedScreen[None]):
                 self.post_message(EstimateReady(name, seconds, jobs=planned))
             except Exception as exc:  # noqa: BLE001 - an estimate is a convenience, never fatal
                 self.post_message(EstimateReady(name, None, error=str(exc)))
+
+    @work(thread=True, exclusive=True, group="start")
+    def estimate_start(self, name: str) -> None:
+        """The estimate of the preset to start (not one of the list's, when it is a file)."""
+        from tuitrain.presets import find_preset
+        from tuitrain.session import check_gpus, device_label, planned_estimate
+
+        try:
+            preset = self.presets.get(name) or find_preset(name)
+            device = device_label(self.overrides.get("device", "auto"))
+            specs = [r.spec for r in preset.expand(self.overrides)]
+            requested = preset.jobs if self.jobs is None else self.jobs
+            seconds = planned_estimate(specs, requested, check_gpus(self.gpus), setup=False)[1]
+        except Exception:  # noqa: BLE001 - starting it says what is wrong (in the app's dialog)
+            device, seconds = "", None
+        self.post_message(StartEstimated(name, device, seconds))
 
     def estimate_again(self) -> None:
         """Estimate every preset afresh (completed runs have updated the measured speeds)."""
@@ -381,18 +404,33 @@ class HomeScreen(SizedScreen[None]):
         self.query_one("#details", Static).update(details)
 
     @on(DataTable.RowSelected, "#presets")
-    def start_preset(self, event: DataTable.RowSelected) -> None:
+    def start_highlighted(self, event: DataTable.RowSelected) -> None:
         name = str(event.row_key.value)
-        seconds = self.seconds.get(name)
-        if self.device.startswith("CPU") and seconds is not None and seconds >= LONG_CPU_RUN_S:
-            self.offer_quick_variant(name, seconds)
+        self.start_preset(name, self.presets.get(name), self.device, self.seconds.get(name))
+
+    @on(StartEstimated)
+    def start_estimated(self, message: StartEstimated) -> None:
+        if self.start != message.name:
+            return
+        self.start = None
+        try:
+            from tuitrain.presets import find_preset
+
+            preset = self.presets.get(message.name) or find_preset(message.name)
+        except TuitrainError:
+            preset = None  # the app's start says why
+        self.start_preset(message.name, preset, message.device, message.seconds)
+
+    def start_preset(self, name: str, preset: Preset | None, device: str, seconds: float | None) -> None:
+        """Train the preset, after asking when it is estimated at hours on a CPU."""
+        if device.startswith("CPU") and seconds is not None and seconds >= LONG_CPU_RUN_S:
+            self.offer_quick_variant(name, preset, device, seconds)
             return
         self.post_message(StartPreset(name, self.preset_paths.get(name), jobs=self.jobs))
 
-    def offer_quick_variant(self, name: str, seconds: float) -> None:
+    def offer_quick_variant(self, name: str, preset: Preset | None, device: str, seconds: float) -> None:
         """Hours on this CPU: ask first, offering the same runs on a subset for fewer epochs."""
         quick = {**QUICK_VARIANT, **{k: v for k, v in self.overrides.items() if k in QUICK_VARIANT}}
-        preset = self.presets.get(name)
 
         def images(overrides: dict) -> int:  # training images over all runs and epochs: what the time scales with
             return sum(r.spec.train_size() * r.spec.epochs for r in preset.expand(overrides)) if preset else 1
@@ -400,7 +438,7 @@ class HomeScreen(SizedScreen[None]):
         share = images({**self.overrides, **quick}) / max(images(self.overrides), 1)
         options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in quick.items())
         question = (
-            f"{name} is estimated at {fmt.duration(seconds)} on this CPU ({self.device}).\n"
+            f"{name} is estimated at {fmt.duration(seconds)} on this CPU ({device}).\n"
             f"Quick variant ({options}): about {fmt.duration(seconds * share)}."
         )
 

@@ -65,8 +65,10 @@ class RunScreen(SizedScreen[None]):
         Binding("x", "stop_all", "Stop all"),
         Binding("s", "toggle_smooth", "EMA/raw"),
         Binding("l", "toggle_log", "Log"),
+        Binding("f", "show_files", "Files"),
         Binding("escape", "back", "Back"),
     ]
+    NARROW_FOOTER_SPARES = frozenset({"toggle_smooth", "toggle_log"})
 
     def __init__(self, source: EventSource) -> None:
         super().__init__()
@@ -240,6 +242,8 @@ class RunScreen(SizedScreen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in CONTROL_ACTIONS:
             return self.source.control is not None and not self.done
+        if action == "show_files":
+            return self.files is not None
         if action in HIGHLIGHT_ACTIONS:
             return len(self.monitor.live) > 1
         if action == "back":
@@ -291,6 +295,16 @@ class RunScreen(SizedScreen[None]):
     def action_previous_run(self) -> None:
         self.monitor.highlight_next(-1)
         self.show_progress()
+
+    def action_show_files(self) -> None:
+        """The run files' whole folder, which the progress panel cuts at the start to fit: in a notification, and on
+        the clipboard where the terminal takes it (OSC 52)."""
+        if self.files is None:
+            return
+        self.app.copy_to_clipboard(self.files)
+        self.notify(
+            f"{self.files}\n(also sent to the clipboard, where the terminal allows it)", title="Run files", timeout=20
+        )
 
     def action_toggle_smooth(self) -> None:
         self.smooth = not self.smooth

@@ -25,6 +25,8 @@ MARKERS = ("braille", "•", "+", "x")
 """Past the palette a run's line is drawn with the next marker: no two runs of a sweep look the same."""
 ACCURACY_TICKS = 6
 """About this many ticks on the accuracy axis: 0-100 in steps of 20, 80-100 in steps of 5."""
+COMPACT_BELOW = 9
+"""Rows under which a chart spares its x label and the top of its frame (see `frame`)."""
 SWATCH = {"braille": "━━", "•": "••", "+": "++", "x": "××"}
 
 
@@ -119,9 +121,21 @@ def tick_label(value: float) -> str:
     return f"{value:g}"
 
 
-def tick_count(height: int, most: int) -> int:
-    """As many y ticks as fit a chart `height` rows tall (frame, x ticks and x label take 4) with a row between."""
-    return max(2, min(most, (height - 4 + 1) // 2))
+def tick_count(rows: int, most: int) -> int:
+    """As many y ticks as fit `rows` rows of plot with a row between."""
+    return max(2, min(most, (rows + 1) // 2))
+
+
+def frame(plt, *, xlabel: str, height: int) -> int:
+    """The x label and the frame of a chart `height` rows tall; the rows left for the plot. A short chart
+    (a small terminal) has no x label and no frame at the top and right (the ticks say what the x axis is):
+    two more rows of plot, which it needs more."""
+    if height < COMPACT_BELOW:
+        plt.xaxes(True, False)
+        plt.yaxes(True, False)
+        return height - 2
+    plt.xlabel(xlabel)
+    return height - 4
 
 
 def set_y_ticks(plt, low: float, high: float, *, log_scale: bool, count: int = 5) -> None:
@@ -157,8 +171,9 @@ def draw_loss(
         high = max(max(ys) for _, ys, _ in drawn)
         if log_scale:
             plt.yscale("log")  # plotext cannot draw an empty log-scale plot: only with lines
-        set_y_ticks(plt, low, high, log_scale=log_scale, count=tick_count(height, 5))
-    plt.xlabel(xlabel)
+    rows = frame(plt, xlabel=xlabel, height=height)
+    if drawn:
+        set_y_ticks(plt, low, high, log_scale=log_scale, count=tick_count(rows, 5))
 
 
 def draw_accuracy(
@@ -177,8 +192,8 @@ def draw_accuracy(
     plt.xticks(int_ticks(1, last_epoch, count=min(last_epoch, 8)))
     low, high = accuracy_range(lowest)
     plt.ylim(low, high)
-    set_y_ticks(plt, low, high, log_scale=False, count=tick_count(height, ACCURACY_TICKS))
-    plt.xlabel("epoch")
+    rows = frame(plt, xlabel="epoch", height=height)
+    set_y_ticks(plt, low, high, log_scale=False, count=tick_count(rows, ACCURACY_TICKS))
 
 
 class LossChart(PlotextPlot):

@@ -17,6 +17,8 @@ from tuitrain.monitor import RunState, SweepMonitor
 from tuitrain.tui.widgets.charts import run_style
 
 BAR_WIDTH = 20
+MIN_BAR_WIDTH = 8
+"""The one run's bar shrinks to this in a narrow terminal, so that its line keeps the batch count."""
 RUN_LINE_BAR_WIDTH = 12
 """The bar of a run's line when several runs are shown (a line holds all of a run's progress)."""
 LABEL_WIDTH = 28
@@ -27,14 +29,14 @@ HIGHLIGHT_MARK = "▸ "
 
 
 def path_tail(path: str, width: int) -> str:
-    """The end of `path` in at most `width` characters (at least its last part), '…' where cut."""
+    """The end of `path` in at most `width` characters, '…' where cut: from a folder boundary where its last part
+    fits (the run screen's f key shows the whole path)."""
     if len(path) <= width:
         return path
     tail = path[-max(width - 1, 1) :]
     if "/" in tail[1:]:
         tail = tail[tail.index("/", 1) :]  # start at a folder boundary
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    return "…" + (tail if len(tail) >= len(name) else "/" + name)
+    return "…" + tail
 
 
 def text_bar(fraction: float, width: int = BAR_WIDTH) -> str:
@@ -63,34 +65,46 @@ class ProgressPanel(Static):
             text = Text("\n").join(run_lines(monitor, paused, room, self.content_size.width))
         else:
             assert run is not None  # no waiting run, so one has started
-            text = self.run_details(run, paused=run.run_id in paused)
+            text = self.run_details(run, paused=run.run_id in paused, width=self.content_size.width)
         if note:
             text.append(f"\n{note}", style="bold")
         if files:
-            room = self.content_size.width - len(note) - len(" Files: ") if self.content_size.width else len(files)
+            width = self.content_size.width or len(files) + len(note) + len(" Files: ")
+            room = width - len(note) - len(" Files: ")
+            if not note or room < len("…/" + files.rstrip("/").rsplit("/", 1)[-1]):  # the folder's name whole
+                room = width - len("Files: ")
+                note = ""
             text.append(f"{' ' if note else chr(10)}Files: ")
             text.append(path_tail(files, room))
         self.update(text)
 
     @staticmethod
-    def run_details(run: RunState, *, paused: bool) -> Text:
-        """The three lines of the one run in progress (or of the last one, once none is)."""
-        text = Text()
+    def run_details(run: RunState, *, paused: bool, width: int = 0) -> Text:
+        """The three lines of the one run in progress (or of the last one, once none is), each cut to `width`
+        (0: not cut) rather than wrapped: the bar is shorter in a narrow terminal, and what is cut first comes
+        last."""
         colour = run_style(run.run_id, run.run_index).markup
-        text.append(f"Run {run.run_index + 1}/{run.run_count} ", style="bold")
-        text.append(run.label, style=f"bold {colour}")
-        text.append(f"  {fmt.spec_summary(run.spec, run.config)}", style="dim")
+        title = Text()
+        title.append(f"Run {run.run_index + 1}/{run.run_count} ", style="bold")
+        title.append(run.label, style=f"bold {colour}")
         if paused and run.status == "running":
-            text.append("  PAUSED", style="bold reverse yellow")
-        text.append("\n")
-        frac = run.batch / max(run.batches_per_epoch, 1)
-        text.append(f"Epoch {run.epoch}/{run.spec.epochs}  ")
-        text.append(text_bar(frac), style=colour)
-        text.append(f" batch {run.batch}/{run.batches_per_epoch}")
-        text.append(f"  {run.samples_per_s:,.0f} samples/s\n")
-        text.append(f"Elapsed {fmt.duration(run.elapsed_s)}  ETA {fmt.duration(run.eta_s)}  ")
-        text.append(f"Device {run.device}", style="dim")
-        return text
+            title.append("  PAUSED", style="bold reverse yellow")
+        title.append(f"  {fmt.spec_summary(run.spec, run.config)}", style="dim")
+        epoch = f"Epoch {run.epoch}/{run.spec.epochs}  "
+        batch = f" batch {run.batch}/{run.batches_per_epoch}"
+        speed = f"  {run.samples_per_s:,.0f} samples/s"
+        room = width - len(epoch) - len(batch) - len(speed)
+        bar_width = min(BAR_WIDTH, max(MIN_BAR_WIDTH, room)) if width else BAR_WIDTH
+        progress = Text(epoch)
+        progress.append(text_bar(run.batch / max(run.batches_per_epoch, 1), bar_width), style=colour)
+        progress.append(batch + speed)
+        timing = Text(f"Elapsed {fmt.duration(run.elapsed_s)}  ETA {fmt.duration(run.eta_s)}  ")
+        timing.append(f"Device {run.device}", style="dim")
+        lines = [title, progress, timing]
+        if width:
+            for line in lines:
+                line.truncate(width, overflow="ellipsis")
+        return Text("\n").join(lines)
 
 
 def panel_lines(height: int) -> int:

@@ -1,9 +1,10 @@
 """Training a preset's runs on a Ray cluster (`--executor ray`, the optional extra tuitrain[ray]).
 
-Ray is only another way to start the workers of tuitrain.parallel: each slot is a Ray actor that trains runs with
-tuitrain.train.worker's `train_task` and streams its messages back while it trains; this (the driver) process
-still schedules the runs and writes every run file and checkpoint, so the cluster needs no shared filesystem.
-A `RayWorker` looks to ParallelRuns like a local worker: its handle is one end of a socket pair, fed by a thread
+Ray is only another way to start the scheduler's workers (tuitrain.executors.scheduler): each slot is a Ray actor
+that trains runs with tuitrain.train.worker's `train_task` and streams its messages back while it trains; this (the
+driver) process still schedules the runs and writes every run file and checkpoint,
+so the cluster needs no shared filesystem.
+A `RayWorker` looks to the scheduler like a local worker: its handle is one end of a socket pair, fed by a thread
 that pulls the actor's stream, so the scheduler waits on local and Ray workers alike. The data goes into the
 object store once. Ray itself is imported only here, and only when asked for.
 """
@@ -29,7 +30,7 @@ from typing import Any
 from tuitrain.core.control import RunControl
 from tuitrain.core.errors import TuitrainError
 from tuitrain.core.tasks import ControlState, RunTask, WorkerMessage, WorkerReady
-from tuitrain.parallel import STOP_WAIT_S
+from tuitrain.executors.scheduler import STOP_WAIT_S, read_messages
 from tuitrain.train.data import MnistArrays
 
 ADDRESS_ENV = "TUITRAIN_RAY_ADDRESS"
@@ -46,6 +47,12 @@ WAITING_AFTER_S = 1.0
 COALESCE_S = 0.05
 """A trainer sends what piled up in this long as one stream item: far fewer round trips than one per event."""
 STOP_SIGNAL_NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
+TOKEN_HINT = (
+    "a cluster with token authentication needs RAY_AUTH_MODE=token and the head node's token here: copy its "
+    "~/.ray/auth_token (`ray get-auth-token` on the head prints it), or set RAY_AUTH_TOKEN"
+)
+NO_TOKEN_HINT = f"no authentication token on this machine: {TOKEN_HINT}"
+"""Why joining failed when Ray found no authentication token (its own message runs to 500 characters)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,7 @@ class RayCluster:
         self.started_s = 0.0
         """How long connecting (or starting the embedded cluster) took."""
         self.arrays_ref: Any = None
+        self.workers_made = 0
 
     def connect(self) -> None:
         """Join the cluster (or start the embedded one); TuitrainError (one line) when it cannot be reached or
@@ -179,20 +187,39 @@ class RayCluster:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure to connect is one line for the user
             self.shutdown()
-            raise TuitrainError(f"--executor ray: cannot reach {where}: {first_line(exc)}") from None
+            verb = "join" if address is not None else "start"
+            raise TuitrainError(f"--executor ray: cannot {verb} {where}: {self.why_not(exc)}") from None
         self.started_s = time.monotonic() - start
         self.check_room()
+
+    def why_not(self, exc: BaseException) -> str:
+        """Why ray.init failed, in one line."""
+        if isinstance(exc, getattr(self.ray.exceptions, "AuthenticationError", ())):
+            return NO_TOKEN_HINT
+        if isinstance(exc, ConnectionError) and self.options.cluster_address:
+            # its port answered (check_reachable): a missing or wrong token is what Ray then reports this way
+            return f"{first_line(exc)} (its port answers; {TOKEN_HINT})"
+        return first_line(exc)
 
     def describe(self) -> str:
         address = self.options.cluster_address
         return f"the Ray cluster at {address}" if address else "an embedded Ray cluster"
 
+    def starting(self) -> str:
+        """What connect is about to do: 'joining the Ray cluster at HOST:PORT' or 'starting an embedded Ray
+        cluster'."""
+        return ("joining " if self.options.cluster_address else "starting ") + self.describe()
+
     def summary(self) -> str:
-        """'2 node(s), 2 CPU(s), 0 GPU(s), joined in 1.2 s; 1 CPU(s) and 0 GPU(s) per run'."""
+        """'2 node(s), 2 CPU(s), 0 GPU(s), joined in 1.2 s; 1 CPU(s) and 0 GPU(s) per run' ('started in' for an
+        embedded cluster that this process started, 'joined' when ray.init found one running on this machine)."""
         have = self.ray.cluster_resources()
+        driver = getattr(getattr(self.ray, "_private", None), "worker", None)  # Ray's own module: no public API
+        started = getattr(getattr(driver, "_global_node", None), "head", False)  # for "did I start the cluster"
         return (
             f"{len(self.nodes())} node(s), {have.get('CPU', 0):g} CPU(s), {have.get('GPU', 0):g} GPU(s), "
-            f"joined in {self.started_s:.1f} s; {self.options.cpus:g} CPU(s) and {self.options.gpus:g} GPU(s) per run"
+            f"{'started' if started else 'joined'} in {self.started_s:.1f} s; {self.options.cpus:g} CPU(s) and "
+            f"{self.options.gpus:g} GPU(s) per run"
         )
 
     def nodes(self) -> list[dict]:
@@ -217,8 +244,11 @@ class RayCluster:
 
     def worker(self, folder: Callable[[], Path | None], waiting: Callable[[], None]) -> RayWorker:
         """A new slot's worker (its actor waits for room on the cluster); `folder`: where its output is logged;
-        `waiting`: called once if the actor finds no room at once (a run then waits for a worker)."""
-        return RayWorker(self, folder, waiting)
+        `waiting`: called once if the actor finds no room (a run then waits for a worker). A slot within the
+        cluster's capacity has room: its actor only takes a while to start, which is not waiting for room."""
+        has_room = self.workers_made < self.capacity()
+        self.workers_made += 1
+        return RayWorker(self, folder, waiting if not has_room else lambda: None)
 
     def shutdown(self) -> None:
         """Leave the cluster (an embedded one stops)."""
@@ -264,7 +294,7 @@ class TrainerPlace:
 
 @dataclass
 class RayWorker:
-    """A slot's Ray actor, seen by ParallelRuns as a Worker: messages arrive on a local socket, written by a
+    """A slot's Ray actor, seen by the scheduler as a Worker: messages arrive on a local socket, written by a
     thread that pulls the actor's stream."""
 
     cluster: RayCluster
@@ -299,13 +329,7 @@ class RayWorker:
         # MnistArrays: the actor has the data from the object store already
 
     def messages(self) -> tuple[list[WorkerMessage], bool]:
-        out = []
-        try:
-            while self.conn.poll():
-                out.append(self.conn.recv())
-        except (EOFError, OSError):
-            return out, True
-        return out, False
+        return read_messages(self.conn)
 
     def handle(self) -> object:
         return self.conn
@@ -330,12 +354,12 @@ class RayWorker:
 
     def pull(self) -> None:
         """Run each task on the actor and copy its stream to the socket; on a Ray error, note the reason and close
-        the socket (ParallelRuns then saves the run as crashed)."""
+        the socket (the scheduler then saves the run as crashed)."""
         ray = self.cluster.ray
         try:
             if not self.wait_for_room():
                 return
-            # ready only once placed: ParallelRuns hands runs to ready slots, so none waits behind a busy node
+            # ready only once placed: the scheduler hands runs to ready slots, so none waits behind a busy node
             self.feed.send(WorkerReady(self.place.pid, self.place.host))  # type: ignore[union-attr]
             while (task := self.tasks.get()) is not None:
                 for ref in self.actor.train.remote(task):

@@ -1,34 +1,31 @@
-"""Training a preset's runs several at a time, each in a worker process (tuitrain.train.worker).
+"""Training a preset's runs, `jobs` at a time, each by a worker (tuitrain.train.worker's `train_task`).
 
 The invoking process hands the runs to the workers in order as they free up (a run goes to the least-loaded
 GPU, or the CPU), forwards each run's controls to its worker, passes the workers' events on to the front
-end's sink, and writes every run file and checkpoint itself: one writer per file, atomic as with one run at a
-time. A worker that dies mid-run leaves its run 'crashed' with the reason while the other runs go on;
-`--resume` continues it. How workers are started is the executor's business (local processes here; Ray in
-tuitrain.ray_executor): the scheduling, the controls and the file writing are the same.
+end's sink, and writes every run file and checkpoint that a worker sends: one writer per file, atomic as with one
+run at a time (a worker in this process, executors.inprocess, writes its own, as the loop of a lone run does). A
+worker that dies mid-run leaves its run 'crashed' with the reason while the other runs go on; `--resume` continues
+it. How workers are started is the executor's business (executors.inprocess for one run at a time,
+executors.local for worker processes, executors.ray for a Ray cluster): the scheduling, the controls and the file
+writing are the same. The scheduler knows the runs only as tasks (core.tasks.RunTask): what the invocation keeps
+track of, it learns through callbacks.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from tuitrain.core.atomic import atomic_write_bytes, atomic_write_text
 from tuitrain.core.control import RunControl
 from tuitrain.core.errors import RunFilesError
-from tuitrain.core.events import LogMessage, RunFinished, Sink
+from tuitrain.core.events import LogMessage, RunFinished, RunWaiting, Sink
 from tuitrain.core.status import RunStatus
 from tuitrain.core.tasks import (
     CheckpointSaved,
@@ -45,9 +42,6 @@ from tuitrain.records import RunRecord, parse_record, record_text, utc_now
 from tuitrain.train.checkpoint import checkpoint_path
 from tuitrain.train.data import MnistArrays
 from tuitrain.train.loop import cannot_write
-
-if TYPE_CHECKING:
-    from tuitrain.session import PresetInvocation
 
 POLL_S = 0.1
 """How often the controls are forwarded and the workers checked for life, at most."""
@@ -71,83 +65,18 @@ class Worker(Protocol):
 
     def close(self, *, now: bool = False) -> None:
         """Tell it to exit; kill it if it does not within STOP_WAIT_S, or at once with `now` (it is abandoned
-        mid-run: its run's file is already saved as it ends)."""
+        mid-run: its run's file is already saved as it ends; a run in this process is stopped and saves itself)."""
 
 
-class LocalWorker:
-    """A worker process on this machine, in its own session, talking over a socket pair."""
-
-    def __init__(self) -> None:
-        parent_end, child_end = socket.socketpair()
-        # the worker's own output (a Python error, a library warning): kept out of the terminal, read if it dies
-        self.log: IO[bytes] = tempfile.TemporaryFile(prefix="tuitrain-worker-")  # noqa: SIM115 - closed in close()
-        env = dict(os.environ)
-        # the worker imports this same tuitrain, installed or not
-        package_root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tuitrain.train.worker", str(child_end.fileno())],
-                stdin=subprocess.DEVNULL,
-                stdout=self.log,
-                stderr=self.log,
-                pass_fds=(child_end.fileno(),),
-                start_new_session=True,  # the terminal's Ctrl-C and hang-up reach the invoking process only
-                env=env,
-            )
-        finally:
-            child_end.close()
-        self.conn = Connection(parent_end.detach())
-
-    def send(self, message: object) -> None:
-        self.conn.send(message)
-
-    def messages(self) -> tuple[list[WorkerMessage], bool]:
-        out = []
-        try:
-            while self.conn.poll():
-                out.append(self.conn.recv())
-        except (EOFError, OSError):  # the worker is gone, and everything it sent is read
-            return out, True
-        return out, False
-
-    def handle(self) -> object:
-        return self.conn
-
-    def exit_reason(self) -> str | None:
-        code = self.proc.poll()
-        if code is None:
-            return None
-        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-        reason = f"worker process (pid {self.proc.pid}) {how}"
-        last = self.last_words()
-        return f"{reason}: {last}" if last else reason
-
-    def last_words(self) -> str:
-        """The last line the worker wrote to stderr (a Python error, say), if any."""
-        try:
-            self.log.seek(0)
-            lines = [line.strip() for line in self.log.read().decode("utf-8", "replace").splitlines() if line.strip()]
-        except OSError:
-            return ""
-        return lines[-1][:200] if lines else ""
-
-    def close(self, *, now: bool = False) -> None:
-        if self.conn.closed:
-            if now and self.proc.poll() is None:  # closing again, now at once: a second stop signal came
-                self.proc.kill()
-                self.proc.wait()
-            return
-        with contextlib.suppress(OSError):
-            self.conn.send(None)
-        deadline = time.monotonic() + (0 if now else STOP_WAIT_S)
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.conn.close()
-        self.log.close()
+def read_messages(conn: Connection) -> tuple[list[WorkerMessage], bool]:
+    """What arrived on a worker's connection (without waiting), and whether it is closed (all it sent read)."""
+    out = []
+    try:
+        while conn.poll():
+            out.append(conn.recv())
+    except (EOFError, OSError):  # the worker is gone, and everything it sent is read
+        return out, True
+    return out, False
 
 
 @dataclass
@@ -162,30 +91,49 @@ class Slot:
 
 
 @dataclass
-class ParallelRuns:
-    """Train `invocation`'s runs (but its kept ones) up to `invocation.jobs` at a time."""
+class Scheduler:
+    """Train runs up to `jobs` at a time, on workers from `start_worker`.
 
-    invocation: PresetInvocation
+    `on_start(task)` is called as a run goes to a worker: it gives the task as sent (a resumed run's checkpoint read
+    then) and the run's own controls (the front end pauses or stops that run alone with them); `on_refused(task)`
+    when its worker could not start it after all (it counts as not started). The runs' records, as they ended, are
+    in `records` afterwards."""
+
     sink: Sink
     control: RunControl
-    start_worker: Callable[[], Worker] = LocalWorker
+    start_worker: Callable[[], Worker]
+    jobs: int
+    on_start: Callable[[RunTask], tuple[RunTask, RunControl]]
+    on_refused: Callable[[RunTask], None]
+    announce_queue: bool = True
+    """Say of each run that waits for a worker that it does (not where one run at a time is the plan)."""
+    gpus: list[int] = field(default_factory=list)
+    """GPUs the runs may use: each run goes to the least loaded one (none: as each run's spec says)."""
     slots: list[Slot] = field(default_factory=list)
     records: dict[int, RunRecord] = field(default_factory=dict)
+    """Each trained run's record, by index."""
     last_text: dict[int, str] = field(default_factory=dict)
     """Each run's run file as last written."""
     files_error: RunFilesError | None = None
     queued: set[int] = field(default_factory=set)
     """Runs said to be waiting for a worker (every worker busy)."""
+    controls: dict[int, RunControl] = field(default_factory=dict)
+    """The own controls of each run handed to a worker, by index."""
+    pending: deque[RunTask] = field(default_factory=deque)
+    """The runs not handed to a worker yet."""
+    room_waited: set[int] = field(default_factory=set)
+    """Runs said to be waiting for room on the cluster."""
+    room_lock: threading.Lock = field(default_factory=threading.Lock)
+    """Workers' stream threads say that they wait for room at once."""
 
     def start(self) -> None:
-        """Start the workers (they import torch meanwhile: start them before loading the data)."""
-        self.slots = [Slot(self.start_worker()) for _ in range(self.invocation.jobs)]
+        """Start the workers (a worker process imports torch meanwhile: start them before loading the data)."""
+        self.slots = [Slot(self.start_worker()) for _ in range(self.jobs)]
 
-    def run(self, arrays: MnistArrays) -> None:
-        """Hand out the runs and serve the workers until every run has ended (or, once stopped, every running one)."""
-        inv = self.invocation
-        pending = deque(i for i in range(len(inv.runs)) if i not in inv.kept)
-        self.records.update(inv.kept)
+    def run(self, tasks: list[RunTask], arrays: MnistArrays) -> None:
+        """Hand out `tasks` (each run still to train, in order) and serve the workers until every run has ended (or,
+        once stopped, every running one)."""
+        self.pending = pending = deque(tasks)
         try:
             while pending or any(s.task for s in self.slots):
                 if self.control.stop_all.is_set():
@@ -193,21 +141,22 @@ class ParallelRuns:
                 for slot in self.slots:
                     if slot.ready and slot.task is None and pending:
                         self.assign(slot, pending.popleft())
-                self.announce_queued(pending)
+                self.announce_queued()
                 self.forward_controls()
                 ready = wait([s.worker.handle() for s in self.slots], timeout=POLL_S)  # type: ignore[misc]
                 for slot in list(self.slots):
                     gone = self.serve(slot, arrays) if slot.worker.handle() in ready else False
                     if gone or slot.worker.exit_reason() is not None:
-                        self.lost(slot, pending)
+                        self.lost(slot)
         except BaseException:  # a second stop signal: leave now, the files saying how each run stood
             with self.control.uninterrupted():
                 for slot in self.slots:
                     if slot.task is not None:
+                        slot.worker.close(now=True)  # a process is killed; a run in this process saves itself first
+                        self.serve(slot, arrays)  # what it said last
+                    if slot.task is not None:
                         self.end_run(slot.task, "interrupted", None)
             raise
-        finally:
-            inv.records = [self.records[i] for i in sorted(self.records)]
         if self.files_error is not None:
             raise self.files_error
 
@@ -225,58 +174,45 @@ class ParallelRuns:
 
     # --- runs ----------------------------------------------------------------------------------------
 
-    def assign(self, slot: Slot, index: int) -> None:
-        inv = self.invocation
-        run = inv.runs[index]
-        resumed = inv.resuming.get(index)
-        record_text_ = checkpoint = None
-        if resumed is not None:
-            record, state = resumed
-            record_text_ = record.model_dump_json()
-            path = checkpoint_path(self.path(index))
-            checkpoint = path.read_bytes() if state is not None else None
-            self.sink(LogMessage(f"Resuming {record.label} from epoch {len(state['epochs']) + 1 if state else 1}"))
-        run_id = inv.run_id(index)
-        task = RunTask(
-            index=index,
-            run_count=len(inv.runs),
-            run_id=run_id,
-            label=run.label,
-            spec=run.spec,
-            preset=inv.preset.name,
-            invocation=inv.invocation_id,
-            run_file=self.path(index),
-            record_text=record_text_,
-            checkpoint=checkpoint,
-            gpu=self.least_loaded_gpu(),
-        )
-        inv.started.append(index)
-        inv.run_controls[run_id] = RunControl()
+    def assign(self, slot: Slot, task: RunTask) -> None:
+        task, self.controls[task.index] = self.on_start(replace(task, gpu=self.least_loaded_gpu()))
         slot.task, slot.sent = task, None
         slot.worker.send(task)
 
-    def announce_queued(self, pending: deque[int]) -> None:
+    def announce_queued(self) -> None:
         """Say once of each run still to start that it waits for a worker, once every worker trains a run."""
-        if not pending or any(s.task is None for s in self.slots) or self.control.stop_all.is_set():
+        if not self.announce_queue or not self.pending or any(s.task is None for s in self.slots):
             return
-        inv = self.invocation
+        if self.control.stop_all.is_set():
+            return
         at_once = f"{len(self.slots)} runs train at once" if len(self.slots) != 1 else "1 run trains at a time"
-        for index in pending:
-            if index not in self.queued:
-                self.queued.add(index)
-                inv.post_waiting(
-                    self.sink, inv.run_id(index), index, inv.runs[index].label, f"waiting for a worker ({at_once})"
-                )
+        for task in self.pending:
+            if task.index not in self.queued:
+                self.queued.add(task.index)
+                self.post_waiting(task, f"waiting for a worker ({at_once})")
+
+    def waiting_for_room(self) -> None:
+        """A worker finds no room (on a cluster) yet: the next run to start that was not said to wait for room waits
+        for it (each worker's stream thread calls this once; each run is said to wait once)."""
+        with self.room_lock:
+            task = next((t for t in list(self.pending) if t.index not in self.room_waited), None)
+            if task is None:
+                return
+            self.room_waited.add(task.index)
+        self.post_waiting(task, "waiting for room on the Ray cluster")
+
+    def post_waiting(self, task: RunTask, reason: str) -> None:
+        """Say that a run cannot start yet, and why."""
+        self.sink(RunWaiting(task.run_id, task.label, task.index, task.run_count, reason))
 
     def least_loaded_gpu(self) -> int | None:
-        gpus = self.invocation.gpus
-        if not gpus:
+        if not self.gpus:
             return None
-        load = {g: 0 for g in gpus}
+        load = {g: 0 for g in self.gpus}
         for slot in self.slots:
             if slot.task is not None and slot.task.gpu in load:
                 load[slot.task.gpu] += 1
-        return min(gpus, key=lambda g: load[g])
+        return min(self.gpus, key=lambda g: load[g])
 
     def forward_controls(self) -> None:
         stop_all = self.control.stop_all.is_set()
@@ -284,7 +220,7 @@ class ParallelRuns:
             task = slot.task
             if task is None or not slot.ready:
                 continue
-            own = self.invocation.run_controls[task.run_id]
+            own = self.controls[task.index]
             state = ControlState(
                 task.index,
                 paused=own.paused.is_set() or self.control.paused.is_set(),
@@ -296,10 +232,6 @@ class ParallelRuns:
                     slot.worker.send(state)
                 slot.sent = state
 
-    def path(self, index: int) -> Path:
-        assert self.invocation.folder is not None
-        return self.invocation.folder / self.invocation.files[index]
-
     # --- what workers say ------------------------------------------------------------------------------
 
     def serve(self, slot: Slot, arrays: MnistArrays) -> bool:
@@ -310,6 +242,7 @@ class ParallelRuns:
         return gone
 
     def take(self, slot: Slot, message: WorkerMessage, arrays: MnistArrays) -> None:
+        task = slot.task
         if isinstance(message, WorkerReady):
             slot.ready = True
             slot.worker.send(arrays)
@@ -317,20 +250,24 @@ class ParallelRuns:
             self.sink(message.event)
         elif isinstance(message, RecordSaved):
             self.last_text[message.index] = message.text
-            self.write(lambda: atomic_write_text(self.path(message.index), message.text))
+            if not message.written and task is not None:
+                self.write(task, lambda: atomic_write_text(task.run_file, message.text))
         elif isinstance(message, CheckpointSaved):
-            self.write(lambda: atomic_write_bytes(checkpoint_path(self.path(message.index)), message.data))
+            if task is not None:
+                self.write(task, lambda: atomic_write_bytes(checkpoint_path(task.run_file), message.data))
         elif isinstance(message, TaskDone):
             if message.index in self.last_text:
                 self.records[message.index] = parse_record(self.last_text[message.index])
+            if message.files_error is not None:
+                self.stop_for(RunFilesError(message.files_error))
             slot.task = None
         elif isinstance(message, TaskRefused):
-            label = self.invocation.runs[message.index].label
-            self.sink(LogMessage(f"{label} cannot start: {message.error}"))
-            self.invocation.started.remove(message.index)
+            if task is not None:
+                self.sink(LogMessage(f"{task.label} cannot start: {message.error}"))
+                self.on_refused(task)
             slot.task = None
 
-    def write(self, write: Callable[[], None]) -> None:
+    def write(self, task: RunTask, write: Callable[[], None]) -> None:
         """Write a run's file; if the folder cannot take it, stop every run (the others would fail the same way)
         and raise RunFilesError once they have stopped."""
         if self.files_error is not None:
@@ -338,10 +275,13 @@ class ParallelRuns:
         try:
             write()
         except OSError as exc:
-            self.files_error = cannot_write(exc, self.invocation.folder)
-            self.control.stop_all.set()
+            self.stop_for(cannot_write(exc, task.run_file.parent))
 
-    def lost(self, slot: Slot, pending: deque[int]) -> None:
+    def stop_for(self, error: RunFilesError) -> None:
+        self.files_error = self.files_error or error
+        self.control.stop_all.set()
+
+    def lost(self, slot: Slot) -> None:
         """A worker is gone: its run (if any) crashed with the reason; a new worker takes its place if runs remain."""
         deadline = time.monotonic() + 2.0  # its socket closed as it died: the exit status follows at once
         while slot.worker.exit_reason() is None and time.monotonic() < deadline:
@@ -351,14 +291,14 @@ class ParallelRuns:
             self.end_run(slot.task, "crashed", reason)
         slot.worker.close()
         self.slots.remove(slot)
-        if pending and not self.control.stop_all.is_set():
+        if self.pending and not self.control.stop_all.is_set():
             self.slots.append(Slot(self.start_worker()))
 
     def end_run(self, task: RunTask, status: RunStatus, reason: str | None) -> None:
         """Save a run whose worker can no longer say how it ended: from its last saved state, as `status`."""
         text = self.last_text.get(task.index)
         if text is None:  # died before its first save: nothing on disk, so it counts as not started
-            self.invocation.started.remove(task.index)
+            self.on_refused(task)
             if reason:
                 self.sink(LogMessage(f"{task.label}: {reason}; it had not started training."))
             return
@@ -366,7 +306,7 @@ class ParallelRuns:
         if record.status == "running":
             record.status, record.ended_at = status, utc_now()
             record.error = reason or record.error
-            self.write(lambda: atomic_write_text(self.path(task.index), record_text(record)))
+            self.write(task, lambda: atomic_write_text(task.run_file, record_text(record)))
         self.records[task.index] = record
         if reason:
             self.sink(
@@ -375,7 +315,7 @@ class ParallelRuns:
                     label=record.label,
                     run_index=task.index,
                     status=record.status,
-                    path=self.path(task.index),
+                    path=task.run_file,
                     error=record.error,
                     best_accuracy=record.best_accuracy,
                 )

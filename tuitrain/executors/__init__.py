@@ -1,0 +1,1 @@
+"""How a preset's runs are trained: the scheduler (scheduler.py) and the workers it hands runs to."""
