@@ -29,8 +29,9 @@ from tuitrain.core.control import RunControl  # noqa: E402
 from tuitrain.core.events import BatchLosses  # noqa: E402
 from tuitrain.core.spec import RunSpec  # noqa: E402
 from tuitrain.train.data import resolve_mnist  # noqa: E402
+from tuitrain.train.device import TensorData  # noqa: E402
 from tuitrain.train.fused import FusedRun, fit_fused  # noqa: E402
-from tuitrain.train.loop import RunPlace, TensorData, fit, new_record  # noqa: E402
+from tuitrain.train.loop import RunPlace, fit, new_record  # noqa: E402
 
 SWEEPS = {
     "lr_sweep": [(lr, 0) for lr in (0.1, 0.01, 0.001)],

@@ -392,7 +392,7 @@ def train_headless(invocation, heading: str) -> int:
             safe_print("\nStopping after the current batch (Ctrl-C again to exit at once)…", sys.stderr)
 
     stops = StopOnSignals(control, on_signal=on_signal)
-    printer = HeadlessPrinter(sys.stdout, parallel=lambda: invocation.jobs > 1)
+    printer = HeadlessPrinter(sys.stdout, parallel=lambda: invocation.runs_at_once() > 1)
     with stops:
         try:
             safe_print(heading, sys.stdout)

@@ -22,8 +22,9 @@ from tuitrain.core.events import BatchLosses, EpochEnded, RunFinished, RunStarte
 from tuitrain.core.spec import RunSpec
 from tuitrain.train.checkpoint import load_checkpoint
 from tuitrain.train.data import load_idx_folder
+from tuitrain.train.device import TensorData
 from tuitrain.train.fused import FusedRun, fit_fused
-from tuitrain.train.loop import RunPlace, TensorData, fit, new_record
+from tuitrain.train.loop import RunPlace, fit, new_record
 from tuitrain.train.stacked import fusable, fusion_key
 
 RTOL, ATOL = 1e-3, 1e-4
@@ -195,7 +196,8 @@ import torch
 from tuitrain.core.spec import RunSpec
 from tuitrain.train.data import load_idx_folder
 from tuitrain.train.fused import FusedRun, fit_fused
-from tuitrain.train.loop import RunPlace, TensorData, new_record
+from tuitrain.train.device import TensorData
+from tuitrain.train.loop import RunPlace, new_record
 data = TensorData.from_arrays(load_idx_folder(Path({str(mnist_dir)!r})), torch.device("cpu"))
 runs = []
 for i, lr in enumerate((0.01, 0.001)):

@@ -34,17 +34,8 @@ from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
 from tuitrain.records import EpochRecord, RunRecord, utc_now
 from tuitrain.train.checkpoint import CheckpointWriter, WriteCheckpoint, checkpoint_state
-from tuitrain.train.loop import (
-    READ_BACK_EVERY_S,
-    Persist,
-    RunPlace,
-    TensorData,
-    cannot_write,
-    cuda_index,
-    describe_device,
-    eval_batch,
-    usable_precision,
-)
+from tuitrain.train.device import TensorData, cuda_index, describe_device, usable_precision
+from tuitrain.train.loop import READ_BACK_EVERY_S, Persist, RunPlace, cannot_write, eval_batch
 from tuitrain.train.stacked import StackedRuns, fusion_key
 
 PERSIST_EVERY_S = 2.0

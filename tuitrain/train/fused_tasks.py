@@ -22,8 +22,9 @@ from tuitrain.core.tasks import CheckpointSaved, RecordSaved, RunTask, TaskDone,
 from tuitrain.records import RunRecord, record_text
 from tuitrain.train.checkpoint import checkpoint_path
 from tuitrain.train.data import MnistArrays
+from tuitrain.train.device import TensorData, select_device
 from tuitrain.train.fused import FusedRun, fit_fused
-from tuitrain.train.loop import RunPlace, TensorData, new_record, select_device
+from tuitrain.train.loop import RunPlace, new_record
 from tuitrain.train.stacked import fusion_key
 
 FUSE_AT_LEAST = 2
@@ -56,9 +57,9 @@ def train_fused_tasks(
     """Train fresh `tasks` (one fusion key) as one fused group; every event, run file state and checkpoint goes to
     `send` with its task's index, and a TaskDone for each at the end (TaskRefused for all when they cannot start
     here). `controls[task.index]`: each run's own controls (pausing or stopping one takes it out of the group). With
-    `write_files` (a worker in the invoking process) the run files and checkpoints are written here too, and a
-    RunFilesError (the folder cannot take them) is raised after the runs ended; without, it is the receiver's to
-    write. `data`: the tensors already on the device, else made from `arrays`."""
+    `write_files` (a worker in the invoking process) the run files and checkpoints are written here, each
+    RecordSaved says so, and a folder that cannot take them ends every run (TaskDone says why); without, writing is
+    the receiver's. `data`: the tensors already on the device, else made from `arrays`."""
     try:
         first = tasks[0]
         assert all(t.record_text is None for t in tasks), "only fresh runs fuse"
@@ -77,14 +78,14 @@ def train_fused_tasks(
         for task in tasks:
             send(TaskRefused(task.index, f"{type(exc).__name__}: {exc}"))
         return
+    files_error: str | None = None
     try:
         # not learnt from (estimate.learn_from_run): a fused run's epoch time is its group's, not its own
         fit_fused(runs, data=data, graphs=graphs)
-    except RunFilesError:  # where the files are written: the runs ended, saved as far as they could be
-        if write_files:
-            raise
+    except RunFilesError as exc:  # where this worker writes the files: the runs ended, saved as far as they could be
+        files_error = str(exc)
     for task in tasks:
-        send(TaskDone(task.index))
+        send(TaskDone(task.index, files_error=files_error))
 
 
 def fused_run(
@@ -96,7 +97,7 @@ def fused_run(
         text = record_text(record)
         if write_files:
             atomic_write_text(task.run_file, text)
-        send(RecordSaved(index, text))
+        send(RecordSaved(index, text, written=write_files))
 
     def sink(event: Any) -> None:
         send(TaskEvent(index, event))

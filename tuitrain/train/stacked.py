@@ -30,7 +30,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from tuitrain.core.spec import RunSpec
-from tuitrain.train.loop import prepare_model
+from tuitrain.train.device import prepare_model
 
 FUSABLE_MODELS = frozenset({"model_a", "model_b"})
 """Models made only of layers that vmap batches exactly: convolutions, linear layers, pooling, activations."""
