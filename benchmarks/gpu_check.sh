@@ -114,8 +114,8 @@ say "(c) fused vs alone, eight seeds: $(verdict $RC) in $WALL s"
 [ -z "${DRY_RUN:-}" ] && tail -n 11 "$LOGS/fused_seeds.log" | tee -a "$SUMMARY"
 
 # (d) the phase table on CUDA (and the CPU's, for the same invocation, if the budget allows)
-run_step "(d) phases" 45 "$LOGS/phases.log" "$PY" benchmarks/phases.py --device cuda --data-dir "$DATA_DIR" \
-  --logs "$LOGS/phases" -- --preset lr_sweep --epochs 1
+run_step "(d) phases" 45 "$LOGS/phases.log" "$PY" benchmarks/phases.py --device cuda --jobs auto \
+  --data-dir "$DATA_DIR" --logs "$LOGS/phases" -- --preset lr_sweep --epochs 1
 say "(d) phases: $(verdict $RC) in $WALL s"
 [ -z "${DRY_RUN:-}" ] && cat "$LOGS/phases.log" | tail -n 20 | tee -a "$SUMMARY"
 

@@ -171,7 +171,7 @@ def wrap_capture(clock: Clock) -> None:
     cuda_step.capture_step = capture_step
 
 
-def child(out: Path, device: str, cli_args: list[str]) -> int:
+def child(out: Path, device: str, jobs: str, cli_args: list[str]) -> int:
     clock = Clock(SPAWNED_AT)
     clock.stack = ["imports"]
     modules_before = 0
@@ -211,12 +211,12 @@ def child(out: Path, device: str, cli_args: list[str]) -> int:
     if device == "cuda":
         wrap_capture(clock)
     # as `python -m tuitrain` runs, its way of exiting included
-    sys.argv = ["tuitrain", *cli_args, "--no-ui", "--device", device, "--jobs", "1"]
+    sys.argv = ["tuitrain", *cli_args, "--no-ui", "--device", device, "--jobs", jobs]
     runpy.run_module("tuitrain", run_name="__main__", alter_sys=True)
     return 0
 
 
-def measure(device: str, cli_args: list[str], data_dir: str | None, log: Path) -> dict:
+def measure(device: str, jobs: str, cli_args: list[str], data_dir: str | None, log: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="phases-") as tmp:
         out = Path(tmp) / "phases.json"
         args = [*cli_args, "--runs-dir", str(Path(tmp) / "runs")]
@@ -226,7 +226,10 @@ def measure(device: str, cli_args: list[str], data_dir: str | None, log: Path) -
         start = time.time()
         with log.open("w") as fh:
             rc = subprocess.call(
-                [sys.executable, __file__, "--child", str(out), device, "--", *args], stdout=fh, stderr=fh, env=env
+                [sys.executable, __file__, "--child", str(out), device, jobs, "--", *args],
+                stdout=fh,
+                stderr=fh,
+                env=env,
             )
         end = time.time()
         if rc not in (0, 1) or not out.exists():  # 1: a run did not complete (e.g. lr 0.1 diverging): still timed
@@ -265,12 +268,17 @@ def table(results: dict[str, list[dict]]) -> str:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        _, _, out, device, _dashes, *cli_args = sys.argv
+        _, _, out, device, jobs, _dashes, *cli_args = sys.argv
         sys.path.insert(0, str(ROOT))
-        return child(Path(out), device, cli_args)
+        return child(Path(out), device, jobs, cli_args)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda", "both"], default="both", help="both: CPU, and CUDA if any")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument(
+        "--jobs",
+        default="1",
+        help="1 (default: every run in one process, all phases seen) or auto (fused runs on CUDA)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="fresh processes per device; the table shows medians")
     parser.add_argument("--logs", type=Path, default=None, help="folder for the children's output (default: temp)")
     parser.add_argument("cli_args", nargs="*", help="after --: the preset's arguments, e.g. --preset lr_sweep")
@@ -288,9 +296,11 @@ def main() -> int:
     for device in devices:
         for i in range(args.repeat):
             results.setdefault(device, []).append(
-                measure(device, args.cli_args, args.data_dir, logs / f"{device}-{i}.log")
+                measure(device, args.jobs, args.cli_args, args.data_dir, logs / f"{device}-{i}.log")
             )
-    print(f"phases of: tuitrain {' '.join(args.cli_args)} --no-ui --jobs 1 (seconds; medians of {args.repeat})")
+    print(
+        f"phases of: tuitrain {' '.join(args.cli_args)} --no-ui --jobs {args.jobs} (seconds; medians of {args.repeat})"
+    )
     print(table(results))
     return 0
 
