@@ -1,3 +1,3 @@
-from tuitrain.cli import main
+from tuitrain.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -408,7 +408,7 @@ def train_headless(invocation, heading: str) -> int:
             safe_print("\nStopping after the current batch (Ctrl-C again to exit at once)…", sys.stderr)
 
     stops = StopOnSignals(control, on_signal=on_signal)
-    printer = HeadlessPrinter(sys.stdout, parallel=lambda: invocation.jobs > 1)
+    printer = HeadlessPrinter(sys.stdout, parallel=lambda: invocation.runs_at_once() > 1)
     with stops:
         try:
             safe_print(heading, sys.stdout)
@@ -635,3 +635,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print("\ntuitrain: interrupted.", file=sys.stderr)
         return exit_code_for(getattr(exc, "signum", 2))
+
+
+def entry() -> NoReturn:
+    """The `tuitrain` command: main() with sys.argv, then leave without the interpreter's teardown (core.exit)."""
+    from tuitrain.core.exit import exit_process
+
+    try:
+        code: object = main()
+    except SystemExit as exc:  # argparse's --help, --version and usage errors
+        code = exc.code
+    exit_process(code)

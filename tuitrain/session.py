@@ -29,6 +29,7 @@ from tuitrain.core.ray_options import with_resources
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RESUMABLE
 from tuitrain.core.tasks import RunTask
+from tuitrain.executors.fused import FusedExecutor
 from tuitrain.executors.inprocess import InProcessWorker
 from tuitrain.executors.local import LocalWorker
 from tuitrain.executors.scheduler import Scheduler, Worker
@@ -38,6 +39,7 @@ from tuitrain.train import estimate
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 from tuitrain.train.data import MnistArrays, resolve_mnist
 from tuitrain.train.device import gpu_count, select_device
+from tuitrain.train.fused_tasks import fusion_plan
 from tuitrain.train.models import check_model
 
 if TYPE_CHECKING:
@@ -286,6 +288,8 @@ class PresetInvocation:
     """Runs trained at once (plan_jobs); more than one: each in its own worker process."""
     jobs_asked: Jobs = 1
     """What was asked for: with "auto", `jobs` is planned again once the data (its real size) is loaded."""
+    fused: list[list[int]] = field(default_factory=list)
+    """Groups of run indices that train fused (train.fused_tasks.fusion_plan), planned as the runs start."""
     gpus: list[int] = field(default_factory=list)
     """GPUs the runs may use (--gpus, else every visible one)."""
     ray: RayOptions | None = None
@@ -343,7 +347,15 @@ class PresetInvocation:
         # on Ray, the cluster is joined first: one unreachable or too small is refused before anything is written
         cluster = self._join_cluster(sink) if self.ray is not None else None
         try:
-            if cluster is None and self.jobs > 1 and self.jobs_asked == "auto":  # planned for full MNIST: check
+            # --jobs auto on a GPU: runs that fuse train in this process first, as one program a group
+            if cluster is None and self.jobs_asked == "auto":
+                fresh = [i not in self.kept and i not in self.resuming for i in range(len(self.runs))]
+                self.fused = fusion_plan([r.spec for r in self.runs], fresh)
+            if self.fused:
+                fused = {i for group in self.fused for i in group}
+                alone = [r.spec for i, r in enumerate(self.runs) if i not in fused and i not in self.kept]
+                self.jobs = plan_jobs("auto", alone, self.gpus)
+            elif cluster is None and self.jobs > 1 and self.jobs_asked == "auto":  # planned for full MNIST: check
                 self._arrays = arrays = arrays if arrays is not None else resolve_mnist(self.data_dir, log=log_to(sink))
                 self.jobs = plan_jobs("auto", self.specs_to_train(arrays), self.gpus)
             in_process = cluster is None and self.jobs <= 1
@@ -365,6 +377,7 @@ class PresetInvocation:
                 announce_queue=not in_process,
                 gpus=self.gpus,
             )
+            fused_records: dict[int, RunRecord] = {}
             try:
                 if cluster is None:
                     scheduler.start()  # worker processes import torch while the data loads
@@ -375,9 +388,12 @@ class PresetInvocation:
                     if cluster is not None:
                         cluster.put_data(self._arrays)
                         scheduler.start()
-                    scheduler.run(self.tasks(), self._arrays)
+                    tasks = self.tasks()
+                    if self.fused:
+                        tasks = self._train_fused(sink, control, tasks, fused_records)
+                    scheduler.run(tasks, self._arrays)
                 finally:
-                    ended = {**self.kept, **scheduler.records}
+                    ended = {**self.kept, **fused_records, **scheduler.records}
                     self.records = [ended[i] for i in sorted(ended)]
                     release_folder(folder)
             finally:
@@ -386,6 +402,30 @@ class PresetInvocation:
             if cluster is not None:
                 cluster.shutdown()
         return self.records
+
+    def _train_fused(
+        self, sink: Sink, control: RunControl, tasks: list[RunTask], records: dict[int, RunRecord]
+    ) -> list[RunTask]:
+        """Train the fused groups (executors.fused) in this process, their records into `records`; returns the tasks
+        left for the scheduler (the runs that do not fuse, and those of a group that could not start fused)."""
+        by_index = {t.index: t for t in tasks}
+        groups = [[by_index[i] for i in group] for group in self.fused]
+        labels = "; ".join(", ".join(t.label for t in group) for group in groups)
+        log_to(sink)(f"Fused: {sum(len(g) for g in groups)} runs train as {len(groups)} batched program(s): {labels}")
+        # each run of a group gets its own controls: pausing or stopping one takes it out of its group
+        executor = FusedExecutor(sink, control, functools.partial(self._starting, sink, None))
+        try:
+            executor.run(groups, self._arrays)
+        finally:
+            records.update(executor.records)
+            for task in executor.refused:
+                self.started.remove(task.index)
+        trained = {i for group in self.fused for i in group} - {t.index for t in executor.refused}
+        return [t for t in tasks if t.index not in trained]
+
+    def runs_at_once(self) -> int:
+        """Runs that train side by side: the jobs, or the largest fused group."""
+        return max([self.jobs, *(len(g) for g in self.fused)])
 
     def _join_cluster(self, sink: Sink) -> RayCluster:
         """Join the Ray cluster (or start an embedded one) and plan the runs at once from its room."""

@@ -35,17 +35,21 @@ def checkpoint_path(run_path: Path) -> Path:
 
 
 def checkpoint_state(
-    model: nn.Module, optimizer: torch.optim.Optimizer, order_gen: torch.Generator, record: RunRecord
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | dict[str, Any],
+    order_gen: torch.Generator,
+    record: RunRecord,
 ) -> dict[str, Any]:
     """The checkpoint as of now, in memory: every tensor a copy (on its device: cheap on a GPU), so that training on
-    (in-place updates of the model and optimizer) cannot change it while it is serialised elsewhere."""
+    (in-place updates of the model and optimizer) cannot change it while it is serialised elsewhere. `optimizer`: the
+    optimizer, or its state dict (a fused run's, stacked.StackedRuns.unstack)."""
     state = {
         "version": CHECKPOINT_VERSION,
         "run_id": record.id,
         "epoch": len(record.epochs),
         "model": copied(model.state_dict()),
         # state_dict() hands out the optimizer's own per-parameter dicts and tensors
-        "optimizer": copied(optimizer.state_dict()),
+        "optimizer": copied(optimizer if isinstance(optimizer, dict) else optimizer.state_dict()),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         "order_rng": order_gen.get_state(),
