@@ -9,10 +9,13 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from tuitrain import __version__
 from tuitrain.core.errors import TuitrainError
+
+if TYPE_CHECKING:
+    from tuitrain.signals import StopOnSignals
 
 DESCRIPTION = """\
 tuitrain: train PyTorch image classifiers on MNIST and watch them in the terminal.
@@ -377,9 +380,19 @@ def resume_invocation(args: argparse.Namespace):
 
 def run_resume(args: argparse.Namespace) -> int:
 
+    from tuitrain.core.control import RunControl
+    from tuitrain.signals import StopOnSignals
+
     check_resume_args(args)
-    adopt_lock(args, args.resume if args.resume.is_dir() else args.resume.parent)
-    invocation = resume_invocation(args)
+    # a stop signal from the moment the folder is locked stops the resume cleanly (no kill with the lock taken)
+    control = RunControl()
+    stops = StopOnSignals(control, on_signal=say_stopping).install()
+    try:
+        adopt_lock(args, args.resume if args.resume.is_dir() else args.resume.parent)
+        invocation = resume_invocation(args)
+    except BaseException:
+        stops.restore()
+        raise
     kept, restarting = len(invocation.kept), len(invocation.restarting)
     heading = (
         f"Resuming {invocation.folder}: {len(invocation.resuming) - restarting} run(s) to continue, "
@@ -389,25 +402,31 @@ def run_resume(args: argparse.Namespace) -> int:
         heading += f", {restarting} to train again from epoch 1 (no usable checkpoint)"
     if not invocation.resuming and not invocation.kept:  # no run has started (a folder --detach planned, say)
         heading = preset_heading(invocation.preset, invocation, {})
-    return train_headless(invocation, heading)
+    return train_headless(invocation, heading, stops)
 
 
-def train_headless(invocation, heading: str) -> int:
-    """Train an invocation with log lines; signals stop it cleanly (see tuitrain.signals)."""
+def say_stopping(signum: int, first: bool) -> None:
+    """What a headless run says on its first stop signal."""
+    from tuitrain.headless import safe_print
+
+    if first:
+        safe_print("\nStopping after the current batch (Ctrl-C again to exit at once)…", sys.stderr)
+
+
+def train_headless(invocation, heading: str, stops: StopOnSignals | None = None) -> int:
+    """Train an invocation with log lines; signals stop it cleanly (see tuitrain.signals). `stops`: signal
+    handling installed earlier (restored here at the end), with its own controls."""
     from tuitrain import format as fmt
     from tuitrain.core.control import RunControl
     from tuitrain.core.errors import RunFilesError
     from tuitrain.headless import HeadlessPrinter, safe_print
     from tuitrain.signals import StopOnSignals
 
-    control = RunControl()
     files_error: RunFilesError | None = None
-
-    def on_signal(signum: int, first: bool) -> None:
-        if first:
-            safe_print("\nStopping after the current batch (Ctrl-C again to exit at once)…", sys.stderr)
-
-    stops = StopOnSignals(control, on_signal=on_signal)
+    if stops is None:
+        stops = StopOnSignals(RunControl(), on_signal=say_stopping)
+    control = stops.control
+    assert control is not None
     printer = HeadlessPrinter(sys.stdout, parallel=lambda: invocation.runs_at_once() > 1)
     with stops:
         try:

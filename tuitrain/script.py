@@ -119,8 +119,11 @@ def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
         if not isinstance(key, str):
             raise TypeError(f"tuitrain.init: config keys must be strings, got {key!r}")
         name = f"{prefix}{key}"
+        flat = flatten_config(value, f"{name}/") if isinstance(value, Mapping) else {name: value}
+        if clash := next((k for k in flat if k in checked), None):
+            raise ValueError(f"tuitrain.init: config has {clash!r} twice (nested dicts are stored as 'a/b' keys)")
         if isinstance(value, Mapping):
-            checked.update(flatten_config(value, f"{name}/"))
+            checked.update(flat)
             continue
         if isinstance(value, tuple):
             value = list(value)

@@ -95,6 +95,8 @@ class StopOnSignals:
             raise exit_now
 
     def install(self) -> StopOnSignals:
+        if self._previous:  # installed already (before the work that it guards began): keep the first previous
+            return self
         for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self

@@ -285,6 +285,7 @@ def test_two_resumes_of_one_folder_train_it_once(mnist_dir: Path, tiny_preset: P
         wait_until(lambda: lock_holder(folder).startswith(f"pid {winner.pid} "), "the winner's pid in the lock file")
         with pytest.raises(TuitrainError, match=f"another tuitrain \\(pid {winner.pid} "):
             PresetInvocation.resume(folder)
+        wait_until(lambda: len(read_record(folder / inv.files[0]).resumed_at) == 1, "the winner to resume the run")
         winner.send_signal(signal.SIGTERM)
         assert winner.wait(timeout=120) == 143
     finally:

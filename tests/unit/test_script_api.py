@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -180,7 +181,7 @@ def nan_run(tmp_path: Path, label: str, finish: bool = True):
 def test_nan_losses_from_a_script_end_the_run_diverged(tmp_path):
     record = read_record(nan_run(tmp_path, "nan").path)
     assert record.status == "diverged"
-    assert record.error == "non-finite loss (nan) at epoch 1, batch 2 (the script trained on)"
+    assert record.error == "non-finite training loss (loss) at step 1"
     with nan_run(tmp_path, "with") as run:  # the context manager's own finish says the same
         pass
     assert read_record(run.path).status == "diverged"
@@ -193,9 +194,14 @@ def test_compare_flags_a_script_run_with_nan_losses_and_never_ranks_it_best(tmp_
     good = script_record(tmp_path / "s", 0.01, 64)
     bad = read_record(nan_run(tmp_path / "s", "nan").path)
     old = bad.model_copy(update={"status": "completed", "error": None, "label": "old nan"})  # written before the fix
-    comparison = Comparison.from_paths(write_runs(tmp_path / "mixed", [good, bad, old]))
+    paths = write_runs(tmp_path / "mixed", [good, bad, old])
+    for record in (good, bad):  # their series logs beside the copies of their run files
+        assert record.series_file is not None
+        [series] = (tmp_path / "s").rglob(record.series_file)
+        shutil.copy(series, tmp_path / "mixed" / record.series_file)
+    comparison = Comparison.from_paths(paths)
     assert [r.status for r in comparison.runs] == ["completed", "diverged", "diverged"]
     notes = "\n".join(comparison.observations())
-    assert "nan diverged: non-finite loss (nan) at epoch 1, batch 2" in notes
+    assert "nan diverged: non-finite training loss (loss) at step 1" in notes
     assert "old nan diverged: non-finite loss; no epoch completed before it" in notes
     assert "Best:" not in notes and "No clear best" not in notes  # one finite run: nothing to rank it against
