@@ -211,7 +211,7 @@ class SweepMonitor:
         elif isinstance(event, EpochEnded):
             state.epochs.append(event)
             state.epoch = event.epoch
-            state.batch = state.batches_per_epoch
+            state.batch = state.batches_per_epoch or state.batch  # not known: the points this epoch logged
         elif isinstance(event, RunFinished):
             state.status = event.status
             if state is self.current and self.live:
