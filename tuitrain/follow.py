@@ -219,7 +219,7 @@ class EpochClock:
     def observe(self, record: RunRecord, bpe: int) -> None:
         steps, beat = len(record.batch_losses), record.heartbeat_at
         # the epoch of the last loss, or the next one once the last has its epoch record (evaluated)
-        epoch = max(-(-steps // max(bpe, 1)), len(record.epochs) + 1)
+        epoch = max(-(-steps // bpe) if bpe else 0, len(record.epochs) + 1)
         if self.last is None or epoch != self.epoch:
             # a new epoch, or the first sight: time it from here (at its very start when the version saved at
             # the previous epoch's end was seen)
@@ -252,6 +252,20 @@ def _estimated_rate(record: RunRecord, epoch: int, samples: int) -> float:
     began = max([record.started_at, *record.resumed_at])
     training = _seconds_between(began, record.heartbeat_at) - sum(e.duration_s for e in finished)
     return samples / training if training > 0 and samples > 0 else 0.0
+
+
+def _epoch_end(record: RunRecord, epoch: int, bpe: int) -> int:
+    """Training-loss points logged by the end of `epoch` (1-based): a closed epoch's own count where its record has
+    one (a script run's epochs differ in length), else every `bpe` after the last such count; with `bpe` 0 (not
+    known) the epoch in progress runs to the last point logged."""
+    closed = record.epochs
+    if epoch <= len(closed) and closed[epoch - 1].steps is not None:
+        return closed[epoch - 1].steps or 0
+    counted = next((i for i in range(min(epoch, len(closed)), 0, -1) if closed[i - 1].steps is not None), 0)
+    base = (closed[counted - 1].steps or 0) if counted else 0
+    if bpe:
+        return base + (epoch - counted) * bpe
+    return max(base, len(record.batch_losses)) + (epoch - len(closed) - 1 if epoch > len(closed) else 0)
 
 
 class RunTracker:
@@ -302,9 +316,15 @@ class RunTracker:
         return self.fallback_index
 
     def batches_per_epoch(self, record: RunRecord) -> int:
+        """0 where not known: a script run that did not say (its logged points are not batches of the spec)."""
+        if record.script is not None:
+            return record.batches_per_epoch or 0
         return record.batches_per_epoch or record.spec.batches_per_epoch()  # older files lack the field
 
     def train_size(self, record: RunRecord) -> int:
+        """0 where not known, as batches_per_epoch."""
+        if record.script is not None:
+            return record.train_size or 0
         return record.train_size or record.spec.train_size()
 
     def update(self, record: RunRecord) -> list[Event]:
@@ -325,15 +345,18 @@ class RunTracker:
         while True:
             # an epoch is announced once all of its losses have been
             while self.epochs < len(record.epochs) and self.steps >= min(
-                len(losses), record.epochs[self.epochs].epoch * bpe
+                len(losses), _epoch_end(record, record.epochs[self.epochs].epoch, bpe)
             ):
                 events.append(self._epoch_ended(record, self.epochs))
                 self.epochs += 1
             if self.steps >= len(losses):
                 break
-            epoch = self.steps // bpe + 1
-            end = min(len(losses), epoch * bpe)
-            events.append(self._batch_losses(record, epoch, self.steps, end, bpe))
+            epoch = 1
+            while _epoch_end(record, epoch, bpe) <= self.steps:
+                epoch += 1
+            start = _epoch_end(record, epoch - 1, bpe) if epoch > 1 else 0
+            end = min(len(losses), _epoch_end(record, epoch, bpe))
+            events.append(self._batch_losses(record, epoch, start, self.steps, end, bpe))
             self.steps = end
         events.extend(self._finish_if_ended(record))
         return events
@@ -394,12 +417,16 @@ class RunTracker:
             path=self.path,
             config=record.config,
             host=record.env.host,
+            epochs_known=record.script is None or record.script.epochs is not None,
         )
 
-    def _batch_losses(self, record: RunRecord, epoch: int, start: int, end: int, bpe: int) -> BatchLosses:
-        batch = end - (epoch - 1) * bpe
+    def _batch_losses(
+        self, record: RunRecord, epoch: int, epoch_start: int, start: int, end: int, bpe: int
+    ) -> BatchLosses:
+        batch = end - epoch_start
         train_size = self.train_size(record)
-        samples = min(batch * record.spec.batch_size, train_size)
+        samples = batch * record.spec.batch_size
+        samples = min(samples, train_size) if train_size else samples
         elapsed = _seconds_between(record.started_at, record.heartbeat_at)
         finished = next((e for e in record.epochs if e.epoch == epoch), None)
         # a finished epoch says its own rate; the epoch in progress is timed from the file's versions

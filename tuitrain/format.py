@@ -33,7 +33,9 @@ def accuracy(value: float | None) -> str:
 
 
 def train_line(epoch: int, samples_done: int, train_size: int, last_loss: float) -> str:
-    """The PyTorch MNIST example's progress line."""
+    """The PyTorch MNIST example's progress line (without the counts where train_size is 0: not known)."""
+    if not train_size:
+        return f"Train Epoch: {epoch}\tLoss: {last_loss:.6f}"  # logged points need not be batches of a known size
     pct = 100.0 * samples_done / max(train_size, 1)
     return f"Train Epoch: {epoch} [{samples_done}/{train_size} ({pct:.0f}%)]\tLoss: {last_loss:.6f}"
 

@@ -86,7 +86,9 @@ class HeadlessPrinter:
             self._print(
                 f"\n=== Run {event.run_index + 1}/{event.run_count}: {fmt.printable(event.label)} — "
                 f"{fmt.spec_summary(event.spec, event.config)}, "
-                f"{event.spec.epochs} epochs, {event.train_size} train / {event.test_size} test on {event.device}"
+                f"{f'{event.spec.epochs} epochs, ' if event.epochs_known else ''}"
+                f"{f'{event.train_size} train / ' if event.train_size else ''}"
+                f"{f'{event.test_size} test ' if event.test_size else ''}on {event.device}"
             )
             if event.path:
                 self._print_about(event.run_id, f"{'Reading' if self.watching else 'Saving to'} {event.path}")

@@ -43,7 +43,10 @@ class RunState:
     spec: RunSpec
     device: str
     batches_per_epoch: int
+    """0: not known (a script run that did not say)."""
     start_epoch: int = 1
+    epochs_known: bool = True
+    """Whether spec.epochs is planned (RunStarted.epochs_known)."""
     first_step: int | None = None
     """Global step of losses[0] (a resumed run does not start at 0)."""
     losses: list[float] = field(default_factory=list)
@@ -127,9 +130,24 @@ class RunState:
     def eta_s(self) -> float | None:
         """Remaining time of this run at its rate so far (training only; evaluation is short)."""
         done = self.steps_done - (self.start_epoch - 1) * self.batches_per_epoch
-        if self.status != "running" or done <= 0 or self.elapsed_s <= 0:
+        if self.status != "running" or done <= 0 or self.elapsed_s <= 0 or not self.length_known:
             return None
         return self.elapsed_s / done * max(self.steps_total - self.steps_done, 0)
+
+    @property
+    def length_known(self) -> bool:
+        return self.epochs_known and self.batches_per_epoch > 0
+
+    @property
+    def epoch_text(self) -> str:
+        """'3/10', or '3' where the planned epochs are not known or already passed (nothing shown is invented)."""
+        known = self.epochs_known and self.epoch <= self.spec.epochs
+        return f"{self.epoch}/{self.spec.epochs}" if known else str(self.epoch)
+
+    @property
+    def batch_text(self) -> str:
+        """'120/938', or the batches of this epoch so far where an epoch's length is not known."""
+        return f"{self.batch}/{self.batches_per_epoch}" if self.batches_per_epoch else str(self.batch)
 
     def steps(self) -> np.ndarray:
         start = self.first_step or 0
@@ -174,6 +192,7 @@ class SweepMonitor:
                 start_epoch=event.start_epoch,
                 epoch=event.start_epoch,
                 config=event.config,
+                epochs_known=event.epochs_known,
             )
             self.runs[event.run_id] = state
             current = self.current
@@ -192,7 +211,7 @@ class SweepMonitor:
         elif isinstance(event, EpochEnded):
             state.epochs.append(event)
             state.epoch = event.epoch
-            state.batch = state.batches_per_epoch
+            state.batch = state.batches_per_epoch or state.batch  # not known: the points this epoch logged
         elif isinstance(event, RunFinished):
             state.status = event.status
             if state is self.current and self.live:

@@ -104,9 +104,13 @@ class EpochRecord(BaseModel):
     """Peak GPU memory allocated by training during the epoch (torch's allocator: training and evaluation);
     None on the CPU and in files written before it existed."""
 
+    steps: int | None = Field(default=None, ge=0)
+    """Training-loss points a script run had logged by this epoch's close (its epochs differ in length: a watcher
+    places the boundary here); None for runs trained by tuitrain itself and in files written before it existed."""
+
     def event_fields(self) -> dict[str, Any]:
         """The figures that an EpochEnded event carries: the engine's, and the one a watcher rebuilds from a file."""
-        return self.model_dump(exclude={"eval_s", "threads", "peak_gpu_memory_bytes"})
+        return self.model_dump(exclude={"eval_s", "threads", "peak_gpu_memory_bytes", "steps"})
 
 
 class ScriptInfo(BaseModel):
@@ -120,6 +124,8 @@ class ScriptInfo(BaseModel):
     """Its command line, sys.argv as the script saw it."""
     cwd: str | None = None
     """Working directory it ran in."""
+    epochs: int | None = None
+    """Epochs the script said it would train (`init(epochs=...)`); None: open-ended, or a file from before it."""
 
 
 class RunRestart(BaseModel):

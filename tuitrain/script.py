@@ -250,7 +250,7 @@ class Run:
             spec=_spec(values, epochs, batch_size),
             env=_environment(),
             config=values,
-            script=ScriptInfo(path=script, argv=list(sys.argv), cwd=os.getcwd()),
+            script=ScriptInfo(path=script, argv=list(sys.argv), cwd=os.getcwd(), epochs=epochs),
             run_index=0,
             run_count=1,
             batches_per_epoch=batches_per_epoch,
@@ -320,10 +320,7 @@ class Run:
         figures = {name: scalar(name, value) for name, value in metrics.items()}
         loss = scalar("test_loss", test_loss)
 
-        trained: list[int] = []
-
         def build(losses: EpochLosses, duration: float) -> EpochRecord:
-            trained.append(losses.count)
             samples = losses.count * record.spec.batch_size
             return EpochRecord(
                 epoch=len(record.epochs) + 1,
@@ -339,11 +336,10 @@ class Run:
                 paused_s=0.0,
                 samples_per_s=samples / duration if duration > 0 else 0.0,
                 metrics=figures,
+                steps=(record.epochs[-1].steps or 0 if record.epochs else 0) + losses.count,
             )
 
         def settle() -> None:
-            if record.batches_per_epoch is None and trained[0]:
-                record.batches_per_epoch = trained[0]  # the first epoch tells a watcher where epochs end
             if test_total:
                 record.test_size = test_total
             self._size_known()

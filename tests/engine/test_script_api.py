@@ -102,7 +102,9 @@ def test_completed_script_run_has_a_valid_v2_file(tmp_path):
     assert record.config == {"model": "mlp", "lr": 3e-3, "batch_size": 32}
     assert record.script is not None and record.script.path == str(tmp_path / "train_mlp.py")
     assert record.script.argv[1:] == ["complete", "3"]
-    assert len(record.batch_losses) == 3 * 8 and record.batches_per_epoch == 8
+    assert len(record.batch_losses) == 3 * 8
+    # not given, so not guessed from the first epoch: each epoch says where it ended
+    assert record.batches_per_epoch is None and [e.steps for e in record.epochs] == [8, 16, 24]
     assert [e.epoch for e in record.epochs] == [1, 2, 3] and record.spec.epochs == 3
     first = record.epochs[0]
     assert first.initial_loss == record.batch_losses[0] and first.final_loss == record.batch_losses[7]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 
 import numpy as np
@@ -186,3 +187,48 @@ def test_labels_and_log_lines_are_kept_as_the_cli_prints_them():
     assert m.current.label == "evil\\x1b[31mRED\\nsecond"
     assert m.queued[0].label == "w\\x07"
     assert m.last_log == "Data: MNIST from /tmp/\\x1b[2J"
+
+
+def test_a_script_run_of_unknown_length_shows_only_what_its_record_says(tmp_path):
+    """A script run that gave neither epochs= nor batches_per_epoch=, with epochs of uneven numbers of logged
+    points (as Lightning's are): no 'Epoch k/N' with k > N, no batch count of the default spec (938), no ETA, no
+    train size in the heading, and each epoch's points where the script closed it."""
+    from tuitrain import script
+    from tuitrain.follow import RunTracker
+    from tuitrain.headless import HeadlessPrinter
+    from tuitrain.tui.widgets.progress import ProgressPanel
+
+    run = script.init(label="uneven", runs_dir=tmp_path)
+    tracker = RunTracker(run.path)
+    monitor = SweepMonitor()
+    events = []
+    shown = []
+    for epoch, points in enumerate((5, 3, 4), start=1):
+        for i in range(points):
+            run.log({"loss": 1.0 / (epoch + i)})
+        run.log_epoch(val_loss=0.5 / epoch)
+        for event in tracker.poll():
+            events.append(event)
+            state = monitor.apply(event)
+            if state is not None:
+                shown.append((state.epoch, ProgressPanel.run_details(state, paused=False).plain))
+    run.finish()
+    for event in tracker.poll():
+        events.append(event)
+        monitor.apply(event)
+    state = monitor.runs[run.id]
+    shown.append((state.epoch, ProgressPanel.run_details(state, paused=False).plain))
+    assert shown
+    for epoch, text in shown:
+        assert f"Epoch {epoch}  " in text  # epochs= not given: no '/N'
+        assert "938" not in text
+        assert "ETA –" in text
+    assert state.eta_s is None
+    per_epoch = [sum(len(e.losses) for e in events if isinstance(e, BatchLosses) and e.epoch == k) for k in (1, 2, 3)]
+    assert per_epoch == [5, 3, 4]
+    assert [e.epoch for e in events if isinstance(e, EpochEnded)] == [1, 2, 3]
+    printer = HeadlessPrinter(io.StringIO(), watching=True)
+    for event in events:
+        printer(event)
+    lines = printer.out.getvalue().splitlines()
+    assert not any(" train / " in line or "938" in line for line in lines)

@@ -49,6 +49,8 @@ class RunStarted:
     """The machine that trains it (None: not known, as for a run watched from its file)."""
     gpu: int | None = None
     """The CUDA device index it trains on, as its training process numbers them; None on the CPU or not known."""
+    epochs_known: bool = True
+    """Whether spec.epochs is planned; False for a script run that did not say (it trains until it finishes)."""
 
 
 @dataclass(frozen=True)

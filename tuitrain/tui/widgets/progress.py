@@ -90,13 +90,15 @@ class ProgressPanel(Static):
         if paused and run.status == "running":
             title.append("  PAUSED", style="bold reverse yellow")
         title.append(f"  {fmt.spec_summary(run.spec, run.config)}", style="dim")
-        epoch = f"Epoch {run.epoch}/{run.spec.epochs}  "
-        batch = f" batch {run.batch}/{run.batches_per_epoch}"
+        epoch = f"Epoch {run.epoch_text}  "
+        batch = f" batch {run.batch_text}"
         speed = f"  {run.samples_per_s:,.0f} samples/s"
         room = width - len(epoch) - len(batch) - len(speed)
         bar_width = min(BAR_WIDTH, max(MIN_BAR_WIDTH, room)) if width else BAR_WIDTH
         progress = Text(epoch)
-        progress.append(text_bar(run.batch / max(run.batches_per_epoch, 1), bar_width), style=colour)
+        progress.append(
+            text_bar(run.batch / run.batches_per_epoch if run.batches_per_epoch else 0.0, bar_width), style=colour
+        )
         progress.append(batch + speed)
         timing = Text(f"Elapsed {fmt.duration(run.elapsed_s)}  ETA {fmt.duration(run.eta_s)}  ")
         timing.append(f"Device {run.device}", style="dim")
@@ -165,12 +167,15 @@ def run_line(run: RunState, label_width: int, *, paused: bool, highlighted: bool
             run.run_index, run.run_count, run.label, label_width, f"bold reverse {colour}" if highlighted else colour
         )
     )
-    text.append(f"  Epoch {run.epoch}/{run.spec.epochs} ")
+    text.append(f"  Epoch {run.epoch_text} ")
     if paused:  # in the bar's place: the lines' figures stay lined up
         text.append("PAUSED".center(RUN_LINE_BAR_WIDTH), style="bold reverse yellow")
     else:
-        text.append(text_bar(run.batch / max(run.batches_per_epoch, 1), RUN_LINE_BAR_WIDTH), style=colour)
-    text.append(f" {run.batch}/{run.batches_per_epoch}")
+        text.append(
+            text_bar(run.batch / run.batches_per_epoch if run.batches_per_epoch else 0.0, RUN_LINE_BAR_WIDTH),
+            style=colour,
+        )
+    text.append(f" {run.batch_text}")
     text.append(f"  ETA {fmt.duration(run.eta_s)}  {run.samples_per_s:,.0f} samples/s  ")
     text.append(run.device, style="dim")
     return text
