@@ -54,6 +54,14 @@ async def wait_for(pilot, condition: Callable[[], bool], what: str, timeout: flo
         await pilot.pause(0.05)
 
 
+def error_dialog_shown(app) -> bool:
+    """Whether the app shows its error dialog with the message in it: a pushed screen composes later, and on a
+    loaded machine a test can see the screen before its widgets."""
+    from tuitrain.tui.screens.dialogs import ErrorScreen
+
+    return isinstance(app.screen, ErrorScreen) and bool(app.screen.query("#error-message"))
+
+
 def lease_paused(run_id: str) -> bool:
     """Whether the core lease of run `run_id` says that it is paused, which its loop writes once it waits at a batch
     boundary (tuitrain.core.cores; the registry is in the test's cache folder, also for worker processes)."""

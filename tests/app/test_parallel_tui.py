@@ -9,7 +9,7 @@ from __future__ import annotations
 from textual.widgets import DataTable, Static
 
 from tests.app.scripted import INVOCATION, ScriptedSource, interleaved, run_events, two_runs_at_once, waiting
-from tests.helpers import wait_for
+from tests.helpers import error_dialog_shown, wait_for
 from tuitrain.core.events import RunFinished
 from tuitrain.tui.app import TuitrainApp
 from tuitrain.tui.screens.run import RunScreen
@@ -194,7 +194,7 @@ async def test_j_on_home_picks_the_runs_at_once_and_the_estimates_follow(tmp_pat
         await pilot.press("j", "j")  # auto, then 1
         assert (await shown("1", "1m40s")).endswith("Jobs: 1, j changes")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), "the start to be refused")
+        await wait_for(pilot, lambda: error_dialog_shown(app), "the start to be refused")
         assert prepared[-1]["jobs"] == 1 and prepared[-1]["gpus"] == [0]
 
 

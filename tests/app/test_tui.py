@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import lease_paused, wait_for
+from tests.helpers import error_dialog_shown, lease_paused, wait_for
 from tuitrain import format as fmt
 from tuitrain.records import read_record
 from tuitrain.tui.app import TuitrainApp
@@ -210,7 +210,7 @@ async def test_hangup_or_term_saves_the_run_as_interrupted_and_exits(slow_preset
 async def test_unknown_preset_is_a_clear_error_not_a_traceback(tmp_path):
     app = TuitrainApp(preset="no_such_preset", runs_dir=tmp_path / "runs", presets={})
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), "the error dialog")
+        await wait_for(pilot, lambda: error_dialog_shown(app), "the error dialog")
         assert "unknown preset 'no_such_preset'" in str(app.screen.query_one("#error-message").render())
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen), "the home screen")
@@ -222,7 +222,7 @@ async def test_missing_data_is_shown_then_back_home(tiny_preset, tmp_path):
         preset="tiny", runs_dir=tmp_path / "runs", data_dir=tmp_path / "no-data-here", presets={"tiny": tiny_preset}
     )
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), "the error dialog")
+        await wait_for(pilot, lambda: error_dialog_shown(app), "the error dialog")
         assert "no-data-here" in str(app.screen.query_one("#error-message").render())
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen), "the home screen")
