@@ -25,7 +25,7 @@ from tuitrain.core.serieslog import LOG_FORMAT_VERSION, SERIES_SUFFIX, Series, S
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 NON_FINITE = ("NaN", "Infinity", "-Infinity")
 """How a non-finite float is written in a run file (JSON has no such numbers)."""
@@ -279,7 +279,18 @@ def _from_v3(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "schema_version": 4}
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_v1, 2: _from_v2, 3: _from_v3}
+def _from_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 5 adds optional per-epoch figures (learning rate, training accuracy, validation, per-class results)
+    and run housekeeping fields: a version 4 file is a version 5 file without them."""
+    return {**data, "schema_version": 5}
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _from_v1,
+    2: _from_v2,
+    3: _from_v3,
+    4: _from_v4,
+}
 
 
 def migrate(data: dict[str, Any], source: str = "run file") -> dict[str, Any]:

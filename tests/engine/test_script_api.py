@@ -96,7 +96,7 @@ def test_completed_script_run_has_a_valid_v2_file(tmp_path):
     out, err = proc.communicate(timeout=TIMEOUT_S)
     assert proc.returncode == 0, err
     record = only_record(runs)
-    assert record.schema_version == SCHEMA_VERSION == 4
+    assert record.schema_version == SCHEMA_VERSION == 5
     assert record.status == "completed" and record.error is None and record.ended_at is not None
     assert record.preset == "script-test" and record.label == "mlp"
     assert record.config == {"model": "mlp", "lr": 3e-3, "batch_size": 32}

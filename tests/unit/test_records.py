@@ -200,7 +200,7 @@ def test_files_of_version_3_migrate_with_their_losses_inline(name: str) -> None:
     original = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
     assert original["schema_version"] == 3
     record = read_record(FIXTURES / name)
-    assert record.schema_version == SCHEMA_VERSION == 4
+    assert record.schema_version == SCHEMA_VERSION == 5
     assert record.series_file is None
     assert len(record.batch_losses) == len(original["batch_losses"])
     assert [e.test_accuracy for e in record.epochs] == [e["test_accuracy"] for e in original["epochs"]]

@@ -134,7 +134,7 @@ def test_version_1_file_loads_as_version_2(tmp_path):
         del data[key]
     del data["epochs"][0]["metrics"]
     record = parse_record(json.dumps(data))
-    assert record.schema_version == SCHEMA_VERSION == 4
+    assert record.schema_version == SCHEMA_VERSION == 5
     assert record.config is None and record.script is None and record.epochs[0].metrics == {}
     assert record.epochs[0].test_accuracy == 50.0
 
