@@ -173,10 +173,7 @@ class RecordKeeper:
                 column = pending[name] = ([], [])
                 self.check_name(name)
             column[0].append(at)
-            if type(value) is not float and is_tensor(value):
-                value = value.detach()  # not a sync; frees the autograd graph now rather than at the read-back
-                self.chunk = self.read_every
-            column[1].append(value)
+            column[1].append(value if type(value) is float else self.held(value))
         if commit or (commit is None and step is None):
             self.step = at + 1
             self.pending_steps += 1
@@ -190,14 +187,25 @@ class RecordKeeper:
             column = self.pending[LOSS_NAME] = ([], [])
             self.check_name(LOSS_NAME)
         column[0].append(self.step)
-        if type(loss) is not float and is_tensor(loss):
-            loss = loss.detach()  # not a sync; frees the autograd graph now rather than at the read-back
-            self.chunk = self.read_every
-        column[1].append(loss)
+        column[1].append(loss if type(loss) is float else self.held(loss))
         self.step += 1
         self.pending_steps += 1
         if self.pending_steps >= self.chunk or time.monotonic() - self.last_read >= self.read_every_s:
             self.read_back()
+
+    def held(self, value: Any) -> Any:
+        """A logged value as kept until the read-back. A tensor in host memory is read now: no device to wait for,
+        and a tensor changed in place later cannot change what was logged. A device's tensor is kept detached (no
+        sync; its autograd graph freed now) and read back with the others in a small chunk."""
+        if not is_tensor(value):
+            return value
+        if value.is_cpu:
+            try:
+                return float(value)
+            except (RuntimeError, ValueError):  # not one element: refused, with its shape, at the read-back
+                return value
+        self.chunk = self.read_every
+        return value.detach()
 
     def check_name(self, name: str) -> None:
         """A name logged for the first time: strings only; the first training-loss name becomes the loss series."""

@@ -154,7 +154,6 @@ async def test_j_on_home_picks_the_runs_at_once_and_the_estimates_follow(tmp_pat
     import tuitrain.core.cores
     import tuitrain.session
     from tuitrain.core.errors import TuitrainError
-    from tuitrain.tui.screens.dialogs import ErrorScreen
 
     monkeypatch.setattr(tuitrain.session, "device_label", lambda device: "CPU (3 threads)")
     # 100 s one at a time, shared out over the runs at once

@@ -17,7 +17,7 @@ from tuitrain import format as fmt
 from tuitrain.records import read_record
 from tuitrain.tui.app import TuitrainApp
 from tuitrain.tui.screens import home
-from tuitrain.tui.screens.dialogs import ConfirmScreen, ErrorScreen
+from tuitrain.tui.screens.dialogs import ConfirmScreen
 from tuitrain.tui.screens.help import HelpScreen
 from tuitrain.tui.screens.home import HomeScreen
 from tuitrain.tui.screens.run import RunScreen

@@ -20,9 +20,14 @@ from tuitrain.records import SCHEMA_VERSION, parse_record, read_record
 
 
 class CountingTensor(torch.Tensor):
-    """A tensor that counts the calls that read its value back to the host (each one a sync on a GPU)."""
+    """A tensor that stands for one on a GPU (not in host memory) and counts the calls that read its value back to
+    the host (each one a sync on a GPU)."""
 
     reads = 0
+
+    @property
+    def is_cpu(self):
+        return False
 
     def item(self):
         CountingTensor.reads += 1
@@ -62,6 +67,17 @@ def test_log_reads_tensors_back_in_chunks_not_per_call(tmp_path, no_timed_read_b
     record = read_record(run.path)
     assert record.batch_losses == pytest.approx(losses)
     assert record.status == "completed"
+
+
+def test_a_host_tensor_is_read_when_logged(tmp_path, no_timed_read_back):
+    """No device to wait for: the value logged is the value kept, even if the tensor changes in place later."""
+    run = script.init(label="host", runs_dir=tmp_path, read_every=50)
+    running = torch.zeros(())
+    for value in (3.0, 2.0, 1.0):
+        running.fill_(value)
+        run.log({"running": running})
+    run.finish()
+    assert read_record(run.path).series["running"].values.tolist() == [3.0, 2.0, 1.0]
 
 
 def test_floats_tensors_and_a_run_without_with(tmp_path, no_timed_read_back):
