@@ -33,7 +33,7 @@ from tuitrain.executors.fused import FusedExecutor
 from tuitrain.executors.inprocess import InProcessWorker
 from tuitrain.executors.local import LocalWorker
 from tuitrain.executors.scheduler import Scheduler, Worker
-from tuitrain.executors.threads import SharedTensors, ThreadWorker
+from tuitrain.executors.threads import ThreadWorker
 from tuitrain.presets import Preset, PresetRun
 from tuitrain.records import RunRecord, RunRestart, read_record
 from tuitrain.train import estimate
@@ -42,6 +42,7 @@ from tuitrain.train.data import MnistArrays, resolve_mnist
 from tuitrain.train.device import gpu_count, select_device
 from tuitrain.train.fused_tasks import fusion_plan
 from tuitrain.train.models import check_model
+from tuitrain.train.side_by_side import SharedTensors
 
 if TYPE_CHECKING:
     from tuitrain.core.ray_options import RayOptions
@@ -479,7 +480,7 @@ class PresetInvocation:
             return lambda: cluster.worker(lambda: self.folder, waiting_for_room)
         if self.jobs > 1 and self.side_by_side:
             tensors = SharedTensors()  # one copy of the data on the device for all of them
-            return lambda: ThreadWorker(sink, tensors)
+            return lambda: ThreadWorker(tensors)
         if self.jobs > 1:
             return LocalWorker
         return lambda: InProcessWorker(sink, control)
@@ -498,7 +499,10 @@ class PresetInvocation:
         lock_folder(self.folder)  # held from the start when resuming, or handed down by --detach
         if self.jobs > 1 and self.ray is None:
             where = "side by side in this process (a CUDA stream each)" if self.side_by_side else "in worker processes"
-            log(f"Training {len(self.runs) - len(self.kept)} run(s), up to {self.jobs} at a time {where}")
+            fused = sum(len(g) for g in self.fused)  # trained first, as their own programs
+            count = len(self.runs) - len(self.kept) - fused
+            after = " after the fused ones" if fused else ""
+            log(f"Training {count} run(s){after}, up to {self.jobs} at a time {where}")
         return self.folder
 
     def tasks(self) -> list[RunTask]:

@@ -5,20 +5,27 @@ events, written by this process. --jobs auto plans it on one GPU only, so these 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 from tuitrain import session
 from tuitrain.core.control import RunControl
 from tuitrain.core.events import BatchLosses, EpochEnded, Event, LogMessage, RunFinished, RunStarted
 from tuitrain.core.spec import RunSpec
-from tuitrain.executors.threads import SharedTensors
 from tuitrain.presets import load_preset_file
 from tuitrain.records import read_record
 from tuitrain.session import PresetInvocation, plan_jobs, plan_side_by_side
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
+from tuitrain.train.cuda_step import capture_step, own_dropout_rng
+from tuitrain.train.data import load_idx_folder
+from tuitrain.train.device import TensorData, prepare_model
+from tuitrain.train.optim import make_optimizer
+from tuitrain.train.side_by_side import SharedTensors
 
 pytestmark = [pytest.mark.slow]
 
@@ -106,8 +113,8 @@ def test_two_models_side_by_side_train_as_each_alone(
     finished = [e.run_index for e in events if isinstance(e, RunFinished)]
     assert finished == [1, 0]
     assert any(
-        isinstance(e, LogMessage) and e.text == "Training 2 run(s), up to 2 at a time side by side in this process "
-        "(a CUDA stream each)"
+        isinstance(e, LogMessage)
+        and e.text == "Training 2 run(s), up to 2 at a time side by side in this process (a CUDA stream each)"
         for e in events
     )
     assert len(shared) == 1 and len(shared[0].copies) == 1  # one copy of the data for both runs
@@ -127,9 +134,7 @@ def test_two_models_side_by_side_train_as_each_alone(
     assert records[0].epochs[0].paused_s > 0
 
 
-def test_a_run_stopped_midway_beside_a_paused_one(
-    tmp_path: Path, mnist_dir: Path, one_thread: None
-) -> None:
+def test_a_run_stopped_midway_beside_a_paused_one(tmp_path: Path, mnist_dir: Path, one_thread: None) -> None:
     preset = two_models(tmp_path, 4, 30)
     # B alone as far as it gets before its stop
     alone = prepare(two_models(tmp_path, 4, 2), tmp_path / "alone", mnist_dir, jobs=1, side_by_side=None)
@@ -185,8 +190,6 @@ def cuda_spec(model: str, device: str = "cuda") -> RunSpec:
 
 
 def test_auto_plans_side_by_side_on_one_gpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    import torch
-
     monkeypatch.setattr(session, "select_device", lambda name: torch.device("cuda" if name == "cuda" else "cpu"))
     pair = [cuda_spec("resnet18"), cuda_spec("alexnet")]
     assert plan_side_by_side("auto", pair, [0])
@@ -196,3 +199,56 @@ def test_auto_plans_side_by_side_on_one_gpu_only(monkeypatch: pytest.MonkeyPatch
     assert not plan_side_by_side(2, pair, [0])  # asked for a number: worker processes, as --help says
     assert not plan_side_by_side("auto", [cuda_spec("model_a", "cpu"), cuda_spec("model_b", "cpu")], [0])
     assert not plan_side_by_side("auto", [cuda_spec("model_a", "cpu"), cuda_spec("model_b", "cpu")], [])
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_a_step_captured_with_its_own_generator_draws_dropout_from_it(mnist_dir: Path) -> None:
+    device = torch.device("cuda")
+    data = TensorData.from_arrays(load_idx_folder(mnist_dir), device)
+    spec = RunSpec(model="alexnet", device="cuda")
+    torch.manual_seed(0)
+    model = prepare_model(spec, device)
+    optimizer = make_optimizer(spec, model.parameters(), capturable=True)
+    own = torch.Generator(device="cuda").manual_seed(5)
+    with own_dropout_rng(own):
+        step = capture_step(model, optimizer, nn.CrossEntropyLoss(), data.train_x, data.train_y, 64)
+    default_before, own_before = torch.cuda.get_rng_state(), own.get_state()
+    idx = torch.arange(64, device=device)
+    for _i in range(3):
+        step(idx)
+    torch.cuda.synchronize()
+    assert torch.equal(torch.cuda.get_rng_state(), default_before)  # replays leave the shared generator alone
+    assert not torch.equal(own.get_state(), own_before)  # and advance the run's own
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_resnet_beside_alexnet_on_one_gpu_train_side_by_side(tmp_path: Path, mnist_dir: Path) -> None:
+    path = tmp_path / "pair.toml"
+    path.write_text(
+        """
+name = "pair"
+title = "ResNet18 beside AlexNet"
+[defaults]
+epochs = 2
+batch_size = 64
+log_every = 4
+device = "cuda"
+[grid]
+model = ["resnet18", "alexnet"]
+""",
+        encoding="utf-8",
+    )
+    inv = PresetInvocation.prepare(
+        load_preset_file(path), runs_dir=tmp_path / "runs", data_dir=mnist_dir, jobs="auto", gpus=[0]
+    )
+    events: list[Event] = []
+    records = inv.run(events.append, RunControl())
+    assert inv.side_by_side and inv.jobs == 2
+    assert [r.status for r in records] == ["completed", "completed"], [r.error for r in records]
+    assert all(r.env.pid == os.getpid() and all(math.isfinite(v) for v in r.batch_losses) for r in records)
+    assert not [e.text for e in events if isinstance(e, LogMessage) and "capture failed" in e.text]

@@ -11,8 +11,10 @@ one at a time with `train_task`, each with its own RunControl that the scheduler
 sends its messages back through a queue (the scheduler's thread calls the front end's sink, one caller at a time).
 Unlike a process it writes the run files and checkpoints itself, as the worker of a lone run does
 (executors.inprocess). What the runs of one process share is handled so that each trains as it would alone:
-- the data: one copy on the device for all of them (SharedTensors), complete before any run reads it;
+- the data: one copy on the device for all of them (train.side_by_side.SharedTensors), complete before any run
+  reads it;
 - torch's global seed: each run seeds and builds its model under train.loop.SEEDING_LOCK;
+- the GPU: each worker's runs go to a CUDA stream of its own (train.side_by_side.OwnStreams);
 - dropout: each CUDA run captures its step with a generator of its own (cuda_step.own_dropout_rng), one capture at
   a time (cuda_step.CAPTURE_LOCK);
 - torch.set_num_threads and cudnn.benchmark are process-wide: the runs on a GPU all want cuDNN's autotuner (set
@@ -30,49 +32,23 @@ import queue
 import socket
 import threading
 
-import torch
-
 from tuitrain.core.control import RunControl
-from tuitrain.core.events import Sink
 from tuitrain.core.tasks import ControlState, RunTask, WorkerMessage, WorkerReady
 from tuitrain.executors.scheduler import STOP_WAIT_S
-from tuitrain.train.cuda_step import own_dropout_rng
 from tuitrain.train.data import MnistArrays
-from tuitrain.train.device import TensorData, select_device
-from tuitrain.train.worker import TensorCache, apply_control, train_task
+from tuitrain.train.side_by_side import OwnStreams, SharedTensors
+from tuitrain.train.worker import apply_control, train_task
 
 THREAD_NAME = "tuitrain-side-by-side"
 """The threads that train the runs (one per worker)."""
-
-
-class SharedTensors(TensorCache):
-    """The data on the device for every worker of the process: one copy per subset and device, made by the first run
-    that needs it and finished on the device before any run (on another stream) reads it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lock = threading.Lock()
-        self.copies: dict[tuple, TensorData] = {}
-
-    def get(self, arrays: MnistArrays, device: torch.device, task: RunTask) -> TensorData:
-        spec = task.spec
-        gpu = torch.cuda.current_device() if device.type == "cuda" else None
-        key = (str(device), gpu, spec.subset, spec.test_subset, spec.dataset)
-        with self.lock:
-            if key not in self.copies:
-                data = TensorData.from_arrays(arrays, device, spec.subset, spec.test_subset, spec.dataset)
-                if device.type == "cuda":
-                    torch.cuda.current_stream().synchronize()  # made on this run's stream, read on the others'
-                self.copies[key] = data
-            return self.copies[key]
 
 
 class ThreadWorker:
     """The scheduler's Worker on a thread of this process (see the module's docstring). Its messages wait in a queue,
     with a byte on a socket pair to wake the scheduler (which waits on the socket)."""
 
-    def __init__(self, sink: Sink, tensors: SharedTensors) -> None:
-        self.sink, self.tensors = sink, tensors
+    def __init__(self, tensors: SharedTensors) -> None:
+        self.tensors = tensors
         self.wake_read, self.wake_write = socket.socketpair()
         self.wake_read.setblocking(False)
         self.wake_write.setblocking(False)
@@ -84,8 +60,7 @@ class ThreadWorker:
         self.data_given = threading.Event()
         self.reason: str | None = None
         self.closed = False
-        self.streams: dict[int, torch.cuda.Stream] = {}
-        """This worker's CUDA stream on each GPU it trained on."""
+        self.streams = OwnStreams()
         self.thread = threading.Thread(target=self.work, name=THREAD_NAME, daemon=True)
         self.thread.start()
 
@@ -97,7 +72,7 @@ class ThreadWorker:
                 assert self.arrays is not None
                 task, control = item
                 try:
-                    with self.on_own_stream(task):
+                    with self.streams.training(task):
                         train_task(task, self.arrays, self.say, control, self.tensors, write_files=True)
                 finally:
                     self.controls.pop(task.index, None)
@@ -106,31 +81,6 @@ class ThreadWorker:
         finally:
             self.reason = self.reason or "the training thread ended"
             self.wake()
-
-    @contextlib.contextmanager
-    def on_own_stream(self, task: RunTask):
-        """On a GPU: the task's work goes to this worker's own stream there, and its captured step draws dropout from
-        a generator of its own, seeded from the run's seed. A device that cannot be used is train_task's to say."""
-        try:
-            device = select_device(task.spec.device)
-        except Exception:  # noqa: BLE001 - train_task refuses the task with the reason
-            device = torch.device("cpu")
-        if device.type != "cuda":
-            yield
-            return
-        gpu = task.gpu if task.gpu is not None and task.gpu < torch.cuda.device_count() else torch.cuda.current_device()
-        if not torch.backends.cudnn.deterministic:  # as fit sets it, before any run's fit notes what to restore
-            torch.backends.cudnn.benchmark = True
-        with torch.cuda.device(gpu):
-            stream = self.streams.get(gpu)
-            if stream is None:
-                stream = self.streams[gpu] = torch.cuda.Stream(gpu)
-            generator = torch.Generator(device=f"cuda:{gpu}").manual_seed(task.spec.seed)
-            with torch.cuda.stream(stream), own_dropout_rng(generator):
-                try:
-                    yield
-                finally:
-                    stream.synchronize()  # the run's last work is done before its stream takes the next run
 
     def say(self, message: WorkerMessage) -> None:
         self.outbox.put(message)
