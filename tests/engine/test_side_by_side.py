@@ -20,6 +20,7 @@ from tuitrain.core.spec import RunSpec
 from tuitrain.presets import load_preset_file
 from tuitrain.records import read_record
 from tuitrain.session import PresetInvocation, plan_jobs, plan_side_by_side
+from tuitrain.train import estimate
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 from tuitrain.train.cuda_step import capture_step, own_dropout_rng
 from tuitrain.train.data import load_idx_folder
@@ -97,6 +98,8 @@ def test_two_models_side_by_side_train_as_each_alone(
         return shared[-1]
 
     monkeypatch.setattr(session, "SharedTensors", spied_tensors)
+    learnt: list = []  # a run beside others is slower than alone: not what an estimate should learn
+    monkeypatch.setattr(estimate, "learn_from_run", learnt.append)
     events: list[Event] = []
     inv = prepare(preset, tmp_path / "side", mnist_dir, jobs=2, side_by_side=True)
 
@@ -118,6 +121,7 @@ def test_two_models_side_by_side_train_as_each_alone(
         for e in events
     )
     assert len(shared) == 1 and len(shared[0].copies) == 1  # one copy of the data for both runs
+    assert learnt == []
     for index, (one, other) in enumerate(zip(alone_records, records, strict=True)):
         assert other.batch_losses == one.batch_losses
         assert [e.test_correct for e in other.epochs] == [e.test_correct for e in one.epochs]

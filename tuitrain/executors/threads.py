@@ -73,7 +73,10 @@ class ThreadWorker:
                 task, control = item
                 try:
                     with self.streams.training(task):
-                        train_task(task, self.arrays, self.say, control, self.tensors, write_files=True)
+                        # not learnt from (estimate.learn_from_run): beside other runs, a run is slower than alone
+                        train_task(
+                            task, self.arrays, self.say, control, self.tensors, write_files=True, learn_times=False
+                        )
                 finally:
                     self.controls.pop(task.index, None)
         except BaseException as exc:  # noqa: BLE001 - the scheduler saves the run as crashed, with this reason
