@@ -498,7 +498,12 @@ class PresetInvocation:
             self.write_plan()
         lock_folder(self.folder)  # held from the start when resuming, or handed down by --detach
         if self.jobs > 1 and self.ray is None:
-            where = "side by side in this process (a CUDA stream each)" if self.side_by_side else "in worker processes"
+            where = "in worker processes"
+            if self.side_by_side:
+                on_gpu = all(select_device(s.device).type == "cuda" for s in self.specs_to_train())
+                where = "side by side in this process, " + (
+                    "each on its own CUDA stream" if on_gpu else "a thread each"
+                )
             fused = sum(len(g) for g in self.fused)  # trained first, as their own programs
             count = len(self.runs) - len(self.kept) - fused
             after = " after the fused ones" if fused else ""
