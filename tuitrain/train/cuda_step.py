@@ -27,8 +27,8 @@ state back, so the fast path can never fail a run. TUITRAIN_CUDA_GRAPHS=0 turns 
 compare both).
 
 Runs side by side in one process (executors.threads, each on its own stream) capture one at a time (torch's
-graphs share one capture stream), in the thread-local capture mode: the other runs go on training meanwhile,
-their syncs and allocations no error in this capture. A run with its own dropout generator (`own_dropout_rng`)
+graphs share one capture stream), in the thread-local capture mode: the other runs go on training meanwhile, and
+their syncs and allocations do not break this capture. A run with its own dropout generator (`own_dropout_rng`)
 captures with it in place of the default one: a graph keeps the generator state it was captured with, and
 replays of graphs sharing the default one from two streams would race on its offset.
 """
