@@ -8,10 +8,15 @@
 #   (b) issue 28's targets: S = the wall of a bare `python -c "import torch; torch.zeros(1).cuda()"`, then each
 #       preset headless with its default jobs, real MNIST, full settings, wall from start to exit and its gap to S:
 #       one Model B run (target S + 4 s), lr_sweep (S + 5 s), activations (S + 5 s), eight seeds (S + 6 s),
-#       resnet_vs_alexnet fp32 (at most 40 s); each with its summary table (accuracies);
+#       resnet_vs_alexnet fp32 (at most 40 s: --jobs auto trains the two side by side in one process, a CUDA stream
+#       each, executors.threads); each with its summary table (accuracies);
+#   (a') the CUDA tests of runs side by side (tests/engine/test_side_by_side.py -m cuda: each run's dropout from its
+#       own generator, ResNet18 beside AlexNet through --jobs auto);
 #   (c) the fused-vs-alone loss comparison on CUDA (benchmarks/fused_vs_alone.py: lr_sweep, one epoch of full MNIST,
 #       the second run stopped after 300 batches; then eight seeds), with the time each way;
-#   (d) the phase table of lr_sweep on CUDA (benchmarks/phases.py, one epoch): where the wall goes.
+#   (d) the phase table of lr_sweep on CUDA (benchmarks/phases.py, one epoch): where the wall goes;
+#   (g) last, if the budget still holds it: resnet_vs_alexnet fp32 with --jobs 1 (the two one after another, the
+#       separate path), against (b)'s side-by-side wall.
 # With GPU_CHECK_MORE=1 (another lease: these do not fit in the same 6 minutes) it also runs the earlier checks:
 # benchmarks/bench_step.py (captured vs eager, bf16 vs fp32, channels-last), resnet_vs_alexnet bf16 and a text
 # capture of the run screen with its GPU panel (benchmarks/gpu_panel_capture.py).
@@ -96,12 +101,18 @@ preset lr_sweep "s + 5" 45 --preset lr_sweep
 preset activations "s + 5" 45 --preset activations
 preset eight_seeds "s + 6" 60 --preset lr_sweep --lr 0.001 --seeds 0,1,2,3,4,5,6,7
 preset resnet_vs_alexnet_fp32 "40" 85 --preset resnet_vs_alexnet --precision fp32
+SIDE_BY_SIDE_WALL=$WALL
+[ -z "${DRY_RUN:-}" ] && grep -E "at a time" "$LOGS/preset_resnet_vs_alexnet_fp32.log" | head -n 1 | sed 's/^/    /' | tee -a "$SUMMARY"
 
 # (a) tests: test_cuda.py and the CUDA tests of test_fused.py must run, not skip
 run_step "(a) tests" 90 "$LOGS/tests.log" "$PY" -m pytest -q -rs -p no:cacheprovider tests/engine/test_cuda.py \
   tests/engine/test_fused.py tests/unit/test_step.py tests/unit/test_gpu.py
 say "(a) tests: $(verdict $RC) in $WALL s; $([ -z "${DRY_RUN:-}" ] && tail -n 1 "$LOGS/tests.log")"
 [ -z "${DRY_RUN:-}" ] && grep -E "^(FAILED|ERROR|SKIPPED)" "$LOGS/tests.log" | head -n 20 | tee -a "$SUMMARY"
+run_step "(a') side-by-side tests" 40 "$LOGS/tests_side_by_side.log" "$PY" -m pytest -q -rs -p no:cacheprovider -m cuda \
+  tests/engine/test_side_by_side.py
+say "(a') side-by-side tests: $(verdict $RC) in $WALL s; $([ -z "${DRY_RUN:-}" ] && tail -n 1 "$LOGS/tests_side_by_side.log")"
+[ -z "${DRY_RUN:-}" ] && grep -E "^(FAILED|ERROR|SKIPPED)" "$LOGS/tests_side_by_side.log" | head -n 5 | tee -a "$SUMMARY"
 
 # (c) fused against alone on CUDA: losses side by side, times
 run_step "(c) fused vs alone, lr_sweep" 40 "$LOGS/fused_lr_sweep.log" "$PY" benchmarks/fused_vs_alone.py \
@@ -118,6 +129,10 @@ run_step "(d) phases" 45 "$LOGS/phases.log" "$PY" benchmarks/phases.py --device 
   --data-dir "$DATA_DIR" --logs "$LOGS/phases" -- --preset lr_sweep --epochs 1
 say "(d) phases: $(verdict $RC) in $WALL s"
 [ -z "${DRY_RUN:-}" ] && cat "$LOGS/phases.log" | tail -n 20 | tee -a "$SUMMARY"
+
+# (g) the separate path for resnet_vs_alexnet: one run after the other (--jobs 1), against (b)'s side by side
+preset resnet_vs_alexnet_fp32_separate "63.4" 75 --preset resnet_vs_alexnet --precision fp32 --jobs 1
+say "(g) resnet_vs_alexnet fp32: side by side $SIDE_BY_SIDE_WALL s, one after another $WALL s$(awk -v a="$SIDE_BY_SIDE_WALL" -v b="$WALL" 'BEGIN { if (a != "nan" && b != "nan" && a > 0) printf " (%.2fx faster side by side)", b / a }')"
 
 if [ -n "${GPU_CHECK_MORE:-}" ]; then
   run_step "(e) bench_step.py" 100 "$LOGS/bench.log" "$PY" benchmarks/bench_step.py --data-dir "$DATA_DIR" --seconds 1.0

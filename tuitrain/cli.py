@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_jobs,
         metavar="N|auto",
         help="runs trained at once, each in its own worker process (default: the preset's `jobs`, else auto: picked "
-        "from the GPUs, the cores and the runs' estimated times)",
+        "from the GPUs, the cores and the runs' estimated times; on one GPU, auto trains them in this process: "
+        "fused where they can be, else side by side on CUDA streams)",
     )
     p.add_argument(
         "--gpus", type=_gpu_list, metavar="I,J,…", help="train only on these GPUs (default: every visible GPU)"

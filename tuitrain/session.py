@@ -33,6 +33,7 @@ from tuitrain.executors.fused import FusedExecutor
 from tuitrain.executors.inprocess import InProcessWorker
 from tuitrain.executors.local import LocalWorker
 from tuitrain.executors.scheduler import Scheduler, Worker
+from tuitrain.executors.threads import ThreadWorker
 from tuitrain.presets import Preset, PresetRun
 from tuitrain.records import RunRecord, RunRestart, read_record
 from tuitrain.train import estimate
@@ -41,6 +42,7 @@ from tuitrain.train.data import MnistArrays, resolve_mnist
 from tuitrain.train.device import gpu_count, select_device
 from tuitrain.train.fused_tasks import fusion_plan
 from tuitrain.train.models import check_model
+from tuitrain.train.side_by_side import SharedTensors
 
 if TYPE_CHECKING:
     from tuitrain.core.ray_options import RayOptions
@@ -91,7 +93,10 @@ Jobs = int | Literal["auto"]
 """How many runs train at once: a number, or "auto" (see plan_jobs)."""
 SMALL_MODELS_PER_GPU = 3
 """Runs of the small CNNs (Model A/B) that --jobs auto puts on one GPU at once: each alone leaves it mostly idle.
-Larger models get a GPU each. Not measured on this project's machines yet: a first guess."""
+Not measured on this project's machines yet: a first guess."""
+LARGE_MODELS_SIDE_BY_SIDE = 2
+"""Runs of larger models that --jobs auto trains at once on a lone GPU, side by side in this process (ResNet18 beside
+AlexNet: each alone leaves it partly idle); with several GPUs, they get one each. Not measured yet: a first guess."""
 MIN_PARALLEL_GAIN = 0.9
 """--jobs auto trains runs in parallel only if the estimate says it takes at most this share of the serial time:
 worker processes cost seconds to start, which short runs do not win back."""
@@ -121,15 +126,17 @@ def check_gpus(gpus: list[int] | None) -> list[int]:
 
 def plan_jobs(requested: Jobs, specs: list[RunSpec], gpus: list[int]) -> int:
     """Runs to train at once: `requested` (at most one per run), or for "auto": on GPUs, up to SMALL_MODELS_PER_GPU
-    small runs (else one run) per GPU; on the CPU, one run per core when the estimate says it pays (never for
-    one core or one run). Uses cached time figures only: planning never calibrates."""
+    small runs per GPU, else LARGE_MODELS_SIDE_BY_SIDE on a lone GPU and one per GPU on several; on the CPU, one run
+    per core when the estimate says it pays (never for one core or one run). Uses cached time figures only: planning
+    never calibrates."""
     if requested != "auto":
         return max(1, min(int(requested), len(specs)))
     if len(specs) <= 1:
         return 1
     on_gpu = [s for s in specs if select_device(s.device).type == "cuda"]
     if on_gpu and gpus:
-        per_gpu = SMALL_MODELS_PER_GPU if all(s.model in ("model_a", "model_b") for s in on_gpu) else 1
+        small = all(s.model in ("model_a", "model_b") for s in on_gpu)
+        per_gpu = SMALL_MODELS_PER_GPU if small else LARGE_MODELS_SIDE_BY_SIDE if len(gpus) == 1 else 1
         return min(len(specs), per_gpu * len(gpus))
     jobs = min(len(specs), machine_cores())
     if jobs <= 1:
@@ -139,6 +146,16 @@ def plan_jobs(requested: Jobs, specs: list[RunSpec], gpus: list[int]) -> int:
     if serial is None or parallel is None:  # not timed on this machine yet: judge by the work alone
         return jobs if min(s.train_size() * s.epochs for s in specs) >= MIN_PARALLEL_SAMPLES else 1
     return jobs if parallel <= MIN_PARALLEL_GAIN * serial else 1
+
+
+def plan_side_by_side(requested: Jobs, specs: list[RunSpec], gpus: list[int]) -> bool:
+    """Whether --jobs auto trains the runs it puts at once side by side in this process (executors.threads, a CUDA
+    stream each) rather than in worker processes: when they all train on CUDA and one GPU is used, where processes
+    would time-slice it. On the CPU, worker processes: threads of one process measured no faster there
+    (benchmarks/parallel_sweeps.py), and torch's thread count is one per process."""
+    if requested != "auto" or len(gpus) != 1:
+        return False
+    return bool(specs) and all(select_device(s.device).type == "cuda" for s in specs)
 
 
 def check_models(preset: Preset, runs: list[PresetRun]) -> None:
@@ -285,13 +302,16 @@ class PresetInvocation:
     restarting: list[int] = field(default_factory=list)
     """On resume with restart_missing: runs that had epochs but no usable checkpoint, trained again from epoch 1."""
     jobs: int = 1
-    """Runs trained at once (plan_jobs); more than one: each in its own worker process."""
+    """Runs trained at once (plan_jobs); more than one: each in its own worker process, or side by side in this one."""
     jobs_asked: Jobs = 1
     """What was asked for: with "auto", `jobs` is planned again once the data (its real size) is loaded."""
     fused: list[list[int]] = field(default_factory=list)
     """Groups of run indices that train fused (train.fused_tasks.fusion_plan), planned as the runs start."""
     gpus: list[int] = field(default_factory=list)
     """GPUs the runs may use (--gpus, else every visible one)."""
+    side_by_side: bool | None = None
+    """Runs trained at once train on threads of this process (executors.threads) rather than in worker processes;
+    None: as plan_side_by_side says when the runs start."""
     ray: RayOptions | None = None
     """Train on a Ray cluster with these options (--executor ray); None: on this machine."""
     ray_room: int = 0
@@ -342,7 +362,8 @@ class PresetInvocation:
 
     def run(self, sink: Sink, control: RunControl | None = None, arrays: MnistArrays | None = None) -> list[RunRecord]:
         """Train the runs (but those kept on resume) through the scheduler (tuitrain.executors): one at a time in a
-        thread of this process, `jobs` at a time in worker processes, or on a Ray cluster."""
+        thread of this process, `jobs` at a time in worker processes or side by side on threads of this process (one
+        GPU), or on a Ray cluster."""
         control = control or RunControl()
         # on Ray, the cluster is joined first: one unreachable or too small is refused before anything is written
         cluster = self._join_cluster(sink) if self.ray is not None else None
@@ -359,6 +380,12 @@ class PresetInvocation:
                 self._arrays = arrays = arrays if arrays is not None else resolve_mnist(self.data_dir, log=log_to(sink))
                 self.jobs = plan_jobs("auto", self.specs_to_train(arrays), self.gpus)
             in_process = cluster is None and self.jobs <= 1
+            if self.side_by_side is None:
+                in_groups = {i for group in self.fused for i in group}
+                specs = [r.spec for i, r in enumerate(self.runs) if i not in in_groups and i not in self.kept]
+                self.side_by_side = (
+                    cluster is None and not in_process and plan_side_by_side(self.jobs_asked, specs, self.gpus)
+                )
             scheduler = Scheduler(
                 sink,
                 control,
@@ -447,10 +474,13 @@ class PresetInvocation:
     def _worker_starter(
         self, cluster: RayCluster | None, sink: Sink, control: RunControl, waiting_for_room: Callable[[], None]
     ) -> Callable[[], Worker]:
-        """How the scheduler's workers start: as Ray actors on `cluster`, as worker processes (more than one run at
-        a time), or as a thread of this process."""
+        """How the scheduler's workers start: as Ray actors on `cluster`, as threads of this process side by side, as
+        worker processes (more than one run at a time), or as a thread of this process."""
         if cluster is not None:
             return lambda: cluster.worker(lambda: self.folder, waiting_for_room)
+        if self.jobs > 1 and self.side_by_side:
+            tensors = SharedTensors()  # one copy of the data on the device for all of them
+            return lambda: ThreadWorker(tensors)
         if self.jobs > 1:
             return LocalWorker
         return lambda: InProcessWorker(sink, control)
@@ -468,7 +498,16 @@ class PresetInvocation:
             self.write_plan()
         lock_folder(self.folder)  # held from the start when resuming, or handed down by --detach
         if self.jobs > 1 and self.ray is None:
-            log(f"Training {len(self.runs) - len(self.kept)} run(s), up to {self.jobs} at a time in worker processes")
+            where = "in worker processes"
+            if self.side_by_side:
+                on_gpu = all(select_device(s.device).type == "cuda" for s in self.specs_to_train())
+                where = "side by side in this process, " + (
+                    "each on its own CUDA stream" if on_gpu else "a thread each"
+                )
+            fused = sum(len(g) for g in self.fused)  # trained first, as their own programs
+            count = len(self.runs) - len(self.kept) - fused
+            after = " after the fused ones" if fused else ""
+            log(f"Training {count} run(s){after}, up to {self.jobs} at a time {where}")
         return self.folder
 
     def tasks(self) -> list[RunTask]:

@@ -113,7 +113,8 @@ class Preset(BaseModel):
     seeds: list[int] = Field(default_factory=list)
     """Train every run once per seed (labels gain `seed=N`); empty = once, with the run's own seed."""
     jobs: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
-    """Runs trained at once, each in its own worker process; "auto" picks from the machine (--jobs overrides)."""
+    """Runs trained at once, each in its own worker process; "auto" picks from the machine, and on one GPU trains them
+    in the invoking process (fused, or side by side on CUDA streams) (--jobs overrides)."""
     cpus_per_run: Annotated[float, Field(gt=0)] | None = None
     """With --executor ray: CPUs Ray reserves for each run (None: 1; --cpus-per-run overrides)."""
     gpus_per_run: Annotated[float, Field(ge=0)] | None = None

@@ -25,13 +25,20 @@ kernels from Python (about 2 ms a step measured on an H100), not by the GPU's wo
 Any failure while capturing falls back to the eager step (reported through `log`) after putting the
 state back, so the fast path can never fail a run. TUITRAIN_CUDA_GRAPHS=0 turns it off (benchmarks
 compare both).
+
+Runs side by side in one process (executors.threads, each on its own stream) capture one at a time (torch's
+graphs share one capture stream), in the thread-local capture mode: the other runs go on training meanwhile, and
+their syncs and allocations do not break this capture. A run with its own dropout generator (`own_dropout_rng`)
+captures with it in place of the default one: a graph keeps the generator state it was captured with, and
+replays of graphs sharing the default one from two streams would race on its offset.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -42,6 +49,39 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 GRAPH_MODELS = frozenset({"model_a", "model_b", "resnet18", "alexnet"})
 """Models whose training step is captured in a CUDA graph (all of them: batch norm and dropout included)."""
 WARMUP_STEPS = 3
+CAPTURE_LOCK = threading.Lock()
+"""One capture at a time in a process: torch.cuda.graph captures on one stream shared by all graphs."""
+_this_thread = threading.local()
+"""The dropout generator of the run this thread trains (own_dropout_rng), if any."""
+
+
+@contextlib.contextmanager
+def own_dropout_rng(generator: torch.Generator | None) -> Iterator[None]:
+    """While in this block, steps captured by this thread draw dropout masks from `generator` (a CUDA generator of
+    the run's own, seeded from its seed), not from the process's default one; None: the default one."""
+    before = getattr(_this_thread, "generator", None)
+    _this_thread.generator = generator
+    try:
+        yield
+    finally:
+        _this_thread.generator = before
+
+
+@contextlib.contextmanager
+def _captured_generator(device: torch.device) -> Iterator[None]:
+    """The default CUDA generator points at this thread's run's own generator state while capturing (the graph
+    registers the state it finds), and back at its own afterwards."""
+    own = getattr(_this_thread, "generator", None)
+    if own is None:
+        yield
+        return
+    default = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    saved = default.graphsafe_get_state()
+    default.graphsafe_set_state(own)
+    try:
+        yield
+    finally:
+        default.graphsafe_set_state(saved)
 
 
 def graphs_enabled() -> bool:
@@ -186,7 +226,7 @@ def capture_step(
         graph = torch.cuda.CUDAGraph()
         # None: backward allocates the gradients from the graph's pool, and every replay writes them afresh
         optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(graph):
+        with CAPTURE_LOCK, _captured_generator(device), torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_loss = step()
     finally:
         torch.cuda.set_stream(caller_stream)  # a failed capture_end leaves the capture stream current

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -61,6 +62,9 @@ PERSIST_EVERY_S = 2.0
 READ_BACK_EVERY_S = 2.0
 
 Persist = Callable[[RunRecord], None]
+SEEDING_LOCK = threading.Lock()
+"""Runs that start side by side in one process (executors.threads) seed torch and build their models one at a
+time: torch's seed is global."""
 
 
 def eval_batch(device: torch.device) -> int:
@@ -193,9 +197,10 @@ class FitLoop:
         self.checkpoints = checkpoints
         self.device, self.data, self.record = device, data, record
 
-        torch.manual_seed(spec.seed)
+        with SEEDING_LOCK:
+            torch.manual_seed(spec.seed)
+            self.model = prepare_model(spec, device)
         self.order_gen = torch.Generator().manual_seed(spec.seed)
-        self.model = prepare_model(spec, device)
         self.graph = wants_graph(spec.model, device)
         self.optimizer = make_optimizer(spec, self.model.parameters(), capturable=self.graph)
         if resume is not None:

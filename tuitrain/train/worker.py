@@ -87,12 +87,14 @@ def train_task(
     env: dict[str, str] | None = None,
     *,
     write_files: bool = False,
+    learn_times: bool = True,
 ) -> None:
     """Train one run; every event, run file state and checkpoint goes to `send`; TaskDone at the end, or
     TaskRefused with the reason when the run cannot start here (nothing else was sent for it then). `env`: more
     fields for the record's EnvInfo (e.g. the Ray node id). With `write_files` (a worker in the invoking process),
     the loop writes the run file and its checkpoints itself, checkpoints in the background as the next epoch
-    trains, and each RecordSaved says what it wrote; a RunFilesError then ends the invocation (TaskDone says it)."""
+    trains, and each RecordSaved says what it wrote; a RunFilesError then ends the invocation (TaskDone says it).
+    Without `learn_times` (a run side by side with others in one process), its speed is not learnt for estimates."""
     index = task.index
 
     def persist(record: RunRecord) -> None:
@@ -141,7 +143,7 @@ def train_task(
                 write_checkpoint=None if write_files else lambda _path, data: send(CheckpointSaved(index, data)),
                 cores=cores,
             )
-        if state is None:  # a resumed run's epochs may come from another machine or load
+        if state is None and learn_times:  # a resumed run's epochs may come from another machine or load
             estimate.learn_from_run(record)
         send(TaskDone(index))
     except RunFilesError as exc:  # where this worker writes the files: the run ended, saved as far as it could be
