@@ -78,16 +78,12 @@ def pending_cells() -> list[Text]:
     return [Text("…", justify="right"), Text("…", justify="right")]
 
 
-def cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
-
-
 def fit_cell(cell: str | Text, width: int) -> str | Text:
     if isinstance(cell, Text):
         cell = cell.copy()
         cell.truncate(width, overflow="ellipsis")
         return cell
-    return cut(cell, width)
+    return fmt.cut(cell, width)
 
 
 def fill_fitted(table: DataTable, headers: list[tuple[str, str]], rows: dict[str, list], least: dict[str, int]) -> None:
