@@ -201,6 +201,6 @@ def test_report_shows_tags_and_notes(runs: Path, tmp_path: Path) -> None:
     assert main(["note", str(relu), "the reference run"]) == 0
     report = build_report([load_run_file(p) for p in sorted((runs / INVOCATION).glob("*.json"))], with_figures=False)
     text = to_markdown(report, tmp_path / "figures", tmp_path)
-    assert "### Tags and notes\n\n- relu [baseline]: the reference run" in text
+    assert "## Tags and notes\n\n- relu [baseline]: the reference run\n" in text
     comparison = Comparison.from_paths(sorted((runs / INVOCATION).glob("*.json")))
     assert comparison.annotation_rows() == [["tags", "baseline", "–"], ["note", "the reference run", "–"]]
