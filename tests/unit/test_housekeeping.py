@@ -17,6 +17,7 @@ from tests.compare_fixtures import make_record, normal_pair, write_runs
 from tuitrain.catalog import LOCK_FILE, PLAN_FILE, load_run_file, scan_runs
 from tuitrain.cli import main
 from tuitrain.compare import Comparison
+from tuitrain.core.errors import TuitrainError
 from tuitrain.core.serieslog import SeriesWriter
 from tuitrain.records import EnvInfo, read_record, write_record
 from tuitrain.report import build_report, to_markdown
@@ -190,7 +191,9 @@ def test_compare_tag_filters_and_shows_tags_and_notes(runs: Path, capsys) -> Non
     assert main(["compare", "--no-ui", str(runs / INVOCATION), "--tag", "baseline"]) == 0
     text = capsys.readouterr().out
     assert "Comparing 1 run(s)" in text
-    assert re.search(r"\n  tags +baseline\n", text) and "Tags and notes\n\n  - relu [baseline]: the reference run" in text
+    assert (
+        re.search(r"\n  tags +baseline\n", text) and "Tags and notes\n\n  - relu [baseline]: the reference run" in text
+    )
     assert main(["compare", "--no-ui", "--tag", "baseline", "--tag", "nope", "--runs-dir", str(runs)]) == 2
     assert "tagged baseline and nope" in capsys.readouterr().err
 
@@ -204,3 +207,32 @@ def test_report_shows_tags_and_notes(runs: Path, tmp_path: Path) -> None:
     assert "## Tags and notes\n\n- relu [baseline]: the reference run\n" in text
     comparison = Comparison.from_paths(sorted((runs / INVOCATION).glob("*.json")))
     assert comparison.annotation_rows() == [["tags", "baseline", "–"], ["note", "the reference run", "–"]]
+
+
+def test_resuming_a_folder_leaves_its_trashed_runs_out(runs: Path, capsys) -> None:
+    """A run trashed from an invocation folder is not trained again from scratch by `tuitrain --resume FOLDER`: the
+    other run has ended, so there is nothing to resume; restored, the run is as it was."""
+    from tuitrain.session import InvocationPlan, PlannedRun, PresetInvocation, release_folder
+
+    folder = runs / INVOCATION
+    plan = InvocationPlan(
+        preset="fixture",
+        title="fixture",
+        invocation=INVOCATION,
+        runs=[
+            PlannedRun(label=read_record(p).label, spec=read_record(p).spec, file=p.name)
+            for p in sorted(folder.glob("*.json"))
+        ],
+    )
+    (folder / PLAN_FILE).write_text(plan.model_dump_json(), encoding="utf-8")
+    (folder / LOCK_FILE).unlink()
+    with pytest.raises(TuitrainError, match="every run has already ended"):
+        PresetInvocation.resume(folder)
+    assert main(["trash", str(folder / "02-tanh.json"), "--runs-dir", str(runs)]) == 0
+    with pytest.raises(TuitrainError, match="every run has already ended"):
+        PresetInvocation.resume(folder)
+    (runs / ".trash" / INVOCATION / "02-tanh.json").unlink()  # deleted for good: planned, never started
+    (runs / ".trash" / INVOCATION / "02-tanh.ckpt.pt").unlink()
+    resumed = PresetInvocation.resume(folder)
+    release_folder(folder)  # the resume holds the folder until it trains: let go, nothing trains here
+    assert resumed.not_started() == ["tanh"]
