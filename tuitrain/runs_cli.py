@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tuitrain import format as fmt
+from tuitrain.catalog import expand_arguments, load_run_file
 from tuitrain.cli import OneLineErrorParser
 from tuitrain.core.errors import TuitrainError
 from tuitrain.housekeeping import (
@@ -126,15 +127,21 @@ shown by compare and report, and filter them: tuitrain compare --tag baseline. A
 
 def cmd_tag(argv: Sequence[str]) -> int:
     # by hand, not argparse: -TAG would read as an option
-    if not argv or argv[0] in ("-h", "--help"):
+    if any(a in ("-h", "--help") for a in argv):
         print(TAG_HELP, end="")
-        return 0 if argv else 2
+        return 0
     changes = [a for a in argv if a[:1] in "+-" and not a.startswith("--")]
     runs = [a for a in argv if a not in changes]
     if not runs:
         raise TuitrainError("tag: name the run files to tag (see tuitrain tag --help).")
     add, remove = parse_tag_changes(changes)
-    edited = edit_runs(runs, lambda record: retag(record, add, remove))
+    if not changes:  # only look: nothing written, a live run too
+        edited = [load_run_file(p, series=False) for p in expand_arguments(runs)]
+        for run in edited:
+            if run.record is None:
+                raise TuitrainError(run.error or f"{run.path}: unreadable.")
+    else:
+        edited = edit_runs(runs, lambda record: retag(record, add, remove))
     for run in edited:
         tags = " ".join(run.record.tags) if run.record and run.record.tags else "(none)"
         _say(f"{run.path}: tags {tags}")

@@ -236,3 +236,16 @@ def test_resuming_a_folder_leaves_its_trashed_runs_out(runs: Path, capsys) -> No
     resumed = PresetInvocation.resume(folder)
     release_folder(folder)  # the resume holds the folder until it trains: let go, nothing trains here
     assert resumed.not_started() == ["tanh"]
+
+
+def test_tag_without_changes_prints_the_tags_and_writes_nothing(runs: Path, capsys) -> None:
+    folder = runs / INVOCATION
+    assert main(["tag", str(folder / "01-relu.json"), "+baseline"]) == 0
+    before = files_under(runs)
+    capsys.readouterr()
+    assert main(["tag", str(folder)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"{folder / '01-relu.json'}: tags baseline", f"{folder / '02-tanh.json'}: tags (none)"]
+    assert files_under(runs) == before
+    assert main(["tag"]) == 2
+    assert main(["tag", "--help"]) == 0
