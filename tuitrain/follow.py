@@ -24,6 +24,7 @@ from typing import Protocol
 from tuitrain.catalog import (
     PLAN_FILE,
     STALE_AFTER_S,
+    TRASH_DIR,
     effective_status,
     folder_writer_alive,
     pid_alive,
@@ -94,7 +95,9 @@ def invocation_started(folder: Path) -> float | None:
 def newest_invocation(runs_dir: Path) -> Path | None:
     """The invocation folder directly under runs_dir that started last."""
     try:
-        folders = [d for d in Path(runs_dir).iterdir() if d.is_dir() and is_invocation_folder(d)]
+        folders = [
+            d for d in Path(runs_dir).iterdir() if d.is_dir() and d.name != TRASH_DIR and is_invocation_folder(d)
+        ]
     except OSError:
         return None
     started = [(when, folder) for folder in folders if (when := invocation_started(folder)) is not None]

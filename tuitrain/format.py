@@ -11,6 +11,11 @@ from tuitrain.core.text import printable  # noqa: F401 - fmt.printable for the d
 from tuitrain.records import RunRecord
 
 
+def cut(text: str, width: int) -> str:
+    """`text`, cut to `width` characters with an ellipsis when longer."""
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None or seconds != seconds or seconds < 0:
         return "–"

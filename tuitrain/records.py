@@ -158,7 +158,10 @@ class RunRecord(BaseModel):
     invocation: str | None = None
     """Id shared by the runs started by one preset invocation."""
     label: str
-    """Readable label of the run within its preset, e.g. 'lr=0.01'."""
+    """Readable label of the run within its preset, e.g. 'lr=0.01'; the user's text once renamed (`tuitrain label`),
+    the settings in `spec` untouched."""
+    original_label: str | None = None
+    """The label the run was given, once renamed (`tuitrain label`); None while it keeps it."""
     spec: RunSpec
     """Hyperparameters and data settings."""
     env: EnvInfo
@@ -201,9 +204,10 @@ class RunRecord(BaseModel):
     group: str | None = None
     """A script's group of runs (`init(group=...)`, wandb's), e.g. the runs of one experiment; None otherwise."""
     tags: list[str] = Field(default_factory=list)
-    """A script's tags (`init(tags=[...])`)."""
+    """Tags: a script's (`init(tags=[...])`) and those added after (`tuitrain tag`, the app); compare and report
+    show them, `--tag` filters by them."""
     notes: str | None = None
-    """A script's notes on the run (`init(notes=...)`)."""
+    """Notes on the run: a script's (`init(notes=...)`), or written after (`tuitrain note`, the app)."""
     series_file: str | None = None
     """File name (beside this file) of the append-only series log that holds the run's per-step metrics
     (tuitrain.core.serieslog; `tuitrain schema` describes its framing). None: the per-step losses are in
@@ -281,7 +285,8 @@ def _from_v3(data: dict[str, Any]) -> dict[str, Any]:
 
 def _from_v4(data: dict[str, Any]) -> dict[str, Any]:
     """Version 5 adds optional per-epoch figures (learning rate, training accuracy, validation, per-class results)
-    and run housekeeping fields: a version 4 file is a version 5 file without them."""
+    and run housekeeping fields (original_label, kept when a run is renamed): a version 4 file is a version 5 file
+    without them."""
     return {**data, "schema_version": 5}
 
 
@@ -357,9 +362,11 @@ def read_record(path: Path, series: bool = True) -> RunRecord:
     return record
 
 
-def record_text(record: RunRecord) -> str:
-    """The run file's text, its heartbeat set to now. A run with a series log keeps its losses there only."""
-    record.heartbeat_at = utc_now()
+def record_text(record: RunRecord, beat: bool = True) -> str:
+    """The run file's text, its heartbeat set to now (unless `beat` is False: an edit by another process than the
+    one training it). A run with a series log keeps its losses there only."""
+    if beat:
+        record.heartbeat_at = utc_now()
     exclude = {"batch_losses"} if record.series_file is not None else None
     return record.model_dump_json(indent=1, exclude=exclude)
 

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from tuitrain import format as fmt
-from tuitrain.catalog import PLAN_FILE, RunFile, load_run_arguments, refuse_nothing_readable, unreadable_exit_code
+from tuitrain.catalog import (
+    PLAN_FILE,
+    RunFile,
+    load_run_arguments,
+    refuse_nothing_readable,
+    tagged_runs,
+    unreadable_exit_code,
+)
 from tuitrain.compare import DEFAULT_THRESHOLD, Comparison, markdown_table, param_text
 from tuitrain.compare.groups import IGNORED, RunGroup, group_header, group_rows, spread
 from tuitrain.core.atomic import atomic_write_text
@@ -156,6 +163,10 @@ def experiment_blocks(c: Comparison, title: str, log_loss: bool, with_figures: b
     if grid:
         blocks.append(Heading(3, grid.title()))
         blocks.append(Table(*grid.table()))
+    annotated = c.annotated()
+    if annotated:
+        blocks.append(Heading(3, "Tags and notes"))
+        blocks.append(Bullets([fmt.printable(n) for n in annotated]))
     notes = c.observations()
     if notes:
         blocks.append(Heading(3, "Observations"))
@@ -296,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where to look when no path is given"
     )
+    p.add_argument(
+        "--tag",
+        action="append",
+        metavar="TAG",
+        help="only runs tagged TAG (repeat: every tag); with no path, any run under --runs-dir (tuitrain tag)",
+    )
     return p
 
 
@@ -351,7 +368,10 @@ def cmd_report(argv: Sequence[str]) -> int:
         "html" if args.output is not None and args.output.suffix.lower() in (".html", ".htm") else "markdown"
     )
     output = args.output or Path(f"report.{_suffix(form)}")
-    files = load_run_arguments(args.paths, args.runs_dir)
+    if args.tag:
+        files = tagged_runs(args.paths, args.runs_dir, args.tag, "report")
+    else:
+        files = load_run_arguments(args.paths, args.runs_dir)
     if not files:
         raise TuitrainError(f"nothing to report: {args.runs_dir} holds no runs of a preset; pass run files or folders.")
     written = write_report(files, output, form, threshold=args.threshold, log_loss=args.log_loss)

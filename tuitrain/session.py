@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from tuitrain.catalog import LOCK_FILE, PLAN_FILE, effective_status, new_invocation_dir, slug
+from tuitrain.catalog import LOCK_FILE, PLAN_FILE, TRASH_DIR, effective_status, new_invocation_dir, slug
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
 from tuitrain.core.cores import machine_cores
@@ -650,7 +650,10 @@ class PresetInvocation:
             for index, name in enumerate(inv.files):
                 path = folder / name
                 if not path.exists():
-                    continue  # never started: trained from the start
+                    trashed = folder.parent / TRASH_DIR / folder.name / name
+                    if trashed.is_file():  # trashed by the user (tuitrain trash): left out, not trained again
+                        inv.kept[index] = read_record(trashed, series=False)
+                    continue  # else never started: trained from the start
                 record = read_record(path)
                 if effective_status(record) in RESUMABLE:
                     inv._continue(index, record, path, restart_missing)

@@ -15,6 +15,7 @@ from textual.widgets import DataTable
 from tests.app.scripted import ScriptedSource, two_runs_at_once, two_runs_mid_training
 from tests.compare_fixtures import chance_run, interrupted_run, normal_pair, write_runs
 from tests.helpers import wait_for
+from tuitrain.records import read_record, write_record
 from tuitrain.tui.app import TuitrainApp
 from tuitrain.tui.compare_app import CompareApp
 from tuitrain.tui.screens.run import RunScreen
@@ -116,6 +117,32 @@ def test_home_screen_snapshot(snap_compare, tmp_path, tiny_preset, fixed_world):
         await pilot.pause()
 
     assert snap_compare(app, run_before=loaded, terminal_size=SIZE)
+
+
+def test_home_screen_with_the_runs_filter_open_snapshot(snap_compare, tmp_path, tiny_preset, fixed_world, monkeypatch):
+    """`/` then `tag:base`: the filter under the runs' heading, the tagged runs only, how many match of all."""
+    monkeypatch.chdir(tmp_path)  # the highlighted run's path, shown under the runs, the same on every machine
+    folder = saved_runs(Path("runs"))
+    for path in sorted(folder.glob("0[12]-*.json")):
+        record = read_record(path)
+        record.tags = ["baseline"]
+        write_record(record, path)
+    app = TuitrainApp(runs_dir=folder, presets={"tiny": tiny_preset})
+
+    async def filtered(pilot):
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.query_one("#runs", DataTable).row_count == 5, "the saved runs")
+        await wait_for(
+            pilot,
+            lambda: str(screen.query_one("#presets", DataTable).get_cell("tiny", "time")) == "1m35s",
+            "the estimate",
+        )
+        await app.workers.wait_for_complete()
+        await pilot.press("tab", "slash", *"tag:base")
+        await wait_for(pilot, lambda: screen.query_one("#runs", DataTable).row_count == 2, "the filtered runs")
+        await pilot.pause()
+
+    assert snap_compare(app, run_before=filtered, terminal_size=SIZE)
 
 
 @pytest.mark.parametrize("view", ["1", "2"])

@@ -62,6 +62,9 @@ def to_json(c: Comparison) -> dict[str, Any]:
                 "invocation": r.record.invocation,
                 "device": r.device,
                 "schema_version": r.record.schema_version,
+                "tags": r.record.tags,
+                "notes": r.record.notes,
+                "original_label": r.record.original_label,
                 "spec": r.record.spec.model_dump(mode="json"),
                 **figures,
                 "delta_vs_baseline": deltas,
@@ -121,6 +124,8 @@ def csv_rows(c: Comparison) -> tuple[list[str], list[list[Any]]]:
         "delta_best_accuracy",
         "delta_final_loss",
         "reason",
+        "tags",
+        "notes",
     ]
     base = c.baseline_run
     rows: list[list[Any]] = []
@@ -147,10 +152,12 @@ def csv_rows(c: Comparison) -> tuple[list[str], list[list[Any]]]:
                 delta_acc,
                 delta_loss,
                 r.record.error or "",
+                " ".join(r.record.tags),
+                r.record.notes or "",
             ]
         )
     for f in c.unreadable:
-        rows.append(["", "", str(f.path), "unreadable", *([""] * len(params)), *([""] * 10), _reason(f)])
+        rows.append(["", "", str(f.path), "unreadable", *([""] * len(params)), *([""] * 10), _reason(f), "", ""])
     return header, rows
 
 
@@ -185,6 +192,9 @@ def _render_sections(
         grid = c.grid()
         if grid:
             blocks.append(f"{heading}{grid.title()}\n\n" + table(*grid.table()))
+        annotated = c.annotated()
+        if annotated:
+            blocks.append(f"{heading}Tags and notes\n\n" + "\n".join(bullet + fmt.printable(n) for n in annotated))
         notes = c.observations()
         if notes:
             blocks.append(f"{heading}Observations\n\n" + "\n".join(bullet + n for n in notes))

@@ -18,6 +18,8 @@ from tuitrain.core.spec import RunSpec
 from tuitrain.keeper import is_training_loss
 
 DEFAULT_THRESHOLD = 97.0
+NOTE_CELL = 30
+"""A run's note in the comparison's table is cut to this (the Notes section has it whole)."""
 
 # Spec fields that change what a run learns; data_source and log_every are bookkeeping and only
 # appear with all parameters shown.
@@ -302,10 +304,30 @@ class Comparison:
         return ["", *(f"{r.label} (baseline)" if r.index == self.baseline else r.label for r in self.runs)]
 
     def table_rows(self) -> list[list[str]]:
-        rows = [[name, *(param_text(r.param(name)) for r in self.runs)] for name in self.shown_params()]
+        rows = self.annotation_rows()
+        rows += [[name, *(param_text(r.param(name)) for r in self.runs)] for name in self.shown_params()]
         base = self.baseline_run
         rows += [[m.name, *(m.cell(r, base) for r in self.runs)] for m in self.metrics()]
         return rows
+
+    def annotation_rows(self) -> list[list[str]]:
+        """The runs' tags and notes (a note cut to NOTE_CELL; annotated() has it whole), where any run has them."""
+        rows = []
+        if any(r.record.tags for r in self.runs):
+            rows.append(["tags", *(" ".join(r.record.tags) or "–" for r in self.runs)])
+        if any(r.record.notes for r in self.runs):
+            rows.append(["note", *(fmt.cut(" ".join((r.record.notes or "–").split()), NOTE_CELL) for r in self.runs)])
+        return rows
+
+    def annotated(self) -> list[str]:
+        """One line per run with tags or a note: its label, tags and whole note."""
+        lines = []
+        for r in self.runs:
+            if r.record.tags or r.record.notes:
+                tags = f" [{' '.join(r.record.tags)}]" if r.record.tags else ""
+                note = f": {' '.join(r.record.notes.split())}" if r.record.notes else ""
+                lines.append(f"{r.label}{tags}{note}")
+        return lines
 
     # ---- the assignment's per-epoch table ----------------------------------------------------
     def epoch_header(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""Small modal dialogs: yes/no confirmation and an error message."""
+"""Small modal dialogs: yes/no confirmation, a line of text to enter, and an error message."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, OptionList, Static
+from textual.widgets import Button, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from tuitrain import format as fmt
@@ -41,6 +41,35 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
+
+
+class TextInputScreen(ModalScreen[str | None]):
+    """Asks for one line of text (a label, tags, a note); dismisses with it on Enter, or None on Esc."""
+
+    CSS_PATH = "dialogs.tcss"
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, question: str, value: str = "", placeholder: str = "") -> None:
+        super().__init__()
+        self.question = question
+        self.value = value
+        self.placeholder = placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(self.question, classes="dialog-text", id="text-question")
+            yield Input(self.value, placeholder=self.placeholder, id="text-answer")
+            yield Static("Enter saves, Esc cancels", classes="dialog-hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#text-answer", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
 
 
 class ErrorScreen(ModalScreen[None]):

@@ -20,6 +20,10 @@ HOME = """\
 | Space | select / unselect the highlighted saved run |
 | c | compare the selected runs |
 | r | reload the saved runs |
+| / | filter the saved runs: words (label, preset, tags, note, path), tag:NAME, status:live; Esc clears it |
+| d | move the selected runs (else the highlighted one) to the trash, runs/.trash, after asking; not a live run |
+| u | bring back the runs d just trashed (`tuitrain restore` lists the trash) |
+| l / t / n | rename the highlighted run / tag the selected runs (+TAG, -TAG) / write a note on them |
 | j | runs trained at once: auto, 1, 2, … up to the cores (the Jobs column and the times follow) |
 """
 

@@ -1,11 +1,14 @@
 """The home screen: presets (with estimated time on this device) and saved runs, newest first.
 
 Runs that another process is training right now are marked live; Enter on one watches it, Enter on
-any other opens it in the compare screen.
+any other opens it in the compare screen. `/` filters the runs (text, tag:NAME, status:NAME); d trashes the
+selected runs (or the highlighted one) after asking, u brings back what d trashed; l, t and n rename, tag and
+annotate them (tuitrain.housekeeping: a live run is refused).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -14,14 +17,27 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.events import DescendantFocus, Resize
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
 
 from tuitrain import format as fmt
 from tuitrain.catalog import RunFile, scan_runs
 from tuitrain.core import cores
 from tuitrain.core.errors import TuitrainError
+from tuitrain.housekeeping import (
+    check_label,
+    edit_runs,
+    live_reason,
+    parse_tag_changes,
+    relabel,
+    renote,
+    restore_runs,
+    retag,
+    trash_folder,
+    trash_runs,
+)
 from tuitrain.presets import Preset, Traversable, load_preset_file, options_text
+from tuitrain.records import RunRecord
 from tuitrain.tui.messages import (
     DeviceKnown,
     EstimateReady,
@@ -31,7 +47,7 @@ from tuitrain.tui.messages import (
     WatchRuns,
 )
 from tuitrain.tui.screens.compare import CompareScreen, without_path
-from tuitrain.tui.screens.dialogs import LongRunScreen
+from tuitrain.tui.screens.dialogs import ConfirmScreen, ErrorScreen, LongRunScreen, TextInputScreen
 from tuitrain.tui.widgets.too_small import SizedScreen, TooSmall
 
 DATE_FORMAT = "%Y-%m-%d %H:%M"
@@ -47,12 +63,38 @@ STATUS_STYLE = {
 }
 SELECTED_MARK = "✓"
 LIVE = "● live"
+FILTER_PLACEHOLDER = "filter: words, tag:NAME, status:live … (Enter keeps it, Esc clears)"
 REFRESH_S = 3.0
 LONG_CPU_RUN_S = 3600.0
 """A preset estimated to train this long on a CPU is not started without offering its quick variant."""
 QUICK_VARIANT = {"subset": 5000, "epochs": 2}
 """The quick variant: the same runs on the first 5,000 training images for 2 epochs."""
 """How often the runs folder is checked for changes (a stat per folder; rescanned only when one changed)."""
+
+
+def run_matches(run: RunFile, query: str) -> bool:
+    """Whether a saved run passes the home screen's filter: every word of `query` must match, case aside.
+    `tag:NAME` (or `#NAME`) matches a tag that starts so, `status:NAME` a status (live for a running one);
+    any other word is looked for in the label, preset, group, tags, note, status and file path."""
+    r = run.record
+    status = "live" if run.status == "running" else run.status
+    tags = [t.lower() for t in r.tags] if r is not None else []
+    fields = [status, run.status, str(run.path)]
+    if r is not None:
+        fields += [r.label, r.original_label or "", r.preset or "", r.group or "", r.notes or "", *r.tags]
+    text = "\n".join(fields).lower()
+    for word in query.lower().split():
+        if word.startswith(("tag:", "#")):
+            name = word.split(":", 1)[1] if word.startswith("tag:") else word[1:]
+            if not any(t.startswith(name) for t in tags):
+                return False
+        elif word.startswith("status:"):
+            name = word.split(":", 1)[1]
+            if not (status.startswith(name) or run.status.startswith(name)):
+                return False
+        elif word not in text:
+            return False
+    return True
 
 
 def runs_signature(runs_dir: Path) -> tuple:
@@ -78,16 +120,12 @@ def pending_cells() -> list[Text]:
     return [Text("…", justify="right"), Text("…", justify="right")]
 
 
-def cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
-
-
 def fit_cell(cell: str | Text, width: int) -> str | Text:
     if isinstance(cell, Text):
         cell = cell.copy()
         cell.truncate(width, overflow="ellipsis")
         return cell
-    return cut(cell, width)
+    return fmt.cut(cell, width)
 
 
 def fill_fitted(table: DataTable, headers: list[tuple[str, str]], rows: dict[str, list], least: dict[str, int]) -> None:
@@ -129,6 +167,13 @@ class HomeScreen(SizedScreen[None]):
         Binding("c", "compare", "Compare"),
         Binding("r", "reload_runs", "Reload runs"),
         Binding("j", "next_jobs", "Jobs"),
+        Binding("slash", "filter_runs", "Filter", key_display="/"),
+        Binding("d", "trash_runs", "Trash"),
+        Binding("u", "restore_trashed", "Undo trash", show=False),
+        Binding("l", "label_run", "Label", show=False),
+        Binding("t", "tag_runs", "Tag", show=False),
+        Binding("n", "note_runs", "Note", show=False),
+        Binding("escape", "close_filter", "Clear filter", show=False),
     ]
 
     def __init__(
@@ -169,6 +214,10 @@ class HomeScreen(SizedScreen[None]):
         """Each preset's estimated training time, once known."""
         self.device = ""
         """Each preset's cells: name, runs, estimated time, title (or why the file is invalid)."""
+        self.filter_text = ""
+        """The runs filter (`/`): only runs that match it (run_matches) are listed."""
+        self.last_trashed: list[Path] = []
+        """Where the runs that d last trashed lie in the trash: what u restores."""
         self.completed_runs: set[Path] | None = None
         """Completed run files at the last load: a new one updates the estimates (its measured speed is cached)."""
 
@@ -181,6 +230,9 @@ class HomeScreen(SizedScreen[None]):
         yield Static(self.presets_title(), classes="section", id="presets-title")
         yield DataTable(id="presets", cursor_type="row", zebra_stripes=True)
         yield Static(self.runs_title(), classes="section", id="runs-title")
+        runs_filter = Input(placeholder=FILTER_PLACEHOLDER, id="runs-filter")
+        runs_filter.display = False
+        yield runs_filter
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static(id="details")
         yield Footer()
@@ -226,8 +278,14 @@ class HomeScreen(SizedScreen[None]):
         return str(table.coordinate_to_cell_key(table.cursor_coordinate)[0].value)
 
     def runs_title(self, count: int | None = None) -> str:
+        if self.filter_text and count is not None:
+            return f"Saved runs ({len(self.shown_runs())} of {count} match) — Esc clears the filter"
         shown = f" ({count})" if count is not None else ""
         return f"Saved runs{shown} — Space selects, c compares; Enter opens (watches a live run)"
+
+    def shown_runs(self) -> list[RunFile]:
+        """The saved runs the filter lets through, newest first."""
+        return [f for f in self.run_files if run_matches(f, self.filter_text)]
 
     def refresh_runs_if_changed(self) -> None:
         if self.is_current and runs_signature(self.runs_dir) != self.signature:
@@ -368,7 +426,7 @@ class HomeScreen(SizedScreen[None]):
             ("Best acc", "best"),
             ("Label", "label"),
         ]
-        rows = {str(f.path): self.run_cells(f) for f in self.run_files}
+        rows = {str(f.path): self.run_cells(f) for f in self.shown_runs()}
         fill_fitted(self.query_one("#runs", DataTable), headers, rows, least={"sel": 1})
 
     def fill_presets_table(self) -> None:
@@ -468,9 +526,153 @@ class HomeScreen(SizedScreen[None]):
             self.open_comparison([run.path])
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "toggle_run":
+        if action in ("toggle_run", "trash_runs", "label_run", "tag_runs", "note_runs"):
             return self.focused is self.query_one("#runs", DataTable) and bool(self.run_files)
+        if action == "close_filter":
+            return self.query_one("#runs-filter", Input).display
         return True
+
+    # Filtering and housekeeping of the saved runs.
+
+    def action_filter_runs(self) -> None:
+        runs_filter = self.query_one("#runs-filter", Input)
+        runs_filter.display = True
+        runs_filter.focus()
+
+    @on(Input.Changed, "#runs-filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value
+        self.fill_runs_table()
+        self.query_one("#runs-title", Static).update(self.runs_title(len(self.run_files)))
+        self.show_details()
+
+    @on(Input.Submitted, "#runs-filter")
+    def filter_submitted(self) -> None:
+        self.query_one("#runs", DataTable).focus()
+
+    def action_close_filter(self) -> None:
+        runs_filter = self.query_one("#runs-filter", Input)
+        runs_filter.value = ""  # posts Changed: the whole list comes back
+        runs_filter.display = False
+        self.query_one("#runs", DataTable).focus()
+
+    def chosen_runs(self) -> list[RunFile]:
+        """What d, t and n act on: the selected runs, else the highlighted one."""
+        if self.selected_runs:
+            return [f for f in self.run_files if f.path in self.selected_runs]
+        run = self.highlighted_run()
+        return [run] if run is not None else []
+
+    def refuse_live(self, runs: list[RunFile]) -> bool:
+        """Say so and return True when one of `runs` is live (its process rewrites its file)."""
+        for run in runs:
+            reason = live_reason(run)
+            if reason is not None:
+                label = run.record.label if run.record else run.path.name
+                self.app.push_screen(ErrorScreen(f"{fmt.printable(label)} is live: {reason}. Stop it first."))
+                return True
+        return False
+
+    def action_trash_runs(self) -> None:
+        runs = self.chosen_runs()
+        if not runs or self.refuse_live(runs):
+            return
+        names = ", ".join(fmt.printable(f.record.label if f.record else f.path.name) for f in runs[:5])
+        more = f" and {len(runs) - 5} more" if len(runs) > 5 else ""
+        question = (
+            f"Move {len(runs)} run(s) to the trash ({fmt.printable(trash_folder(self.runs_dir))})?\n{names}{more}\n"
+            "With their checkpoints and series logs; u brings them back (or tuitrain restore)."
+        )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.trash(runs)
+
+        self.app.push_screen(ConfirmScreen(question), answered)
+
+    def trash(self, runs: list[RunFile]) -> None:
+        try:
+            trashed = trash_runs([f.path for f in runs], self.runs_dir)
+        except TuitrainError as exc:
+            self.app.push_screen(ErrorScreen(str(exc)))
+            return
+        self.last_trashed = [t.trashed for t in trashed]
+        gone = {f.path for f in runs}
+        self.selected_runs = [p for p in self.selected_runs if p not in gone]
+        self.notify(f"Moved {len(trashed)} run(s) to the trash; u brings them back.")
+        self.load_runs()
+
+    def action_restore_trashed(self) -> None:
+        if not self.last_trashed:
+            self.notify("Nothing trashed here to bring back (tuitrain restore lists the trash).", severity="warning")
+            return
+        try:
+            restored = restore_runs(self.last_trashed, self.runs_dir)
+        except TuitrainError as exc:
+            self.app.push_screen(ErrorScreen(str(exc)))
+            return
+        self.last_trashed = []
+        self.notify(f"Restored {len(restored)} run(s).")
+        self.load_runs()
+
+    def edit(self, runs: list[RunFile], change: Callable[[RunRecord], None]) -> None:
+        try:
+            edit_runs([f.path for f in runs], change)
+        except TuitrainError as exc:
+            self.app.push_screen(ErrorScreen(str(exc)))
+            return
+        self.load_runs()
+
+    def action_label_run(self) -> None:
+        run = self.highlighted_run()
+        if run is None or run.record is None or self.refuse_live([run]):
+            return
+
+        def answered(text: str | None) -> None:
+            if text is not None and run.record is not None and text.strip() != run.record.label:
+                try:
+                    label = check_label(text)
+                except TuitrainError as exc:
+                    self.app.push_screen(ErrorScreen(str(exc)))
+                    return
+                self.edit([run], lambda record: relabel(record, label))
+
+        question = f"New label for {fmt.printable(run.record.label)} (its settings stay as they are)"
+        self.app.push_screen(TextInputScreen(question, run.record.label), answered)
+
+    def action_tag_runs(self) -> None:
+        runs = self.chosen_runs()
+        if not runs or self.refuse_live(runs):
+            return
+        shown = sorted({t for f in runs if f.record for t in f.record.tags})
+        question = f"Tags of {len(runs)} run(s): +TAG adds (a bare word too), -TAG removes" + (
+            f"\nNow: {fmt.printable(' '.join(shown))}" if shown else ""
+        )
+
+        def answered(text: str | None) -> None:
+            if not text or not text.strip():
+                return
+            try:
+                add, remove = parse_tag_changes([w if w[:1] in "+-" else f"+{w}" for w in text.split()])
+            except TuitrainError as exc:
+                self.app.push_screen(ErrorScreen(str(exc)))
+                return
+            self.edit(runs, lambda record: retag(record, add, remove))
+
+        self.app.push_screen(TextInputScreen(question, placeholder="+baseline -old"), answered)
+
+    def action_note_runs(self) -> None:
+        runs = self.chosen_runs()
+        if not runs or self.refuse_live(runs):
+            return
+        note = runs[0].record.notes if len(runs) == 1 and runs[0].record else None
+
+        def answered(text: str | None) -> None:
+            if text is not None:
+                self.edit(runs, lambda record: renote(record, text))
+
+        question = f"Note on {len(runs)} run(s) (empty removes it)"
+        self.app.push_screen(TextInputScreen(question, note or ""), answered)
 
     def action_toggle_run(self) -> None:
         table = self.query_one("#runs", DataTable)
