@@ -32,6 +32,13 @@ ACCURACY = "test accuracy"
 """The run screen's name for the per-epoch test accuracy."""
 
 
+def throughput(per_s: float, batch_size_known: bool = True) -> str:
+    """'1,234 samples/s', or for a run whose batch size is not known its training steps: '12.3 steps/s'."""
+    if batch_size_known:
+        return f"{per_s:,.0f} samples/s"
+    return f"{per_s:,.1f} steps/s" if per_s < 100 else f"{per_s:,.0f} steps/s"
+
+
 @dataclass
 class RunState:
     """One run as seen through its events: losses, finished epochs, latest progress."""
@@ -56,6 +63,9 @@ class RunState:
     epoch: int = 1
     batch: int = 0
     samples_per_s: float = 0.0
+    """Training throughput (BatchLosses.samples_per_s): steps per second where batch_size_known is False."""
+    batch_size_known: bool = True
+    """Whether samples_per_s counts samples, not training steps (BatchLosses.batch_size_known)."""
     elapsed_s: float = 0.0
     status: str = "running"
     config: dict[str, Any] | None = None
@@ -115,8 +125,14 @@ class RunState:
         self.losses += event.losses
         self.epoch, self.batch = event.epoch, event.batch
         self.samples_per_s, self.elapsed_s = event.samples_per_s, event.elapsed_s
+        self.batch_size_known = event.batch_size_known
         if event.threads and self.device.startswith("CPU"):  # the run's share of the cores changed
             self.device = cpu_device(event.threads)
+
+    @property
+    def speed_text(self) -> str:
+        """The run's throughput with its unit: samples/s, or steps/s where its batch size is not known."""
+        return throughput(self.samples_per_s, self.batch_size_known)
 
     @property
     def steps_total(self) -> int:

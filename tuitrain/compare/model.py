@@ -291,7 +291,7 @@ class Comparison:
             Metric("Final train loss", lambda r: r.final_loss, fmt.loss, lambda d: f"{d:+.4f}"),
             *reaching,
             *(_extra_metric(name) for name in self.extra_metrics()),
-            Metric("Epochs", lambda r: f"{r.epochs_done}/{r.record.spec.epochs}"),  # done/planned
+            Metric("Epochs", lambda r: r.epochs_text),  # done/planned
             Metric("Training time", lambda r: r.time_s, _figure(fmt.duration), _signed_duration),
             Metric("Device", lambda r: r.device),
             *gpu,
