@@ -212,6 +212,11 @@ def _steps_between(record: RunRecord, start: int, end: int) -> int:
     return max(int(series.steps[end - 1]) + 1 - before, 0)
 
 
+def _heading(record: RunRecord) -> tuple[object, ...]:
+    """What a RunStarted says of a script run's settings and plan (its batch size goes with each BatchLosses)."""
+    return record.config, record.script.epochs if record.script is not None else None
+
+
 def _device_text(record: RunRecord) -> str:
     """As describe_device words it in the training process; "" for a TensorBoard log (it does not say)."""
     if record.preset == TENSORBOARD:
@@ -418,6 +423,8 @@ class RunTracker:
             or len(record.batch_losses) < self.steps
             or len(record.epochs) < self.epochs
             or (self.finished is not None and record.status == "running" and effective_status(record) == "running")
+            # a framework's logger starts its run before it has the config and plan: said again, before any step
+            or (self.steps == 0 and self.epochs == 0 and _heading(record) != _heading(previous))
         )
 
     def _finish_if_ended(self, record: RunRecord) -> list[Event]:

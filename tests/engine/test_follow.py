@@ -500,3 +500,22 @@ def test_a_script_runs_throughput_counts_its_steps_and_its_batch_size_where_said
 
     ended = RunTracker(tmp_path / "01-a.json").update(script_record(batch_size=None, status="completed"))
     assert of_type(ended, EpochEnded)[0].epochs == 2  # a finished run's epochs are what it trained
+
+
+def test_a_run_that_says_its_config_after_starting_is_announced_again_before_its_first_step(tmp_path: Path) -> None:
+    """A framework's logger may start its run file before it is handed the hyperparameters and the trainer's plan."""
+    record = script_record(batch_size=None)
+    bare = record.model_copy(update={"config": {}, "epochs": [], "batch_losses": []})
+    bare.attach_series({})
+    tracker = RunTracker(tmp_path / "01-a.json")
+    assert [e.config for e in of_type(tracker.update(bare), RunStarted)] == [{}]
+    said = bare.model_copy(update={"config": {"lr": 0.1}})
+    assert [e.config for e in of_type(tracker.update(said), RunStarted)] == [{"lr": 0.1}]
+    # its first steps come with the batch size its logger learnt meanwhile: not a new start
+    first_steps = record.model_copy(update={"config": {"lr": 0.1}, "spec": RunSpec(epochs=2, batch_size=16)})
+    first_steps.script = first_steps.script.model_copy(update={"batch_size": 16})
+    first_steps.attach_series(record.series)
+    events = tracker.update(first_steps)
+    assert of_type(events, BatchLosses) and not of_type(events, RunStarted)
+    # once steps were shown, a changed config is not a new start
+    assert not of_type(tracker.update(record.model_copy(update={"config": {"lr": 0.2}})), RunStarted)

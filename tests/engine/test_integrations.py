@@ -116,6 +116,19 @@ def test_lightning_run_to_max_steps_plans_no_epochs_and_counts_accumulated_batch
     assert len(record.epochs) == 3 and record.spec.epochs == 3  # 2 optimizer steps an epoch
 
 
+def test_lightning_hyperparameters_are_in_the_run_file_at_once(tmp_path: Path) -> None:
+    """The run starts (its file written) before Lightning hands over the hyperparameters: a watcher that looks in
+    between shows them only if they are written at once, not at the next save seconds later."""
+    from tuitrain.integrations.lightning import TuitrainLogger
+
+    logger = TuitrainLogger(runs_dir=str(tmp_path))
+    assert logger.version  # the run starts: Lightning asks for its version before fit's start (checkpoint folder)
+    assert only_record(tmp_path).config == {}
+    logger.log_hyperparams({"lr": 0.5})
+    assert only_record(tmp_path).config == {"lr": 0.5}
+    logger.finalize("success")
+
+
 def test_lightning_run_that_raises_is_failed_with_the_error(tmp_path: Path) -> None:
     from tuitrain.integrations.lightning import TuitrainLogger
 

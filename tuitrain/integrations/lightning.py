@@ -141,7 +141,9 @@ class TuitrainLogger(Logger):
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
-        self.experiment.config.update(config_values(_convert_params(params)))
+        run = self.experiment
+        run.config.update(config_values(_convert_params(params)))
+        run.keeper.save(always=True)  # at fit's start: a watcher shows the config at once, not seconds later
 
     @rank_zero_only
     def log_graph(self, model: Any, input_array: Any = None) -> None:
@@ -160,6 +162,7 @@ class TuitrainLogger(Logger):
             run.record.spec.epochs = epochs
             if run.record.script is not None:
                 run.record.script.epochs = epochs
+            run.keeper.save(always=True)
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
