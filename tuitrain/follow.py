@@ -463,6 +463,7 @@ class RunTracker:
             config=record.config,
             host=record.env.host,
             epochs_known=record.script.epochs is not None if record.script is not None else _plan_known(record),
+            has_epochs=record.preset != TENSORBOARD,
         )
 
     def _batch_losses(

@@ -54,6 +54,8 @@ class HeadlessPrinter:
         self.tagged = False
         """Lines about a run start with its label."""
         self.labels: dict[str, str] = {}
+        self.without_epochs: set[str] = set()
+        """Runs whose steps are in no epoch (TensorBoard logs, RunStarted.has_epochs): their lines say the step."""
         """The label of each run that has started, by run id."""
         self.running: set[str] = set()
 
@@ -97,14 +99,16 @@ class HeadlessPrinter:
                 f"\n=== Run {event.run_index + 1}/{event.run_count}: {fmt.printable(event.label)}"
                 + (f" — {about_text}" if about_text else "")
             )
+            if not event.has_epochs:
+                self.without_epochs.add(event.run_id)
             if event.path:
                 self._print_about(event.run_id, f"{'Reading' if self.watching else 'Saving to'} {event.path}")
         elif isinstance(event, BatchLosses):
-            self._print_about(
-                event.run_id,
-                fmt.train_line(event.epoch, event.samples_done, event.train_size, event.losses[-1])
-                + f"\t{throughput(event.samples_per_s, event.batch_size_known)}",
-            )
+            if event.run_id in self.without_epochs:
+                line = f"Step {event.batch:,}\tLoss: {event.losses[-1]:.6f}"
+            else:
+                line = fmt.train_line(event.epoch, event.samples_done, event.train_size, event.losses[-1])
+            self._print_about(event.run_id, f"{line}\t{throughput(event.samples_per_s, event.batch_size_known)}")
         elif isinstance(event, EpochEnded):
             if event.test_accuracy is None:  # a regression or language model: only its own figures
                 test = f"Epoch {event.epoch}: mean training loss {fmt.loss(event.mean_loss)}"

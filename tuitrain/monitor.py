@@ -64,6 +64,8 @@ class RunState:
     batch: int = 0
     samples_per_s: float = 0.0
     """Training throughput (BatchLosses.samples_per_s): steps per second where batch_size_known is False."""
+    has_epochs: bool = True
+    """False for a TensorBoard log (RunStarted.has_epochs): shown by step, not by epoch and batch."""
     batch_size_known: bool = True
     """Whether samples_per_s counts samples, not training steps (BatchLosses.batch_size_known)."""
     elapsed_s: float = 0.0
@@ -161,6 +163,11 @@ class RunState:
         return f"{self.epoch}/{self.spec.epochs}" if known else str(self.epoch)
 
     @property
+    def position_text(self) -> str:
+        """'Epoch 3/10', or for a TensorBoard log (no epochs) its steps so far: 'Step 1,200'."""
+        return f"Epoch {self.epoch_text}" if self.has_epochs else f"Step {self.batch:,}"
+
+    @property
     def batch_text(self) -> str:
         """'120/938', or the batches of this epoch so far where an epoch's length is not known."""
         return f"{self.batch}/{self.batches_per_epoch}" if self.batches_per_epoch else str(self.batch)
@@ -209,6 +216,7 @@ class SweepMonitor:
                 epoch=event.start_epoch,
                 config=event.config,
                 epochs_known=event.epochs_known,
+                has_epochs=event.has_epochs,
             )
             self.runs[event.run_id] = state
             current = self.current

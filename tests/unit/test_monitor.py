@@ -250,3 +250,15 @@ def test_a_run_without_a_known_batch_size_shows_its_steps_per_second():
     assert "12.5 steps/s" in details and "Device" not in details and "ETA –" in details
     monitor.apply(losses("r1", 1, 2, [0.8], 3))
     assert run.speed_text == "640 samples/s"
+
+
+def test_a_log_without_epochs_shows_its_steps_not_an_epoch():
+    from tuitrain.tui.widgets.progress import ProgressPanel, run_line
+
+    monitor = SweepMonitor()
+    monitor.apply(dataclasses.replace(started(), has_epochs=False, batches_per_epoch=0, epochs_known=False))
+    monitor.apply(dataclasses.replace(losses("r1", 1, 0, [1.0], 1200), batch_size_known=False))
+    run = monitor.runs["r1"]
+    assert "Step 1,200" in run_line(run, 8, paused=False, highlighted=False).plain
+    progress = ProgressPanel.run_details(run, paused=False).plain.splitlines()[1]
+    assert progress.startswith("Step 1,200  ") and "Epoch" not in progress and "batch" not in progress

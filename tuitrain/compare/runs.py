@@ -48,9 +48,14 @@ class RunColumn:
         return len(self.record.epochs)
 
     @property
+    def from_log(self) -> bool:
+        """A TensorBoard log: steps and values, no epochs (its record's spec is a stand-in)."""
+        return self.record.preset == TENSORBOARD
+
+    @property
     def epochs_text(self) -> str:
-        """Epochs done/planned; '–' for a TensorBoard log (it has steps, no epochs: its record's spec is a stand-in)."""
-        if self.record.preset == TENSORBOARD:
+        """Epochs done/planned; '–' for a TensorBoard log."""
+        if self.from_log:
             return "–"
         return f"{self.epochs_done}/{self.record.spec.epochs}"
 

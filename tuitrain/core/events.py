@@ -51,6 +51,9 @@ class RunStarted:
     """The CUDA device index it trains on, as its training process numbers them; None on the CPU or not known."""
     epochs_known: bool = True
     """Whether spec.epochs is planned; False for a script run that did not say (it trains until it finishes)."""
+    has_epochs: bool = True
+    """False for a TensorBoard log: its steps are in no epoch (its BatchLosses are all 'epoch 1', their batch the
+    steps so far)."""
 
 
 @dataclass(frozen=True)
