@@ -6,6 +6,7 @@ tuitrain watch runs        # in another terminal: the loss, val_loss at each epo
 tuitrain compare runs      # several runs (e.g. --lr 0.1 and --lr 0.01) side by side
 
 --tensorboard DIR also logs with Lightning's TensorBoardLogger into DIR: `tuitrain watch DIR` reads its event files.
+--max-steps N trains N steps with no epoch limit (max_epochs=-1): the run's length in epochs is not known upfront.
 --fail-at-step N raises an exception at step N (the run ends failed).
 """
 
@@ -25,6 +26,7 @@ parser.add_argument("--epochs", type=int, default=3)
 parser.add_argument("--lr", type=float, default=0.01)
 parser.add_argument("--samples", type=int, default=2048)
 parser.add_argument("--batch-size", type=int, default=32)
+parser.add_argument("--max-steps", type=int, default=-1)
 parser.add_argument("--tensorboard", default=None, metavar="DIR")
 parser.add_argument("--fail-at-step", type=int, default=None)
 args = parser.parse_args()
@@ -62,11 +64,13 @@ class Classifier(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
 
 
-loggers = [TuitrainLogger(runs_dir=args.runs_dir, label=args.label or f"lr={args.lr:g}", epochs=args.epochs)]
+# the logger takes the planned epochs (max_epochs) and the samples per step (the batch size) from the trainer
+loggers = [TuitrainLogger(runs_dir=args.runs_dir, label=args.label or f"lr={args.lr:g}")]
 if args.tensorboard:
     loggers.append(L.pytorch.loggers.TensorBoardLogger(args.tensorboard))
 trainer = L.Trainer(
-    max_epochs=args.epochs,
+    max_epochs=args.epochs if args.max_steps < 0 else -1,
+    max_steps=args.max_steps,
     logger=loggers,
     log_every_n_steps=5,
     accelerator="cpu",

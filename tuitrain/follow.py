@@ -46,6 +46,7 @@ from tuitrain.core.events import (
 from tuitrain.core.serieslog import SeriesReader
 from tuitrain.core.tfevents import is_event_file
 from tuitrain.records import RunRecord, parse_record
+from tuitrain.tblogs import PRESET as TENSORBOARD
 from tuitrain.tblogs import TensorBoardRunReader, log_folders
 
 POLL_S = 0.5
@@ -189,8 +190,40 @@ class RunFileReader:
         return None
 
 
+def _plan_known(record: RunRecord) -> bool:
+    """Whether the record's spec is the run's plan (epochs, batch size, dataset): a preset run's. A script run's
+    spec holds defaults where the script did not say (its ScriptInfo tells which it said), a TensorBoard log's
+    says nothing (a log holds steps and values only)."""
+    return record.script is None and record.preset != TENSORBOARD
+
+
+def _batch_size_known(record: RunRecord) -> bool:
+    """Whether spec.batch_size is the run's, so that throughput is in samples (else training steps) per second."""
+    if record.script is not None:
+        return record.script.batch_size is not None
+    return record.preset != TENSORBOARD
+
+
+def _steps_between(record: RunRecord, start: int, end: int) -> int:
+    """Training steps from loss point `start` (0: the run's start) to point `end` (exclusive): by the loss series'
+    step axis (0-based steps: a framework may log every n steps, HF's 1-based global step counts one more), else
+    one per point."""
+    series = record.series.get(record.loss_series) if record.loss_series else None
+    if series is None or not 0 < end <= len(series):
+        return end - start
+    before = int(series.steps[start - 1]) + 1 if start > 0 else 0
+    return max(int(series.steps[end - 1]) + 1 - before, 0)
+
+
+def _heading(record: RunRecord) -> tuple[object, ...]:
+    """What a RunStarted says of a script run's settings and plan (its batch size goes with each BatchLosses)."""
+    return record.config, record.script.epochs if record.script is not None else None
+
+
 def _device_text(record: RunRecord) -> str:
-    """As describe_device words it in the training process."""
+    """As describe_device words it in the training process; "" for a TensorBoard log (it does not say)."""
+    if record.preset == TENSORBOARD:
+        return ""
     env = record.env
     return cpu_device(env.threads) if env.device_type == "cpu" else env.device
 
@@ -319,16 +352,26 @@ class RunTracker:
         return self.fallback_index
 
     def batches_per_epoch(self, record: RunRecord) -> int:
-        """0 where not known: a script run that did not say (its logged points are not batches of the spec)."""
+        """0 where not known: a script run that did not say (its logged points are not batches of the spec), a
+        TensorBoard log."""
+        if record.preset == TENSORBOARD:
+            return 0
         if record.script is not None:
             return record.batches_per_epoch or 0
         return record.batches_per_epoch or record.spec.batches_per_epoch()  # older files lack the field
 
     def train_size(self, record: RunRecord) -> int:
         """0 where not known, as batches_per_epoch."""
+        if record.preset == TENSORBOARD:
+            return 0
         if record.script is not None:
             return record.train_size or 0
         return record.train_size or record.spec.train_size()
+
+    def test_size(self, record: RunRecord) -> int:
+        """0 where not known: a script run that did not say, a TensorBoard log."""
+        said = record.test_size or (record.epochs[0].test_total if record.epochs else 0)
+        return said or (record.spec.test_size() if _plan_known(record) else 0)
 
     def update(self, record: RunRecord) -> list[Event]:
         """The events that take a watcher from the last version it saw to this one."""
@@ -383,6 +426,8 @@ class RunTracker:
             or len(record.batch_losses) < self.steps
             or len(record.epochs) < self.epochs
             or (self.finished is not None and record.status == "running" and effective_status(record) == "running")
+            # a framework's logger starts its run before it has the config and plan: said again, before any step
+            or (self.steps == 0 and self.epochs == 0 and _heading(record) != _heading(previous))
         )
 
     def _finish_if_ended(self, record: RunRecord) -> list[Event]:
@@ -414,26 +459,40 @@ class RunTracker:
             spec=record.spec,
             device=_device_text(record),
             train_size=self.train_size(record),
-            test_size=record.test_size or (record.epochs[0].test_total if record.epochs else record.spec.test_size()),
+            test_size=self.test_size(record),
             batches_per_epoch=self.batches_per_epoch(record),
             start_epoch=1,
             path=self.path,
             config=record.config,
             host=record.env.host,
-            epochs_known=record.script is None or record.script.epochs is not None,
+            epochs_known=record.script.epochs is not None if record.script is not None else _plan_known(record),
+            has_epochs=record.preset != TENSORBOARD,
         )
 
     def _batch_losses(
         self, record: RunRecord, epoch: int, epoch_start: int, start: int, end: int, bpe: int
     ) -> BatchLosses:
-        batch = end - epoch_start
         train_size = self.train_size(record)
-        samples = batch * record.spec.batch_size
-        samples = min(samples, train_size) if train_size else samples
         elapsed = _seconds_between(record.started_at, record.heartbeat_at)
         finished = next((e for e in record.epochs if e.epoch == epoch), None)
-        # a finished epoch says its own rate; the epoch in progress is timed from the file's versions
-        rate = finished.samples_per_s if finished is not None else self.clock.rate(record, epoch, samples)
+        if _plan_known(record):
+            batch = end - epoch_start
+            samples = batch * record.spec.batch_size
+            samples = min(samples, train_size) if train_size else samples
+            # a finished epoch says its own rate; the epoch in progress is timed from the file's versions
+            rate = finished.samples_per_s if finished is not None else self.clock.rate(record, epoch, samples)
+        else:
+            # a script or a framework logs every n steps: its step axis counts the steps, its batch size (where said)
+            # the samples; else the rate is in steps per second (BatchLosses.batch_size_known)
+            batch = _steps_between(record, epoch_start, end)
+            samples = batch * (record.spec.batch_size if _batch_size_known(record) else 1)
+            if finished is not None:
+                seconds = finished.duration_s
+            else:
+                before = sum(e.duration_s for e in record.epochs if e.epoch < epoch)
+                seconds = _seconds_between(record.started_at, record.heartbeat_at) - before
+            rate = samples / seconds if seconds > 0 else 0.0
+            samples = min(samples, train_size) if train_size else samples
         return BatchLosses(
             run_id=record.id,
             epoch=epoch,
@@ -445,15 +504,18 @@ class RunTracker:
             train_size=train_size,
             samples_per_s=rate,
             elapsed_s=elapsed,
+            batch_size_known=_batch_size_known(record),
         )
 
     def _epoch_ended(self, record: RunRecord, i: int) -> EpochEnded:
         e = record.epochs[i]
+        # an open-ended script run's spec counts one epoch more than it has, until it ends: not a plan
+        planned = _plan_known(record) or (record.script is not None and record.script.epochs is not None)
         return EpochEnded(
             run_id=record.id,
             label=record.label,
             run_index=self.run_index,
-            epochs=record.spec.epochs,
+            epochs=record.spec.epochs if planned or record.status != "running" else 0,
             **e.event_fields(),
         )
 

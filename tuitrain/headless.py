@@ -16,6 +16,7 @@ from tuitrain.core.events import (
     RunStarted,
     RunWaiting,
 )
+from tuitrain.monitor import throughput
 
 
 def safe_print(text: str, out: TextIO) -> bool:
@@ -53,6 +54,8 @@ class HeadlessPrinter:
         self.tagged = False
         """Lines about a run start with its label."""
         self.labels: dict[str, str] = {}
+        self.without_epochs: set[str] = set()
+        """Runs whose steps are in no epoch (TensorBoard logs, RunStarted.has_epochs): their lines say the step."""
         """The label of each run that has started, by run id."""
         self.running: set[str] = set()
 
@@ -83,21 +86,29 @@ class HeadlessPrinter:
             self.tagged = self.tagged or bool(self.running - {event.run_id})
             self.running.add(event.run_id)
             self.labels[event.run_id] = fmt.printable(event.label)
+            # only what the run says: a script run or a TensorBoard log may not say its epochs, sizes or device
+            sizes = [f"{n} {what}" for n, what in ((event.train_size, "train"), (event.test_size, "test")) if n]
+            where = [f"on {event.device}"] if event.device else []
+            about = [
+                fmt.spec_summary(event.spec, event.config),
+                f"{event.spec.epochs} epochs" if event.epochs_known else "",
+                " ".join([" / ".join(sizes), *where]).strip(),
+            ]
+            about_text = ", ".join(part for part in about if part)
             self._print(
-                f"\n=== Run {event.run_index + 1}/{event.run_count}: {fmt.printable(event.label)} — "
-                f"{fmt.spec_summary(event.spec, event.config)}, "
-                f"{f'{event.spec.epochs} epochs, ' if event.epochs_known else ''}"
-                f"{f'{event.train_size} train / ' if event.train_size else ''}"
-                f"{f'{event.test_size} test ' if event.test_size else ''}on {event.device}"
+                f"\n=== Run {event.run_index + 1}/{event.run_count}: {fmt.printable(event.label)}"
+                + (f" — {about_text}" if about_text else "")
             )
+            if not event.has_epochs:
+                self.without_epochs.add(event.run_id)
             if event.path:
                 self._print_about(event.run_id, f"{'Reading' if self.watching else 'Saving to'} {event.path}")
         elif isinstance(event, BatchLosses):
-            self._print_about(
-                event.run_id,
-                fmt.train_line(event.epoch, event.samples_done, event.train_size, event.losses[-1])
-                + f"\t{event.samples_per_s:,.0f} samples/s",
-            )
+            if event.run_id in self.without_epochs:
+                line = f"Step {event.batch:,}\tLoss: {event.losses[-1]:.6f}"
+            else:
+                line = fmt.train_line(event.epoch, event.samples_done, event.train_size, event.losses[-1])
+            self._print_about(event.run_id, f"{line}\t{throughput(event.samples_per_s, event.batch_size_known)}")
         elif isinstance(event, EpochEnded):
             if event.test_accuracy is None:  # a regression or language model: only its own figures
                 test = f"Epoch {event.epoch}: mean training loss {fmt.loss(event.mean_loss)}"
@@ -105,10 +116,11 @@ class HeadlessPrinter:
                 test = fmt.test_line(event.test_loss, event.test_correct, event.test_total)
             else:  # a script run need not say how many test images
                 test = f"Test set: Average loss: {event.test_loss:.4f}, Accuracy: {event.test_accuracy:.2f}%"
+            of_planned = f"/{event.epochs}" if event.epochs else ""  # 0: not planned
             extra = "".join(f"  {fmt.printable(k)}={fmt.metric(v)}" for k, v in event.metrics.items())
             self._print_about(
                 event.run_id,
-                test + extra + f"  [epoch {event.epoch}/{event.epochs} in {fmt.duration(event.duration_s)}]",
+                test + extra + f"  [epoch {event.epoch}{of_planned} in {fmt.duration(event.duration_s)}]",
             )
         elif isinstance(event, RunFinished):
             self.running.discard(event.run_id)

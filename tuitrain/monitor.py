@@ -32,6 +32,13 @@ ACCURACY = "test accuracy"
 """The run screen's name for the per-epoch test accuracy."""
 
 
+def throughput(per_s: float, batch_size_known: bool = True) -> str:
+    """'1,234 samples/s', or for a run whose batch size is not known its training steps: '12.3 steps/s'."""
+    if batch_size_known:
+        return f"{per_s:,.0f} samples/s"
+    return f"{per_s:,.1f} steps/s" if per_s < 100 else f"{per_s:,.0f} steps/s"
+
+
 @dataclass
 class RunState:
     """One run as seen through its events: losses, finished epochs, latest progress."""
@@ -56,6 +63,11 @@ class RunState:
     epoch: int = 1
     batch: int = 0
     samples_per_s: float = 0.0
+    """Training throughput (BatchLosses.samples_per_s): steps per second where batch_size_known is False."""
+    has_epochs: bool = True
+    """False for a TensorBoard log (RunStarted.has_epochs): shown by step, not by epoch and batch."""
+    batch_size_known: bool = True
+    """Whether samples_per_s counts samples, not training steps (BatchLosses.batch_size_known)."""
     elapsed_s: float = 0.0
     status: str = "running"
     config: dict[str, Any] | None = None
@@ -115,8 +127,14 @@ class RunState:
         self.losses += event.losses
         self.epoch, self.batch = event.epoch, event.batch
         self.samples_per_s, self.elapsed_s = event.samples_per_s, event.elapsed_s
+        self.batch_size_known = event.batch_size_known
         if event.threads and self.device.startswith("CPU"):  # the run's share of the cores changed
             self.device = cpu_device(event.threads)
+
+    @property
+    def speed_text(self) -> str:
+        """The run's throughput with its unit: samples/s, or steps/s where its batch size is not known."""
+        return throughput(self.samples_per_s, self.batch_size_known)
 
     @property
     def steps_total(self) -> int:
@@ -143,6 +161,11 @@ class RunState:
         """'3/10', or '3' where the planned epochs are not known or already passed (nothing shown is invented)."""
         known = self.epochs_known and self.epoch <= self.spec.epochs
         return f"{self.epoch}/{self.spec.epochs}" if known else str(self.epoch)
+
+    @property
+    def position_text(self) -> str:
+        """'Epoch 3/10', or for a TensorBoard log (no epochs) its steps so far: 'Step 1,200'."""
+        return f"Epoch {self.epoch_text}" if self.has_epochs else f"Step {self.batch:,}"
 
     @property
     def batch_text(self) -> str:
@@ -193,6 +216,7 @@ class SweepMonitor:
                 epoch=event.start_epoch,
                 config=event.config,
                 epochs_known=event.epochs_known,
+                has_epochs=event.has_epochs,
             )
             self.runs[event.run_id] = state
             current = self.current

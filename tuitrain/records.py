@@ -126,6 +126,9 @@ class ScriptInfo(BaseModel):
     """Working directory it ran in."""
     epochs: int | None = None
     """Epochs the script said it would train (`init(epochs=...)`); None: open-ended, or a file from before it."""
+    batch_size: int | None = None
+    """Samples per training step, as the script said (`init(batch_size=...)`, its config's batch_size, or the Lightning
+    logger and Trainer callback from the framework); None: not known (its throughput is shown in steps per second)."""
 
 
 class RunRestart(BaseModel):
@@ -284,9 +287,9 @@ def _from_v3(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _from_v4(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 5 adds optional per-epoch figures (learning rate, training accuracy, validation, per-class results)
-    and run housekeeping fields (original_label, kept when a run is renamed): a version 4 file is a version 5 file
-    without them."""
+    """Version 5 adds optional per-epoch figures (learning rate, training accuracy, validation, per-class results),
+    run housekeeping fields (original_label, kept when a run is renamed) and a script's batch size: a version 4 file
+    is a version 5 file without them."""
     return {**data, "schema_version": 5}
 
 

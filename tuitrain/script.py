@@ -95,11 +95,16 @@ def _environment() -> EnvInfo:
     )
 
 
+def said_batch_size(config: Mapping[str, Any], batch_size: int | None) -> int | None:
+    """The batch size a script said: init's batch_size, else its config's; None where neither says one."""
+    bs = batch_size if batch_size is not None else config.get("batch_size")
+    return bs if isinstance(bs, int) and not isinstance(bs, bool) and bs > 0 else None
+
+
 def _spec(config: Mapping[str, Any], epochs: int | None, batch_size: int | None) -> RunSpec:
     """What a RunSpec can say of a script run: its epochs and batch size (for progress and throughput)."""
-    bs = batch_size if batch_size is not None else config.get("batch_size")
     values: dict[str, Any] = {"epochs": epochs or 1}
-    if isinstance(bs, int) and not isinstance(bs, bool) and bs > 0:
+    if (bs := said_batch_size(config, batch_size)) is not None:
         values["batch_size"] = bs
     lr = config.get("lr")
     if isinstance(lr, (int, float)) and not isinstance(lr, bool) and 0 < lr <= 10:
@@ -250,7 +255,13 @@ class Run:
             spec=_spec(values, epochs, batch_size),
             env=_environment(),
             config=values,
-            script=ScriptInfo(path=script, argv=list(sys.argv), cwd=os.getcwd(), epochs=epochs),
+            script=ScriptInfo(
+                path=script,
+                argv=list(sys.argv),
+                cwd=os.getcwd(),
+                epochs=epochs,
+                batch_size=said_batch_size(values, batch_size),
+            ),
             run_index=0,
             run_count=1,
             batches_per_epoch=batches_per_epoch,

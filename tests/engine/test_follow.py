@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.helpers import start_headless
@@ -436,3 +437,85 @@ def test_a_detached_process_that_died_before_its_first_run_file_ends_the_watch(t
     waiting = Follower(folder)
     waiting.poll()
     assert not waiting.done
+
+
+def script_record(batch_size: int | None, status: str = "running", **kw) -> RunRecord:
+    """A script run (a framework's logger) that logged its loss every 5 steps, steps 4, 9, ... 39; its first epoch (4
+    points: 20 steps) took 4 s, the second is in progress."""
+    from tuitrain.core.serieslog import Series
+    from tuitrain.records import ScriptInfo
+
+    first = EpochRecord(
+        epoch=1,
+        initial_loss=2.0,
+        final_loss=1.0,
+        mean_loss=1.5,
+        test_loss=float("nan"),
+        test_accuracy=None,
+        test_correct=0,
+        test_total=0,
+        duration_s=4.0,
+        samples_per_s=123.0,  # what the file says: not what a watcher shows (counted in points, not steps)
+        eval_s=0.0,
+        steps=4,
+    )
+    record = sample_record(
+        preset="lightning",
+        spec=RunSpec(epochs=2, batch_size=batch_size or 64),
+        script=ScriptInfo(epochs=None, batch_size=batch_size),
+        batches_per_epoch=None,
+        train_size=None,
+        test_size=None,
+        epochs=[first],
+        loss_series="train_loss",
+        series_file="01-a.series",
+        status=status,
+        heartbeat_at=STARTED + timedelta(seconds=8),
+        **kw,
+    )
+    record.attach_series({"train_loss": Series(np.arange(4, 40, 5), np.linspace(2.0, 0.5, 8))})
+    return record
+
+
+def test_a_script_runs_throughput_counts_its_steps_and_its_batch_size_where_said(tmp_path: Path) -> None:
+    """A framework logs every n steps: its points are not batches; and its batch size is the script's to say."""
+    events = RunTracker(tmp_path / "01-a.json").update(script_record(batch_size=16))
+    batches = of_type(events, BatchLosses)
+    # epoch 1: 20 steps in 4 s; epoch 2 so far: 20 steps in the 4 s since (8 s after the start)
+    assert [(b.epoch, b.batch, b.samples_per_s, b.batch_size_known) for b in batches] == [
+        (1, 20, 20 * 16 / 4.0, True),
+        (2, 20, 20 * 16 / 4.0, True),
+    ]
+    (started,) = of_type(events, RunStarted)
+    assert (started.epochs_known, started.batches_per_epoch, started.train_size, started.test_size) == (
+        False,
+        0,
+        0,
+        0,
+    )
+    assert of_type(events, EpochEnded)[0].epochs == 0  # open-ended while it trains: no planned total
+
+    unknown = of_type(RunTracker(tmp_path / "01-a.json").update(script_record(batch_size=None)), BatchLosses)
+    assert [(b.samples_per_s, b.batch_size_known) for b in unknown] == [(5.0, False), (5.0, False)]  # steps/s
+
+    ended = RunTracker(tmp_path / "01-a.json").update(script_record(batch_size=None, status="completed"))
+    assert of_type(ended, EpochEnded)[0].epochs == 2  # a finished run's epochs are what it trained
+
+
+def test_a_run_that_says_its_config_after_starting_is_announced_again_before_its_first_step(tmp_path: Path) -> None:
+    """A framework's logger may start its run file before it is handed the hyperparameters and the trainer's plan."""
+    record = script_record(batch_size=None)
+    bare = record.model_copy(update={"config": {}, "epochs": [], "batch_losses": []})
+    bare.attach_series({})
+    tracker = RunTracker(tmp_path / "01-a.json")
+    assert [e.config for e in of_type(tracker.update(bare), RunStarted)] == [{}]
+    said = bare.model_copy(update={"config": {"lr": 0.1}})
+    assert [e.config for e in of_type(tracker.update(said), RunStarted)] == [{"lr": 0.1}]
+    # its first steps come with the batch size its logger learnt meanwhile: not a new start
+    first_steps = record.model_copy(update={"config": {"lr": 0.1}, "spec": RunSpec(epochs=2, batch_size=16)})
+    first_steps.script = first_steps.script.model_copy(update={"batch_size": 16})
+    first_steps.attach_series(record.series)
+    events = tracker.update(first_steps)
+    assert of_type(events, BatchLosses) and not of_type(events, RunStarted)
+    # once steps were shown, a changed config is not a new start
+    assert not of_type(tracker.update(record.model_copy(update={"config": {"lr": 0.2}})), RunStarted)

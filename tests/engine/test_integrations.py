@@ -62,9 +62,10 @@ class Tiny(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
 
-def fit(model: Tiny, loggers: list, epochs: int = 2) -> None:
+def fit(model: Tiny, loggers: list, epochs: int = 2, **trainer_args) -> None:
     trainer = L.Trainer(
         max_epochs=epochs,
+        **trainer_args,
         logger=loggers,
         log_every_n_steps=1,
         accelerator="cpu",
@@ -91,6 +92,8 @@ def test_lightning_run_is_recorded_and_its_tensorboard_log_reads_the_same(tmp_pa
     assert loss.steps.tolist() == list(range(8))  # 4 batches x 2 epochs, logged every step
     assert [len(e.metrics) and "val_loss" in e.metrics for e in record.epochs] == [True, True]
     assert record.spec.epochs == 2
+    # from the trainer: its max_epochs planned, its dataloader's batch size (not said to the logger)
+    assert record.script is not None and (record.script.epochs, record.script.batch_size) == (2, 16)
     assert logger.version == record.id and logger.name == "lightning"
 
     tensorboard = read_log_folder(next(p.parent for p in (tmp_path / "tb").rglob("events.out.tfevents.*")))
@@ -100,6 +103,30 @@ def test_lightning_run_is_recorded_and_its_tensorboard_log_reads_the_same(tmp_pa
         record.series["val_loss"].values.tolist(), rel=1e-6
     )
     assert tensorboard.config["lr"] == 0.1
+
+
+def test_lightning_run_to_max_steps_plans_no_epochs_and_counts_accumulated_batches(tmp_path: Path) -> None:
+    from tuitrain.integrations.lightning import TuitrainLogger
+
+    fit(Tiny(), [TuitrainLogger(runs_dir=str(tmp_path))], epochs=-1, max_steps=6, accumulate_grad_batches=2)
+    record = only_record(tmp_path)
+    assert record.status == "completed" and record.script is not None
+    assert record.script.epochs is None  # trained to max_steps: no epoch count was planned
+    assert record.script.batch_size == 32  # a step (an optimizer step) is 2 batches of 16
+    assert len(record.epochs) == 3 and record.spec.epochs == 3  # 2 optimizer steps an epoch
+
+
+def test_lightning_hyperparameters_are_in_the_run_file_at_once(tmp_path: Path) -> None:
+    """The run starts (its file written) before Lightning hands over the hyperparameters: a watcher that looks in
+    between shows them only if they are written at once, not at the next save seconds later."""
+    from tuitrain.integrations.lightning import TuitrainLogger
+
+    logger = TuitrainLogger(runs_dir=str(tmp_path))
+    assert logger.version  # the run starts: Lightning asks for its version before fit's start (checkpoint folder)
+    assert only_record(tmp_path).config == {}
+    logger.log_hyperparams({"lr": 0.5})
+    assert only_record(tmp_path).config == {"lr": 0.5}
+    logger.finalize("success")
 
 
 def test_lightning_run_that_raises_is_failed_with_the_error(tmp_path: Path) -> None:
@@ -218,7 +245,7 @@ class RaiseAt(transformers.TrainerCallback):
             raise self.error
 
 
-def trainer(tmp_path: Path, callbacks: list, epochs: int = 2):
+def trainer(tmp_path: Path, callbacks: list, epochs: int = 2, **training_args):
     config = transformers.BertConfig(
         vocab_size=20,
         hidden_size=8,
@@ -239,6 +266,7 @@ def trainer(tmp_path: Path, callbacks: list, epochs: int = 2):
         report_to="none",
         use_cpu=True,
         disable_tqdm=True,
+        **training_args,
     )
     torch.manual_seed(0)
     return transformers.Trainer(
@@ -265,6 +293,17 @@ def test_trainer_run_is_recorded_under_hugging_faces_names(tmp_path: Path) -> No
     assert record.config["learning_rate"] == 1e-3 and record.config["hidden_size"] == 8
     assert record.summary["train_runtime"] > 0 and "train_loss" in record.summary
     assert record.spec.epochs == 2 and record.spec.batch_size == 8
+    assert record.script is not None and record.script.batch_size == 8
+
+
+def test_trainer_run_counts_the_samples_of_an_accumulated_step(tmp_path: Path) -> None:
+    from tuitrain.integrations.transformers import TuitrainCallback
+
+    callback = TuitrainCallback(runs_dir=str(tmp_path / "runs"))
+    trainer(tmp_path, [callback], epochs=1, gradient_accumulation_steps=2).train()
+    record = only_record(tmp_path / "runs")
+    assert record.script is not None and (record.script.batch_size, record.spec.batch_size) == (16, 16)
+    assert record.series["train/loss"].steps.tolist() == [1, 2]  # 4 batches of 8: 2 optimizer steps
 
 
 def test_trainer_run_ended_by_an_exception_is_failed_not_running(tmp_path: Path) -> None:

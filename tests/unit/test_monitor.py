@@ -232,3 +232,33 @@ def test_a_script_run_of_unknown_length_shows_only_what_its_record_says(tmp_path
         printer(event)
     lines = printer.out.getvalue().splitlines()
     assert not any(" train / " in line or "938" in line for line in lines)
+
+
+def test_a_run_without_a_known_batch_size_shows_its_steps_per_second():
+    """A script or a TensorBoard log that does not say its batch size: its throughput is in steps, not samples made
+    up from a default batch size; the run screen's lines say so."""
+    from tuitrain.tui.widgets.progress import ProgressPanel, run_line
+
+    monitor = SweepMonitor()
+    monitor.apply(dataclasses.replace(started(), device="", batches_per_epoch=0, epochs_known=False))
+    monitor.apply(dataclasses.replace(losses("r1", 1, 0, [1.0, 0.9], 2), samples_per_s=12.5, batch_size_known=False))
+    run = monitor.runs["r1"]
+    assert run.speed_text == "12.5 steps/s"
+    line = run_line(run, 8, paused=False, highlighted=True).plain
+    assert "12.5 steps/s" in line and "samples/s" not in line
+    details = ProgressPanel.run_details(run, paused=False).plain
+    assert "12.5 steps/s" in details and "Device" not in details and "ETA –" in details
+    monitor.apply(losses("r1", 1, 2, [0.8], 3))
+    assert run.speed_text == "640 samples/s"
+
+
+def test_a_log_without_epochs_shows_its_steps_not_an_epoch():
+    from tuitrain.tui.widgets.progress import ProgressPanel, run_line
+
+    monitor = SweepMonitor()
+    monitor.apply(dataclasses.replace(started(), has_epochs=False, batches_per_epoch=0, epochs_known=False))
+    monitor.apply(dataclasses.replace(losses("r1", 1, 0, [1.0], 1200), batch_size_known=False))
+    run = monitor.runs["r1"]
+    assert "Step 1,200" in run_line(run, 8, paused=False, highlighted=False).plain
+    progress = ProgressPanel.run_details(run, paused=False).plain.splitlines()[1]
+    assert progress.startswith("Step 1,200  ") and "Epoch" not in progress and "batch" not in progress

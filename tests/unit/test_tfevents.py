@@ -3,6 +3,7 @@ hyperparameters, a torn tail, a file that grows while it is read; TensorBoard lo
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import struct
@@ -216,6 +217,10 @@ def test_log_folders_compare_as_runs_and_a_finished_writer_is_completed(tmp_path
     assert "logs/a" in result.stdout and "logs/b" in result.stdout
     assert "0.0200" in result.stdout and "0.0125" in result.stdout  # final train losses 1/50, 1/80
     assert "Across seeds" not in result.stdout  # two logs that say nothing of their settings are not repeats
+    # a log has no epochs, and no test accuracy by epoch: no rows that it cannot fill
+    assert "test acc" not in result.stdout and "First epoch" not in result.stdout
+    (epochs,) = [line.split() for line in result.stdout.splitlines() if line.strip().startswith("Epochs ")]
+    assert epochs == ["Epochs", "–", "–"]
 
 
 def test_a_live_writer_is_watched_as_it_appends(tmp_path: Path) -> None:
@@ -264,3 +269,33 @@ def test_without_the_extra_the_command_says_what_to_install(
         ]
         * 2
     )
+
+
+def test_a_log_is_watched_for_what_it_says_only(tmp_path: Path) -> None:
+    """A log holds steps, values and their times: no epochs, batch size, dataset sizes or device to show."""
+    from tuitrain.headless import HeadlessPrinter
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    path = folder / "events.out.tfevents.1000000000.otherhost.123.0"
+    path.write_bytes(b"".join(framed(scalar_event(step, "train/loss", 1.0 / (step + 1))) for step in range(10)))
+    os.utime(path, (1.0e9 + 9, 1.0e9 + 9))  # written on another host, long ago: a run that ended
+    events = Follower(folder).poll()
+    started = next(e for e in events if isinstance(e, RunStarted))
+    assert (started.epochs_known, started.train_size, started.test_size, started.batches_per_epoch) == (
+        False,
+        0,
+        0,
+        0,
+    )
+    assert (started.device, started.has_epochs) == ("", False)
+    batches = [e for e in events if isinstance(e, BatchLosses)]
+    # steps 0..9 logged over 9 s (their wall times): 10 steps, their rate in steps per second (no batch size)
+    assert [(b.batch, b.samples_per_s, b.batch_size_known) for b in batches] == [(10, 10 / 9, False)]
+    out = io.StringIO()
+    printer = HeadlessPrinter(out, watching=True)
+    for event in events:
+        printer(event)
+    lines = out.getvalue().splitlines()
+    assert f"=== Run 1/1: {tmp_path.name}/run" in lines  # no settings, epochs, sizes or device: the log says none
+    assert "Step 10\tLoss: 0.100000\t1.1 steps/s" in lines  # by step: a log's steps are in no epoch

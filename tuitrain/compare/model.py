@@ -226,9 +226,12 @@ class Comparison:
         return "loss" if any(r.record.batch_losses for r in self.runs) else None
 
     def measures_accuracy(self) -> bool:
-        """Some compared run measured a test accuracy, or none has finished an epoch yet (preset runs do)."""
+        """Some compared run measured a test accuracy, or none has finished an epoch yet (preset runs do; a TensorBoard
+        log never does)."""
         trained = [r for r in self.runs if r.epochs_done]
-        return not trained or any(r.has_accuracy for r in trained)
+        if trained:
+            return any(r.has_accuracy for r in trained)
+        return any(not r.from_log for r in self.runs)
 
     def goal(self, name: str) -> str:
         """min or max for a metric: as a compared run defines it, else as named (accuracies max, the rest min)."""
@@ -293,7 +296,7 @@ class Comparison:
             Metric("Final train loss", lambda r: r.final_loss, fmt.loss, lambda d: f"{d:+.4f}"),
             *reaching,
             *(_extra_metric(name) for name in self.extra_metrics()),
-            Metric("Epochs", lambda r: f"{r.epochs_done}/{r.record.spec.epochs}"),  # done/planned
+            Metric("Epochs", lambda r: r.epochs_text),  # done/planned
             Metric("Training time", lambda r: r.time_s, _figure(fmt.duration), _signed_duration),
             Metric("Device", lambda r: r.device),
             *gpu,

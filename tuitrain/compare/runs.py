@@ -12,6 +12,7 @@ import numpy as np
 from tuitrain import format as fmt
 from tuitrain.catalog import RunFile
 from tuitrain.records import RunRecord
+from tuitrain.tblogs import PRESET as TENSORBOARD
 
 NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "kmnist": 10}
 EPOCH_FIGURES = ("test_accuracy", "test_loss", "mean_loss")
@@ -45,6 +46,18 @@ class RunColumn:
     @property
     def epochs_done(self) -> int:
         return len(self.record.epochs)
+
+    @property
+    def from_log(self) -> bool:
+        """A TensorBoard log: steps and values, no epochs (its record's spec is a stand-in)."""
+        return self.record.preset == TENSORBOARD
+
+    @property
+    def epochs_text(self) -> str:
+        """Epochs done/planned; '–' for a TensorBoard log."""
+        if self.from_log:
+            return "–"
+        return f"{self.epochs_done}/{self.record.spec.epochs}"
 
     @property
     def final_accuracy(self) -> float | None:

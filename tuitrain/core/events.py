@@ -51,6 +51,9 @@ class RunStarted:
     """The CUDA device index it trains on, as its training process numbers them; None on the CPU or not known."""
     epochs_known: bool = True
     """Whether spec.epochs is planned; False for a script run that did not say (it trains until it finishes)."""
+    has_epochs: bool = True
+    """False for a TensorBoard log: its steps are in no epoch (its BatchLosses are all 'epoch 1', their batch the
+    steps so far)."""
 
 
 @dataclass(frozen=True)
@@ -81,10 +84,14 @@ class BatchLosses:
     """Training samples seen in this epoch so far."""
     train_size: int
     samples_per_s: float
-    """Training throughput of this epoch so far."""
+    """Training throughput of this epoch so far: samples per second, or training steps per second where
+    batch_size_known is False."""
     elapsed_s: float
     """Seconds of training and evaluation of this run in this process so far: the finished epochs' duration_s
     plus this epoch's training time (pauses and start-up excluded)."""
+    batch_size_known: bool = True
+    """Whether the run's batch size is known; False for a script run that did not say it (yet: a framework's logger
+    may learn it once training began) or a TensorBoard log."""
     threads: int = 0
     """CPU threads the run trains with now (its share of the cores can change mid-run); 0 on a GPU or unknown."""
 
@@ -107,7 +114,7 @@ class EpochEnded:
     """Training plus evaluation time of the epoch, pauses excluded (records.EpochRecord.duration_s)."""
     samples_per_s: float
     epochs: int
-    """Total epochs planned for this run."""
+    """Total epochs planned for this run; 0: not known (a script run that did not say, while it trains)."""
     paused_s: float = 0.0
     """Seconds training was paused during the epoch."""
     metrics: dict[str, float] = field(default_factory=dict)

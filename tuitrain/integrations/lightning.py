@@ -6,8 +6,11 @@
 Every metric Lightning logs (self.log in the LightningModule) becomes a series at Lightning's step (one named
 like 'train_loss' is the training loss); the hyperparameters (save_hyperparameters, the datamodule's) are the
 run's config; an epoch ends when Lightning's 'epoch' moves on, with the epoch-level figures logged in it
-(val_loss...); finalize ends the run completed, failed or interrupted (Ctrl-C) as the trainer ended. Only rank
-zero records, in multi-process training. It logs through the logging API (tuitrain.script), like any script.
+(val_loss...); the planned epochs are the trainer's max_epochs unless it trains to max_steps or without end, and
+the samples per step its training dataloader's batch size (times gradient accumulation and processes) where it has
+one, else throughput is shown in steps per second; finalize ends the run completed, failed or interrupted
+(Ctrl-C) as the trainer ended. Only rank zero records, in multi-process training. It logs through the logging
+API (tuitrain.script), like any script.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from __future__ import annotations
 import sys
 import traceback
 from argparse import Namespace
+from collections.abc import Callable
 from typing import Any
+from weakref import ref
 
 try:
     from lightning.fabric.utilities.logger import _convert_params
@@ -33,6 +38,35 @@ EPOCH_KEY = "epoch"
 """The metric Lightning adds to every logged step: the epoch in progress (0-based)."""
 STEP_SUFFIX = "_step"
 """Lightning's suffix for the per-step value of a metric logged on_step and on_epoch (the other: _epoch)."""
+
+
+def planned_epochs(trainer: Any) -> int | None:
+    """The epochs a trainer will train: its max_epochs, unless max_steps ends it (or it trains without end)."""
+    epochs = getattr(trainer, "max_epochs", None)
+    max_steps = getattr(trainer, "max_steps", -1)
+    if not isinstance(epochs, int) or epochs < 1 or (isinstance(max_steps, int) and max_steps >= 0):
+        return None
+    return epochs
+
+
+def samples_per_step(trainer: Any) -> int | None:
+    """Training samples in one of the trainer's steps (the step it logs at: one optimizer step): its training
+    dataloader's batch size times gradient accumulation and processes; None where the dataloader has no fixed batch
+    size (a batch sampler, several dataloaders, an iterable of ready batches)."""
+    try:
+        loader = trainer.train_dataloader
+    except Exception:  # noqa: BLE001 - a trainer that cannot say: throughput in steps per second
+        return None
+    batch_size = getattr(loader, "batch_size", None)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        return None
+    accumulate = getattr(trainer, "accumulate_grad_batches", 1)
+    processes = getattr(trainer, "world_size", 1)
+    return (
+        batch_size
+        * (accumulate if isinstance(accumulate, int) else 1)
+        * (processes if isinstance(processes, int) else 1)
+    )
 
 
 def _rank() -> int:
@@ -65,6 +99,10 @@ class TuitrainLogger(Logger):
         """Lightning's epoch of the last logged step."""
         self._epoch_figures: dict[str, Any] = {}
         """Epoch-level figures logged in that epoch (no per-step twin): what closes it."""
+        self._trainer: Callable[[], Any] | None = None
+        """The trainer that logs here (a weak reference), once Lightning has handed over its module (log_graph)."""
+        self._sized = False
+        """Whether the samples per step were looked up (at the first metrics: the dataloader is loaded by then)."""
 
     @property
     def name(self) -> str:
@@ -103,11 +141,39 @@ class TuitrainLogger(Logger):
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
-        self.experiment.config.update(config_values(_convert_params(params)))
+        run = self.experiment
+        run.config.update(config_values(_convert_params(params)))
+        run.keeper.save(always=True)  # at fit's start: a watcher shows the config at once, not seconds later
+
+    @rank_zero_only
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        """Lightning hands over its module at the start of fit: its trainer says the planned epochs now, and the
+        samples per step once training has begun."""
+        try:
+            trainer = model.trainer
+        except RuntimeError:  # a module not attached to a trainer (a direct call)
+            return
+        if trainer is None:
+            return
+        self._trainer = ref(trainer)
+        if self.planned_epochs is None and (epochs := planned_epochs(trainer)) is not None:
+            run = self.experiment
+            self.planned_epochs = run.planned_epochs = epochs
+            run.record.spec.epochs = epochs
+            if run.record.script is not None:
+                run.record.script.epochs = epochs
+            run.keeper.save(always=True)
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         run = self.experiment
+        if not self._sized and self._trainer is not None:
+            self._sized = True
+            trainer = self._trainer()
+            if trainer is not None and (samples := samples_per_step(trainer)) is not None:
+                run.record.spec.batch_size = samples
+                if run.record.script is not None:
+                    run.record.script.batch_size = samples
         if run.finished:
             script.warn_once(
                 "log_metrics after finalize",

@@ -74,6 +74,12 @@ def series_name(key: str) -> str:
     return f"train/{key}"
 
 
+def samples_per_step(args: TrainingArguments) -> int:
+    """Training samples in one of the Trainer's steps (its global step: one optimizer step): the per-device batch
+    size times the GPUs one process drives, gradient accumulation and processes."""
+    return int(args.train_batch_size) * max(int(args.gradient_accumulation_steps), 1) * max(int(args.world_size), 1)
+
+
 class TuitrainCallback(TrainerCallback):
     """Records a Trainer's training as a tuitrain run (see the module's docstring).
 
@@ -114,7 +120,7 @@ class TuitrainCallback(TrainerCallback):
             runs_dir=self.runs_dir,
             preset=self.project,
             epochs=epochs,
-            batch_size=args.per_device_train_batch_size,
+            batch_size=samples_per_step(args),
         )
         _started.append(self.run)
         self._epoch_open, self._epoch_figures = False, {}

@@ -90,9 +90,9 @@ class ProgressPanel(Static):
         if paused and run.status == "running":
             title.append("  PAUSED", style="bold reverse yellow")
         title.append(f"  {fmt.spec_summary(run.spec, run.config)}", style="dim")
-        epoch = f"Epoch {run.epoch_text}  "
-        batch = f" batch {run.batch_text}"
-        speed = f"  {run.samples_per_s:,.0f} samples/s"
+        epoch = f"{run.position_text}  "
+        batch = f" batch {run.batch_text}" if run.has_epochs else ""
+        speed = f"  {run.speed_text}"
         room = width - len(epoch) - len(batch) - len(speed)
         bar_width = min(BAR_WIDTH, max(MIN_BAR_WIDTH, room)) if width else BAR_WIDTH
         progress = Text(epoch)
@@ -101,7 +101,8 @@ class ProgressPanel(Static):
         )
         progress.append(batch + speed)
         timing = Text(f"Elapsed {fmt.duration(run.elapsed_s)}  ETA {fmt.duration(run.eta_s)}  ")
-        timing.append(f"Device {run.device}", style="dim")
+        if run.device:  # a TensorBoard log does not say
+            timing.append(f"Device {run.device}", style="dim")
         lines = [title, progress, timing]
         if width:
             for line in lines:
@@ -158,8 +159,8 @@ def run_label(run_index: int, run_count: int, label: str, width: int, style: str
 
 
 def run_line(run: RunState, label_width: int, *, paused: bool, highlighted: bool) -> Text:
-    """One live run's progress: label, epoch, bar and batch, ETA, samples/s, device (what a narrow terminal cuts
-    first comes last)."""
+    """One live run's progress: label, epoch, bar and batch, ETA, samples/s (or steps/s), device (what a narrow
+    terminal cuts first comes last)."""
     colour = run_style(run.run_id, run.run_index).markup
     text = Text(HIGHLIGHT_MARK if highlighted else " " * len(HIGHLIGHT_MARK), style="bold")
     text.append_text(
@@ -167,7 +168,7 @@ def run_line(run: RunState, label_width: int, *, paused: bool, highlighted: bool
             run.run_index, run.run_count, run.label, label_width, f"bold reverse {colour}" if highlighted else colour
         )
     )
-    text.append(f"  Epoch {run.epoch_text} ")
+    text.append(f"  {run.position_text} ")
     if paused:  # in the bar's place: the lines' figures stay lined up
         text.append("PAUSED".center(RUN_LINE_BAR_WIDTH), style="bold reverse yellow")
     else:
@@ -175,8 +176,9 @@ def run_line(run: RunState, label_width: int, *, paused: bool, highlighted: bool
             text_bar(run.batch / run.batches_per_epoch if run.batches_per_epoch else 0.0, RUN_LINE_BAR_WIDTH),
             style=colour,
         )
-    text.append(f" {run.batch_text}")
-    text.append(f"  ETA {fmt.duration(run.eta_s)}  {run.samples_per_s:,.0f} samples/s  ")
+    if run.has_epochs:
+        text.append(f" {run.batch_text}")
+    text.append(f"  ETA {fmt.duration(run.eta_s)}  {run.speed_text}  ")
     text.append(run.device, style="dim")
     return text
 
