@@ -89,7 +89,8 @@ class EpochRecord(BaseModel):
     """Seconds the epoch took: its training time plus eval_s; pauses (paused_s) and saving excluded. The sum
     over a run's epochs is its training time. (Files written before paused_s existed count pauses in.)"""
     samples_per_s: Figure = Field(ge=0)
-    """Training samples per second of training time (evaluation and pauses excluded)."""
+    """Training samples per second of training time (evaluation and pauses excluded); 0 where the batch size is
+    unknown (a script run that did not say it)."""
     eval_s: Figure = Field(0.0, ge=0)
     """Wall time of the evaluation after the epoch."""
     paused_s: Figure = Field(0.0, ge=0)

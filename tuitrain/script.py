@@ -279,6 +279,8 @@ class Run:
             read_every_s=module.READ_BACK_EVERY_S,
             save_every_s=module.PERSIST_EVERY_S,
         )
+        self.epoch_start_step = 0
+        """The keeper's step when the epoch in progress began."""
         assert record.config is not None  # given just above (pydantic keeps a copy: the config is that copy)
         self.config = Config(self, record.config)
         """The run's config (item and attribute access); the record holds the same dict."""
@@ -330,9 +332,13 @@ class Run:
         accuracy = None if test_accuracy is None else scalar("test_accuracy", test_accuracy)
         figures = {name: scalar(name, value) for name, value in metrics.items()}
         loss = scalar("test_loss", test_loss)
+        epoch_start_step = self.epoch_start_step
 
         def build(losses: EpochLosses, duration: float) -> EpochRecord:
-            samples = losses.count * record.spec.batch_size
+            # steps, not logged points: a loss logged every few steps still counts every step
+            steps, self.epoch_start_step = self.keeper.step, self.keeper.step
+            batch_size = record.script.batch_size if record.script is not None else None
+            samples = (steps - epoch_start_step) * batch_size if batch_size else 0
             return EpochRecord(
                 epoch=len(record.epochs) + 1,
                 initial_loss=losses.first,

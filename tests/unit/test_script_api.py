@@ -221,3 +221,25 @@ def test_compare_flags_a_script_run_with_nan_losses_and_never_ranks_it_best(tmp_
     assert "nan diverged: non-finite training loss (loss) at step 1" in notes
     assert "old nan diverged: non-finite loss; no epoch completed before it" in notes
     assert "Best:" not in notes and "No clear best" not in notes  # one finite run: nothing to rank it against
+
+
+def test_epoch_throughput_counts_steps_and_needs_a_batch_size(tmp_path, no_timed_read_back):
+    """A loss logged every 5th step still counts every step; without a batch size no samples/s is made up."""
+    unknown = script.init(label="unknown", runs_dir=tmp_path / "a")
+    for step in range(0, 100, 5):
+        unknown.log({"loss": 1.0}, step=step)
+    unknown.log_epoch(val_loss=1.0)
+    unknown.finish()
+    assert read_record(unknown.path).epochs[0].samples_per_s == 0.0
+
+    known = script.init(label="known", runs_dir=tmp_path / "b", batch_size=32)
+    for step in range(0, 100, 5):
+        known.log({"loss": 1.0}, step=step)
+    known.log_epoch(val_loss=1.0)
+    for step in range(100, 300, 5):
+        known.log({"loss": 1.0}, step=step)
+    known.log_epoch(val_loss=1.0)
+    known.finish()
+    first, second = read_record(known.path).epochs
+    assert first.samples_per_s * first.duration_s == pytest.approx(95 * 32)  # step 95 still open (wandb)
+    assert second.samples_per_s * second.duration_s == pytest.approx(200 * 32)
