@@ -192,6 +192,12 @@ def estimated_seconds(
     return estimate.total_seconds(specs, calibrate=calibrate)
 
 
+def start_estimate(specs: list[RunSpec]) -> float:
+    """The estimated time of these runs for deciding whether to ask before starting them: also where their models
+    cannot be timed alone now (estimated_seconds is None then), erring long (estimate.crowded_seconds)."""
+    return estimate.crowded_seconds(specs)
+
+
 def planned_estimate(
     specs: list[RunSpec], requested: Jobs, gpus: list[int], *, setup: bool = True
 ) -> tuple[int, float | None]:

@@ -110,3 +110,25 @@ def test_metric_ranks_preset_runs_by_their_epoch_figures(tmp_path: Path) -> None
     assert [r.label for r, _ in by_loss.ranked()] == sorted(losses, key=losses.get)
     best = {r.label: r.best_accuracy for r in by_accuracy.runs}
     assert [r.label for r, _ in by_accuracy.ranked()] == sorted(best, key=best.get, reverse=True)
+
+
+def test_a_tie_by_the_metric_names_no_best_or_worst_and_a_diverged_run_is_not_ranked(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for label, lr in (("lr=0.1", 0.1), ("lr=0.01", 0.01), ("lr=0.001", 0.001)):
+        regression_run(runs, label, lr, [0.5, 0.3])
+    c = Comparison.from_files(load_run_arguments([str(runs)], runs))
+    (note,) = [n for n in c.observations() if "by val_loss" in n]
+    assert note.startswith("No clear best by val_loss: ") and note.endswith(" all have 0.3."), note
+    tied = note.removeprefix("No clear best by val_loss: ").removesuffix(" all have 0.3.")
+    assert sorted(tied.replace(" and ", ", ").split(", ")) == ["lr=0.001", "lr=0.01", "lr=0.1"], note
+
+    # a diverged run whose finite figures would be the worst (or the best) is not ranked either way
+    nan_run = script.init(project="regression", name="nan", config={"lr": 1.0, "model": "mlp"}, dir=runs)
+    nan_run.log({"train/mse": float("nan")}, step=0)
+    nan_run.log_epoch(val_loss=0.01)
+    nan_run.finish()
+    c = Comparison.from_files(load_run_arguments([str(runs)], runs))
+    assert [r.status for r in c.runs].count("diverged") == 1
+    (note,) = [n for n in c.observations() if "by val_loss" in n]
+    assert note.startswith("No clear best by val_loss: ") and note.endswith(" all have 0.3."), note
+    assert "nan" not in note and "worst" not in note, note

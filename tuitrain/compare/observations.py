@@ -217,22 +217,29 @@ def _instability(r: RunColumn, stuck: bool) -> list[str]:
 
 
 def _metric_ranking(c: Comparison) -> list[str]:
-    """Best and worst by the ranking metric (runs without accuracy, or --metric): its goal says which way is better."""
+    """Best and worst by the ranking metric (runs without accuracy, or --metric): its goal says which way is better.
+    Runs whose figures tie as shown are no best or worst, and a diverged run is not ranked (as by accuracy)."""
     name = c.ranking_metric()
-    ranked = c.ranked()
+    ranked = [(r, v) for r, v in c.ranked() if r.status != "diverged"]
     if name is None or len(ranked) < 2:
         return []
     goal = c.goal(name)
     way = "lower" if goal == "min" else "higher"
     (best, value), (second, other) = ranked[0], ranked[1]
     shown = fmt.printable(name)
-    note = (
-        f"Best by {shown} ({way} is better): {best.label} with {fmt.metric(value)}, "
-        f"{fmt.metric(abs(value - other))} {'below' if goal == 'min' else 'above'} the next, {second.label} "
-        f"({fmt.metric(other)})"
-    )
-    if len(ranked) > 2:
-        worst, last = ranked[-1]
+    if fmt.metric(value) == fmt.metric(other):
+        tied = [r.label for r, v in ranked if fmt.metric(v) == fmt.metric(value)]
+        note = f"No clear best by {shown}: {', '.join(tied[:-1])} and {tied[-1]} all have {fmt.metric(value)}"
+        if len(tied) == 2:
+            note = f"No clear best by {shown}: {tied[0]} and {tied[1]} both have {fmt.metric(value)}"
+    else:
+        note = (
+            f"Best by {shown} ({way} is better): {best.label} with {fmt.metric(value)}, "
+            f"{fmt.metric(abs(value - other))} {'below' if goal == 'min' else 'above'} the next, {second.label} "
+            f"({fmt.metric(other)})"
+        )
+    worst, last = ranked[-1]
+    if len(ranked) > 2 and fmt.metric(last) != fmt.metric(other):
         note += f"; worst: {worst.label} ({fmt.metric(last)})"
     return [note + "."]
 

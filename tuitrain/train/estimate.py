@@ -262,10 +262,31 @@ def calibrated(spec: RunSpec, device: torch.device, threads: int | None) -> dict
 def run_seconds(spec: RunSpec, *, calibrate: bool = True) -> float | None:
     """Estimated wall time of a whole run (training + per-epoch evaluation)."""
     tp = throughput(spec, calibrate=calibrate)
-    if tp is None:
-        return None
+    return None if tp is None else _seconds_at(spec, tp)
+
+
+def _seconds_at(spec: RunSpec, tp: dict) -> float:
     per_epoch = spec.train_size() / tp["train_samples_per_s"] + spec.test_size() / tp["eval_samples_per_s"]
     return per_epoch * spec.epochs
+
+
+def crowded_seconds(specs: Iterable[RunSpec]) -> float:
+    """Estimated wall time of these runs one after another, also where a model cannot be timed alone (other runs or
+    programs keep the cores busy): its figure is then measured now, beside that work, and not cached. Such a figure
+    errs slow, so the time errs long: enough to decide whether to ask before hours of training, not to list."""
+    total = 0.0
+    for spec in specs:
+        tp = throughput(spec, calibrate=True)
+        if tp is None:
+            device = select_device(spec.device)
+            previous = torch.get_num_threads()
+            try:
+                torch.set_num_threads(planned_threads(device) or previous)
+                tp = measure(spec, device)
+            finally:
+                torch.set_num_threads(previous)
+        total += _seconds_at(spec, tp)
+    return total
 
 
 def preset_seconds(specs: Iterable[RunSpec], *, calibrate: bool = True) -> float | None:

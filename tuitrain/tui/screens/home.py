@@ -336,7 +336,7 @@ class HomeScreen(SizedScreen[None]):
     def estimate_start(self, name: str) -> None:
         """The estimate of the preset to start (not one of the list's, when it is a file)."""
         from tuitrain.presets import find_preset
-        from tuitrain.session import check_gpus, device_label, planned_estimate
+        from tuitrain.session import check_gpus, device_label, planned_estimate, start_estimate
 
         try:
             preset = self.presets.get(name) or find_preset(name)
@@ -344,6 +344,9 @@ class HomeScreen(SizedScreen[None]):
             specs = [r.spec for r in preset.expand(self.overrides)]
             requested = preset.jobs if self.jobs is None else self.jobs
             seconds = planned_estimate(specs, requested, check_gpus(self.gpus), setup=False)[1]
+            if seconds is None and device.startswith("CPU"):
+                # not timed (the cores are busy): hours of training are still not started without asking
+                seconds = start_estimate(specs)
         except Exception:  # noqa: BLE001 - starting it says what is wrong (in the app's dialog)
             device, seconds = "", None
         self.post_message(StartEstimated(name, device, seconds))
@@ -471,7 +474,12 @@ class HomeScreen(SizedScreen[None]):
     @on(DataTable.RowSelected, "#presets")
     def start_highlighted(self, event: DataTable.RowSelected) -> None:
         name = str(event.row_key.value)
-        self.start_preset(name, self.presets.get(name), self.device, self.seconds.get(name))
+        seconds = self.seconds.get(name)
+        if seconds is None and self.device.startswith("CPU"):
+            self.start = name  # not timed yet: estimated for the start (start_estimated), then started or asked
+            self.estimate_start(name)
+            return
+        self.start_preset(name, self.presets.get(name), self.device, seconds)
 
     @on(StartEstimated)
     def start_estimated(self, message: StartEstimated) -> None:
