@@ -56,7 +56,8 @@ def _lines(ax: Any, c: Comparison, curve: Any, marker: str | None) -> None:
         if g.n > 1:
             ax.fill_between(xs, lo, hi, color=colour(i), alpha=0.2, linewidth=0)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    if ax.get_legend_handles_labels()[0]:  # no run has this curve (e.g. no accuracy): no empty legend, no warning
+        ax.legend(fontsize=8, loc="best")
 
 
 def loss_figure(c: Comparison, log_scale: bool = False) -> Figure:
