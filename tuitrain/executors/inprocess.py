@@ -15,6 +15,7 @@ import os
 import queue
 import socket
 import threading
+from typing import Any
 
 from tuitrain.core.control import RunControl
 from tuitrain.core.events import Sink
@@ -27,43 +28,53 @@ THREAD_NAME = "tuitrain-train"
 """The thread that trains the runs."""
 
 
-class InProcessWorker:
-    """The scheduler's Worker, in this process: its messages wait in a queue, with a byte on a socket pair to wake the
-    scheduler (which waits on the socket)."""
+class ThreadedWorker:
+    """The scheduler's Worker on a thread of this process: its messages wait in a queue, with a byte on a socket pair
+    to wake the scheduler (which waits on the socket). A subclass says what a task sent to it is queued as (`take`),
+    how a queued one is trained (`train`) and how a closing at once stops its runs (`stop_runs`)."""
 
-    def __init__(self, sink: Sink, control: RunControl) -> None:
-        self.sink, self.control = sink, control
+    thread_name = THREAD_NAME
+
+    def __init__(self) -> None:
         self.wake_read, self.wake_write = socket.socketpair()
         self.wake_read.setblocking(False)
         self.wake_write.setblocking(False)
         self.outbox: queue.Queue[WorkerMessage] = queue.Queue()
-        self.inbox: queue.Queue[RunTask | None] = queue.Queue()
+        self.inbox: queue.Queue[Any] = queue.Queue()
+        """What `take` queued for the thread to train; None ends it."""
         self.arrays: MnistArrays | None = None
         self.data_given = threading.Event()
         self.reason: str | None = None
         self.closed = False
-        self.thread = threading.Thread(target=self.work, name=THREAD_NAME, daemon=True)
+        self.thread = threading.Thread(target=self.work, name=self.thread_name, daemon=True)
         self.thread.start()
 
     def work(self) -> None:
         try:
             self.say(WorkerReady(os.getpid(), socket.gethostname()))
             self.data_given.wait()
-            tensors = TensorCache()
-            while (task := self.inbox.get()) is not None:
+            while (item := self.inbox.get()) is not None:
                 assert self.arrays is not None
-                self.control.stop_run.clear()  # stopped the run before: this one trains
-                train_task(task, self.arrays, self.say, self.control, tensors, write_files=True)
+                self.train(item, self.arrays)
         except BaseException as exc:  # noqa: BLE001 - the scheduler saves the run as crashed, with this reason
             self.reason = f"the training thread failed: {type(exc).__name__}: {exc}"
         finally:
             self.reason = self.reason or "the training thread ended"
             self.wake()
 
+    def take(self, message: object) -> None:
+        """A RunTask or ControlState sent by the scheduler."""
+        raise NotImplementedError
+
+    def train(self, item: Any, arrays: MnistArrays) -> None:
+        """Train what `take` queued, on the worker's thread."""
+        raise NotImplementedError
+
+    def stop_runs(self) -> None:
+        """Stop the runs training (they save themselves as interrupted)."""
+        raise NotImplementedError
+
     def say(self, message: WorkerMessage) -> None:
-        if isinstance(message, TaskEvent):
-            self.sink(message.event)
-            return
         self.outbox.put(message)
         self.wake()
 
@@ -77,9 +88,10 @@ class InProcessWorker:
         if isinstance(message, MnistArrays):
             self.arrays = message
             self.data_given.set()
-        elif isinstance(message, RunTask) or message is None:
-            self.inbox.put(message)
-        # ControlState: the runs train with the invocation's controls themselves
+        elif message is None:
+            self.inbox.put(None)
+        else:
+            self.take(message)
 
     def messages(self) -> tuple[list[WorkerMessage], bool]:
         gone = not self.thread.is_alive()  # before reading: a thread that ended has said everything
@@ -100,7 +112,7 @@ class InProcessWorker:
 
     def close(self, *, now: bool = False) -> None:
         if now:  # abandoned mid-run: stop the run, which saves itself as interrupted
-            self.control.stop_all.set()
+            self.stop_runs()
         if self.closed:
             if now:
                 self.thread.join(STOP_WAIT_S)
@@ -112,3 +124,31 @@ class InProcessWorker:
         if not self.thread.is_alive():
             self.wake_read.close()
             self.wake_write.close()
+
+
+class InProcessWorker(ThreadedWorker):
+    """The worker of `--jobs 1`: one run at a time, with the invocation's own controls; its events go straight to the
+    front end's sink."""
+
+    def __init__(self, sink: Sink, control: RunControl) -> None:
+        self.sink, self.control = sink, control
+        self.tensors = TensorCache()
+        super().__init__()
+
+    def take(self, message: object) -> None:
+        if isinstance(message, RunTask):
+            self.inbox.put(message)
+        # ControlState: the runs train with the invocation's controls themselves
+
+    def train(self, item: Any, arrays: MnistArrays) -> None:
+        self.control.stop_run.clear()  # stopped the run before: this one trains
+        train_task(item, arrays, self.say, self.control, self.tensors, write_files=True)
+
+    def stop_runs(self) -> None:
+        self.control.stop_all.set()
+
+    def say(self, message: WorkerMessage) -> None:
+        if isinstance(message, TaskEvent):
+            self.sink(message.event)
+            return
+        super().say(message)

@@ -26,15 +26,11 @@ count every run on it.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import queue
-import socket
-import threading
+from typing import Any
 
 from tuitrain.core.control import RunControl
-from tuitrain.core.tasks import ControlState, RunTask, WorkerMessage, WorkerReady
-from tuitrain.executors.scheduler import STOP_WAIT_S
+from tuitrain.core.tasks import ControlState, RunTask
+from tuitrain.executors.inprocess import ThreadedWorker
 from tuitrain.train.data import MnistArrays
 from tuitrain.train.side_by_side import OwnStreams, SharedTensors
 from tuitrain.train.worker import apply_control, train_task
@@ -43,100 +39,36 @@ THREAD_NAME = "tuitrain-side-by-side"
 """The threads that train the runs (one per worker)."""
 
 
-class ThreadWorker:
-    """The scheduler's Worker on a thread of this process (see the module's docstring). Its messages wait in a queue,
-    with a byte on a socket pair to wake the scheduler (which waits on the socket)."""
+class ThreadWorker(ThreadedWorker):
+    """The scheduler's Worker on a thread of this process, one of several side by side (see the module's docstring):
+    each run with a RunControl of its own that the scheduler's ControlState messages set, its work on the worker's
+    own CUDA stream."""
+
+    thread_name = THREAD_NAME
 
     def __init__(self, tensors: SharedTensors) -> None:
         self.tensors = tensors
-        self.wake_read, self.wake_write = socket.socketpair()
-        self.wake_read.setblocking(False)
-        self.wake_write.setblocking(False)
-        self.outbox: queue.Queue[WorkerMessage] = queue.Queue()
-        self.inbox: queue.Queue[tuple[RunTask, RunControl] | None] = queue.Queue()
         self.controls: dict[int, RunControl] = {}
         """The controls of the run this worker was sent, by index (set by the scheduler's ControlState)."""
-        self.arrays: MnistArrays | None = None
-        self.data_given = threading.Event()
-        self.reason: str | None = None
-        self.closed = False
         self.streams = OwnStreams()
-        self.thread = threading.Thread(target=self.work, name=THREAD_NAME, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def work(self) -> None:
-        try:
-            self.say(WorkerReady(os.getpid(), socket.gethostname()))
-            self.data_given.wait()
-            while (item := self.inbox.get()) is not None:
-                assert self.arrays is not None
-                task, control = item
-                try:
-                    with self.streams.training(task):
-                        # not learnt from (estimate.learn_from_run): beside other runs, a run is slower than alone
-                        train_task(
-                            task, self.arrays, self.say, control, self.tensors, write_files=True, learn_times=False
-                        )
-                finally:
-                    self.controls.pop(task.index, None)
-        except BaseException as exc:  # noqa: BLE001 - the scheduler saves the run as crashed, with this reason
-            self.reason = f"the training thread failed: {type(exc).__name__}: {exc}"
-        finally:
-            self.reason = self.reason or "the training thread ended"
-            self.wake()
-
-    def say(self, message: WorkerMessage) -> None:
-        self.outbox.put(message)
-        self.wake()
-
-    def wake(self) -> None:
-        with contextlib.suppress(OSError):  # a full buffer has a wake-up in it already; a closed one: nobody waits
-            self.wake_write.send(b"\0")
-
-    # --- the Worker protocol ---
-
-    def send(self, message: object) -> None:
-        if isinstance(message, MnistArrays):
-            self.arrays = message
-            self.data_given.set()
-        elif isinstance(message, RunTask):
+    def take(self, message: object) -> None:
+        if isinstance(message, RunTask):
             control = self.controls[message.index] = RunControl()  # before any ControlState for it can arrive
             self.inbox.put((message, control))
-        elif isinstance(message, ControlState):
-            if message.index in self.controls:
-                apply_control(self.controls[message.index], message)
-        elif message is None:
-            self.inbox.put(None)
+        elif isinstance(message, ControlState) and message.index in self.controls:
+            apply_control(self.controls[message.index], message)
 
-    def messages(self) -> tuple[list[WorkerMessage], bool]:
-        gone = not self.thread.is_alive()  # before reading: a thread that ended has said everything
-        with contextlib.suppress(OSError):
-            while self.wake_read.recv(4096):
-                pass
-        out = []
-        with contextlib.suppress(queue.Empty):
-            while True:
-                out.append(self.outbox.get_nowait())
-        return out, gone
+    def train(self, item: Any, arrays: MnistArrays) -> None:
+        task, control = item
+        try:
+            with self.streams.training(task):
+                # not learnt from (estimate.learn_from_run): beside other runs, a run is slower than alone
+                train_task(task, arrays, self.say, control, self.tensors, write_files=True, learn_times=False)
+        finally:
+            self.controls.pop(task.index, None)
 
-    def handle(self) -> object:
-        return self.wake_read
-
-    def exit_reason(self) -> str | None:
-        return None if self.thread.is_alive() else self.reason
-
-    def close(self, *, now: bool = False) -> None:
-        if now:  # abandoned mid-run: stop the run, which saves itself as interrupted
-            for control in list(self.controls.values()):
-                control.stop_all.set()
-        if self.closed:
-            if now:
-                self.thread.join(STOP_WAIT_S)
-            return
-        self.closed = True
-        self.inbox.put(None)
-        self.data_given.set()
-        self.thread.join(STOP_WAIT_S)
-        if not self.thread.is_alive():
-            self.wake_read.close()
-            self.wake_write.close()
+    def stop_runs(self) -> None:
+        for control in list(self.controls.values()):
+            control.stop_all.set()
