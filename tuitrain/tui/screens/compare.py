@@ -38,7 +38,7 @@ from tuitrain.compare import (
     group_curve,
     loss_curve,
 )
-from tuitrain.monitor import ACCURACY, LOSS, downsample
+from tuitrain.monitor import ACCURACY, EPOCH_FIELDS, LOSS, downsample, epoch_value
 from tuitrain.records import RunRecord
 from tuitrain.tui.messages import ComparisonLoaded, ReportWritten
 from tuitrain.tui.screens.dialogs import MetricPicker
@@ -69,8 +69,8 @@ def step_curve(record: RunRecord, name: str, points: int) -> Curve:
 
 
 def epoch_curve(record: RunRecord, name: str) -> Curve:
-    """A per-epoch figure of a run: (epochs, values) where it logged it."""
-    points = [(float(e.epoch), e.metrics[name]) for e in record.epochs if name in e.metrics]
+    """A per-epoch figure of a run: (epochs, values) where it logged or recorded it."""
+    points = [(float(e.epoch), v) for e in record.epochs if (v := epoch_value(e, name)) is not None]
     return [x for x, _ in points], [y for _, y in points]
 
 
@@ -431,7 +431,8 @@ class CompareScreen(SizedScreen):
         steps: dict[str, None] = {LOSS: None}
         for r in c.runs:
             steps.update(dict.fromkeys(n for n in r.record.series if n != r.record.loss_series))
-        epochs = ([ACCURACY] if c.measures_accuracy() else []) + c.extra_metrics()
+        recorded = [n for n in EPOCH_FIELDS if any(getattr(e, n) is not None for r in c.runs for e in r.record.epochs)]
+        epochs = ([ACCURACY] if c.measures_accuracy() else []) + list(dict.fromkeys(recorded + c.extra_metrics()))
         return list(steps), epochs or [ACCURACY]
 
     def shown_epoch_metric(self, c: Comparison) -> str:
