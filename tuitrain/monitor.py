@@ -102,8 +102,8 @@ class RunState:
         if name == ACCURACY:
             points = [(float(e.epoch), e.test_accuracy) for e in self.epochs if e.test_accuracy is not None]
         else:
-            points = [(float(e.epoch), epoch_value(e, name)) for e in self.epochs if epoch_value(e, name) is not None]
-        return [x for x, _ in points], [float(y) for _, y in points]  # type: ignore[arg-type]
+            points = [(float(e.epoch), v) for e in self.epochs if (v := epoch_value(e, name)) is not None]
+        return [x for x, _ in points], [float(y) for _, y in points]
 
     def step_series(self, name: str, smoothed: bool) -> tuple[np.ndarray, np.ndarray]:
         """A per-step series' points: the training loss (EMA-smoothed or raw) or a named series."""

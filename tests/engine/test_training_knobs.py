@@ -343,3 +343,61 @@ def test_knob_overrides_reach_the_runs(tiny_preset: Path) -> None:
         ("adamw", 0.01, "step", 0.5, 1, 64)
     }
     assert all(s.lr_step_epochs == [2, 4] and s.nesterov for s in specs)
+
+
+def scheduled_pair() -> list[RunRecord]:
+    """Two fixture runs: one with a warm-up + cosine schedule and a validation split, one at a constant lr."""
+    from tests.compare_fixtures import make_record
+
+    sched = make_record(
+        "sgd cosine", [90.0, 95.0, 94.0], [(2.3, 0.5, 0.8), (0.5, 0.2, 0.3), (0.2, 0.1, 0.15)],
+        optimizer="sgd", lr=0.1, lr_schedule="cosine", warmup_epochs=1, val_split=64,
+    )  # fmt: skip
+    for e, val in zip(sched.epochs, (88.0, 93.0, 93.5)):
+        e.lr, e.train_accuracy = sched.spec.lr_at(e.epoch), 80.0 + e.epoch
+        e.val_accuracy, e.val_correct, e.val_total, e.val_loss = val, int(val * 0.64), 64, 0.3
+    const = make_record("adam", [91.0, 92.0, 93.0], [(2.3, 0.4, 0.7), (0.4, 0.3, 0.35), (0.3, 0.2, 0.25)])
+    for e in const.epochs:
+        e.lr = 0.001
+    return [sched, const]
+
+
+def test_report_compare_and_monitor_show_the_lr_and_the_splits_choice(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    from tests.compare_fixtures import write_runs
+    from tuitrain.catalog import load_run_file
+    from tuitrain.compare import Comparison
+    from tuitrain.core.events import RunStarted
+    from tuitrain.monitor import SweepMonitor
+    from tuitrain.plots import figures
+    from tuitrain.tui.screens.compare import epoch_curve
+
+    paths = write_runs(tmp_path / "runs", scheduled_pair())
+    assert main(["report", str(tmp_path / "runs"), "--output", str(tmp_path / "r.md")]) == 0
+    text = (tmp_path / "r.md").read_text()
+    header = "| Epoch | Initial training loss | Final training loss | Test accuracy |"
+    assert header + " Training accuracy | Validation accuracy | Learning rate |" in text  # the scheduled run
+    assert "| 1 | 2.3000 | 0.5000 | 90.00% | 81.00% | 88.00% | 0.05 |" in text  # warm-up: lr / 2
+    assert header + "\n" in text  # the constant-lr run: no lr column
+    assert (tmp_path / "r-figures" / "1-lr.png").is_file()
+    c = Comparison.from_files([load_run_file(p) for p in paths])
+    assert [stem for stem, _, fig in figures(c)] == ["loss", "accuracy", "lr"]
+    capsys.readouterr()
+    assert main(["compare", "--no-ui", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    chosen = next(line for line in out.splitlines() if "Best chosen on" in line)
+    assert chosen.split()[-2:] == ["validation", "test"]
+    best = next(line for line in out.splitlines() if "Best test acc" in line)
+    assert "94.00%" in best  # epoch 3 has the best validation accuracy; its test accuracy, not epoch 2's 95%
+    sched = read_record(paths[0])
+    assert epoch_curve(sched, "lr") == ([1.0, 2.0, 3.0], [sched.spec.lr_at(e) for e in (1, 2, 3)])
+    monitor = SweepMonitor()
+    monitor.apply(
+        RunStarted(run_id="r", label="r", run_index=0, run_count=1, spec=sched.spec, device="CPU",
+                   train_size=576, test_size=10000, batches_per_epoch=9, start_epoch=1)
+    )  # fmt: skip
+    for e in sched.epochs:
+        monitor.apply(EpochEnded(run_id="r", label="r", run_index=0, epochs=3, **e.event_fields()))
+    run = monitor.runs["r"]
+    assert run.epoch_figures() == ["test accuracy", "val_accuracy", "train_accuracy", "lr"]
+    assert run.epoch_series("val_accuracy") == ([1.0, 2.0, 3.0], [88.0, 93.0, 93.5])
