@@ -294,7 +294,7 @@ def run_cli(capsys, argv: list[str]) -> tuple[int, str]:
         ("momentum = 1.5", "momentum = 1.5"),
         ("lr_step_epochs = 0", "lr_step_epochs"),
         ("lr_step_epochs = [5, 3]", "increasing"),
-        ("subset = 100\nval_split = 100", "val_split 100 leaves none of the 100 training images"),
+        ("subset = 100\nval_split = 100", "val_split = 100: holds out all 100 training images"),
         ("weight_decay = -1", "weight_decay = -1"),
         ("warmup = 2", "unknown setting 'warmup'"),
     ],
@@ -316,7 +316,7 @@ def test_bad_knobs_in_a_preset_are_one_line_and_exit_2(tmp_path: Path, capsys, t
         (["--lr-step-epochs", "0"], "--lr-step-epochs"),
         (["--lr-step-epochs", "a,b"], "--lr-step-epochs"),
         (["--momentum", "1"], "--momentum 1"),
-        (["--subset", "100", "--val-split", "200"], "val_split 200"),
+        (["--subset", "100", "--val-split", "200"], "val_split = 200: holds out all 100"),
     ],
 )
 def test_bad_knob_overrides_are_one_line_and_exit_2(
