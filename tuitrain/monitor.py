@@ -29,7 +29,8 @@ from tuitrain.curves import ema_alpha, smooth
 LOSS = "loss"
 """The run screen's name for the training loss series (BatchLosses)."""
 ACCURACY = "test accuracy"
-EPOCH_FIELDS = ("val_accuracy", "train_accuracy", "lr")
+LR = "lr"
+EPOCH_FIELDS = ("val_accuracy", "train_accuracy", LR)
 """Per-epoch figures of the engine besides test accuracy, by their record names (records.EpochRecord), offered by the
 metric pickers where a run recorded them."""
 

@@ -38,7 +38,7 @@ from tuitrain.compare import (
     group_curve,
     loss_curve,
 )
-from tuitrain.monitor import ACCURACY, EPOCH_FIELDS, LOSS, downsample, epoch_value
+from tuitrain.monitor import ACCURACY, EPOCH_FIELDS, LOSS, LR, downsample, epoch_value
 from tuitrain.records import RunRecord
 from tuitrain.tui.messages import ComparisonLoaded, ReportWritten
 from tuitrain.tui.screens.dialogs import MetricPicker
@@ -331,7 +331,8 @@ class CompareScreen(SizedScreen):
             threshold=full.threshold,
             all_params=full.all_params,
             baseline=baseline,
-            metric=self.epoch_metric if self.epoch_metric != ACCURACY else None,
+            # the learning rate is drawn, not ranked by: no value of it is better
+            metric=self.epoch_metric if self.epoch_metric not in (ACCURACY, LR) else None,
         )
 
     def refresh_views(self) -> None:
@@ -462,6 +463,8 @@ class CompareScreen(SizedScreen):
         epoch_metric = self.shown_epoch_metric(c)
         if epoch_metric == ACCURACY:
             acc_plot.border_title = f"Test accuracy % (threshold {c.threshold:g}%)"
+        elif epoch_metric == LR:
+            acc_plot.border_title = "Learning rate per epoch (warm-up and schedule)"
         else:
             goal = "lower" if c.goal(epoch_metric) == "min" else "higher"
             acc_plot.border_title = f"{fmt.printable(epoch_metric)} per epoch ({goal} is better)"
