@@ -77,6 +77,17 @@ def _jobs(text: str) -> int | str:
     return _positive_int(text)
 
 
+def _step_epochs(text: str) -> int | list[int]:
+    """--lr-step-epochs: one whole number (every N epochs), or several separated by commas (at those epochs)."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, or numbers separated by commas: {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected epochs of 1 or more, got {text!r}")
+    return values[0] if len(values) == 1 and "," not in text else values
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -175,6 +186,31 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--limit-train-batches", type=_positive_int, metavar="N", help="at most N batches per epoch")
     g.add_argument("--batch-size", type=_positive_int, metavar="N")
     g.add_argument("--lr", type=_positive_float, metavar="LR", help="learning rate (replaces a preset's sweep)")
+    g.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="optimiser (default adam)")
+    g.add_argument("--momentum", type=_non_negative_float, metavar="M", help="SGD's momentum (default 0.9)")
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None, help="SGD with Nesterov momentum")
+    g.add_argument("--weight-decay", type=_non_negative_float, metavar="WD", help="weight decay (default 0)")
+    g.add_argument(
+        "--lr-schedule",
+        choices=["constant", "step", "cosine"],
+        help="learning rate per epoch after any warm-up (default constant)",
+    )
+    g.add_argument(
+        "--lr-step-epochs",
+        type=_step_epochs,
+        metavar="N|E,E,…",
+        help="with --lr-schedule step: multiply the lr by --lr-gamma every N epochs, or at these epochs",
+    )
+    g.add_argument("--lr-gamma", type=_positive_float, metavar="G", help="with --lr-schedule step: factor (0.1)")
+    g.add_argument(
+        "--warmup-epochs", type=_non_negative_int, metavar="N", help="linear learning-rate warm-up over N epochs"
+    )
+    g.add_argument(
+        "--val-split",
+        type=_non_negative_int,
+        metavar="N",
+        help="hold N training images out as a validation set: the best epoch is chosen on it",
+    )
     g.add_argument("--seed", type=_non_negative_int, metavar="N")
     g.add_argument(
         "--seeds", metavar="N,N,…", help="train every run once per seed (e.g. 0,1,2); compare groups the repeats"
@@ -198,6 +234,15 @@ OVERRIDE_KEYS = (
     "limit_train_batches",
     "batch_size",
     "lr",
+    "optimizer",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "lr_schedule",
+    "lr_step_epochs",
+    "lr_gamma",
+    "warmup_epochs",
+    "val_split",
     "seed",
     "device",
     "precision",

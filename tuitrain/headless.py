@@ -118,6 +118,12 @@ class HeadlessPrinter:
                 test = f"Test set: Average loss: {event.test_loss:.4f}, Accuracy: {event.test_accuracy:.2f}%"
             of_planned = f"/{event.epochs}" if event.epochs else ""  # 0: not planned
             extra = "".join(f"  {fmt.printable(k)}={fmt.metric(v)}" for k, v in event.metrics.items())
+            if event.val_accuracy is not None:
+                extra += f"  validation {event.val_accuracy:.2f}%"
+            if event.train_accuracy is not None:
+                extra += f"  training {event.train_accuracy:.2f}%"
+            if event.lr is not None:
+                extra += f"  lr {event.lr:.4g}"
             self._print_about(
                 event.run_id,
                 test + extra + f"  [epoch {event.epoch}{of_planned} in {fmt.duration(event.duration_s)}]",

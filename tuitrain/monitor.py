@@ -29,6 +29,20 @@ from tuitrain.curves import ema_alpha, smooth
 LOSS = "loss"
 """The run screen's name for the training loss series (BatchLosses)."""
 ACCURACY = "test accuracy"
+LR = "lr"
+EPOCH_FIELDS = ("val_accuracy", "train_accuracy", LR)
+"""Per-epoch figures of the engine besides test accuracy, by their record names (records.EpochRecord), offered by the
+metric pickers where a run recorded them."""
+
+
+def epoch_value(epoch: Any, name: str) -> float | None:
+    """A per-epoch figure by name from an EpochEnded or EpochRecord: a logged metric of that name, else the field of
+    EPOCH_FIELDS."""
+    if name in epoch.metrics:
+        return epoch.metrics[name]
+    return getattr(epoch, name, None) if name in EPOCH_FIELDS else None
+
+
 """The run screen's name for the per-epoch test accuracy."""
 
 
@@ -85,20 +99,23 @@ class RunState:
         )
 
     def epoch_figures(self) -> list[str]:
-        """Names of the per-epoch figures this run has: test accuracy where measured, then its extra metrics."""
+        """Names of the per-epoch figures this run has: test accuracy where measured, the engine's other per-epoch
+        figures where recorded (EPOCH_FIELDS), then its extra metrics."""
         names: dict[str, None] = {}
         if any(e.test_accuracy is not None for e in self.epochs):
             names[ACCURACY] = None
+        names.update({n: None for n in EPOCH_FIELDS if any(getattr(e, n) is not None for e in self.epochs)})
         for e in self.epochs:
             names.update(dict.fromkeys(e.metrics))
         return list(names)
 
     def epoch_series(self, name: str) -> tuple[list[float], list[float]]:
-        """A per-epoch figure's points: (epochs, values)."""
+        """A per-epoch figure's points: (epochs, values); a metric a script logged under one of EPOCH_FIELDS' names
+        comes before the engine's field of that name (which a script run leaves empty)."""
         if name == ACCURACY:
             points = [(float(e.epoch), e.test_accuracy) for e in self.epochs if e.test_accuracy is not None]
         else:
-            points = [(float(e.epoch), e.metrics[name]) for e in self.epochs if name in e.metrics]
+            points = [(float(e.epoch), v) for e in self.epochs if (v := epoch_value(e, name)) is not None]
         return [x for x, _ in points], [float(y) for _, y in points]
 
     def step_series(self, name: str, smoothed: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,6 @@
-"""Figures of a comparison as image files (PNG and SVG): training loss, test accuracy per epoch, and the
-sweep grid as a heatmap. The only module that imports matplotlib (the optional extra `tuitrain[plots]`),
+"""Figures of a comparison as image files (PNG and SVG): training loss, test accuracy per epoch, the learning
+rate per epoch (where a run's changed: a schedule or a warm-up), and the sweep grid as a heatmap.
+The only module that imports matplotlib (the optional extra `tuitrain[plots]`),
 with its non-interactive backend, so a machine without a display can draw them.
 
 Runs that differ only by seed are drawn as one line per group, the mean over its seeds, with the band
@@ -13,7 +14,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuitrain.compare import Comparison, accuracy_curve, group_curve, loss_curve
+from tuitrain.compare import Comparison, accuracy_curve, group_curve, has_lr_schedule, loss_curve, lr_curve
 from tuitrain.core.errors import TuitrainError
 
 if TYPE_CHECKING:
@@ -85,6 +86,19 @@ def accuracy_figure(c: Comparison) -> Figure:
     return fig
 
 
+def lr_figure(c: Comparison) -> Figure:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    _lines(ax, c, lr_curve, "o")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title("Learning rate of each epoch (warm-up and schedule)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    return fig
+
+
 def grid_figure(c: Comparison) -> Figure | None:
     grid = c.grid()
     if grid is None:
@@ -117,6 +131,8 @@ def figures(c: Comparison, log_loss: bool = False) -> list[tuple[str, str, Figur
     out.append(("loss", "Training loss (smoothed)", loss_figure(c, log_loss)))
     if any(r.epochs_done for r in c.runs):
         out.append(("accuracy", "Test accuracy per epoch", accuracy_figure(c)))
+    if any(has_lr_schedule(r.record) for r in c.runs):
+        out.append(("lr", "Learning rate per epoch", lr_figure(c)))
     grid = grid_figure(c)
     if grid is not None:
         out.append(("grid", "Sweep grid", grid))

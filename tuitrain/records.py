@@ -16,7 +16,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    WithJsonSchema,
+    computed_field,
+    model_validator,
+)
 
 from tuitrain.core import serieslog
 from tuitrain.core.atomic import atomic_write_text
@@ -109,9 +118,26 @@ class EpochRecord(BaseModel):
     """Training-loss points a script run had logged by this epoch's close (its epochs differ in length: a watcher
     places the boundary here); None for runs trained by tuitrain itself and in files written before it existed."""
 
+    lr: Figure | None = Field(default=None, ge=0)
+    """Learning rate the epoch trained with (RunSpec.lr_at: warm-up and schedule); None in files before version 5
+    and for script runs (whose lr, if logged, is in metrics)."""
+    train_accuracy: Figure | None = Field(default=None, ge=0, le=100)
+    """Accuracy in percent on the epoch's training batches as they were trained (counted during the steps, the
+    weights changing meanwhile: no extra pass); None where not counted (fused runs, script runs, older files)."""
+    val_loss: Loss | None = None
+    """Validation loss averaged per sample, on the images held out by RunSpec.val_split; None without a split."""
+    val_accuracy: Figure | None = Field(default=None, ge=0, le=100)
+    """Validation accuracy in percent: 100 * val_correct / val_total; None without a split."""
+    val_correct: int | None = Field(default=None, ge=0)
+    """Correctly classified validation images; None without a split."""
+    val_total: int | None = Field(default=None, ge=0)
+    """Validation images evaluated; None without a split."""
+
     def event_fields(self) -> dict[str, Any]:
         """The figures that an EpochEnded event carries: the engine's, and the one a watcher rebuilds from a file."""
-        return self.model_dump(exclude={"eval_s", "threads", "peak_gpu_memory_bytes", "steps"})
+        return self.model_dump(
+            exclude={"eval_s", "threads", "peak_gpu_memory_bytes", "steps", "val_correct", "val_total"}
+        )
 
 
 class ScriptInfo(BaseModel):
@@ -227,6 +253,14 @@ class RunRecord(BaseModel):
     """A script's summary figures by name (`run.summary[...]`, the last value of each logged metric unless set)."""
     _series: dict[str, Series] = PrivateAttr(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_on_read(cls, data: Any) -> Any:
+        """Drop the derived fields a written file shows (computed again from the epochs)."""
+        if isinstance(data, dict) and "best_epoch_chosen_on" in data:
+            data = {k: v for k, v in data.items() if k != "best_epoch_chosen_on"}
+        return data
+
     @property
     def series(self) -> dict[str, Series]:
         """The per-step series read from the log, by name (empty until read: read_record, or a follower)."""
@@ -240,8 +274,34 @@ class RunRecord(BaseModel):
             self.batch_losses = loss.values.tolist() if loss is not None else []
 
     @property
+    def best_epoch(self) -> EpochRecord | None:
+        """The best epoch: highest validation accuracy where the run held out a validation set (RunSpec.val_split),
+        else highest test accuracy; the earliest of equals. None before an epoch with an accuracy."""
+        on = self.best_epoch_chosen_on
+        if on is None:
+            return None
+        key = "val_accuracy" if on == "validation" else "test_accuracy"
+        scored = [e for e in self.epochs if getattr(e, key) is not None]
+        return max(scored, key=lambda e: getattr(e, key))  # max keeps the first of equals
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def best_epoch_chosen_on(self) -> Literal["validation", "test"] | None:
+        """What the best epoch (and so best_accuracy, its test accuracy) is chosen on: "validation" when an epoch has
+        a validation accuracy (RunSpec.val_split), "test" when only test accuracies exist (no split: the test set
+        both chooses and reports), None without either. Written for readers; derived again when read."""
+        if any(e.val_accuracy is not None for e in self.epochs):
+            return "validation"
+        if any(e.test_accuracy is not None for e in self.epochs):
+            return "test"
+        return None
+
+    @property
     def best_accuracy(self) -> float | None:
-        return max((e.test_accuracy for e in self.epochs if e.test_accuracy is not None), default=None)
+        """Test accuracy of the best epoch (chosen on validation where there is a split, else the best test
+        accuracy)."""
+        best = self.best_epoch
+        return best.test_accuracy if best is not None else None
 
     @property
     def final_accuracy(self) -> float | None:
@@ -289,8 +349,10 @@ def _from_v3(data: dict[str, Any]) -> dict[str, Any]:
 
 def _from_v4(data: dict[str, Any]) -> dict[str, Any]:
     """Version 5 adds optional per-epoch figures (learning rate, training accuracy, validation, per-class results),
-    run housekeeping fields (original_label, kept when a run is renamed) and a script's batch size: a version 4 file
-    is a version 5 file without them."""
+    run housekeeping fields (original_label, kept when a run is renamed), a script's batch size, and the spec's
+    optimiser and schedule keys (momentum, nesterov, weight_decay, lr_schedule, lr_step_epochs, lr_gamma,
+    warmup_epochs, val_split; their defaults are what older runs did; the best epoch is chosen on validation when an
+    epoch has a val_accuracy): a version 4 file is a version 5 file without them."""
     return {**data, "schema_version": 5}
 
 

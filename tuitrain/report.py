@@ -27,7 +27,7 @@ from tuitrain.catalog import (
     tagged_runs,
     unreadable_exit_code,
 )
-from tuitrain.compare import DEFAULT_THRESHOLD, Comparison, markdown_table, param_text
+from tuitrain.compare import DEFAULT_THRESHOLD, Comparison, has_lr_schedule, markdown_table, param_text
 from tuitrain.compare.groups import IGNORED, RunGroup, group_header, group_rows, spread
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.errors import TuitrainError
@@ -102,23 +102,46 @@ def shared_settings(c: Comparison) -> str:
     return ", ".join(parts)
 
 
-def epoch_rows(group: RunGroup) -> list[list[str]]:
-    """The assignment's per-epoch table for a run, or for a group its mean ± sd over seeds."""
+EPOCH_HEADER = ["Epoch", "Initial training loss", "Final training loss", "Test accuracy"]
+EXTRA_EPOCH_COLUMNS = (("train_accuracy", "Training accuracy"), ("val_accuracy", "Validation accuracy"))
+"""Per-epoch figures shown after the assignment's columns where the runs recorded them."""
+
+
+def epoch_columns(group: RunGroup) -> list[str]:
+    """The per-epoch table's header: the assignment's columns, then the training and validation accuracy where
+    recorded, and the learning rate where it changed over the epochs (a schedule or a warm-up)."""
+    epochs = [e for r in group.runs for e in r.record.epochs]
+    header = EPOCH_HEADER + [t for key, t in EXTRA_EPOCH_COLUMNS if any(getattr(e, key) is not None for e in epochs)]
+    if any(has_lr_schedule(r.record) for r in group.runs):
+        header.append("Learning rate")
+    return header
+
+
+def epoch_rows(group: RunGroup, header: list[str] | None = None) -> list[list[str]]:
+    """The assignment's per-epoch table for a run, or for a group its mean ± sd over seeds; the columns of
+    `header` (epoch_columns) past the assignment's too."""
     count = max(r.epochs_done for r in group.runs)
+    extra = dict((title, key) for key, title in EXTRA_EPOCH_COLUMNS)
     rows = []
     for n in range(1, count + 1):
         epochs = [r.record.epochs[n - 1] for r in group.runs if r.epochs_done >= n]
         initial = spread([e.initial_loss for e in epochs])
         final = spread([e.final_loss for e in epochs])
         accuracy = spread([e.test_accuracy for e in epochs])
-        rows.append(
-            [
-                str(n),
-                "–" if initial is None else initial.text(digits=4),
-                "–" if final is None else final.text(digits=4),
-                "–" if accuracy is None else accuracy.text(unit="%"),
-            ]
-        )
+        row = [
+            str(n),
+            "–" if initial is None else initial.text(digits=4),
+            "–" if final is None else final.text(digits=4),
+            "–" if accuracy is None else accuracy.text(unit="%"),
+        ]
+        for title in (header or EPOCH_HEADER)[len(EPOCH_HEADER) :]:
+            if title in extra:
+                figure = spread([getattr(e, extra[title]) for e in epochs])
+                row.append("–" if figure is None else figure.text(unit="%"))
+            else:  # the learning rate: the same for every seed of a group
+                lrs = sorted({e.lr for e in epochs if e.lr is not None})
+                row.append(" / ".join(f"{lr:.4g}" for lr in lrs) or "–")
+        rows.append(row)
     return rows
 
 
@@ -145,7 +168,8 @@ def experiment_blocks(c: Comparison, title: str, log_loss: bool, with_figures: b
             continue
         label = g.label if g.n == 1 else f"{g.label} (n={g.n}, seeds {g.seeds_text()})"
         blocks.append(Paragraph(f"**{label}**"))
-        blocks.append(Table(["Epoch", "Initial training loss", "Final training loss", "Test accuracy"], epoch_rows(g)))
+        header = epoch_columns(g)
+        blocks.append(Table(header, epoch_rows(g, header)))
 
     if with_figures:
         from tuitrain.plots import figures

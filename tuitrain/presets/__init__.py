@@ -362,7 +362,7 @@ def _plain_error(error: Any) -> str:
         return f"must be {words} {_shown(ctx[key])}"
     if error["type"] == "literal_error" and "expected" in ctx:
         return f"must be {ctx['expected']}"
-    msg = str(error["msg"])
+    msg = str(error["msg"]).removeprefix("Value error, ")  # a validator's own words
     return msg[:1].lower() + msg[1:]
 
 

@@ -20,7 +20,11 @@ kernels from Python (about 2 ms a step measured on an H100), not by the GPU's wo
 - dropout draws from the default CUDA generator, which torch's graph capture registers: every replay
   advances its philox offset and draws fresh masks (the eager step's masks differ, not their law);
 - bf16 autocast (`precision`) runs inside the graph with the cast cache off (cached casts would be
-  freed outside the graph's pool).
+  freed outside the graph's pool);
+- the learning rate is a 0-d tensor on the device (optim.set_lr), read by the captured optimizer step: a
+  schedule writes it in place between epochs, and the graph follows without being captured again;
+- the training accuracy is counted on the device: each step adds its batch's correct predictions to the
+  `correct` counter (in the graph too), which the loop reads back once per epoch.
 
 Any failure while capturing falls back to the eager step (reported through `log`) after putting the
 state back, so the fast path can never fail a run. TUITRAIN_CUDA_GRAPHS=0 turns it off (benchmarks
@@ -116,15 +120,20 @@ class EagerStep:
         y: torch.Tensor,
         keep_grads: bool = False,
         precision: str = "fp32",
+        correct: torch.Tensor | None = None,
     ) -> None:
         self.model, self.optimizer, self.loss_fn, self.x, self.y = model, optimizer, loss_fn, x, y
         self.set_to_none = not keep_grads
         self.precision = precision
+        self.correct = correct
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
         with autocast(self.x.device, self.precision):
             out = self.model(self.x.index_select(0, idx))  # index_select: less overhead than x[idx]
-            loss = self.loss_fn(out, self.y.index_select(0, idx))
+            target = self.y.index_select(0, idx)
+            loss = self.loss_fn(out, target)
+        if self.correct is not None:
+            self.correct += (out.argmax(1) == target).sum()
         self.optimizer.zero_grad(set_to_none=self.set_to_none)
         loss.backward()
         self.optimizer.step()
@@ -197,8 +206,10 @@ def capture_step(
     *,
     warmup: int = WARMUP_STEPS,
     precision: str = "fp32",
+    correct: torch.Tensor | None = None,
 ) -> GraphStep:
-    """Warm up, capture one full-batch step into a CUDA graph, and put the training state back.
+    """Warm up, capture one full-batch step into a CUDA graph, and put the training state back (the `correct`
+    counter to 0).
 
     Raises whatever capture raises, with the state already put back and the current stream restored.
     """
@@ -209,7 +220,11 @@ def capture_step(
 
     def step() -> torch.Tensor:
         with autocast(device, precision):
-            loss = loss_fn(model(x.index_select(0, static_idx)), y.index_select(0, static_idx))
+            out = model(x.index_select(0, static_idx))
+            target = y.index_select(0, static_idx)
+            loss = loss_fn(out, target)
+        if correct is not None:
+            correct.add_((out.argmax(1) == target).sum())
         loss.backward()
         optimizer.step()
         return loss.detach()
@@ -233,9 +248,10 @@ def capture_step(
         if side is not None:
             caller_stream.wait_stream(side)  # the warm-up's writes come before the restore's
         saved.restore()
-    return GraphStep(
-        graph, static_idx, static_loss, EagerStep(model, optimizer, loss_fn, x, y, keep_grads=True, precision=precision)
-    )
+        if correct is not None:
+            correct.zero_()
+    eager = EagerStep(model, optimizer, loss_fn, x, y, keep_grads=True, precision=precision, correct=correct)
+    return GraphStep(graph, static_idx, static_loss, eager)
 
 
 def make_step(
@@ -249,14 +265,16 @@ def make_step(
     graph: bool = False,
     precision: str = "fp32",
     log: Callable[[str], None] | None = None,
+    correct: torch.Tensor | None = None,
 ) -> Step:
     """The training step for a run: the CUDA-graph step when `graph` (see `wants_graph`) and capture
-    works, else the eager step. A failed capture is reported through `log`, never raised."""
-    eager = EagerStep(model, optimizer, loss_fn, x, y, precision=precision)
+    works, else the eager step. A failed capture is reported through `log`, never raised. `correct`: a 0-d
+    integer tensor on the device that every step adds its correctly predicted training samples to."""
+    eager = EagerStep(model, optimizer, loss_fn, x, y, precision=precision, correct=correct)
     if not graph or x.device.type != "cuda" or x.shape[0] < batch_size:
         return eager
     try:
-        return capture_step(model, optimizer, loss_fn, x, y, batch_size, precision=precision)
+        return capture_step(model, optimizer, loss_fn, x, y, batch_size, precision=precision, correct=correct)
     except Exception as exc:  # noqa: BLE001 - the fast path must never fail a run
         optimizer.zero_grad(set_to_none=True)
         if log is not None:

@@ -65,6 +65,27 @@ class TensorData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     source: str
+    val_x: torch.Tensor | None = None
+    """Validation images held out of the training images (`split_validation`); None: no validation set."""
+    val_y: torch.Tensor | None = None
+
+    def split_validation(self, n: int) -> TensorData:
+        """The same data with the last `n` training images held out as the validation set (views, no copy): the
+        same images for every run and seed, so that runs are chosen on one validation set."""
+        if n <= 0:
+            return self
+        keep = int(self.train_x.shape[0]) - n
+        if keep < 1:
+            raise ValueError(f"val_split {n} leaves no training images (of {int(self.train_x.shape[0])})")
+        return TensorData(
+            self.train_x[:keep],
+            self.train_y[:keep],
+            self.test_x,
+            self.test_y,
+            self.source,
+            self.train_x[keep:],
+            self.train_y[keep:],
+        )
 
     @classmethod
     def from_arrays(

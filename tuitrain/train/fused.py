@@ -403,6 +403,7 @@ class FusedFit:
                 samples_per_s=samples / m.train_s if m.train_s else 0.0,
                 threads=[torch.get_num_threads()] if not on_gpu else [],
                 peak_gpu_memory_bytes=torch.cuda.max_memory_allocated(self.device) if on_gpu else None,
+                lr=m.spec.lr_at(group.epoch),  # constant: a run with a schedule does not fuse (stacked.fusable)
             )
             record.epochs.append(result)
             m.active_s += result.duration_s

@@ -3,7 +3,11 @@
 In-memory data (airbench style): the whole dataset is one normalised tensor on the training
 device and batches are slices of a seeded randperm. Losses stay on the device and are read back
 every `spec.log_every` steps (nanoGPT: `.item()` is a sync point); finiteness is checked on the
-device at the same points. The loop prints nothing and knows nothing of any UI: it reports
+device at the same points. The learning rate is set at each epoch's start from the spec's schedule
+(RunSpec.lr_at, a function of the epoch: a resumed run continues its schedule from the checkpoint's
+epoch); the training accuracy is counted on the device by the steps and read back at the epoch's end;
+a validation split (RunSpec.val_split) is held out of the training images and evaluated with the test set.
+The loop prints nothing and knows nothing of any UI: it reports
 through events and saves through the `persist` hook. An epoch's time is its training time (pauses
 excluded) plus its evaluation: start-up, pauses and epoch-end saving are not training.
 """
@@ -51,7 +55,7 @@ from tuitrain.train.device import (
     select_device,
     usable_precision,
 )
-from tuitrain.train.optim import load_optimizer_state, make_optimizer
+from tuitrain.train.optim import load_optimizer_state, make_optimizer, set_lr
 
 # Evaluation batch: on the CPU, batches of a few hundred images stay in cache and beat larger ones
 # (measured: 500 about 2x faster than 10k for Model A/B); on a GPU, larger batches mean fewer launches.
@@ -184,6 +188,7 @@ class FitLoop:
     ) -> None:
         if isinstance(data, MnistArrays):
             data = TensorData.from_arrays(data, device, spec.subset, spec.test_subset, spec.dataset)
+        data = data.split_validation(spec.val_split)
         self.requested_precision = spec.precision
         precision = usable_precision(spec.precision, device)
         spec = spec.model_copy(update={"data_source": data.source, "precision": precision})
@@ -272,6 +277,9 @@ class FitLoop:
         try:
             self.save()
             self.model.train()
+            # before capture: a captured step reads the lr tensor that each epoch's set_lr then writes in place
+            set_lr(self.optimizer, spec.lr_at(self.start_epoch), on_device=self.graph)
+            self.train_correct = torch.zeros((), dtype=torch.long, device=self.device)
             # after restore_checkpoint: a CUDA graph captures the optimizer state tensors in place
             self.train_step = make_step(
                 self.model,
@@ -283,6 +291,7 @@ class FitLoop:
                 graph=self.graph,
                 precision=spec.precision,
                 log=lambda text: emit(LogMessage(text)),
+                correct=self.train_correct,
             )
             if self.requested_precision != spec.precision:
                 emit(LogMessage(f"{self.requested_precision} needs a CUDA GPU that supports it; training in fp32."))
@@ -361,6 +370,8 @@ class FitLoop:
         log_every = self.spec.log_every
         progress = self.progress = EpochProgress(epoch)
         losses = progress.losses
+        set_lr(self.optimizer, self.spec.lr_at(epoch), on_device=self.graph)
+        self.train_correct.zero_()
         perm = torch.randperm(self.n, generator=self.order_gen).to(self.device, non_blocking=True)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)  # the allocator's own counter: no sync
@@ -447,7 +458,19 @@ class FitLoop:
         epoch_losses = record.batch_losses[-self.batches :]
         eval_start = time.perf_counter()
         test_loss, correct, total = evaluate(self.model, self.data.test_x, self.data.test_y, self.spec.precision)
+        val: dict = {}
+        if self.data.val_x is not None and self.data.val_y is not None:
+            val_loss, val_correct, val_total = evaluate(
+                self.model, self.data.val_x, self.data.val_y, self.spec.precision
+            )
+            val = {
+                "val_loss": val_loss,
+                "val_accuracy": 100.0 * val_correct / max(val_total, 1),
+                "val_correct": val_correct,
+                "val_total": val_total,
+            }
         eval_s = time.perf_counter() - eval_start
+        train_correct = int(self.train_correct.item())  # one read-back per epoch (evaluate has synced already)
         on_gpu = self.device.type == "cuda"
         result = EpochRecord(
             epoch=progress.epoch,
@@ -464,6 +487,9 @@ class FitLoop:
             samples_per_s=progress.samples / progress.train_s if progress.train_s else 0.0,
             threads=progress.threads,
             peak_gpu_memory_bytes=torch.cuda.max_memory_allocated(self.device) if on_gpu else None,
+            lr=self.spec.lr_at(progress.epoch),
+            train_accuracy=100.0 * train_correct / progress.samples if progress.samples else None,
+            **val,
         )
         record.epochs.append(result)
         self.active_s += result.duration_s

@@ -1,5 +1,6 @@
-"""The optimizer of a run: Adam or SGD with the fastest implementation this torch has, and its state restored from
-a checkpoint with this run's own implementation flags."""
+"""The optimizer of a run: Adam, AdamW or SGD with the fastest implementation this torch has, its learning rate set
+per epoch (as a device tensor for a captured step), and its state restored from a checkpoint with this run's own
+implementation flags."""
 
 from __future__ import annotations
 
@@ -12,16 +13,20 @@ from tuitrain.core.spec import RunSpec
 
 
 def make_optimizer(spec: RunSpec, params, *, capturable: bool = False) -> torch.optim.Optimizer:
-    """Adam or SGD with the fused kernel (one kernel for all parameters) where this torch has one for
-    the device, else the foreach implementation. `capturable`: Adam keeps its step count on the device,
-    so that its step can be captured in a CUDA graph (SGD has no such state)."""
+    """Adam, AdamW or SGD (momentum, Nesterov, weight decay as the spec says) with the fused kernel (one kernel for
+    all parameters) where this torch has one for the device, else the foreach implementation. `capturable`: Adam
+    keeps its step count on the device, so that its step can be captured in a CUDA graph (SGD has no such state);
+    `set_lr` then gives it a device tensor for its learning rate."""
     params = list(params)
     cls: Callable[..., torch.optim.Optimizer]  # Adam and SGD take different keywords
-    kwargs: dict[str, Any]
-    if spec.optimizer == "adam":
-        cls, kwargs = torch.optim.Adam, ({"capturable": True} if capturable else {})
+    kwargs: dict[str, Any] = {"weight_decay": spec.weight_decay}
+    if spec.optimizer in ("adam", "adamw"):
+        cls = torch.optim.Adam if spec.optimizer == "adam" else torch.optim.AdamW
+        if capturable:
+            kwargs["capturable"] = True
     else:
-        cls, kwargs = torch.optim.SGD, {"momentum": 0.9}
+        cls = torch.optim.SGD
+        kwargs.update(momentum=spec.momentum, nesterov=spec.nesterov)
     try:
         optimizer = cls(params, lr=spec.lr, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):  # older torch, or no fused kernel for this device
@@ -29,6 +34,21 @@ def make_optimizer(spec: RunSpec, params, *, capturable: bool = False) -> torch.
     # the warm-up before capture and the partial last batch run it uncaptured on purpose: no warning
     optimizer._warned_capturable_if_run_uncaptured = capturable
     return optimizer
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float, *, on_device: bool) -> None:
+    """Train with `lr` from now on. `on_device` (a step captured in a CUDA graph): the lr is a 0-d tensor on the
+    parameters' device, written in place, so that the graph, which reads that tensor, follows the schedule without
+    being captured again; otherwise a plain float."""
+    for group in optimizer.param_groups:
+        if not on_device:
+            group["lr"] = float(lr)
+            continue
+        current, device = group["lr"], group["params"][0].device
+        if torch.is_tensor(current) and current.device == device and current.dtype == torch.float32:
+            current.fill_(lr)  # a kernel with the value as its argument: no sync
+        else:
+            group["lr"] = torch.tensor(float(lr), dtype=torch.float32, device=device)
 
 
 IMPLEMENTATION_FLAGS = ("capturable", "fused", "foreach")

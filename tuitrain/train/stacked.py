@@ -40,8 +40,19 @@ WARMUP_STEPS = 3
 
 
 def fusable(spec: RunSpec) -> bool:
-    """Whether a run can train in a fused group: a built-in model without batch norm or dropout, in fp32."""
-    return spec.model in FUSABLE_MODELS and spec.precision == "fp32"
+    """Whether a run can train in a fused group: a built-in model without batch norm or dropout, in fp32, with the
+    optimiser settings the stacked update writes out (Adam, or SGD with momentum 0.9; no weight decay), a constant
+    learning rate and no validation split. A run with another knob trains alone rather than fused wrongly."""
+    return (
+        spec.model in FUSABLE_MODELS
+        and spec.precision == "fp32"
+        and spec.optimizer in ("adam", "sgd")
+        and spec.weight_decay == 0
+        and (spec.optimizer == "adam" or (spec.momentum == SGD_MOMENTUM and not spec.nesterov))
+        and spec.lr_schedule == "constant"
+        and spec.warmup_epochs == 0
+        and spec.val_split == 0
+    )
 
 
 def fusion_key(spec: RunSpec) -> tuple | None:

@@ -38,7 +38,7 @@ from tuitrain.compare import (
     group_curve,
     loss_curve,
 )
-from tuitrain.monitor import ACCURACY, LOSS, downsample
+from tuitrain.monitor import ACCURACY, EPOCH_FIELDS, LOSS, LR, downsample, epoch_value
 from tuitrain.records import RunRecord
 from tuitrain.tui.messages import ComparisonLoaded, ReportWritten
 from tuitrain.tui.screens.dialogs import MetricPicker
@@ -69,8 +69,8 @@ def step_curve(record: RunRecord, name: str, points: int) -> Curve:
 
 
 def epoch_curve(record: RunRecord, name: str) -> Curve:
-    """A per-epoch figure of a run: (epochs, values) where it logged it."""
-    points = [(float(e.epoch), e.metrics[name]) for e in record.epochs if name in e.metrics]
+    """A per-epoch figure of a run: (epochs, values) where it logged or recorded it."""
+    points = [(float(e.epoch), v) for e in record.epochs if (v := epoch_value(e, name)) is not None]
     return [x for x, _ in points], [y for _, y in points]
 
 
@@ -331,7 +331,8 @@ class CompareScreen(SizedScreen):
             threshold=full.threshold,
             all_params=full.all_params,
             baseline=baseline,
-            metric=self.epoch_metric if self.epoch_metric != ACCURACY else None,
+            # the learning rate is drawn, not ranked by: no value of it is better
+            metric=self.epoch_metric if self.epoch_metric not in (ACCURACY, LR) else None,
         )
 
     def refresh_views(self) -> None:
@@ -431,7 +432,8 @@ class CompareScreen(SizedScreen):
         steps: dict[str, None] = {LOSS: None}
         for r in c.runs:
             steps.update(dict.fromkeys(n for n in r.record.series if n != r.record.loss_series))
-        epochs = ([ACCURACY] if c.measures_accuracy() else []) + c.extra_metrics()
+        recorded = [n for n in EPOCH_FIELDS if any(getattr(e, n) is not None for r in c.runs for e in r.record.epochs)]
+        epochs = ([ACCURACY] if c.measures_accuracy() else []) + list(dict.fromkeys(recorded + c.extra_metrics()))
         return list(steps), epochs or [ACCURACY]
 
     def shown_epoch_metric(self, c: Comparison) -> str:
@@ -461,6 +463,8 @@ class CompareScreen(SizedScreen):
         epoch_metric = self.shown_epoch_metric(c)
         if epoch_metric == ACCURACY:
             acc_plot.border_title = f"Test accuracy % (threshold {c.threshold:g}%)"
+        elif epoch_metric == LR:
+            acc_plot.border_title = "Learning rate per epoch (warm-up and schedule)"
         else:
             goal = "lower" if c.goal(epoch_metric) == "min" else "higher"
             acc_plot.border_title = f"{fmt.printable(epoch_metric)} per epoch ({goal} is better)"
