@@ -447,6 +447,7 @@ class RunTracker:
                 path=self.path,
                 error=error,
                 best_accuracy=record.best_accuracy,
+                best_on_validation=record.best_epoch_chosen_on == "validation",
             )
         ]
 

@@ -132,7 +132,11 @@ class HeadlessPrinter:
             self.running.discard(event.run_id)
             line = f"Run {event.status}" if self.tagged else f"Run {fmt.printable(event.label)}: {event.status}"
             if event.best_accuracy is not None:
-                line += f", best test accuracy {event.best_accuracy:.2f}%"
+                line += (
+                    f", test accuracy {event.best_accuracy:.2f}% at the best validation epoch"
+                    if event.best_on_validation
+                    else f", best test accuracy {event.best_accuracy:.2f}%"
+                )
             if event.error:
                 line += f" — {event.error}"
             self._print_about(event.run_id, line)

@@ -432,3 +432,30 @@ def test_compare_smooths_the_loss_as_the_run_screen_does() -> None:
     xs, ys = loss_curve(r, points=100)  # one point per finite loss
     assert ys == pytest.approx(run.smoothed[:-1]) and math.isnan(run.smoothed[-1])
     assert xs == pytest.approx([(i + 1) / 200 for i in range(14)])
+
+
+def test_a_run_chosen_on_validation_is_not_called_best_test_accuracy(tmp_path: Path) -> None:
+    """With a validation split the best epoch is chosen on validation: its test accuracy is not the best one."""
+    relu, tanh = normal_pair()
+    for record, val in ((relu, [97.9, 97.0, 96.0]), (tanh, [97.0, 98.9, 98.1])):
+        record.epochs = [e.model_copy(update={"val_accuracy": v}) for e, v in zip(record.epochs, val)]
+    notes = compare(tmp_path, [relu, tanh]).observations()
+    assert (
+        "Best: tanh with 98.00% test accuracy at its best validation epoch (epoch 2), 2.00 points above the next, "
+        "relu (96.00%)." in notes
+    )
+
+
+def test_headless_end_line_says_what_chose_the_best_epoch() -> None:
+    import io
+
+    from tuitrain.core.events import RunFinished
+    from tuitrain.headless import HeadlessPrinter
+
+    out = io.StringIO()
+    printer = HeadlessPrinter(out)
+    printer(RunFinished("r", "B", 0, "completed", best_accuracy=98.0, best_on_validation=True))
+    printer(RunFinished("s", "C", 1, "completed", best_accuracy=97.0))
+    text = out.getvalue()
+    assert "test accuracy 98.00% at the best validation epoch" in text
+    assert "best test accuracy 97.00%" in text

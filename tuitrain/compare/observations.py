@@ -26,6 +26,14 @@ UNFINISHED = {
 }
 
 
+def chosen_wording(r: RunColumn) -> str:
+    """What a run's best accuracy is: the best test accuracy, or the test accuracy of the epoch that did best on a
+    held-out validation split."""
+    if r.record.best_epoch_chosen_on == "validation":
+        return "test accuracy at its best validation epoch"
+    return "best test accuracy"
+
+
 def noise(a: RunColumn, b: RunColumn) -> float:
     """Two standard errors (in points) of the difference of two test accuracies."""
     var = 0.0
@@ -124,7 +132,7 @@ def _ranking(trained: list[RunColumn], stuck: set[int]) -> list[str]:
     margin = noise(best, second)
     if diff > margin:
         notes.append(
-            f"Best: {best.label} with {fmt.accuracy(best.best_accuracy)} best test accuracy (epoch "
+            f"Best: {best.label} with {fmt.accuracy(best.best_accuracy)} {chosen_wording(best)} (epoch "
             f"{best.best_epoch}), {diff:.2f} points above the next, {second.label} "
             f"({fmt.accuracy(second.best_accuracy)})."
         )

@@ -139,6 +139,9 @@ class RunFinished:
     path: Path | None = None
     error: str | None = None
     best_accuracy: float | None = None
+    """Test accuracy of the best epoch."""
+    best_on_validation: bool = False
+    """The best epoch was chosen on a held-out validation split (else on the test accuracy itself)."""
 
 
 @dataclass(frozen=True)

@@ -352,6 +352,7 @@ class FitLoop:
                 path=self.place.run_file,
                 error=record.error,
                 best_accuracy=record.best_accuracy,
+                best_on_validation=record.best_epoch_chosen_on == "validation",
             )
         )
 
