@@ -112,6 +112,8 @@ class EpochEnded:
     """Seconds training was paused during the epoch."""
     metrics: dict[str, float] = field(default_factory=dict)
     """Further scalars a script logged for the epoch (records.EpochRecord.metrics)."""
+    confusion: tuple[tuple[int, ...], ...] | None = None
+    """The test confusion matrix, confusion[true][predicted] (records.EpochRecord.confusion); None for script runs."""
 
 
 @dataclass(frozen=True)

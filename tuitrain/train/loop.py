@@ -50,6 +50,7 @@ from tuitrain.train.device import (
     select_device,
     usable_precision,
 )
+from tuitrain.train.evaluation import EvalCounts, Evaluation
 from tuitrain.train.optim import load_optimizer_state, make_optimizer
 
 # Evaluation batch: on the CPU, batches of a few hundred images stay in cache and beat larger ones
@@ -69,22 +70,25 @@ def eval_batch(device: torch.device) -> int:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> tuple[float, int, int]:
-    """Per-sample mean loss, correct count and total on (x, y), in large batches; sums stay on the device and are
-    read back once (no sync per batch)."""
+    """Per-sample mean loss, correct count and total on (x, y) (evaluate_classes without the matrix)."""
+    result = evaluate_classes(model, x, y, precision)
+    return result.loss, result.correct, result.total
+
+
+@torch.inference_mode()
+def evaluate_classes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> Evaluation:
+    """Per-sample mean loss, correct count, total and confusion matrix on (x, y), in large batches; sums and counts
+    stay on the device and are read back once (no sync per batch)."""
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    counts = EvalCounts(1, x.device)
     step = eval_batch(x.device)
     for start in range(0, x.shape[0], step):
         with autocast(x.device, precision):
             out = model(x[start : start + step])
-        target = y[start : start + step]
-        loss_sum += nn.functional.cross_entropy(out.float(), target, reduction="sum").double()
-        correct += (out.argmax(1) == target).sum()
+        counts.add(out, y[start : start + step])
     model.train(was_training)
-    total = int(x.shape[0])
-    return loss_sum.item() / max(total, 1), int(correct.item()), total
+    return counts.read_back(int(x.shape[0]))[0]
 
 
 def new_record(spec: RunSpec, device: torch.device, *, run_id: str, label: str, **extra) -> RunRecord:
@@ -441,7 +445,8 @@ class FitLoop:
         record, place = self.record, self.place
         epoch_losses = record.batch_losses[-self.batches :]
         eval_start = time.perf_counter()
-        test_loss, correct, total = evaluate(self.model, self.data.test_x, self.data.test_y, self.spec.precision)
+        test = evaluate_classes(self.model, self.data.test_x, self.data.test_y, self.spec.precision)
+        test_loss, correct, total = test.loss, test.correct, test.total
         eval_s = time.perf_counter() - eval_start
         on_gpu = self.device.type == "cuda"
         result = EpochRecord(
@@ -459,6 +464,7 @@ class FitLoop:
             samples_per_s=progress.samples / progress.train_s if progress.train_s else 0.0,
             threads=progress.threads,
             peak_gpu_memory_bytes=torch.cuda.max_memory_allocated(self.device) if on_gpu else None,
+            confusion=test.confusion,
         )
         record.epochs.append(result)
         self.active_s += result.duration_s
