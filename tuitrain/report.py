@@ -22,7 +22,9 @@ from tuitrain import format as fmt
 from tuitrain.catalog import PLAN_FILE, RunFile, load_run_arguments, refuse_nothing_readable, unreadable_exit_code
 from tuitrain.compare import DEFAULT_THRESHOLD, Comparison, markdown_table, param_text
 from tuitrain.compare.groups import IGNORED, RunGroup, group_header, group_rows, spread
+from tuitrain.compare.runs import RunColumn
 from tuitrain.core.atomic import atomic_write_text
+from tuitrain.core.confusion import class_accuracy
 from tuitrain.core.errors import TuitrainError
 
 REPORT_FORMATS = ("markdown", "html")
@@ -115,6 +117,42 @@ def epoch_rows(group: RunGroup) -> list[list[str]]:
     return rows
 
 
+def confusion_table(run: RunColumn) -> Table:
+    """A run's final test confusion matrix as a table: a row per true class, a column per predicted one, then the
+    class's accuracy."""
+    matrix = run.final_confusion or []
+    names = run.class_names
+    header = ["true \\ predicted", *names, "Accuracy"]
+    rows = [
+        [names[t], *(str(n) for n in row), fmt.accuracy(accuracy)]
+        for t, (row, accuracy) in enumerate(zip(matrix, class_accuracy(matrix), strict=True))
+    ]
+    return Table(header, rows)
+
+
+def confusion_blocks(c: Comparison, with_figures: bool) -> list[Any]:
+    """Each run's test confusion matrix at its final epoch: one figure of them all (matplotlib), else a table per
+    run. Nothing for runs without one (script runs, files from before it was recorded)."""
+    runs = [r for r in c.runs if r.final_confusion is not None]
+    if not runs:
+        return []
+    blocks: list[Any] = [
+        Heading(3, "Confusion matrices (final epoch)"),
+        Paragraph(
+            "Test images by true class (rows) and predicted class (columns) at each run's last epoch; "
+            + ("the colour is the cell's share of its true class." if with_figures else "then each class's accuracy.")
+        ),
+    ]
+    if with_figures:
+        from tuitrain.plots import confusion_figure
+
+        caption = "Test confusion matrix at the final epoch" + (" of each run" if len(runs) > 1 else "")
+        return [*blocks, Figure("confusion", caption, confusion_figure(runs))]
+    for r in runs:
+        blocks += [Paragraph(f"**{r.label}** (epoch {r.epochs_done})"), confusion_table(r)]
+    return blocks
+
+
 def experiment_blocks(c: Comparison, title: str, log_loss: bool, with_figures: bool) -> list[Any]:
     blocks: list[Any] = [Heading(2, title)]
     presets = sorted({fmt.printable(r.record.preset or "–") for r in c.runs})
@@ -147,6 +185,8 @@ def experiment_blocks(c: Comparison, title: str, log_loss: bool, with_figures: b
         if shown:
             blocks.append(Heading(3, "Figures"))
             blocks += [Figure(stem, caption, fig) for stem, caption, fig in shown]
+
+    blocks += confusion_blocks(c, with_figures)
 
     blocks.append(Heading(3, "Summary"))
     if repeats:
