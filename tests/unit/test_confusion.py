@@ -98,8 +98,8 @@ def test_compare_names_the_classes_that_differ_most_between_two_runs(tmp_path: P
     notes = comparison(tmp_path, [a, b]).observations()
     per_class = [n for n in notes if n.startswith("Per class")]
     assert per_class == [
-        "Per class at the final epoch, lr=0.01 vs lr=0.1 differ most on 4 98.00% vs 92.00% (+6.00 points); "
-        "8 94.00% vs 99.00% (-5.00 points); 2 of 10 classes differ beyond noise (two standard errors of each "
+        "Per class at the final epoch, lr=0.01 vs lr=0.1 differ most on 4 (98.00% vs 92.00%, +6.00 points); "
+        "8 (94.00% vs 99.00%, -5.00 points); 2 of 10 classes differ beyond noise (two standard errors of each "
         "class's test images)."
     ]
     assert (
@@ -118,8 +118,8 @@ def test_compare_per_class_within_noise_and_with_a_baseline(tmp_path: Path) -> N
     # without a baseline: the two best at the final epoch, here within noise
     alone = comparison(tmp_path / "2", [a, b, c]).observations()
     assert [n for n in alone if n.startswith("Per class")] == [
-        "Per class at the final epoch, b vs a differ most on 3 99.00% vs 98.00% (+1.00 points); 0 100.00% vs 100.00% "
-        "(+0.00 points); 1 100.00% vs 100.00% (+0.00 points): all within noise (±3.44 points for 3)."
+        "Per class at the final epoch, b vs a differ most on 3 (99.00% vs 98.00%, +1.00 points), within noise "
+        "(±3.44 points for 3)."
     ]
 
 
@@ -128,6 +128,8 @@ def test_runs_without_a_matrix_add_nothing(tmp_path: Path) -> None:
     assert not any("confused" in n or n.startswith("Per class") for n in c.observations())
     report = build_report([load_run_file(p) for p in sorted((tmp_path / "runs").glob("*.json"))], with_figures=False)
     assert not any(isinstance(b, Heading) and "Confusion" in b.text for b in report.blocks)
+    same = comparison(tmp_path / "same", [with_matrix("x", matrix(100)), with_matrix("y", matrix(100))])
+    assert "Per class at the final epoch, x and y have the same accuracy on every class." in same.observations()
     # one run with a matrix beside one without: the one note, its section
     mixed = comparison(tmp_path / "mixed", [normal_pair()[0], with_matrix("m", matrix(100, {(7, 2): 4}))])
     assert [n for n in mixed.observations() if "confused" in n] == [

@@ -321,20 +321,20 @@ def _class_difference(a: RunColumn, b: RunColumn) -> str:
     differences = class_differences(a.final_confusion, b.final_confusion)
     names = a.class_names
     beyond = [d for d in differences if d.beyond_noise]
-    shown = (beyond or differences)[:CLASS_DIFFERENCES_SHOWN]
+    shown = (beyond or [d for d in differences if d.points != 0])[:CLASS_DIFFERENCES_SHOWN]
     if not shown:
-        return f"Per class at the final epoch, {a.label} and {b.label}: no class has test images in both."
+        return f"Per class at the final epoch, {a.label} and {b.label} have the same accuracy on every class."
     listing = "; ".join(
-        f"{names[d.index]} {fmt.accuracy(d.accuracy_a)} vs {fmt.accuracy(d.accuracy_b)} ({d.points:+.2f} points)"
+        f"{names[d.index]} ({fmt.accuracy(d.accuracy_a)} vs {fmt.accuracy(d.accuracy_b)}, {d.points:+.2f} points)"
         for d in shown
     )
     if not beyond:
         return (
-            f"Per class at the final epoch, {a.label} vs {b.label} differ most on {listing}: all within noise "
+            f"Per class at the final epoch, {a.label} vs {b.label} differ most on {listing}, within noise "
             f"(±{shown[0].noise:.2f} points for {names[shown[0].index]})."
         )
     return (
         f"Per class at the final epoch, {a.label} vs {b.label} differ most on {listing}; "
-        f"{len(beyond)} of {len(differences)} classes differ beyond noise (two standard errors of each class's "
-        "test images)."
+        f"{len(beyond)} of {len(differences)} classes {'differs' if len(beyond) == 1 else 'differ'} beyond noise "
+        "(two standard errors of each class's test images)."
     )
