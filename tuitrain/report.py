@@ -2,8 +2,9 @@
 it, linked relatively) or as one self-contained HTML file (figures inlined as SVG).
 
 Per preset invocation: its title, the settings that matter, the per-epoch table in the assignment's
-layout (Epoch, Initial training loss, Final training loss, Test accuracy), the figures, the summary
-table (mean ± sd across seeds when there are repeats) and the written observations.
+layout (Epoch, Initial training loss, Final training loss, Test accuracy), the figures, each run's test
+confusion matrix at its final epoch (one figure, or a table per run without figures), the summary table
+(mean ± sd across seeds when there are repeats) and the written observations.
 """
 
 from __future__ import annotations
@@ -313,8 +314,9 @@ def to_html(report: Report) -> str:
 # ---- the command --------------------------------------------------------------------------------
 DESCRIPTION = """\
 Write the assignment's report from saved runs: per experiment its settings, the per-epoch table
-(initial and final training loss, test accuracy), loss and accuracy figures, the summary table
-(mean ± sd across seeds when runs were repeated) and the observations.
+(initial and final training loss, test accuracy), loss and accuracy figures, each run's confusion
+matrix at its final epoch, the summary table (mean ± sd across seeds when runs were repeated) and the
+observations (among them the most confused pair of classes).
 
   tuitrain report                              the latest preset invocation in runs/, to report.md
   tuitrain report runs/2024*-activations-* --output activations.md
