@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuitrain.compare import Comparison, accuracy_curve, group_curve, has_lr_schedule, loss_curve, lr_curve
+from tuitrain.compare import (
+    Comparison,
+    RunColumn,
+    accuracy_curve,
+    group_curve,
+    has_lr_schedule,
+    loss_curve,
+    lr_curve,
+)
 from tuitrain.core.errors import TuitrainError
 
 if TYPE_CHECKING:
@@ -119,6 +128,37 @@ def grid_figure(c: Comparison) -> Figure | None:
     what = "mean best test accuracy over seeds" if grid.mean_over_seeds else "best test accuracy"
     ax.set_title(f"{what[0].upper()}{what[1:]} (%) by {grid.row_param} × {grid.col_param}")
     fig.colorbar(image, ax=ax, label="%")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(runs: Sequence[RunColumn]) -> Figure:
+    """Each run's final test confusion matrix side by side (three to a row): counts in the cells, coloured by their
+    share of the true class (on a power scale, so that a few confusions among a thousand images show)."""
+    plt = _pyplot()
+    from matplotlib.colors import PowerNorm
+
+    cols = min(3, len(runs))
+    rows = math.ceil(len(runs) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.4 * rows), squeeze=False)
+    for ax in axes.flat[len(runs) :]:
+        ax.set_axis_off()
+    for ax, run in zip(axes.flat, runs):
+        matrix = run.final_confusion or []
+        names = run.class_names
+        shares = [[n / max(sum(row), 1) for n in row] for row in matrix]
+        ax.imshow(shares, cmap="Blues", norm=PowerNorm(gamma=0.35, vmin=0, vmax=1))
+        ticks = range(len(names))
+        ax.set_xticks(ticks, names, fontsize=7, rotation=90 if max(map(len, names)) > 2 else 0)
+        ax.set_yticks(ticks, names, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        for t, row in enumerate(matrix):
+            for p, n in enumerate(row):
+                if n:
+                    dark = shares[t][p] > 0.3
+                    ax.text(p, t, str(n), ha="center", va="center", fontsize=6, color="white" if dark else "black")
+        ax.set_title(f"{run.label} (epoch {run.epochs_done})", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -24,6 +24,7 @@ from pydantic import (
     ValidationError,
     WithJsonSchema,
     computed_field,
+    field_validator,
     model_validator,
 )
 
@@ -117,6 +118,17 @@ class EpochRecord(BaseModel):
     steps: int | None = Field(default=None, ge=0)
     """Training-loss points a script run had logged by this epoch's close (its epochs differ in length: a watcher
     places the boundary here); None for runs trained by tuitrain itself and in files written before it existed."""
+    confusion: list[list[Annotated[int, Field(ge=0)]]] | None = None
+    """The test confusion matrix: confusion[t][p] counts the test images of class t predicted as class p, classes
+    in the dataset's label order (digits 0-9 for MNIST; tuitrain.core.confusion names them). Its diagonal's sum is
+    test_correct. None for script runs and in files written before it existed."""
+
+    @field_validator("confusion")
+    @classmethod
+    def _square(cls, matrix: list[list[int]] | None) -> list[list[int]] | None:
+        if matrix is not None and any(len(row) != len(matrix) for row in matrix):
+            raise ValueError(f"a confusion matrix is square: {len(matrix)} rows, each of {len(matrix)} counts")
+        return matrix
 
     lr: Figure | None = Field(default=None, ge=0)
     """Learning rate the epoch trained with (RunSpec.lr_at: warm-up and schedule); None in files before version 5
@@ -135,9 +147,12 @@ class EpochRecord(BaseModel):
 
     def event_fields(self) -> dict[str, Any]:
         """The figures that an EpochEnded event carries: the engine's, and the one a watcher rebuilds from a file."""
-        return self.model_dump(
+        fields = self.model_dump(
             exclude={"eval_s", "threads", "peak_gpu_memory_bytes", "steps", "val_correct", "val_total"}
         )
+        if self.confusion is not None:  # an event is immutable: the matrix as tuples
+            fields["confusion"] = tuple(tuple(row) for row in self.confusion)
+        return fields
 
 
 class ScriptInfo(BaseModel):
@@ -348,11 +363,12 @@ def _from_v3(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _from_v4(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 5 adds optional per-epoch figures (learning rate, training accuracy, validation, per-class results),
-    run housekeeping fields (original_label, kept when a run is renamed), a script's batch size, and the spec's
-    optimiser and schedule keys (momentum, nesterov, weight_decay, lr_schedule, lr_step_epochs, lr_gamma,
-    warmup_epochs, val_split; their defaults are what older runs did; the best epoch is chosen on validation when an
-    epoch has a val_accuracy): a version 4 file is a version 5 file without them."""
+    """Version 5 adds optional per-epoch figures (learning rate, training accuracy, validation, per-class results:
+    EpochRecord.confusion, the test confusion matrix), run housekeeping fields (original_label, kept when a run is
+    renamed), a script's batch size, and the spec's optimiser and schedule keys (momentum, nesterov, weight_decay,
+    lr_schedule, lr_step_epochs, lr_gamma, warmup_epochs, val_split; their defaults are what older runs did; the best
+    epoch is chosen on validation when an epoch has a val_accuracy): a version 4 file is a version 5 file without
+    them."""
     return {**data, "schema_version": 5}
 
 

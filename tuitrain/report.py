@@ -2,8 +2,9 @@
 it, linked relatively) or as one self-contained HTML file (figures inlined as SVG).
 
 Per preset invocation: its title, the settings that matter, the per-epoch table in the assignment's
-layout (Epoch, Initial training loss, Final training loss, Test accuracy), the figures, the summary
-table (mean ± sd across seeds when there are repeats) and the written observations.
+layout (Epoch, Initial training loss, Final training loss, Test accuracy), the figures, each run's test
+confusion matrix at its final epoch (one figure, or a table per run without figures), the summary table
+(mean ± sd across seeds when there are repeats) and the written observations.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from tuitrain.catalog import (
 )
 from tuitrain.compare import DEFAULT_THRESHOLD, Comparison, has_lr_schedule, markdown_table, param_text
 from tuitrain.compare.groups import IGNORED, RunGroup, group_header, group_rows, spread
+from tuitrain.compare.runs import RunColumn
 from tuitrain.core.atomic import atomic_write_text
+from tuitrain.core.confusion import class_accuracy
 from tuitrain.core.errors import TuitrainError
 
 REPORT_FORMATS = ("markdown", "html")
@@ -145,6 +148,42 @@ def epoch_rows(group: RunGroup, header: list[str] | None = None) -> list[list[st
     return rows
 
 
+def confusion_table(run: RunColumn) -> Table:
+    """A run's final test confusion matrix as a table: a row per true class, a column per predicted one, then the
+    class's accuracy."""
+    matrix = run.final_confusion or []
+    names = run.class_names
+    header = ["true \\ predicted", *names, "Accuracy"]
+    rows = [
+        [names[t], *(str(n) for n in row), fmt.accuracy(accuracy)]
+        for t, (row, accuracy) in enumerate(zip(matrix, class_accuracy(matrix), strict=True))
+    ]
+    return Table(header, rows)
+
+
+def confusion_blocks(c: Comparison, with_figures: bool) -> list[Any]:
+    """Each run's test confusion matrix at its final epoch: one figure of them all (matplotlib), else a table per
+    run. Nothing for runs without one (script runs, files from before it was recorded)."""
+    runs = [r for r in c.runs if r.final_confusion is not None]
+    if not runs:
+        return []
+    blocks: list[Any] = [
+        Heading(3, "Confusion matrices (final epoch)"),
+        Paragraph(
+            "Test images by true class (rows) and predicted class (columns) at each run's last epoch; "
+            + ("the colour is the cell's share of its true class." if with_figures else "then each class's accuracy.")
+        ),
+    ]
+    if with_figures:
+        from tuitrain.plots import confusion_figure
+
+        caption = "Test confusion matrix at the final epoch" + (" of each run" if len(runs) > 1 else "")
+        return [*blocks, Figure("confusion", caption, confusion_figure(runs))]
+    for r in runs:
+        blocks += [Paragraph(f"**{r.label}** (epoch {r.epochs_done})"), confusion_table(r)]
+    return blocks
+
+
 def experiment_blocks(c: Comparison, title: str, log_loss: bool, with_figures: bool) -> list[Any]:
     blocks: list[Any] = [Heading(2, title)]
     presets = sorted({fmt.printable(r.record.preset or "–") for r in c.runs})
@@ -178,6 +217,8 @@ def experiment_blocks(c: Comparison, title: str, log_loss: bool, with_figures: b
         if shown:
             blocks.append(Heading(3, "Figures"))
             blocks += [Figure(stem, caption, fig) for stem, caption, fig in shown]
+
+    blocks += confusion_blocks(c, with_figures)
 
     blocks.append(Heading(3, "Summary"))
     if repeats:
@@ -308,8 +349,9 @@ def to_html(report: Report) -> str:
 # ---- the command --------------------------------------------------------------------------------
 DESCRIPTION = """\
 Write the assignment's report from saved runs: per experiment its settings, the per-epoch table
-(initial and final training loss, test accuracy), loss and accuracy figures, the summary table
-(mean ± sd across seeds when runs were repeated) and the observations.
+(initial and final training loss, test accuracy), loss and accuracy figures, each run's confusion
+matrix at its final epoch, the summary table (mean ± sd across seeds when runs were repeated) and the
+observations (among them the most confused pair of classes).
 
   tuitrain report                              the latest preset invocation in runs/, to report.md
   tuitrain report runs/2024*-activations-* --output activations.md

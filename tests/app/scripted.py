@@ -37,6 +37,24 @@ def loss_at(step: int, scale: float) -> float:
     return 0.05 + 2.25 * scale * math.exp(-step / 12) + 0.02 * math.sin(step)
 
 
+CONFUSED = ((4, 9), (9, 4), (7, 2), (5, 3), (8, 3), (3, 5), (2, 7), (8, 5), (6, 0), (1, 7))
+"""Where the scripted matrices put their errors, most often first: the pairs of digits a real MNIST run mixes up."""
+
+
+def scripted_confusion(correct: int, classes: int = 10) -> tuple[tuple[int, ...], ...]:
+    """A test confusion matrix of TEST_SIZE images, TEST_SIZE / classes per class, with `correct` on its diagonal:
+    the errors go to CONFUSED's cells, the first ones getting the most."""
+    per_class = TEST_SIZE // classes
+    matrix = [[per_class if t == p else 0 for p in range(classes)] for t in range(classes)]
+    wrong = TEST_SIZE - correct
+    for i in range(wrong):
+        t, p = CONFUSED[min(int(len(CONFUSED) * (i / wrong) ** 2), len(CONFUSED) - 1)]
+        if matrix[t][t] > 0:
+            matrix[t][t] -= 1
+            matrix[t][p] += 1
+    return tuple(tuple(row) for row in matrix)
+
+
 def run_events(
     index: int,
     count: int,
@@ -105,6 +123,7 @@ def run_events(
                 duration_s=10.0,
                 samples_per_s=1600.0,
                 epochs=epochs,
+                confusion=scripted_confusion(round(accuracy * TEST_SIZE / 100)),
             )
         )
         step += BATCHES

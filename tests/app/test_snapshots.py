@@ -157,3 +157,14 @@ def test_compare_screen_snapshot(snap_compare, tmp_path, view):
         await pilot.pause()
 
     assert snap_compare(app, run_before=loaded, terminal_size=SIZE)
+
+
+def test_run_screen_with_the_confusion_matrix_snapshot(snap_compare, tmp_path, fixed_world):
+    """c shows the highlighted run's latest confusion matrix in the charts' place, readable at 80x24."""
+    app = TuitrainApp(runs_dir=tmp_path / "runs", presets={})
+    source = ScriptedSource(two_runs_mid_training())
+    try:
+        shown = scripted_run_screen(app, source, epochs=4, keys=("c",))
+        assert snap_compare(app, run_before=shown, terminal_size=SIZE)
+    finally:
+        source.stop()

@@ -359,3 +359,26 @@ def test_graph_step_follows_an_lr_schedule_without_capturing_again(deterministic
     for p, q in zip(model.parameters(), ref_model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
     assert int(correct) == int(ref_correct) > 0
+
+
+def test_counting_the_confusion_matrix_on_cuda_never_syncs() -> None:
+    """Each batch's counts are queued on the GPU (bincount would read its input's maximum back); only read_back
+    syncs, once, and the matrix is the recount of the predictions."""
+    from tuitrain.train.evaluation import EvalCounts
+
+    torch.manual_seed(0)
+    device = torch.device("cuda")
+    logits = [torch.randn(3, 500, 10, device=device) for _ in range(4)]  # three stacked runs, four batches
+    targets = [torch.randint(0, 10, (500,), device=device) for _ in range(4)]
+    counts = EvalCounts(3, device)
+    torch.cuda.set_sync_debug_mode("error")  # any sync in the batch loop raises
+    try:
+        for out, target in zip(logits, targets, strict=True):
+            counts.add(out, target)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    results = counts.read_back(2000)
+    predicted, target = torch.cat([o.argmax(-1) for o in logits], 1).cpu(), torch.cat(targets).cpu()
+    for run, result in enumerate(results):
+        expected = [[int(((target == t) & (predicted[run] == p)).sum()) for p in range(10)] for t in range(10)]
+        assert result.confusion == expected and result.total == 2000

@@ -129,6 +129,7 @@ def test_whole_history_is_replayed_when_watching_starts_late(mnist_dir: Path, tm
     assert [type(e) for e in followed][0] is RunStarted
     assert losses_of(followed) == losses_of(engine)
     assert of_type(followed, EpochEnded) == of_type(engine, EpochEnded)
+    assert all(e.confusion is not None for e in of_type(followed, EpochEnded))  # a watcher's run screen has them too
     assert isinstance(followed[-1], RunFinished) and followed[-1].status == "completed"
 
 

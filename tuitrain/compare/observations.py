@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from tuitrain import format as fmt
 from tuitrain.compare.groups import duplicate_notes, group_by_seed, has_repeats, ranking_notes, seed_groups
 from tuitrain.compare.runs import RunColumn, epochs_text
+from tuitrain.core.confusion import class_differences, class_totals, confusion_text, most_confused, summed
 
 if TYPE_CHECKING:
     from tuitrain.compare.model import Comparison
@@ -99,6 +100,7 @@ def observations(c: Comparison) -> list[str]:
     for r in trained:
         notes += _instability(r, r.index in stuck)
     notes += _metric_ranking(c)
+    notes += class_notes(c)
     notes += _training_time(c)
     devices = {r.device for r in c.runs}
     if len(devices) > 1:
@@ -284,3 +286,70 @@ def _training_time(c: Comparison) -> list[str]:
             f"({r.label}), so the machine was busy and these times say little about the runs"
         )
     return [note + "."]
+
+
+CLASS_DIFFERENCES_SHOWN = 3
+"""The classes named where two runs' per-class accuracies are compared: those that differ most."""
+MOST_CONFUSED_RUNS_LISTED = 4
+"""Up to this many runs, the most confused pair's note gives each run's count."""
+
+
+def class_notes(c: Comparison) -> list[str]:
+    """What the runs' final confusion matrices say: the pair of classes most often confused, and the classes that
+    differ most between two runs (the baseline and each other run; without a baseline the two runs, or the two
+    best). Runs that diverged, or have no matrix (script runs, older files), are left out."""
+    runs = [r for r in c.runs if r.final_confusion is not None and r.status != "diverged"]
+    if not runs or len({(r.record.spec.dataset, len(r.final_confusion or ())) for r in runs}) > 1:
+        return []  # no matrix, or matrices of different classes: nothing to add up or set side by side
+    notes = _most_confused(runs)
+    base = c.baseline_run
+    if base is not None and base in runs:
+        pairs = [(base, r) for r in runs if r is not base]
+    elif len(runs) == 2:
+        pairs = [(runs[0], runs[1])]
+    elif len(runs) > 2 and all(r.final_accuracy is not None for r in runs):
+        best = sorted(runs, key=lambda r: r.final_accuracy or 0.0, reverse=True)
+        pairs = [(best[0], best[1])]
+    else:
+        pairs = []
+    return notes + [_class_difference(a, b) for a, b in pairs]
+
+
+def _most_confused(runs: list[RunColumn]) -> list[str]:
+    matrices = [r.final_confusion for r in runs if r.final_confusion is not None]
+    total = summed(matrices)
+    worst = most_confused(total)
+    if worst is None:
+        return []
+    names = runs[0].class_names
+    of_class = class_totals(total)[worst.true]
+    share = f"{100 * worst.count / of_class:.1f}% of the test images of {names[worst.true]}"
+    if len(runs) == 1:
+        return [f"Most confused at the final epoch: {confusion_text(worst, names)} ({share})."]
+    if len(runs) <= MOST_CONFUSED_RUNS_LISTED:
+        share += "; " + ", ".join(f"{r.label} {(r.final_confusion or [])[worst.true][worst.predicted]}" for r in runs)
+    return [f"Most confused at the final epoch, over the {len(runs)} runs: {confusion_text(worst, names)} ({share})."]
+
+
+def _class_difference(a: RunColumn, b: RunColumn) -> str:
+    assert a.final_confusion is not None and b.final_confusion is not None  # class_notes keeps runs with one
+    differences = class_differences(a.final_confusion, b.final_confusion)
+    names = a.class_names
+    beyond = [d for d in differences if d.beyond_noise]
+    shown = (beyond or [d for d in differences if d.points != 0])[:CLASS_DIFFERENCES_SHOWN]
+    if not shown:
+        return f"Per class at the final epoch, {a.label} and {b.label} have the same accuracy on every class."
+    listing = "; ".join(
+        f"{names[d.index]} ({fmt.accuracy(d.accuracy_a)} vs {fmt.accuracy(d.accuracy_b)}, {d.points:+.2f} points)"
+        for d in shown
+    )
+    if not beyond:
+        return (
+            f"Per class at the final epoch, {a.label} vs {b.label} differ most on {listing}, within noise "
+            f"(±{shown[0].noise:.2f} points for {names[shown[0].index]})."
+        )
+    return (
+        f"Per class at the final epoch, {a.label} vs {b.label} differ most on {listing}; "
+        f"{len(beyond)} of {len(differences)} classes {'differs' if len(beyond) == 1 else 'differ'} beyond noise "
+        "(two standard errors of each class's test images)."
+    )

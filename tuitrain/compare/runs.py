@@ -11,6 +11,7 @@ import numpy as np
 
 from tuitrain import format as fmt
 from tuitrain.catalog import RunFile
+from tuitrain.core.confusion import class_names
 from tuitrain.records import RunRecord
 from tuitrain.tblogs import PRESET as TENSORBOARD
 
@@ -136,6 +137,17 @@ class RunColumn:
     @property
     def num_classes(self) -> int:
         return NUM_CLASSES.get(self.record.spec.dataset, 10)
+
+    @property
+    def final_confusion(self) -> list[list[int]] | None:
+        """The test confusion matrix of the last completed epoch; None for a run without one (script runs, older
+        files) or that has no epoch."""
+        return self.record.epochs[-1].confusion if self.record.epochs else None
+
+    @property
+    def class_names(self) -> list[str]:
+        """The names of the classes its confusion matrix counts (digits for MNIST)."""
+        return class_names(self.record.spec.dataset, len(self.final_confusion or ()) or self.num_classes)
 
     def param(self, name: str) -> Any:
         """A hyperparameter: a script run's from its free-form config (its spec holds only defaults), a preset

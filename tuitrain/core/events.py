@@ -127,6 +127,8 @@ class EpochEnded:
     """Validation loss; None without a validation split."""
     val_accuracy: float | None = None
     """Validation accuracy in percent; None without a validation split."""
+    confusion: tuple[tuple[int, ...], ...] | None = None
+    """The test confusion matrix, confusion[true][predicted] (records.EpochRecord.confusion); None for script runs."""
 
 
 @dataclass(frozen=True)

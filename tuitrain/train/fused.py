@@ -381,7 +381,7 @@ class FusedFit:
         """Evaluate the group's runs in one pass; each gets its EpochRecord, checkpoint, run file and EpochEnded.
         Runs that have trained their epochs leave."""
         eval_start = time.perf_counter()
-        losses, correct, total = group.stack.evaluate(self.data.test_x, self.data.test_y, eval_batch(self.device))
+        tests = group.stack.evaluate(self.data.test_x, self.data.test_y, eval_batch(self.device))
         eval_s = time.perf_counter() - eval_start
         on_gpu = self.device.type == "cuda"
         samples = min(self.batches * self.batch_size, self.n)
@@ -393,10 +393,10 @@ class FusedFit:
                 initial_loss=epoch_losses[0],
                 final_loss=epoch_losses[-1],
                 mean_loss=sum(epoch_losses) / len(epoch_losses),
-                test_loss=losses[position],
-                test_accuracy=100.0 * correct[position] / max(total, 1),
-                test_correct=correct[position],
-                test_total=total,
+                test_loss=tests[position].loss,
+                test_accuracy=100.0 * tests[position].correct / max(tests[position].total, 1),
+                test_correct=tests[position].correct,
+                test_total=tests[position].total,
                 duration_s=m.train_s + eval_s,
                 eval_s=eval_s,
                 paused_s=m.paused_s,
@@ -404,6 +404,7 @@ class FusedFit:
                 threads=[torch.get_num_threads()] if not on_gpu else [],
                 peak_gpu_memory_bytes=torch.cuda.max_memory_allocated(self.device) if on_gpu else None,
                 lr=m.spec.lr_at(group.epoch),  # constant: a run with a schedule does not fuse (stacked.fusable)
+                confusion=tests[position].confusion,
             )
             record.epochs.append(result)
             m.active_s += result.duration_s

@@ -55,6 +55,7 @@ from tuitrain.train.device import (
     select_device,
     usable_precision,
 )
+from tuitrain.train.evaluation import EvalCounts, Evaluation
 from tuitrain.train.optim import load_optimizer_state, make_optimizer, set_lr
 
 # Evaluation batch: on the CPU, batches of a few hundred images stay in cache and beat larger ones
@@ -77,22 +78,25 @@ def eval_batch(device: torch.device) -> int:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> tuple[float, int, int]:
-    """Per-sample mean loss, correct count and total on (x, y), in large batches; sums stay on the device and are
-    read back once (no sync per batch)."""
+    """Per-sample mean loss, correct count and total on (x, y) (evaluate_classes without the matrix)."""
+    result = evaluate_classes(model, x, y, precision)
+    return result.loss, result.correct, result.total
+
+
+@torch.inference_mode()
+def evaluate_classes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> Evaluation:
+    """Per-sample mean loss, correct count, total and confusion matrix on (x, y), in large batches; sums and counts
+    stay on the device and are read back once (no sync per batch)."""
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    counts = EvalCounts(1, x.device)
     step = eval_batch(x.device)
     for start in range(0, x.shape[0], step):
         with autocast(x.device, precision):
             out = model(x[start : start + step])
-        target = y[start : start + step]
-        loss_sum += nn.functional.cross_entropy(out.float(), target, reduction="sum").double()
-        correct += (out.argmax(1) == target).sum()
+        counts.add(out, y[start : start + step])
     model.train(was_training)
-    total = int(x.shape[0])
-    return loss_sum.item() / max(total, 1), int(correct.item()), total
+    return counts.read_back(int(x.shape[0]))[0]
 
 
 def new_record(spec: RunSpec, device: torch.device, *, run_id: str, label: str, **extra) -> RunRecord:
@@ -458,7 +462,8 @@ class FitLoop:
         record, place = self.record, self.place
         epoch_losses = record.batch_losses[-self.batches :]
         eval_start = time.perf_counter()
-        test_loss, correct, total = evaluate(self.model, self.data.test_x, self.data.test_y, self.spec.precision)
+        test = evaluate_classes(self.model, self.data.test_x, self.data.test_y, self.spec.precision)
+        test_loss, correct, total = test.loss, test.correct, test.total
         val: dict = {}
         if self.data.val_x is not None and self.data.val_y is not None:
             val_loss, val_correct, val_total = evaluate(
@@ -491,6 +496,7 @@ class FitLoop:
             lr=self.spec.lr_at(progress.epoch),
             train_accuracy=100.0 * train_correct / progress.samples if progress.samples else None,
             **val,
+            confusion=test.confusion,
         )
         record.epochs.append(result)
         self.active_s += result.duration_s

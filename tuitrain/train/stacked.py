@@ -31,6 +31,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from tuitrain.core.spec import RunSpec
 from tuitrain.train.device import prepare_model
+from tuitrain.train.evaluation import EvalCounts, Evaluation
 
 FUSABLE_MODELS = frozenset({"model_a", "model_b"})
 """Models made only of layers that vmap batches exactly: convolutions, linear layers, pooling, activations."""
@@ -159,21 +160,12 @@ class StackedRuns:
     # --- evaluation ------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[list[float], list[int], int]:
-        """Per-run mean test loss and correct count on (x, y), and the total; one read-back at the end."""
-        runs = len(self)
-        loss_sum = torch.zeros(runs, device=x.device, dtype=torch.float64)
-        correct = torch.zeros(runs, device=x.device, dtype=torch.long)
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch: int) -> list[Evaluation]:
+        """Each run's mean test loss, correct count, total and confusion matrix on (x, y); one read-back at the end."""
+        counts = EvalCounts(len(self), x.device)
         for start in range(0, x.shape[0], batch):
-            out = self._logits(self.params, self.buffers, x[start : start + batch])  # (R, b, 10)
-            target = y[start : start + batch]
-            per_sample = nn.functional.cross_entropy(
-                out.reshape(-1, out.shape[-1]).float(), target.repeat(runs), reduction="none"
-            )
-            loss_sum += per_sample.view(runs, -1).sum(1).double()
-            correct += (out.argmax(-1) == target).sum(1)
-        total = int(x.shape[0])
-        return [v / max(total, 1) for v in loss_sum.tolist()], [int(c) for c in correct.tolist()], total
+            counts.add(self._logits(self.params, self.buffers, x[start : start + batch]), y[start : start + batch])
+        return counts.read_back(int(x.shape[0]))
 
     # --- members ---------------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ TRAINING = """\
 | l | linear / log scale for the loss chart (and a per-epoch figure other than accuracy) |
 | m | pick the metric drawn: any per-step series the runs logged (left chart) or per-epoch figure (right) |
 | z | step range of the left chart: all steps, the latest half, tenth, hundredth |
+| c | the highlighted run's latest test confusion matrix, per-class accuracy beside it, in the charts' place |
 | f | once training is over: the run files' whole folder (the line above the charts cuts it), also to the clipboard |
 | Esc | back to the presets once training is over (at any time when watching another process's run) |
 """

@@ -37,6 +37,7 @@ from tuitrain.monitor import ACCURACY, LOSS, SweepMonitor
 from tuitrain.tui.messages import EngineEvent, SourceFailed
 from tuitrain.tui.screens.dialogs import ConfirmScreen, ErrorScreen, MetricPicker
 from tuitrain.tui.widgets.charts import AccuracyChart, LossChart, run_style
+from tuitrain.tui.widgets.confusion import ConfusionPanel, latest_matrix
 from tuitrain.tui.widgets.epoch_table import EpochTable
 from tuitrain.tui.widgets.gpu_panel import GpuPanel
 from tuitrain.tui.widgets.progress import ProgressPanel
@@ -74,6 +75,7 @@ class RunScreen(SizedScreen[None]):
         # not in the footer (it fits 80 columns as it is): the help lists them
         Binding("m", "pick_metric", "Metric", show=False),
         Binding("z", "zoom_steps", "Step range", show=False),
+        Binding("c", "toggle_confusion", "Confusion matrix", show=False),
         Binding("escape", "back", "Back"),
     ]
     NARROW_FOOTER_SPARES = frozenset({"toggle_smooth", "toggle_log"})
@@ -100,6 +102,10 @@ class RunScreen(SizedScreen[None]):
         self.files: str | None = None
         """Where the run files are, shown once training ends."""
         self.feed_worker: Worker | None = None
+        self.confusion_shown = False
+        """The confusion matrix is shown in the charts' place (c toggles it)."""
+        self.last_matrix_run: str | None = None
+        """The run whose epoch brought the latest confusion matrix: shown while the highlighted run has none yet."""
 
     @property
     def watching(self) -> bool:
@@ -128,6 +134,7 @@ class RunScreen(SizedScreen[None]):
         with Horizontal(id="charts"):
             yield LossChart(id="loss-chart")
             yield AccuracyChart(id="accuracy-chart")
+        yield ConfusionPanel(id="confusion")
         yield EpochTable(id="epochs")
         yield Footer()
         yield TooSmall()
@@ -169,6 +176,9 @@ class RunScreen(SizedScreen[None]):
         elif isinstance(event, EpochEnded) and run is not None:
             self.query_one(EpochTable).add_epoch(run, event)
             self.accuracy_dirty = True
+            if event.confusion is not None:
+                self.last_matrix_run = run.run_id
+            self.show_confusion()
         elif isinstance(event, (RunStarted, RunFinished)):
             self.loss_dirty = self.accuracy_dirty = True
             self.show_legend()
@@ -180,6 +190,7 @@ class RunScreen(SizedScreen[None]):
                 # a watched run that started over (resumed) is replayed from its start
                 self.query_one(EpochTable).remove_run(event.run_id)
                 self.query_one("#run-title", Static).update(Text(fmt.printable(self.source.title)))
+                self.show_confusion()  # the highlighted run may have changed
             if isinstance(event, RunFinished) and event.status != "completed":
                 detail = f": {event.error}" if event.error else ""
                 self.notify(
@@ -226,6 +237,15 @@ class RunScreen(SizedScreen[None]):
 
     def show_progress(self) -> None:
         self.query_one(ProgressPanel).show(self.monitor, paused=self.paused, note=self.note, files=self.files)
+
+    def show_confusion(self) -> None:
+        """The confusion matrix, when shown: the highlighted run's latest, else the latest any run brought."""
+        if not self.confusion_shown:
+            return
+        run = self.monitor.current
+        if (run is None or latest_matrix(run) is None) and self.last_matrix_run in self.monitor.runs:
+            run = self.monitor.runs[self.last_matrix_run]
+        self.query_one(ConfusionPanel).show(run)
 
     def show_legend(self) -> None:
         """The charts' legend, outside them: each run's line style and label, in its colour."""
@@ -325,10 +345,20 @@ class RunScreen(SizedScreen[None]):
     def action_next_run(self) -> None:
         self.monitor.highlight_next(1)
         self.show_progress()
+        self.show_confusion()
 
     def action_previous_run(self) -> None:
         self.monitor.highlight_next(-1)
         self.show_progress()
+        self.show_confusion()
+
+    def action_toggle_confusion(self) -> None:
+        """The confusion matrix in the charts' place, or the charts again."""
+        self.confusion_shown = not self.confusion_shown
+        self.set_class(self.confusion_shown, "confusion")
+        self.show_confusion()
+        if not self.confusion_shown:
+            self.loss_dirty = self.accuracy_dirty = True  # drawn at their size again
 
     def action_show_files(self) -> None:
         """The run files' whole folder, which the progress panel cuts at the start to fit: in a notification, and on
