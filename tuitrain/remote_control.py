@@ -11,8 +11,8 @@ watcher shows that state (the trainer's own, not what was asked), and a controll
 
 Files, not signals: a request names its runs, and it works for a process started on another host that writes to a
 shared disk. Nothing from an earlier life of the folder acts on a new one: a request for another holder is dropped,
-a trainer deletes the requests left in its folder as it starts, and its state file as it ends (one left by a crash
-names a holder that is gone or no longer holds the lock, so it is not taken as live).
+a trainer deletes the requests left in its folder as it starts, and marks its state file ended as it ends (one
+left by a crash names a holder that is gone or no longer holds the lock, so it is not taken as live).
 """
 
 from __future__ import annotations
@@ -89,14 +89,23 @@ class TrainerState(BaseModel):
     """Every run was told to stop; no more start."""
     answers: dict[str, str] = Field(default_factory=dict)
     """What the trainer did with its latest requests, by request id."""
+    ended: bool = False
+    """The trainer has let go of the folder and takes no more requests (its last answers stay readable: a stop
+    can end it before the controller has read its answer)."""
+
+
+def read_state_file(folder: Path) -> TrainerState | None:
+    """The state file as it is (possibly a trainer's that has ended or died), or None when there is none."""
+    try:
+        return TrainerState.model_validate_json((Path(folder) / CONTROL_STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValidationError):
+        return None
 
 
 def read_state(folder: Path) -> TrainerState | None:
     """The state of the trainer that holds `folder` now, or None when no live trainer takes requests there."""
-    folder = Path(folder)
-    try:
-        state = TrainerState.model_validate_json((folder / CONTROL_STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValidationError):
+    state = read_state_file(folder)
+    if state is None or state.ended:
         return None
     # a state file left by a trainer that crashed: another process holds the folder now, or none does
     if state.holder != lock_holder(folder) or folder_writer_alive(folder) is False:
@@ -113,16 +122,16 @@ def send_request(folder: Path, state: TrainerState, action: Action, run_ids: lis
 
 
 def wait_for_answer(folder: Path, request_id: str, timeout_s: float) -> tuple[str | None, TrainerState | None]:
-    """The trainer's answer to a request and its state then; (None, last state) if none came in `timeout_s` (or
-    the trainer ended meanwhile)."""
+    """The trainer's answer to a request and its state then (marked ended if the request ended it); (None, its
+    state) if none came in `timeout_s`, or (None, None) if the trainer ended without taking it."""
     deadline = time.monotonic() + timeout_s
-    state = None
     while True:
-        state = read_state(folder)
+        state = read_state_file(folder)
         if state is not None and request_id in state.answers:
             return state.answers[request_id], state
-        if state is None or time.monotonic() >= deadline:
-            return None, state
+        live = read_state(folder)
+        if live is None or time.monotonic() >= deadline:
+            return None, live
         time.sleep(0.05)
 
 
@@ -174,12 +183,14 @@ class RequestPoller:
         return self
 
     def close(self) -> None:
-        """Stop polling and remove the state file: nothing here takes requests any more."""
+        """Stop polling and mark the state file ended: nothing here takes requests any more."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5.0)
         with contextlib.suppress(OSError):
-            (self.folder / CONTROL_STATE_FILE).unlink()
+            self.poll_once()  # a request that came as the runs ended is answered (with nothing to do)
+            state = self.state().model_copy(update={"runs": {}, "paused": [], "stopping": [], "ended": True})
+            atomic_write_text(self.folder / CONTROL_STATE_FILE, state.model_dump_json(indent=1))
 
     def work(self) -> None:
         while not self._stop.wait(self.poll_s):
