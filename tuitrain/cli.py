@@ -646,8 +646,8 @@ def cmd_control(verb: Action, argv: Sequence[str]) -> int:
     (remote_control); prints what it did, then (stop) waits for the stopped runs' files to say how they ended."""
     import time
 
-    from tuitrain.headless import safe_print
-    from tuitrain.records import read_record
+    # numpy-free up to the request (the run records are read only for a run file, or once it is sent): a stop
+    # typed in another terminal reaches the trainer as soon as it can
     from tuitrain.remote_control import live_folders, read_state, send_request, wait_for_answer
 
     parser = argparse.ArgumentParser(prog=f"tuitrain {verb}", description=CONTROL_VERBS[verb])
@@ -680,6 +680,8 @@ def cmd_control(verb: Action, argv: Sequence[str]) -> int:
         raise TuitrainError(f"{target}: no such run file or folder. Pass a run file (.json) or a runs folder.")
     run_ids: list[str] | None = None
     if target.is_file():
+        from tuitrain.records import read_record
+
         try:
             record = read_record(target)
         except TuitrainError as exc:
@@ -699,6 +701,9 @@ def cmd_control(verb: Action, argv: Sequence[str]) -> int:
         folder, state = live[0]
     request_id = send_request(folder, state, verb, run_ids)
     answer, after = wait_for_answer(folder, request_id, CONTROL_ANSWER_S)
+    from tuitrain.headless import safe_print
+    from tuitrain.records import read_record
+
     if answer is None:
         if after is None:
             raise TuitrainError(f"{folder}: the training process ended meanwhile; nothing to {verb}.")

@@ -25,7 +25,6 @@ from tuitrain.catalog import (
     PLAN_FILE,
     STALE_AFTER_S,
     effective_status,
-    folder_writer_alive,
     pid_alive,
     training_process_alive,
 )
@@ -42,6 +41,7 @@ from tuitrain.core.events import (
     RunStarted,
     Sink,
 )
+from tuitrain.core.folder_lock import folder_writer_alive
 from tuitrain.core.serieslog import SeriesReader
 from tuitrain.core.tfevents import is_event_file
 from tuitrain.records import RunRecord, parse_record

@@ -2,7 +2,7 @@
 
 A controller (`tuitrain stop|pause|unpause`, or the watch screen's p, n and x) writes a request file
 (control-<time>-<pid>-<random>.request, atomically) addressed to the trainer that holds the folder: the holder line
-of its lock file (catalog.LOCK_FILE, "pid N on HOST"). The invoking process that holds the lock polls the folder
+of its lock file (core.folder_lock, "pid N on HOST"). The invoking process that holds the lock polls the folder
 every POLL_S with a small thread (RequestPoller): it sets the runs' RunControl flags as the app's own keys do (the
 scheduler forwards them to worker processes and Ray actors; the loop acts at the next batch boundary and records
 it: paused_s, interrupted), deletes the request, and rewrites the state file (CONTROL_STATE_FILE) with what its
@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,9 +29,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from tuitrain.catalog import LOCK_FILE, folder_writer_alive
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
+from tuitrain.core.folder_lock import folder_writer_alive, holder_line, lock_holder
 
 CONTROL_STATE_FILE = "tuitrain.control"
 """Beside the run files while a trainer holds the folder: its controls' state (JSON; not *.json, never a run)."""
@@ -44,19 +43,6 @@ KEPT_ANSWERS = 32
 """Answers to the latest requests kept in the state file (a controller reads its own)."""
 
 Action = Literal["pause", "unpause", "stop"]
-
-
-def holder_line() -> str:
-    """What a process that holds a folder's lock writes in its lock file: who it is, for people and for requests."""
-    return f"pid {os.getpid()} on {socket.gethostname()}"
-
-
-def lock_holder(folder: Path) -> str | None:
-    """The holder line in a folder's lock file (the last process that held it), if any."""
-    try:
-        return (Path(folder) / LOCK_FILE).read_text(encoding="utf-8").strip() or None
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 class ControlRequest(BaseModel):
@@ -117,7 +103,11 @@ def send_request(folder: Path, state: TrainerState, action: Action, run_ids: lis
     """Write a request to the trainer whose state is `state`; returns its id (its answer appears under it)."""
     request_id = f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(3)}"
     request = ControlRequest(id=request_id, holder=state.holder, action=action, run_ids=run_ids)
-    atomic_write_text(Path(folder) / f"{REQUEST_PREFIX}{request_id}{REQUEST_SUFFIX}", request.model_dump_json())
+    # whole or absent (renamed into place), but not synced to the disk: it is read within a poll or not needed
+    path = Path(folder) / f"{REQUEST_PREFIX}{request_id}{REQUEST_SUFFIX}"
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(request.model_dump_json(), encoding="utf-8")
+    os.replace(partial, path)
     return request_id
 
 

@@ -18,12 +18,13 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from tuitrain.catalog import LOCK_FILE, PLAN_FILE, effective_status, new_invocation_dir, slug
+from tuitrain.catalog import PLAN_FILE, effective_status, new_invocation_dir, slug
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
 from tuitrain.core.cores import machine_cores
 from tuitrain.core.errors import DataError, PresetError, RecordError, TuitrainError, first_error
 from tuitrain.core.events import LogMessage, Sink
+from tuitrain.core.folder_lock import LOCK_FILE, holder_line
 from tuitrain.core.ray_options import with_resources
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RESUMABLE
@@ -34,7 +35,7 @@ from tuitrain.executors.local import LocalWorker
 from tuitrain.executors.scheduler import Scheduler, Worker
 from tuitrain.presets import Preset, PresetRun
 from tuitrain.records import RunRecord, RunRestart, read_record
-from tuitrain.remote_control import RemoteControls, RequestPoller, holder_line
+from tuitrain.remote_control import RemoteControls, RequestPoller
 from tuitrain.train import estimate
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 from tuitrain.train.data import MnistArrays, resolve_mnist

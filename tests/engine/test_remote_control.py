@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tuitrain.catalog import LOCK_FILE
 from tuitrain.cli import main
 from tuitrain.core.control import RunControl
 from tuitrain.core.errors import RecordError
+from tuitrain.core.folder_lock import LOCK_FILE, holder_line
 from tuitrain.follow import DETACHED_LOG
 from tuitrain.presets import load_preset_file
 from tuitrain.records import RunRecord, read_record
@@ -31,7 +31,6 @@ from tuitrain.remote_control import (
     REQUEST_SUFFIX,
     ControlRequest,
     TrainerState,
-    holder_line,
     read_state,
     read_state_file,
 )
