@@ -648,7 +648,13 @@ def cmd_control(verb: Action, argv: Sequence[str]) -> int:
 
     # numpy-free up to the request (the run records are read only for a run file, or once it is sent): a stop
     # typed in another terminal reaches the trainer as soon as it can
+    from tuitrain.core.folder_lock import folder_locked, lock_holder
     from tuitrain.remote_control import live_folders, read_state, send_request, wait_for_answer
+
+    def starting(folder: Path) -> None:
+        """A live process holds the folder but takes no requests yet: it is loading torch and the data."""
+        if folder_locked(folder):
+            raise TuitrainError(f"{folder}: the training process ({lock_holder(folder)}) is still starting; try again.")
 
     parser = argparse.ArgumentParser(prog=f"tuitrain {verb}", description=CONTROL_VERBS[verb])
     parser.add_argument(
@@ -688,6 +694,8 @@ def cmd_control(verb: Action, argv: Sequence[str]) -> int:
             raise TuitrainError(f"{target}: not a run file ({exc})") from None
         folder, run_ids = target.parent, [record.id]
         state = read_state(folder)
+        if state is None:
+            starting(folder)
         if state is None or record.id not in state.runs:
             raise TuitrainError(f"{target}: {record.label} is not training now ({record.status}); nothing to {verb}.")
     elif (state := read_state(target)) is not None:
@@ -695,6 +703,7 @@ def cmd_control(verb: Action, argv: Sequence[str]) -> int:
     else:
         live = live_folders(target)
         if not live:
+            starting(target)
             raise TuitrainError(
                 f"{target}: nothing is training there now (no live tuitrain holds it); nothing to {verb}."
             )

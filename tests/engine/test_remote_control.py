@@ -213,3 +213,20 @@ def test_a_detached_sweep_with_worker_processes_is_paused_resumed_and_stopped(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_process_that_holds_the_folder_but_takes_no_requests_yet_is_said_to_be_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tuitrain.session import lock_folder, release_folder
+
+    folder = tmp_path / "runs" / "20261205-000000-tiny-abcdef"
+    folder.mkdir(parents=True)
+    lock_folder(folder)  # as a detached process does while it loads torch and the data
+    try:
+        assert main(["stop", str(folder)]) == 2
+        assert f"the training process ({holder_line()}) is still starting; try again." in capsys.readouterr().err
+    finally:
+        release_folder(folder)
+    assert main(["stop", str(folder)]) == 2  # its holder gone: nothing is training there
+    assert "nothing is training there now" in capsys.readouterr().err

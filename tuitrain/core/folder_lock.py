@@ -5,6 +5,7 @@ Torch- and numpy-free, so that a command that only asks a trainer something (`tu
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 from pathlib import Path
@@ -37,3 +38,19 @@ def folder_writer_alive(folder: Path) -> bool | None:
     if len(words) != 4 or words[0] != "pid" or not words[1].isdigit() or words[3] != socket.gethostname():
         return None
     return pid_alive(int(words[1]))
+
+
+def folder_locked(folder: Path) -> bool:
+    """Whether a process holds the folder's lock now (its holder line may name a process that let go of it and lives
+    on: the app, once a preset has ended). Probed with a shared lock taken and dropped at once."""
+    try:
+        fd = os.open(Path(folder) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # drops the probe's lock too
+    return False
