@@ -725,8 +725,8 @@ def cmd_control(verb: Action, argv: Sequence[str]) -> int:
     safe_print(f"{folder.name} ({state.holder}): {answer}", sys.stdout)
     if after is not None and after.paused:
         safe_print(f"Paused: {', '.join(after.runs[r] for r in after.paused if r in after.runs)}", sys.stdout)
-    # the runs training as the trainer took the request (as it last said, if the stop has ended it already)
-    stopped = run_ids or list(after.runs if after is not None and not after.ended else state.runs)
+    # the runs training as the request was sent and as the trainer answered (a later state: some may have ended)
+    stopped = run_ids or list({**state.runs, **(after.runs if after is not None else {})})
     if verb != "stop" or not stopped or args.wait <= 0:
         return 0
     files = [p for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
