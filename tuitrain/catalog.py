@@ -24,10 +24,6 @@ from tuitrain.tblogs import log_folders, read_log_folder
 
 PLAN_FILE = "invocation.plan"
 """Beside the run files of a preset invocation: the runs it plans (JSON; not *.json, so never taken for a run)."""
-LOCK_FILE = "tuitrain.lock"
-"""In each invocation folder: locked (flock) by the process that trains or resumes its runs, which also writes
-"pid N on HOST" there, so that a second one is refused instead of both writing the same files."""
-
 TRASH_DIR = ".trash"
 """In a runs folder: where trashed runs go (tuitrain.housekeeping), under their path relative to the runs folder;
 listings of the runs folder leave it out."""
@@ -51,19 +47,6 @@ class RunFile:
         if self.record is None:
             return "unreadable"
         return effective_status(self.record)
-
-
-def folder_writer_alive(folder: Path) -> bool | None:
-    """Whether the process that last trained or resumed an invocation folder (its lock file says which) is still
-    there; None when that cannot be told from here (no lock file, or another host). With runs trained in worker
-    processes, this process, not a run's worker, decides whether more runs will start."""
-    try:
-        words = (folder / LOCK_FILE).read_text(encoding="utf-8").split()
-    except (OSError, UnicodeDecodeError):
-        return None
-    if len(words) != 4 or words[0] != "pid" or not words[1].isdigit() or words[3] != socket.gethostname():
-        return None
-    return pid_alive(int(words[1]))
 
 
 def training_process_alive(record: RunRecord) -> bool:

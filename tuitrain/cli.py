@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -15,6 +16,7 @@ from tuitrain import __version__
 from tuitrain.core.errors import TuitrainError
 
 if TYPE_CHECKING:
+    from tuitrain.remote_control import Action
     from tuitrain.signals import StopOnSignals
 
 DESCRIPTION = """\
@@ -30,6 +32,9 @@ tuitrain: train PyTorch image classifiers on MNIST and watch them in the termina
   tuitrain schema                       print the JSON Schema of run files
   tuitrain compare [RUNS…] [--no-ui]    compare saved runs (tuitrain compare --help)
   tuitrain watch [RUN_FILE|DIR]         watch a run another process trains (default: newest in --runs-dir)
+  tuitrain stop|pause|unpause [RUN_FILE|DIR]
+                                        stop, pause or go on with runs another process trains (default: the
+                                        newest live invocation in --runs-dir)
   tuitrain report [RUNS…]               write the report: per-epoch tables, figures, observations (--help)
   tuitrain trash RUNS… / restore [RUNS…] move runs to runs/.trash (with checkpoints) / list it or put them back
   tuitrain label RUN NEW, tag RUNS… +T -T, note RUNS… TEXT   rename, tag, annotate runs (compare --tag T filters)
@@ -664,6 +669,137 @@ def cmd_watch(argv: Sequence[str]) -> int:
     return 0 if statuses and all(s == "completed" for s in statuses) and not any(t.abandoned for t in trackers) else 1
 
 
+CONTROL_VERBS: dict[Action, str] = {
+    "stop": (
+        "Stop runs that another tuitrain process trains (one started with --detach, say): each is saved "
+        "as interrupted at its next batch (tuitrain --resume continues it). On a folder, every run stops and no "
+        "more start; on a run file, that run alone stops and a sweep goes on with the next."
+    ),
+    "pause": (
+        "Pause runs that another tuitrain process trains: each waits at its next batch until "
+        "tuitrain unpause (the pause is recorded in the run file as paused_s, not training time). On a folder "
+        "every run pauses, those that start later too; on a run file, that run alone."
+    ),
+    "unpause": (
+        "Go on with runs paused by tuitrain pause or a watcher's p key, in another tuitrain "
+        "process. On a folder every run goes on; on a run file, that run alone."
+    ),
+}
+CONTROL_ANSWER_S = 5.0
+"""How long a controller waits for the trainer to take its request (it polls every 0.2 s)."""
+
+
+def cmd_control(verb: Action, argv: Sequence[str]) -> int:
+    """`tuitrain stop|pause|unpause [TARGET]`: a request to the live trainer of an invocation folder
+    (remote_control); prints what it did, then (stop) waits for the stopped runs' files to say how they ended."""
+    import time
+
+    # numpy-free up to the request (the run records are read only for a run file, or once it is sent): a stop
+    # typed in another terminal reaches the trainer as soon as it can
+    from tuitrain.core.folder_lock import folder_locked, lock_holder
+    from tuitrain.remote_control import live_folders, read_state, send_request, wait_for_answer
+
+    def starting(folder: Path) -> None:
+        """A live process holds the folder but takes no requests yet: it is loading torch and the data."""
+        if folder_locked(folder):
+            raise TuitrainError(f"{folder}: the training process ({lock_holder(folder)}) is still starting; try again.")
+
+    parser = argparse.ArgumentParser(prog=f"tuitrain {verb}", description=CONTROL_VERBS[verb])
+    parser.add_argument(
+        "target",
+        nargs="?",
+        type=Path,
+        metavar="RUN_FILE|DIR",
+        help="a run file (that run alone), an invocation folder (its runs), or a runs folder (its newest live "
+        "invocation); default: --runs-dir",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs"),
+        metavar="DIR",
+        help="the runs folder whose newest live invocation is meant when no target is given (default: runs/)",
+    )
+    if verb == "stop":
+        parser.add_argument(
+            "--wait",
+            type=float,
+            default=30.0,
+            metavar="SECONDS",
+            help="how long to wait for the stopped runs' files to say interrupted (default: 30; 0: do not wait)",
+        )
+    args = parser.parse_args(argv)
+    target = (args.target if args.target is not None else args.runs_dir).expanduser()
+    if not target.exists():
+        raise TuitrainError(f"{target}: no such run file or folder. Pass a run file (.json) or a runs folder.")
+    run_ids: list[str] | None = None
+    if target.is_file():
+        from tuitrain.records import read_record
+
+        try:
+            record = read_record(target)
+        except TuitrainError as exc:
+            raise TuitrainError(f"{target}: not a run file ({exc})") from None
+        folder, run_ids = target.parent, [record.id]
+        state = read_state(folder)
+        if state is None:
+            starting(folder)
+        if state is None or record.id not in state.runs:
+            raise TuitrainError(f"{target}: {record.label} is not training now ({record.status}); nothing to {verb}.")
+    elif (state := read_state(target)) is not None:
+        folder = target
+    else:
+        live = live_folders(target)
+        if not live:
+            starting(target)
+            raise TuitrainError(
+                f"{target}: nothing is training there now (no live tuitrain holds it); nothing to {verb}."
+            )
+        folder, state = live[0]
+    request_id = send_request(folder, state, verb, run_ids)
+    answer, after = wait_for_answer(folder, request_id, CONTROL_ANSWER_S)
+    from tuitrain.headless import safe_print
+    from tuitrain.records import read_record
+
+    if answer is None:
+        if after is None:
+            raise TuitrainError(f"{folder}: the training process ended meanwhile; nothing to {verb}.")
+        safe_print(
+            f"{folder}: the training process ({state.holder}) has not answered in {CONTROL_ANSWER_S:.0f} s; "
+            "it takes the request when it can.",
+            sys.stderr,
+        )
+        return 1
+    safe_print(f"{folder.name} ({state.holder}): {answer}", sys.stdout)
+    if after is not None and after.paused:
+        safe_print(f"Paused: {', '.join(after.runs[r] for r in after.paused if r in after.runs)}", sys.stdout)
+    # the runs training as the request was sent and as the trainer answered (a later state: some may have ended)
+    stopped = run_ids or list({**state.runs, **(after.runs if after is not None else {})})
+    if verb != "stop" or not stopped or args.wait <= 0:
+        return 0
+    files = [p for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
+    deadline = time.monotonic() + args.wait
+    ended: dict[Path, str] = {}
+    while True:
+        for path in files:
+            try:
+                record = read_record(path)
+            except TuitrainError:
+                continue  # being replaced: read at the next look
+            if record.id in stopped and record.status != "running":
+                ended[path] = record.status
+        if len(ended) >= len(stopped) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    for path, status in sorted(ended.items()):
+        safe_print(f"{path.name}: {status}", sys.stdout)
+    if len(ended) < len(stopped):
+        safe_print(
+            f"{len(stopped) - len(ended)} run(s) still finishing their batch: tuitrain watch {folder}", sys.stdout
+        )
+    return 0
+
+
 def cmd_report(argv: Sequence[str]) -> int:
     from tuitrain.report import cmd_report as run_report
 
@@ -679,12 +815,13 @@ def housekeeping_command(name: str):
     return run
 
 
-SUBCOMMANDS = {
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "schema": cmd_schema,
     "compare": cmd_compare,
     "watch": cmd_watch,
     "report": cmd_report,
     **{name: housekeeping_command(name) for name in ("trash", "restore", "label", "tag", "note")},
+    **{verb: functools.partial(cmd_control, verb) for verb in CONTROL_VERBS},
 }
 
 

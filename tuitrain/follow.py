@@ -26,7 +26,6 @@ from tuitrain.catalog import (
     STALE_AFTER_S,
     TRASH_DIR,
     effective_status,
-    folder_writer_alive,
     pid_alive,
     training_process_alive,
 )
@@ -43,9 +42,11 @@ from tuitrain.core.events import (
     RunStarted,
     Sink,
 )
+from tuitrain.core.folder_lock import folder_writer_alive
 from tuitrain.core.serieslog import SeriesReader
 from tuitrain.core.tfevents import is_event_file
 from tuitrain.records import RunRecord, parse_record
+from tuitrain.remote_control import RemoteControls
 from tuitrain.tblogs import PRESET as TENSORBOARD
 from tuitrain.tblogs import TensorBoardRunReader, log_folders
 
@@ -525,7 +526,8 @@ class Follower:
     """Follows a run file, an invocation folder, or the newest invocation in a runs folder.
 
     Satisfies the app's event-source protocol (title, control, run(sink), stop(), result_folder()):
-    control is None because a watched run is controlled by the process that trains it.
+    control is None because a watched run is controlled by the process that trains it; `remote` asks that
+    process to pause or stop its runs (remote_control), once a live one that takes requests holds the folder.
     """
 
     control: RunControl | None = None
@@ -556,6 +558,8 @@ class Follower:
         self._said_waiting = False
         self.writer_gone = False
         """A detached training process ended before writing any run file (nothing more will come)."""
+        self.remote: RemoteControls | None = None
+        """Requests to the trainer of the folder, and its state as read at each poll (run files only)."""
         self.title = f"Watching {self.target}"
 
     @property
@@ -586,6 +590,9 @@ class Follower:
             paths = [self.folder] if self.target.is_file() else log_folders(self.folder)
         else:
             paths = [self.target] if self.single_file else run_files(self.folder)
+            if self.remote is None:
+                self.remote = RemoteControls(self.folder)
+            self.remote.refresh()  # before the runs: a run shown as it pauses is shown paused
         for path in paths:
             tracker = self.trackers.get(path)
             if tracker is None:

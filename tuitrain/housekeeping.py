@@ -19,9 +19,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuitrain.catalog import LOCK_FILE, TRASH_DIR, RunFile, effective_status, load_run_file, run_paths
+from tuitrain.catalog import TRASH_DIR, RunFile, effective_status, load_run_file, run_paths
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.errors import RecordError, TuitrainError
+from tuitrain.core.folder_lock import LOCK_FILE
 from tuitrain.core.serieslog import SERIES_SUFFIX
 from tuitrain.records import RunRecord, read_record, record_text
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import functools
 import os
-import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -19,12 +18,13 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from tuitrain.catalog import LOCK_FILE, PLAN_FILE, TRASH_DIR, effective_status, new_invocation_dir, slug
+from tuitrain.catalog import PLAN_FILE, TRASH_DIR, effective_status, new_invocation_dir, slug
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
 from tuitrain.core.cores import machine_cores
 from tuitrain.core.errors import DataError, PresetError, RecordError, TuitrainError, first_error
 from tuitrain.core.events import LogMessage, Sink
+from tuitrain.core.folder_lock import LOCK_FILE, holder_line
 from tuitrain.core.ray_options import with_resources
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RESUMABLE
@@ -36,6 +36,7 @@ from tuitrain.executors.scheduler import Scheduler, Worker
 from tuitrain.executors.threads import ThreadWorker
 from tuitrain.presets import Preset, PresetRun
 from tuitrain.records import RunRecord, RunRestart, read_record
+from tuitrain.remote_control import RemoteControls, RequestPoller
 from tuitrain.train import estimate
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 from tuitrain.train.data import MnistArrays, resolve_mnist
@@ -275,7 +276,7 @@ def adopt_folder_lock(folder: Path, fd: int) -> None:
 def _note_holder(key: Path, lock: IO[str]) -> None:
     lock.seek(0)
     lock.truncate()
-    lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    lock.write(f"{holder_line()}\n")
     lock.flush()
     _held_locks[key] = lock
 
@@ -417,6 +418,13 @@ class PresetInvocation:
                 folder = self._prepare_folder(sink, control, arrays)
                 if folder is None:
                     return self.records
+                # `tuitrain stop|pause|unpause` and a watcher's keys reach the runs through the folder
+                requests = RequestPoller(
+                    folder,
+                    control,
+                    self.run_controls.get,
+                    lambda: self.training_now(scheduler.records, fused_records),
+                ).start()
                 try:
                     if cluster is not None:
                         cluster.put_data(self._arrays)
@@ -428,6 +436,7 @@ class PresetInvocation:
                 finally:
                     ended = {**self.kept, **fused_records, **scheduler.records}
                     self.records = [ended[i] for i in sorted(ended)]
+                    requests.close()
                     release_folder(folder)
             finally:
                 scheduler.close()
@@ -455,6 +464,14 @@ class PresetInvocation:
                 self.started.remove(task.index)
         trained = {i for group in self.fused for i in group} - {t.index for t in executor.refused}
         return [t for t in tasks if t.index not in trained]
+
+    def training_now(self, *ended: dict[int, RunRecord]) -> dict[str, str]:
+        """The runs that have started and not ended (`ended`: the records of those that have), run id to label."""
+        return {
+            self.run_id(i): self.runs[i].label
+            for i in list(self.started)
+            if i not in self.kept and not any(i in records for records in ended)
+        }
 
     def runs_at_once(self) -> int:
         """Runs that train side by side: the jobs, or the largest fused group."""
@@ -756,6 +773,8 @@ def _checkpoint_for(run_path: Path, record: RunRecord) -> dict | None:
 
 class PresetSource:
     """An EventSource that trains a prepared preset invocation in this process."""
+
+    remote: RemoteControls | None = None
 
     def __init__(self, invocation: PresetInvocation) -> None:
         self.invocation = invocation

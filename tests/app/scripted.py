@@ -180,6 +180,7 @@ class ScriptedSource:
     else every run's is the source's, as when they train one at a time."""
 
     title = "demo — Two scripted runs (2 runs)"
+    remote = None  # trained "here": no other process's trainer to ask
 
     def __init__(
         self,

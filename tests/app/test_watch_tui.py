@@ -15,9 +15,10 @@ from tuitrain import format as fmt
 from tuitrain.cli import main
 from tuitrain.follow import Follower
 from tuitrain.records import read_record
+from tuitrain.remote_control import read_state
 from tuitrain.tui.app import TuitrainApp
 from tuitrain.tui.screens.home import LIVE, HomeScreen
-from tuitrain.tui.screens.run import WATCHING_NOTE, RunScreen
+from tuitrain.tui.screens.run import CONTROLLING_NOTE, WATCHING_NOTE, RunScreen
 from tuitrain.tui.widgets.epoch_table import EpochTable
 from tuitrain.tui.widgets.progress import ProgressPanel
 
@@ -45,15 +46,14 @@ async def test_watch_shows_epochs_arriving_from_another_process(tiny_preset, mni
             await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
             screen = app.screen
             assert isinstance(screen.source, Follower) and screen.watching
-            await wait_for(pilot, lambda: WATCHING_NOTE in progress_text(screen), "the watching note, once a run shows")
+            await wait_for(pilot, lambda: CONTROLLING_NOTE in progress_text(screen), "the note, once a run shows")
             table = screen.query_one(EpochTable)
             await wait_for(pilot, lambda: table.row_count >= 1, "the first epoch")
             assert proc.poll() is None  # it arrived while the other process was still training
-            # pause and stop belong to the training process: hidden here, and the keys do nothing
-            assert not any(screen.check_action(a, ()) for a in ("pause", "stop_run", "stop_all"))
-            await pilot.press("p", "x")
-            assert "PAUSED" not in progress_text(screen)
+            # its trainer takes requests: the keys that pause and stop it show (test_watch_controls presses them)
+            assert all(screen.check_action(a, ()) for a in ("pause", "stop_run", "stop_all"))
             await wait_for(pilot, lambda: screen.done, "both runs to end")
+            await wait_for(pilot, lambda: not screen.check_action("pause", ()), "the keys to hide once it ended")
             assert proc.wait(timeout=TIMEOUT_S) == 0
             records = [read_record(p) for p in sorted(runs.rglob("*.json"))]
             expected = [[r.label, *row] for r in records for row in fmt.epoch_rows(r)]
@@ -172,6 +172,9 @@ async def test_watch_follows_a_script_run_live(tmp_path, monkeypatch):
         await wait_for(pilot, lambda: "my script" in progress_text(screen), "the run's progress")
         assert "lr=0.1" in progress_text(screen)  # its config, not a preset's spec
         assert not screen.done
+        # a script's run takes no requests: its note says so, and the keys that pause and stop stay hidden
+        assert WATCHING_NOTE in progress_text(screen)
+        assert not any(screen.check_action(a, ()) for a in ("pause", "stop_run", "stop_all"))
         table = screen.query_one(EpochTable)
         run.log_epoch(test_accuracy=60.0, test_loss=0.9, lr=0.1)
         await wait_for(pilot, lambda: table.row_count == 1, "the first epoch")
@@ -221,3 +224,51 @@ async def test_home_screen_given_a_tensorboard_folder_lists_and_watches_its_live
             await wait_for(pilot, lambda: len(screen.monitor.current.losses) == 6, "the point appended live")
     finally:
         writer.close()
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+async def test_watch_keys_pause_and_stop_the_runs_of_another_process(tiny_preset, mnist_dir, tmp_path):
+    """p, n and x on a watched run ask its trainer (remote_control); the screen shows what the trainer then says,
+    and the run files record it as the trainer's own keys would."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    proc = start_headless(tiny_preset, mnist_dir, runs, tmp_path, "--epochs", "500")
+    try:
+        app = TuitrainApp(runs_dir=runs, presets={"tiny": tiny_preset}, watch=runs)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "the run screen")
+            screen = app.screen
+
+            def training() -> bool:
+                run = screen.monitor.current
+                return screen.remote_live and run is not None and run.status == "running" and bool(run.losses)
+
+            await wait_for(pilot, training, "a run whose trainer takes requests")
+            folder = screen.source.folder
+            first = screen.monitor.current.run_id
+            await pilot.press("p")
+            await wait_for(pilot, lambda: "PAUSED" in progress_text(screen), "the trainer to say the run is paused")
+            assert read_state(folder).paused == [first]  # what the screen shows is the trainer's word
+            await pilot.press("p")
+            await wait_for(pilot, lambda: "PAUSED" not in progress_text(screen), "the trainer to say it goes on")
+            assert read_state(folder).paused == []
+            await pilot.press("n")  # that run alone: the sweep goes on with the next
+
+            def next_run_trains() -> bool:
+                return screen.monitor.runs[first].status == "interrupted" and any(
+                    r.run_id != first for r in screen.monitor.live
+                )
+
+            await wait_for(pilot, next_run_trains, "the first run to stop and the next to start")
+            assert proc.poll() is None
+            await pilot.press("x")
+            await wait_for(pilot, lambda: screen.done, "every run to end")
+            assert proc.wait(timeout=TIMEOUT_S) == 1  # stopped early: not every run completed
+            records = [read_record(p) for p in sorted(folder.glob("*.json"))]
+            assert [r.status for r in records] == ["interrupted", "interrupted"]
+            assert [r.status for r in screen.monitor.runs.values()] == ["interrupted", "interrupted"]
+            assert "Finished (2 interrupted)" in progress_text(screen)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -338,3 +338,30 @@ def test_the_app_trains_on_ray(ray_cluster: Cluster, tmp_path: Path, tiny_preset
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Finished (2 completed)" in result.stdout
     assert [r.env.node_id is not None for r in records(tmp_path / "runs")] == [True, True]
+
+
+def test_stop_and_pause_reach_ray_runs_through_the_driver(
+    ray_cluster: Cluster, tmp_path: Path, tiny_preset: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`tuitrain pause|unpause|stop` from another process: the driver holds the folder, takes the request and
+    forwards it to the actors, as the app's keys are."""
+    from tuitrain.cli import main
+    from tuitrain.remote_control import read_state
+
+    proc = tuitrain(ray_cluster, tmp_path, tiny_preset, "--epochs", "500")
+    running = wait_running(tmp_path / "runs", proc, 2)
+    folder = next((tmp_path / "runs").iterdir())
+    assert main(["pause", str(tmp_path / "runs")]) == 0  # the newest live invocation there
+    assert "paused activation=relu, activation=tanh" in capsys.readouterr().out
+    state = read_state(folder)
+    assert state is not None and sorted(state.paused) == sorted(r.id for r in running)
+    assert state.holder.startswith(f"pid {proc.pid} ")  # the driver, not an actor
+    assert main(["unpause", str(folder)]) == 0
+    assert read_state(folder).paused == []
+    assert main(["stop", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "stopping every run; no more start" in out and out.count(": interrupted") == 2
+    code, _, err = finish(proc)
+    assert code == 1, err  # stopped early: not every run completed
+    assert [r.status for r in records(tmp_path / "runs")] == ["interrupted", "interrupted"]
+    assert main(["stop", str(folder)]) == 2

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests.compare_fixtures import make_record, normal_pair, write_runs
-from tuitrain.catalog import LOCK_FILE, PLAN_FILE, load_run_file, scan_runs
+from tuitrain.catalog import PLAN_FILE, load_run_file, scan_runs
 from tuitrain.cli import main
 from tuitrain.compare import Comparison
 from tuitrain.core.errors import TuitrainError
+from tuitrain.core.folder_lock import LOCK_FILE
 from tuitrain.core.serieslog import SeriesWriter
 from tuitrain.records import EnvInfo, read_record, write_record
 from tuitrain.report import build_report, to_markdown

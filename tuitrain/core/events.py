@@ -17,6 +17,7 @@ from tuitrain.core.spec import RunSpec
 
 if TYPE_CHECKING:
     from tuitrain.core.control import RunControl
+    from tuitrain.remote_control import RemoteControls
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,9 @@ class EventSource(Protocol):
 
     title: str
     control: RunControl | None
+    remote: RemoteControls | None
+    """Another process's runs that this one watches: requests to their trainer (pause, stop) and the state it
+    reports; None for a preset trained here, and for runs whose trainer takes no requests."""
 
     def run(self, sink: Sink) -> None:
         """Deliver events to `sink` until there are no more; called on a worker thread."""

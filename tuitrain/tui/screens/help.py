@@ -35,6 +35,7 @@ TRAINING = """\
 | p | pause / resume the highlighted run (one run at a time: training) |
 | n | stop the highlighted run (saved as *interrupted*); the preset goes on with the next run |
 | x | stop all: the runs in progress are saved as *interrupted*, no more runs start |
+| p n x | watching another tuitrain process's runs: the same, asked of that process (shown once it has done it) |
 | s | smoothed (EMA) / raw batch losses |
 | l | linear / log scale for the loss chart (and a per-epoch figure other than accuracy) |
 | m | pick the metric drawn: any per-step series the runs logged (left chart) or per-epoch figure (right) |

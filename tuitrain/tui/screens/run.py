@@ -34,6 +34,7 @@ from tuitrain.core.events import (
     RunWaiting,
 )
 from tuitrain.monitor import ACCURACY, LOSS, SweepMonitor
+from tuitrain.remote_control import Action
 from tuitrain.tui.messages import EngineEvent, SourceFailed
 from tuitrain.tui.screens.dialogs import ConfirmScreen, ErrorScreen, MetricPicker
 from tuitrain.tui.widgets.charts import AccuracyChart, LossChart, run_style
@@ -59,6 +60,7 @@ STEP_RANGES = (1.0, 0.5, 0.1, 0.01)
 CONTROL_ACTIONS = {"pause", "stop_run", "stop_all"}
 HIGHLIGHT_ACTIONS = {"next_run", "previous_run"}
 WATCHING_NOTE = "Watching another process's training: pause and stop work only there."
+CONTROLLING_NOTE = "Watching another process's training: p, n and x ask it to pause or stop."
 
 
 class RunScreen(SizedScreen[None]):
@@ -106,6 +108,13 @@ class RunScreen(SizedScreen[None]):
         """The confusion matrix is shown in the charts' place (c toggles it)."""
         self.last_matrix_run: str | None = None
         """The run whose epoch brought the latest confusion matrix: shown while the highlighted run has none yet."""
+        self.remote_shown: tuple[bool, frozenset[str]] = (False, frozenset())
+        """Whether the watched runs' trainer took requests, and the runs it said were paused, when last shown."""
+
+    @property
+    def remote_live(self) -> bool:
+        """Watching runs whose trainer takes requests: p, n and x go to it."""
+        return self.source.remote is not None and self.source.remote.live
 
     @property
     def watching(self) -> bool:
@@ -119,7 +128,11 @@ class RunScreen(SizedScreen[None]):
 
     @property
     def paused(self) -> set[str]:
-        """The ids of the live runs that are paused (each has its own control when runs train at once)."""
+        """The ids of the live runs that are paused (each has its own control when runs train at once); when
+        watching, those that the trainer says are paused."""
+        if self.source.remote is not None:
+            trainer_paused = self.source.remote.paused
+            return {run.run_id for run in self.monitor.live if run.run_id in trainer_paused}
         return {
             run.run_id
             for run in self.monitor.live
@@ -257,6 +270,14 @@ class RunScreen(SizedScreen[None]):
         self.query_one("#legend", Static).update(legend)
 
     def redraw_charts(self, force: bool = False) -> None:
+        if self.source.remote is not None:  # what the watched runs' trainer says: shown as it changes
+            remote = (self.remote_live, frozenset(self.source.remote.paused))
+            if remote != self.remote_shown:
+                self.remote_shown = remote
+                if self.note in (WATCHING_NOTE, CONTROLLING_NOTE):  # not once it says how the runs ended
+                    self.note = CONTROLLING_NOTE if self.remote_live else WATCHING_NOTE
+                self.progress_dirty = True
+                self.refresh_bindings()
         if self.progress_dirty:
             self.progress_dirty = False
             self.show_progress()
@@ -295,7 +316,7 @@ class RunScreen(SizedScreen[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in CONTROL_ACTIONS:
-            return self.source.control is not None and not self.done
+            return (self.source.control is not None or self.remote_live) and not self.done
         if action == "show_files":
             return self.files is not None
         if action in HIGHLIGHT_ACTIONS:
@@ -317,8 +338,33 @@ class RunScreen(SizedScreen[None]):
             self.notify("No run is training right now.", severity="warning")
         return control
 
+    def highlighted_remote_run(self) -> str | None:
+        """When watching: the highlighted run's id while it trains and its trainer takes requests; None (and a word
+        to the user) otherwise."""
+        run = self.monitor.current
+        if run is None or run.status != "running" or not self.remote_live:
+            self.notify("No run is training right now.", severity="warning")
+            return None
+        return run.run_id
+
+    def ask_trainer(self, action: Action, run_ids: list[str] | None, doing: str) -> None:
+        """Send a request to the watched runs' trainer: the screen shows the effect once the trainer reports it."""
+        assert self.source.remote is not None
+        if self.source.remote.request(action, run_ids):
+            self.notify(fmt.printable(f"Asked the training process to {doing}."), markup=False)
+        else:
+            self.notify("The training process is gone: nothing to ask.", severity="warning")
+
     def action_pause(self) -> None:
         """Pause or resume the highlighted run (with one run at a time: training)."""
+        if self.watching:
+            if (run_id := self.highlighted_remote_run()) is not None:
+                label = self.monitor.runs[run_id].label
+                if run_id in self.paused:
+                    self.ask_trainer("unpause", [run_id], f"go on with {label}")
+                else:
+                    self.ask_trainer("pause", [run_id], f"pause {label}")
+            return
         control = self.highlighted_control()
         if control is None:
             return
@@ -329,6 +375,11 @@ class RunScreen(SizedScreen[None]):
         self.show_progress()
 
     def action_stop_run(self) -> None:
+        if self.watching:
+            if (run_id := self.highlighted_remote_run()) is not None:
+                label = self.monitor.runs[run_id].label
+                self.ask_trainer("stop", [run_id], f"stop {label}; it is saved as interrupted")
+            return
         control = self.highlighted_control()
         if control is None:
             return
@@ -337,6 +388,9 @@ class RunScreen(SizedScreen[None]):
         self.notify(f"Stopping {self.monitor.current.label}; it is saved as interrupted.")
 
     def action_stop_all(self) -> None:
+        if self.watching:  # the trainer stops; this screen follows its runs until they are saved
+            self.ask_trainer("stop", None, "stop: the runs in progress are saved as interrupted, no more start")
+            return
         self.source.stop()
         saved = "the runs in progress are" if len(self.monitor.live) > 1 else "the current run is"
         self.note = f"Stopping: {saved} saved as interrupted, no more runs start."
