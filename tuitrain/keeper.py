@@ -150,8 +150,10 @@ class LocalRunFiles:
         atomic_write_text(self.path, text)
 
     def close(self) -> None:
+        """Close the log (a later append opens it again)."""
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
 
 class RecordKeeper:
