@@ -104,7 +104,10 @@ class EpochLosses:
         if not self.count:
             self.first = values[0]
         self.last = values[-1]
-        self.total += math.fsum(values)
+        try:
+            self.total += math.fsum(values)
+        except ValueError:  # fsum refuses inf + -inf, whose sum is NaN
+            self.total = math.nan
         self.count += len(values)
 
     @property

@@ -182,3 +182,14 @@ def test_a_frame_at_or_below_a_series_last_step_rewinds_that_series(tmp_path: Pa
     assert tailing.read_new() and tailing.series["train/loss"].steps.tolist() == [0]
     assert tailing.rewinds == 2 and tailing.bytes_read == path.stat().st_size > size  # still tailing by offset
     writer.close()
+
+
+def test_an_epochs_mean_loss_with_both_infinities_is_nan() -> None:
+    from tuitrain.keeper import EpochLosses
+
+    losses = EpochLosses()
+    losses.add([1.0, math.inf])
+    losses.add([-math.inf, 2.0])
+    assert losses.first == 1.0 and losses.last == 2.0 and math.isnan(losses.mean)
+    losses.add([math.inf, -math.inf])  # in one chunk: fsum would raise
+    assert math.isnan(losses.mean)
