@@ -15,8 +15,8 @@ trains one epoch with each contender, alternately (assignment, engine, assignmen
               zero_grad / forward / backward / step and `running_loss += loss.item()` per batch;
               then the 10k test images through a DataLoader of batch 1000 under no_grad.
   engine      tuitrain.train.loop.fit() with the headless printer writing to a null stream and
-              the run record saved as in a real run; evaluation is the engine's evaluate(). On
-              CUDA, Model A/B train through a CUDA-graph step (tuitrain/train/cuda_step.py).
+              the run recorded as in a real run (series log appends, run file saves); evaluation is
+              the engine's evaluate(). On CUDA, Model A/B train through a CUDA-graph step (tuitrain/train/cuda_step.py).
   engine_eager  the same with TUITRAIN_CUDA_GRAPHS=0 (the eager step), with --cuda-graphs off or
               both: `both` shows assignment, graph and eager engine side by side.
 
@@ -136,7 +136,7 @@ def run_engine(model_name: str, device_name: str, data_dir: str, epochs: int) ->
 
     from tuitrain.core.spec import RunSpec
     from tuitrain.headless import HeadlessPrinter
-    from tuitrain.records import write_record
+    from tuitrain.keeper import LocalRunFiles
     from tuitrain.train import loop
     from tuitrain.train.cuda_step import GraphStep
     from tuitrain.train.data import resolve_mnist
@@ -169,7 +169,7 @@ def run_engine(model_name: str, device_name: str, data_dir: str, epochs: int) ->
     with open(os.devnull, "w") as null, tempfile.TemporaryDirectory() as tmp:
         printer = HeadlessPrinter(null)
         record_path = Path(tmp) / "run.json"
-        record = fit(spec, sink, data=arrays, persist=lambda r: write_record(r, record_path))
+        record = fit(spec, sink, data=arrays, files=LocalRunFiles(record_path))
     if record.status != "completed":
         raise SystemExit(f"engine run {record.status}: {record.error}")
     last = record.epochs[-1]

@@ -47,7 +47,7 @@ def main() -> None:
 
     from tuitrain.core.atomic import atomic_write_bytes
     from tuitrain.core.spec import RunSpec
-    from tuitrain.records import write_record
+    from tuitrain.keeper import LocalRunFiles
     from tuitrain.train import loop
     from tuitrain.train.data import resolve_mnist
     from tuitrain.train.device import TensorData, describe_device, select_device
@@ -88,7 +88,7 @@ def main() -> None:
             spec,
             data=data,
             place=place,
-            persist=lambda r: write_record(r, run_file),
+            files=LocalRunFiles(run_file),
             write_checkpoint=atomic_write_bytes if way == "sync" else None,
         )
         finished = time.perf_counter()

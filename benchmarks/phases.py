@@ -16,7 +16,7 @@ engine's functions wrapped in timers, and prints a table of phases in seconds:
   graph capture    CUDA: capturing the training step into a CUDA graph (fused runs: with their warm-up steps)
   epochs           the batch loops (training), less what is listed below
   evaluation       the test-set evaluation at each epoch end
-  record writes    run files (the persist hook)
+  record writes    run files and series log appends (the record-keeper)
   checkpoint       checkpoint state copies and waiting for their writes
   other            the rest of the child's time (CLI, planning, the summary, what is not wrapped)
   teardown         from the child's last atexit handler to its exit seen by the parent
@@ -70,12 +70,12 @@ WRAPPED = (
     ("tuitrain.train.loop", "make_step", "warm-up/autotune"),
     ("tuitrain.train.loop", "FitLoop.run_epoch", "epochs"),
     ("tuitrain.train.loop", "evaluate", "evaluation"),
-    ("tuitrain.train.loop", "FitLoop.save", "record writes"),
+    ("tuitrain.keeper", "RecordKeeper.save", "record writes"),
+    ("tuitrain.keeper", "LocalRunFiles.append", "record writes"),
     ("tuitrain.train.loop", "checkpoint_state", "checkpoint"),
     ("tuitrain.train.loop", "FitLoop.checkpoint_written", "checkpoint"),
     ("tuitrain.train.fused", "FusedFit.build", "model build"),
     ("tuitrain.train.fused", "FusedFit.advance", "epochs"),
-    ("tuitrain.train.fused", "Member.save", "record writes"),
     ("tuitrain.train.fused", "checkpoint_state", "checkpoint"),
     ("tuitrain.train.stacked", "StackedRuns.capture", "graph capture"),
     ("tuitrain.train.stacked", "StackedRuns.evaluate", "evaluation"),

@@ -98,3 +98,23 @@ def start_headless(
         stderr=stderr,
         env=env,
     )
+
+
+class SavedTexts:
+    """A run's files kept in memory (keeper.RunFiles): each run file text in `texts` as written, in order, and each
+    series log frame in `frames`."""
+
+    series_name = "run.series"
+
+    def __init__(self, texts: list[str] | None = None) -> None:
+        self.texts: list[str] = texts if texts is not None else []
+        self.frames: list[bytes] = []
+
+    def append(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def write(self, text: str) -> None:
+        self.texts.append(text)
+
+    def close(self) -> None:
+        pass

@@ -112,6 +112,8 @@ class RecordReader(Protocol):
 
     failures: int
     error: str | None
+    rewinds: int
+    """Reads that met a rewind of the run's series (serieslog): what was emitted of them is replayed."""
 
     def read(self) -> RunRecord | None: ...
 
@@ -122,7 +124,8 @@ class RunFileReader:
 
     The file is opened once and its stat taken from the open descriptor, so the text and the stat
     belong to the same version even while the writer replaces the file. The series log (version 4 files) is
-    tailed by byte offset: a look reads only what was appended since the last.
+    tailed by byte offset: a look reads only what was appended since the last; a frame that rewinds a series (a run
+    resumed from an earlier epoch end, or trained again from the start) drops that series' later points.
     """
 
     def __init__(self, path: Path) -> None:
@@ -134,6 +137,7 @@ class RunFileReader:
         self.record: RunRecord | None = None
         """The last good version of the record."""
         self.series: SeriesReader | None = None
+        self.rewinds = 0
 
     def read(self) -> RunRecord | None:
         """The record if the file or its series log changed since the last good read and is valid now, else None."""
@@ -147,8 +151,10 @@ class RunFileReader:
             return record
         if self.series is None or self.series.path.name != current.series_file:
             self.series = SeriesReader(self.path.parent / current.series_file)
+        rewinds = self.series.rewinds
         try:
             grown = self.series.read_new()
+            self.rewinds += self.series.rewinds > rewinds
         except FileNotFoundError:
             grown = False  # no step logged yet
         except (OSError, RecordError) as exc:
@@ -325,6 +331,8 @@ class RunTracker:
         self.clock = EpochClock()
         self.points_sent: dict[str, int] = {}
         """Points emitted per named series (MetricPoints)."""
+        self.rewinds = 0
+        """The reader's rewinds already replayed."""
 
     def poll(self) -> list[Event]:
         record = self.reader.read()
@@ -383,6 +391,7 @@ class RunTracker:
             self.steps, self.epochs, self.finished = 0, 0, None
             self.clock = EpochClock()
             self.points_sent = {}
+            self.rewinds = self.reader.rewinds
             events.append(self._started(record))
         events.extend(self._metric_points(record))
         self.record = record
@@ -426,6 +435,7 @@ class RunTracker:
             or record.started_at != previous.started_at
             or len(record.batch_losses) < self.steps
             or len(record.epochs) < self.epochs
+            or self.reader.rewinds > self.rewinds
             or (self.finished is not None and record.status == "running" and effective_status(record) == "running")
             # a framework's logger starts its run before it has the config and plan: said again, before any step
             or (self.steps == 0 and self.epochs == 0 and _heading(record) != _heading(previous))

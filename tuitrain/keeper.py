@@ -7,6 +7,12 @@ call). A read-back appends one frame to the series log; the JSON record (small: 
 most every `save_every_s`, at each epoch end and at the end. Nothing already written is rewritten, so a step costs
 the same at step 10 and at step 10,000,000.
 
+The engine (tuitrain.train) reads its losses back itself (stacked with its finiteness check: still one sync per
+chunk) and hands the floats to `add_losses`; from there on its runs are recorded as scripts' are. Where the files go
+is a RunFiles: written here (LocalRunFiles), or sent to the process that writes them (a worker's, train.worker).
+A keeper without files keeps the training loss in the record's batch_losses (a run with no run file: tests,
+benchmarks).
+
 Torch-free: torch is used only when the caller has imported it (a tensor value means it has).
 """
 
@@ -18,14 +24,15 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from tuitrain.core.serieslog import SeriesWriter, series_path_for
+from tuitrain.core.atomic import atomic_write_text
+from tuitrain.core.serieslog import SeriesWriter, encode_chunk, frame, series_path_for
 from tuitrain.core.status import RunStatus
-from tuitrain.records import EpochRecord, RunRecord, utc_now, write_record
+from tuitrain.records import EpochRecord, RunRecord, record_text, utc_now
 
 READ_EVERY = 50
 """Steps kept before their values are read back together (one sync for the chunk)."""
@@ -97,7 +104,10 @@ class EpochLosses:
         if not self.count:
             self.first = values[0]
         self.last = values[-1]
-        self.total += math.fsum(values)
+        try:
+            self.total += math.fsum(values)
+        except ValueError:  # fsum refuses inf + -inf, whose sum is NaN
+            self.total = math.nan
         self.count += len(values)
 
     @property
@@ -105,29 +115,85 @@ class EpochLosses:
         return self.total / self.count if self.count else math.nan
 
 
+class RunFiles(Protocol):
+    """Where a keeper's run goes: its series log (frames appended) and its run file (written whole)."""
+
+    @property
+    def series_name(self) -> str:
+        """The series log's file name, beside the run file (the record's series_file)."""
+
+    def append(self, frame: bytes) -> None:
+        """Append one frame (serieslog.frame) to the series log; OSError if it cannot be written."""
+
+    def write(self, text: str) -> None:
+        """Replace the run file with `text` (records.record_text), atomically; OSError if it cannot be written."""
+
+    def close(self) -> None: ...
+
+
+class LocalRunFiles:
+    """A run file and its series log written by this process. The log is opened at its first append (or `open`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        """The run file; the series log is beside it."""
+        self.series_name = series_path_for(self.path).name
+        self.writer: SeriesWriter | None = None
+
+    def open(self) -> SeriesWriter:
+        """The series log, opened now if it is not yet (an existing one is appended to; its torn tail cut off)."""
+        if self.writer is None:
+            self.writer = SeriesWriter(self.path.parent / self.series_name)
+        return self.writer
+
+    def append(self, frame: bytes) -> None:
+        self.open().append_frame(frame)
+
+    def write(self, text: str) -> None:
+        atomic_write_text(self.path, text)
+
+    def close(self) -> None:
+        """Close the log (a later append opens it again)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
 class RecordKeeper:
-    """Records one run: its per-step series (appended), its epochs, summary and status (the JSON record)."""
+    """Records one run: its per-step series (appended), its epochs, summary and status (the JSON record).
+
+    `files`: a run file's path (written here), a RunFiles, or None (nothing written: the training loss is kept in
+    record.batch_losses). `strict`: a write that fails raises its OSError (the engine ends the run on it) instead of
+    being said with `on_error` while the run goes on (a script's run). `save_now`: save the run file at once."""
 
     def __init__(
         self,
         record: RunRecord,
-        path: Path,
+        files: Path | RunFiles | None,
         *,
         read_every: int = READ_EVERY,
         read_every_s: float = READ_BACK_EVERY_S,
         save_every_s: float = PERSIST_EVERY_S,
         on_error: Callable[[str], None] | None = None,
+        strict: bool = False,
+        save_now: bool = True,
     ) -> None:
         self.record = record
-        self.path = Path(path)
-        """The run file; the series log is beside it."""
+        if isinstance(files, (str, Path)):
+            local = LocalRunFiles(Path(files))
+            local.open()  # a folder that cannot take the log is refused now, as the run starts
+            files = local
+        self.files: RunFiles | None = files
         self.read_every = max(1, int(read_every))
         self.read_every_s = read_every_s
         self.save_every_s = save_every_s
         self.on_error = on_error or (lambda text: print(text, file=sys.stderr))
         """How a failed write is said (the run trains on; its file keeps the last version written)."""
-        record.series_file = series_path_for(self.path).name
-        self.writer = SeriesWriter(self.path.parent / record.series_file)
+        self.strict = strict
+        self.losses_inline = record.series_file is None and bool(record.batch_losses)
+        """The record came with its losses inline (an older tuitrain's run file, resumed): start_at moves them."""
+        if files is not None:
+            record.series_file = files.series_name
         self.step = 0
         """The step the next values go to (wandb's: the row in progress)."""
         self.pending: dict[str, tuple[list[int], list[Any]]] = {}
@@ -146,7 +212,32 @@ class RecordKeeper:
         self.warned: set[str] = set()
         self.last_read = self.last_save = self.epoch_began = time.monotonic()
         self.finished = False
-        self.save(always=True)
+        if save_now:
+            self.save(always=True)
+
+    @property
+    def path(self) -> Path | None:
+        """The run file, where this process writes it."""
+        return self.files.path if isinstance(self.files, LocalRunFiles) else None
+
+    def start_at(self, step: int) -> None:
+        """Go on from `step` (a resume from a checkpoint, or 0: trained again from the start): the next training loss
+        is that step's, and its frame rewinds the log there (serieslog). A run file of an older tuitrain, with its
+        losses inline, has them moved into the log first, as far as `step`."""
+        record = self.record
+        self.step = step
+        record.loss_series = record.loss_series or LOSS_NAME
+        inline = record.batch_losses[:step]
+        if self.files is None:
+            record.batch_losses = inline
+        else:
+            record.batch_losses = []  # the log holds them (JSON leaves them out once series_file is set)
+            if self.losses_inline and inline:
+                self.losses_inline = False
+                self.add_points({record.loss_series: (range(len(inline)), inline)})
+                # the epoch in progress starts at `step`; a divergence before it was the earlier life's to judge
+                self.epoch_losses, self.first_non_finite = EpochLosses(), None
+        record.steps_logged = step
 
     # --- logging -------------------------------------------------------------------------------
 
@@ -253,7 +344,8 @@ class RecordKeeper:
             return
         self.finished = True
         try:
-            self.read_back()
+            if self.pending:
+                self.read_back()
         except Exception as exc:  # noqa: BLE001 - a device that failed: those values are gone, the rest is saved
             error = error or f"{type(exc).__name__}: {exc}"
             status = "failed"
@@ -264,8 +356,11 @@ class RecordKeeper:
         record.status, record.ended_at = status, utc_now()
         if error is not None:
             record.error = error
-        self.save(always=True)
-        self.writer.close()
+        try:
+            self.save(always=True)
+        finally:
+            if self.files is not None:
+                self.files.close()
 
     # --- inside --------------------------------------------------------------------------------
 
@@ -280,15 +375,37 @@ class RecordKeeper:
             return
         columns = {name: (steps, self._floats(name, values)) for name, (steps, values) in pending.items()}
         self._tensors_to_floats(columns)
-        try:
-            self.writer.append(columns)
-        except OSError as exc:
-            self.on_error(
-                f"tuitrain: cannot append to {self.writer.path} ({exc.strerror or exc}); those steps are lost"
-            )
+        self.add_points(columns)
+
+    def add_losses(self, values: list[float]) -> int:
+        """Training losses already read back (the engine's), one per step from the current one; the first's step."""
+        first = self.step
+        self.step += len(values)
+        self.record.loss_series = self.record.loss_series or LOSS_NAME
+        self.add_points({self.record.loss_series: (range(first, self.step), values)})
+        return first
+
+    def add_points(self, columns: Mapping[str, tuple[Sequence[int], list[float]]]) -> None:
+        """Points read back, by series: appended to the log as one frame, taken into the record, saved when due."""
         record = self.record
+        files = self.files
+        if files is None:
+            loss = columns.get(record.loss_series) if record.loss_series else None
+            if loss is not None:
+                record.batch_losses.extend(loss[1])
+        else:
+            try:
+                files.append(frame(encode_chunk(columns)))
+            except OSError as exc:
+                if self.strict:
+                    raise
+                self.on_error(
+                    f"tuitrain: cannot append to {files.series_name} ({exc.strerror or exc}); those steps are lost"
+                )
         for name, (steps, values) in columns.items():
-            record.steps_logged += len(steps)
+            if not values:
+                continue
+            record.steps_logged += len(values)
             self.last[name] = values[-1]
             if name == record.loss_series:
                 self.epoch_losses.add(values)
@@ -364,13 +481,15 @@ class RecordKeeper:
 
     def save(self, always: bool = False) -> None:
         """Write the run file, at most every save_every_s unless `always`; a write that fails is tried again at the
-        next save."""
+        next save (strict: raises its OSError)."""
         now = time.monotonic()
-        if not always and now - self.last_save < self.save_every_s:
+        if self.files is None or not always and now - self.last_save < self.save_every_s:
             return
         try:
-            write_record(self.record, self.path)
+            self.files.write(record_text(self.record))
         except OSError as exc:
+            if self.strict:
+                raise
             self.on_error(f"tuitrain: cannot write {self.path} ({exc.strerror or exc}); will try again")
             return
         self.last_save = now

@@ -367,8 +367,8 @@ def _from_v4(data: dict[str, Any]) -> dict[str, Any]:
     EpochRecord.confusion, the test confusion matrix), run housekeeping fields (original_label, kept when a run is
     renamed), a script's batch size, and the spec's optimiser and schedule keys (momentum, nesterov, weight_decay,
     lr_schedule, lr_step_epochs, lr_gamma, warmup_epochs, val_split; their defaults are what older runs did; the best
-    epoch is chosen on validation when an epoch has a val_accuracy): a version 4 file is a version 5 file without
-    them."""
+    epoch is chosen on validation when an epoch has a val_accuracy); preset runs keep their losses in a series log
+    too: a version 4 file is a version 5 file without them."""
     return {**data, "schema_version": 5}
 
 
@@ -432,16 +432,24 @@ def read_record(path: Path, series: bool = True) -> RunRecord:
     except (OSError, UnicodeDecodeError) as exc:
         raise RecordError(f"{path}: cannot read ({exc}).") from None
     record = parse_record(text, str(path))
-    if series and record.series_file is not None:
-        reader = SeriesReader(Path(path).parent / record.series_file)
-        try:
-            reader.read_new()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise RecordError(f"{reader.path}: cannot read ({exc.strerror or exc}).") from None
-        record.attach_series(reader.series)
+    if series:
+        read_series_of(record, Path(path).parent)
     return record
+
+
+def read_series_of(record: RunRecord, folder: Path) -> None:
+    """Attach a record's series log (its series_file, in `folder`), if it names one; RecordError if it cannot be
+    read. A missing log is a run that has not logged a step yet; a torn tail is left out."""
+    if record.series_file is None:
+        return
+    reader = SeriesReader(Path(folder) / record.series_file)
+    try:
+        reader.read_new()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise RecordError(f"{reader.path}: cannot read ({exc.strerror or exc}).") from None
+    record.attach_series(reader.series)
 
 
 def record_text(record: RunRecord, beat: bool = True) -> str:

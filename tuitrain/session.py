@@ -546,7 +546,7 @@ class PresetInvocation:
                 preset=self.preset.name,
                 invocation=self.invocation_id,
                 run_file=self.folder / self.files[index],
-                record_text=self.resuming[index][0].model_dump_json() if index in self.resuming else None,
+                record_text=resumed_text(self.resuming[index][0]) if index in self.resuming else None,
             )
             for index, run in enumerate(self.runs)
             if index not in self.kept
@@ -705,6 +705,11 @@ class PresetInvocation:
 
     def not_started(self) -> list[str]:
         return [r.label for i, r in enumerate(self.runs) if i not in self.started and i not in self.kept]
+
+
+def resumed_text(record: RunRecord) -> str:
+    """A resumed run's record for its worker: without the losses its series log holds (the worker appends to it)."""
+    return record.model_dump_json(exclude={"batch_losses"} if record.series_file is not None else None)
 
 
 def _ray_options(

@@ -101,6 +101,8 @@ class TensorBoardRunReader:
         self.series: dict[str, Series] = {}
         self.failures = 0
         self.error: str | None = None
+        self.rewinds = 0
+        """Always 0: event files' steps may repeat (they are not rewinds)."""
         self._status: RunStatus | None = None
 
     @property
@@ -127,7 +129,7 @@ class TensorBoardRunReader:
                         tag: (np.asarray(p.steps, dtype=np.int64), np.asarray(p.values, dtype=np.float64))
                         for tag, p in points.items()
                     }
-                    merge_chunks([chunk], self.series)
+                    merge_chunks([chunk], self.series, rewind=False)
                     changed = True
         except TuitrainError as exc:
             self.failures += 1

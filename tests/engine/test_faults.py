@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import write_mnist_dir
+from tests.helpers import SavedTexts, write_mnist_dir
 from tests.schema_check import schema_errors
 from tuitrain import catalog
 from tuitrain.catalog import effective_status, load_run_file
@@ -22,13 +22,13 @@ from tuitrain.core.control import RunControl
 from tuitrain.core.events import BatchLosses
 from tuitrain.core.spec import RunSpec
 from tuitrain.format import summary
+from tuitrain.keeper import LocalRunFiles
 from tuitrain.presets import load_preset_file
 from tuitrain.records import (
     RunRecord,
     parse_record,
     read_record,
     record_schema,
-    write_record,
 )
 from tuitrain.session import PresetInvocation
 from tuitrain.signals import SignalExit, StopOnSignals
@@ -152,7 +152,7 @@ def test_kill_9_leaves_valid_file_shown_as_crashed(long_run) -> None:
     assert load_run_file(path).status == "crashed"
     assert "crashed" in summary([record])
     assert len(record.epochs) >= 2
-    assert len(record.batch_losses) >= len(record.epochs) * (2048 // 32)
+    assert len(read_record(path).batch_losses) >= len(record.epochs) * (2048 // 32)  # from the series log
     # resumable from its last checkpoint
     inv = PresetInvocation.resume(path.parent)
     [(resumed, state)] = inv.resuming.values()
@@ -197,8 +197,8 @@ def test_keyboard_interrupt_inside_fit_saves_interrupted(mnist_dir: Path) -> Non
             raise SignalExit(signal.SIGINT)
 
     with pytest.raises(SignalExit):
-        fit(spec(), sink, persist=lambda r: saved.append(r.status), data=load_idx_folder(mnist_dir))
-    assert saved[-1] == "interrupted"
+        fit(spec(), sink, files=SavedTexts(saved), data=load_idx_folder(mnist_dir))
+    assert parse_record(saved[-1]).status == "interrupted"
 
 
 # --- durability: read-backs and saves are also driven by time ----------------------------------
@@ -208,15 +208,16 @@ def test_slow_model_still_persists_every_few_seconds(mnist_dir: Path, monkeypatc
     """With log_every far beyond an epoch, losses still come back (and are saved) on the clock."""
     monkeypatch.setattr(loop, "READ_BACK_EVERY_S", 0.0)
     monkeypatch.setattr(loop, "PERSIST_EVERY_S", 0.0)
-    events, saves = [], []
+    events, texts = [], []
     record = fit(
         spec(epochs=1, log_every=100000),
         events.append,
-        persist=lambda r: saves.append(len(r.batch_losses)),
+        files=SavedTexts(texts),
         data=load_idx_folder(mnist_dir),
     )
     chunks = [len(e.losses) for e in events if isinstance(e, BatchLosses)]
     assert chunks == [1] * 16
+    saves = [parse_record(t).steps_logged for t in texts]
     assert saves[1:17] == list(range(1, 17))  # after the start, one save per batch
     assert record.status == "completed"
 
@@ -296,11 +297,11 @@ def test_divergence_continue_trains_every_epoch_and_file_reads_back(mnist_dir: P
 
     data = TensorData.from_arrays(load_idx_folder(mnist_dir), torch.device("cpu"))
     data.train_x[5] = float("nan")  # every batch holding image 5 has a NaN loss
-    record = fit(spec(on_divergence="continue"), data=data, persist=lambda r: write_record(r, path))
+    record = fit(spec(on_divergence="continue"), data=data, files=LocalRunFiles(path))
     assert record.status == "diverged"
     assert len(record.epochs) == 2  # kept training
     assert "training continued" in record.error
-    assert len(record.batch_losses) == 32
+    assert len(read_record(path).batch_losses) == 32
     text = path.read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     saved = read_record(path)

@@ -26,6 +26,7 @@ from tuitrain.core.events import (
 )
 from tuitrain.core.spec import RunSpec
 from tuitrain.follow import Follower, RunFileReader, RunTracker, newest_invocation
+from tuitrain.keeper import LocalRunFiles
 from tuitrain.records import EnvInfo, EpochRecord, RunRecord, write_record
 from tuitrain.train.data import load_idx_folder
 from tuitrain.train.loop import RunPlace, fit
@@ -83,14 +84,15 @@ def test_follower_rebuilds_the_engine_events(mnist_dir: Path, tmp_path: Path) ->
     followed: list[Event] = []
     polls_with_losses = 0
 
-    def persist(record: RunRecord) -> None:
-        nonlocal polls_with_losses
-        write_record(record, path)
-        new = follower.poll()
-        polls_with_losses += bool(losses_of(new))
-        followed.extend(new)
+    class Watched(LocalRunFiles):
+        def write(self, text: str) -> None:  # the follower looks after each save of the run file
+            nonlocal polls_with_losses
+            super().write(text)
+            new = follower.poll()
+            polls_with_losses += bool(losses_of(new))
+            followed.extend(new)
 
-    fit(spec(), engine.append, data=load_idx_folder(mnist_dir), persist=persist, place=RunPlace(run_file=path))
+    fit(spec(), engine.append, data=load_idx_folder(mnist_dir), files=Watched(path), place=RunPlace(run_file=path))
 
     started = of_type(followed, RunStarted)
     assert len(started) == 1 and started == of_type(engine, RunStarted)  # every field, device and sizes included
@@ -122,7 +124,7 @@ def test_whole_history_is_replayed_when_watching_starts_late(mnist_dir: Path, tm
         spec(epochs=2),
         engine.append,
         data=load_idx_folder(mnist_dir),
-        persist=lambda r: write_record(r, path),
+        files=LocalRunFiles(path),
         place=RunPlace(run_file=path),
     )
     followed = Follower(path).poll()

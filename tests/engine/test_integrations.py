@@ -166,7 +166,7 @@ def test_lightning_save_after_every_log_writes_the_run_file_at_most_every_few_se
     logger = TuitrainLogger(runs_dir=str(tmp_path))
     logger.log_metrics({"train_loss": 1.0}, step=0)
     writes: list[Path] = []
-    monkeypatch.setattr(tuitrain.keeper, "write_record", lambda record, path: writes.append(path))
+    monkeypatch.setattr(tuitrain.keeper.LocalRunFiles, "write", lambda files, text: writes.append(files.path))
     for step in range(1, 200):
         logger.log_metrics({"train_loss": 1.0}, step=step)
         logger.save()

@@ -31,7 +31,7 @@ def test_a_checkpoint_state_keeps_the_values_of_its_epoch_end_while_training_goe
 
     train_step()
     record = new_record(spec, cpu, run_id="run-1", label="run")
-    state = checkpoint_state(model, optimizer, torch.Generator().manual_seed(1), record)
+    state = checkpoint_state(model, optimizer, torch.Generator().manual_seed(1), record, 1)
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     moments = {k: v.clone() for k, v in optimizer.state_dict()["state"][0].items()}
     train_step()  # in place: the live tensors (and the optimizer's step count) move on

@@ -157,3 +157,39 @@ def test_steps_and_values_are_numpy_arrays(tmp_path: Path) -> None:
     write_log(path, 1)
     s = read_series(path)["lr"]
     assert s.steps.dtype == np.int64 and s.values.dtype == np.float64
+
+
+def test_a_frame_at_or_below_a_series_last_step_rewinds_that_series(tmp_path: Path) -> None:
+    """A run resumed from step 5 after logging to 19: readers drop the loss points from 5 on (the file keeps them),
+    other series stay; read at once or tailed across the rewind, the same points."""
+    path = tmp_path / "r.series"
+    writer = SeriesWriter(path)
+    writer.append(chunk(0, 10))
+    tailing = SeriesReader(path)
+    tailing.read_new()
+    writer.append(chunk(10, 10))
+    tailing.read_new()
+    writer.append({"train/loss": ([5, 6, 7], [9.0, 8.0, 7.0])})
+    size = path.stat().st_size
+    for reader in (tailing, SeriesReader(path)):
+        assert reader.read_new()
+        loss = reader.series["train/loss"]
+        assert loss.steps.tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
+        assert loss.values.tolist() == [1.0 / (s + 1) for s in range(5)] + [9.0, 8.0, 7.0]
+        assert reader.series["lr"].steps.tolist() == list(range(20))
+        assert reader.rewinds == 1
+    writer.append({"train/loss": ([0], [5.0])})  # trained again from the start
+    assert tailing.read_new() and tailing.series["train/loss"].steps.tolist() == [0]
+    assert tailing.rewinds == 2 and tailing.bytes_read == path.stat().st_size > size  # still tailing by offset
+    writer.close()
+
+
+def test_an_epochs_mean_loss_with_both_infinities_is_nan() -> None:
+    from tuitrain.keeper import EpochLosses
+
+    losses = EpochLosses()
+    losses.add([1.0, math.inf])
+    losses.add([-math.inf, 2.0])
+    assert losses.first == 1.0 and losses.last == 2.0 and math.isnan(losses.mean)
+    losses.add([math.inf, -math.inf])  # in one chunk: fsum would raise
+    assert math.isnan(losses.mean)

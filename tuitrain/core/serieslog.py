@@ -10,6 +10,12 @@ A payload holds a chunk of steps, column by column, self-described (no state acr
 `count (u16)`, then per series: `name length (u16) | name (UTF-8) | n (u32) | steps (n x i64) | values
 (n x f64)`. The bytes a chunk costs depend only on its own steps, never on the run's length.
 
+Rewinds: a series' steps increase from frame to frame, except where a run went back: resumed from an earlier
+checkpoint than its last logged step (the steps trained after it, then lost, are trained again), or restarted from
+step 0. Such a frame's first step for a series is at or below that series' last step read: it REWINDS the series,
+and readers drop that series' points from that step on before adding the frame's. The file stays append-only (what
+was written is never rewritten), and the points a reader keeps are the run's last life's, without duplicate steps.
+
 Readers tail by byte offset: SeriesReader.read_new() reads only what was appended since its last call.
 Torch-free; numpy decodes.
 """
@@ -141,27 +147,49 @@ class Series:
         return len(self.steps)
 
 
-def merge_chunks(chunks: Iterable[dict[str, tuple[np.ndarray, np.ndarray]]], into: dict[str, Series]) -> None:
-    """Add decoded chunks to the series in `into` (one concatenation per series, not one per chunk)."""
+def merge_chunks(
+    chunks: Iterable[dict[str, tuple[np.ndarray, np.ndarray]]], into: dict[str, Series], *, rewind: bool = True
+) -> int:
+    """Add decoded chunks to the series in `into` (one concatenation per series, not one per chunk), applying
+    rewinds (see the module's docstring) unless `rewind` is False (points from elsewhere, e.g. TensorBoard's event
+    files, whose steps may repeat); the number of rewinds met."""
     pieces: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    last_step: dict[str, int] = {}
+    rewinds = 0
     for chunk in chunks:
         for name, (steps, values) in chunk.items():
-            listed = pieces.setdefault(name, ([], []))
+            if not len(steps):
+                continue
+            listed = pieces.get(name)
+            if listed is None:
+                listed = pieces[name] = ([], [])
+                old = into.get(name)
+                if old is not None and len(old):
+                    listed[0].append(old.steps)
+                    listed[1].append(old.values)
+                    last_step[name] = int(old.steps[-1])
+            first = int(steps[0])
+            if rewind and name in last_step and first <= last_step[name]:  # a rewind: the points from `first` on go
+                rewinds += 1
+                kept_steps = np.concatenate(listed[0]) if listed[0] else np.empty(0, dtype=np.int64)
+                kept_values = np.concatenate(listed[1]) if listed[1] else np.empty(0, dtype=np.float64)
+                cut = int(np.searchsorted(kept_steps, first, side="left"))
+                listed[0][:] = [kept_steps[:cut]]
+                listed[1][:] = [kept_values[:cut]]
             listed[0].append(steps)
             listed[1].append(values)
+            last_step[name] = int(steps[-1])
     for name, (step_parts, value_parts) in pieces.items():
-        old = into.get(name)
-        if old is not None and len(old):
-            step_parts.insert(0, old.steps)
-            value_parts.insert(0, old.values)
         into[name] = Series(np.concatenate(step_parts), np.concatenate(value_parts))
+    return rewinds
 
 
 class SeriesReader:
     """Tails one series log by byte offset: each read_new() reads only the bytes appended since the last.
 
     A torn tail stays unread until a later look finds it completed (or cut off by a reopening writer).
-    A file that shrank below the offset or was replaced (another inode) is read again from its start."""
+    A file that shrank below the offset or was replaced (another inode) is read again from its start. A frame that
+    rewinds a series (the module's docstring) drops that series' later points read before."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -172,9 +200,11 @@ class SeriesReader:
         """Every point read so far, by metric name."""
         self.bytes_read = 0
         """Bytes read from the file over this reader's life (tests and benchmarks count them)."""
+        self.rewinds = 0
+        """Rewinds met over this reader's life (a follower replays the run's points when it grows)."""
 
     def read_new(self) -> bool:
-        """Read what was appended; True if the series changed (new points, or a restart from the start).
+        """Read what was appended; True if the series changed (new points, a rewind, or a restart from the start).
 
         Raises RecordError for a file that is not a series log or is of a newer version; OSError passes."""
         with open(self.path, "rb") as fh:
@@ -194,7 +224,7 @@ class SeriesReader:
         self.bytes_read += len(data)
         frames, used = scan_frames(data, 0)
         self.offset += used
-        merge_chunks((decode_chunk(p) for p in frames), self.series)
+        self.rewinds += merge_chunks((decode_chunk(p) for p in frames), self.series)
         return restarted or bool(frames)
 
 
@@ -239,9 +269,13 @@ class SeriesWriter:
 
     def append(self, columns: Mapping[str, tuple[Sequence[int], Sequence[float]]]) -> int:
         """Append one frame holding these series' new points; the bytes written."""
+        return self.append_frame(frame(encode_chunk(columns)))
+
+    def append_frame(self, data: bytes) -> int:
+        """Append one frame already made (`frame(encode_chunk(...))`, e.g. by a worker that sent it); the bytes
+        written."""
         if self._fd is None:
             raise ValueError(f"{self.path}: series log closed")
-        data = frame(encode_chunk(columns))
         view = memoryview(data)
         try:
             while view:  # os.write may write less than asked (a signal, a nearly full disk)

@@ -1,8 +1,9 @@
 """What a worker that trains runs and the process that writes their run files say to each other.
 
 A worker (a local process, or a Ray task) trains one run at a time with the engine and sends back everything
-that is to be kept: events, run file contents, checkpoints. The invoking process writes every file, so there
-is one writer per file, and a worker needs no access to the runs folder. Small picklable dataclasses, torch-free.
+that is to be kept: events, run file contents, series log frames, checkpoints. The invoking process writes every
+file, so there is one writer per file, and a worker needs no access to the runs folder. Small picklable
+dataclasses, torch-free.
 """
 
 from __future__ import annotations
@@ -66,6 +67,15 @@ class RecordSaved:
 
 
 @dataclass(frozen=True)
+class SeriesAppended:
+    """A frame for the run's series log (tuitrain.core.serieslog), to be appended now: one per read-back of the
+    run's losses, sent before any RecordSaved that counts its steps."""
+
+    index: int
+    frame: bytes
+
+
+@dataclass(frozen=True)
 class CheckpointSaved:
     """A checkpoint's bytes, to be written (before the run file that names it) beside the run file."""
 
@@ -104,4 +114,4 @@ class ControlState:
     stop_all: bool
 
 
-WorkerMessage = WorkerReady | TaskEvent | RecordSaved | CheckpointSaved | TaskDone | TaskRefused
+WorkerMessage = WorkerReady | TaskEvent | RecordSaved | SeriesAppended | CheckpointSaved | TaskDone | TaskRefused

@@ -12,14 +12,15 @@ back to the scheduler, whose workers train its runs alone.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tuitrain.core.control import RunControl
-from tuitrain.core.errors import RunFilesError
+from tuitrain.core.errors import RecordError, RunFilesError
 from tuitrain.core.events import LogMessage, Sink
 from tuitrain.core.tasks import RecordSaved, RunTask, TaskDone, TaskEvent, TaskRefused, WorkerMessage
-from tuitrain.records import RunRecord, parse_record
+from tuitrain.records import RunRecord, parse_record, read_series_of
 from tuitrain.train.data import MnistArrays
 from tuitrain.train.fused_tasks import train_fused_tasks
 
@@ -65,7 +66,9 @@ class FusedExecutor:
                 last_text[message.index] = message.text
             elif isinstance(message, TaskDone):
                 if message.index in last_text:
-                    self.records[message.index] = parse_record(last_text[message.index])
+                    record = self.records[message.index] = parse_record(last_text[message.index])
+                    with contextlib.suppress(RecordError):  # a log that cannot be read: the record without its points
+                        read_series_of(record, by_index[message.index].run_file.parent)
                 if message.files_error is not None and self.files_error is None:
                     self.files_error = RunFilesError(message.files_error)
                     self.control.stop_all.set()

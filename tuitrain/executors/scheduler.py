@@ -2,10 +2,10 @@
 
 The invoking process hands the runs to the workers in order as they free up (a run goes to the least-loaded
 GPU, or the CPU), forwards each run's controls to its worker, passes the workers' events on to the front
-end's sink, and writes every run file and checkpoint that a worker sends: one writer per file, atomic as with one
-run at a time (a worker in this process, executors.inprocess, writes its own, as the loop of a lone run does). A
-worker that dies mid-run leaves its run 'crashed' with the reason while the other runs go on; `--resume` continues
-it. How workers are started is the executor's business (executors.inprocess for one run at a time,
+end's sink, and writes every run file, series log frame and checkpoint that a worker sends: one writer per file,
+atomic as with one run at a time (a worker in this process, executors.inprocess, writes its own, as the loop of a
+lone run does). A worker that dies mid-run leaves its run 'crashed' with the reason while the other runs go on;
+`--resume` continues it. How workers are started is the executor's business (executors.inprocess for one run at a time,
 executors.local for worker processes, executors.ray for a Ray cluster): the scheduling, the controls and the file
 writing are the same. The scheduler knows the runs only as tasks (core.tasks.RunTask): what the invocation keeps
 track of, it learns through callbacks.
@@ -24,21 +24,23 @@ from typing import Protocol
 
 from tuitrain.core.atomic import atomic_write_bytes, atomic_write_text
 from tuitrain.core.control import RunControl
-from tuitrain.core.errors import RunFilesError
+from tuitrain.core.errors import RecordError, RunFilesError
 from tuitrain.core.events import LogMessage, RunFinished, RunWaiting, Sink
+from tuitrain.core.serieslog import SeriesWriter, series_path_for
 from tuitrain.core.status import RunStatus
 from tuitrain.core.tasks import (
     CheckpointSaved,
     ControlState,
     RecordSaved,
     RunTask,
+    SeriesAppended,
     TaskDone,
     TaskEvent,
     TaskRefused,
     WorkerMessage,
     WorkerReady,
 )
-from tuitrain.records import RunRecord, parse_record, record_text, utc_now
+from tuitrain.records import RunRecord, parse_record, read_series_of, record_text, utc_now
 from tuitrain.train.checkpoint import checkpoint_path
 from tuitrain.train.data import MnistArrays
 from tuitrain.train.loop import cannot_write
@@ -114,6 +116,8 @@ class Scheduler:
     """Each trained run's record, by index."""
     last_text: dict[int, str] = field(default_factory=dict)
     """Each run's run file as last written."""
+    series: dict[int, SeriesWriter] = field(default_factory=dict)
+    """The series log of each run whose worker sends its frames, open while the run trains."""
     files_error: RunFilesError | None = None
     queued: set[int] = field(default_factory=set)
     """Runs said to be waiting for a worker (every worker busy)."""
@@ -164,6 +168,8 @@ class Scheduler:
         """End the workers: at once those still training (left after a second stop signal, say) or still starting
         (nothing to lose, and a worker importing torch reads nothing for seconds)."""
         slots, self.slots = self.slots, []
+        for index in list(self.series):
+            self.close_series(index)
         try:
             for slot in slots:
                 slot.worker.close(now=slot.task is not None or not slot.ready)
@@ -256,12 +262,16 @@ class Scheduler:
             self.last_text[message.index] = message.text
             if not message.written and task is not None:
                 self.write(task, lambda: atomic_write_text(task.run_file, message.text))
+        elif isinstance(message, SeriesAppended):
+            if task is not None:
+                self.write(task, lambda: self.series_log(task).append_frame(message.frame))
         elif isinstance(message, CheckpointSaved):
             if task is not None:
                 self.write(task, lambda: atomic_write_bytes(checkpoint_path(task.run_file), message.data))
         elif isinstance(message, TaskDone):
+            self.close_series(message.index)
             if message.index in self.last_text:
-                self.records[message.index] = parse_record(self.last_text[message.index])
+                self.records[message.index] = self.ended_record(message.index, self.last_text[message.index], task)
             if message.files_error is not None:
                 self.stop_for(RunFilesError(message.files_error))
             slot.task = None
@@ -271,7 +281,27 @@ class Scheduler:
                 self.on_refused(task)
             slot.task = None
 
-    def write(self, task: RunTask, write: Callable[[], None]) -> None:
+    def series_log(self, task: RunTask) -> SeriesWriter:
+        """The run's series log, opened at its first frame (a resumed run's is appended to)."""
+        writer = self.series.get(task.index)
+        if writer is None:
+            writer = self.series[task.index] = SeriesWriter(series_path_for(task.run_file))
+        return writer
+
+    def close_series(self, index: int) -> None:
+        writer = self.series.pop(index, None)
+        if writer is not None:
+            writer.close()
+
+    def ended_record(self, index: int, text: str, task: RunTask | None) -> RunRecord:
+        """A run's record as it ended (its file's last text), with its series log's points, as read_record gives."""
+        record = parse_record(text)
+        if task is not None:
+            with contextlib.suppress(RecordError):  # a log that cannot be read: the record without its points
+                read_series_of(record, task.run_file.parent)
+        return record
+
+    def write(self, task: RunTask, write: Callable[[], object]) -> None:
         """Write a run's file; if the folder cannot take it, stop every run (the others would fail the same way)
         and raise RunFilesError once they have stopped."""
         if self.files_error is not None:
@@ -292,6 +322,7 @@ class Scheduler:
             time.sleep(0.01)
         reason = slot.worker.exit_reason() or "the worker is gone"
         if slot.task is not None:
+            self.close_series(slot.task.index)
             self.end_run(slot.task, "crashed", reason)
         slot.worker.close()
         self.slots.remove(slot)
@@ -300,13 +331,14 @@ class Scheduler:
 
     def end_run(self, task: RunTask, status: RunStatus, reason: str | None) -> None:
         """Save a run whose worker can no longer say how it ended: from its last saved state, as `status`."""
+        self.close_series(task.index)
         text = self.last_text.get(task.index)
         if text is None:  # died before its first save: nothing on disk, so it counts as not started
             self.on_refused(task)
             if reason:
                 self.sink(LogMessage(f"{task.label}: {reason}; it had not started training."))
             return
-        record = parse_record(text)
+        record = self.ended_record(task.index, text, task)
         if record.status == "running":
             record.status, record.ended_at = status, utc_now()
             record.error = reason or record.error

@@ -2,11 +2,13 @@
 
 A checkpoint holds what continuing needs to give the same batch losses as an uninterrupted run
 (on the CPU): model and optimizer state, the global torch RNG (CUDA too), the batch-order
-generator, and the run's completed epochs and batch losses up to that epoch end: on resume the
-checkpoint wins over the run file, which may be ahead of it (a crash while the checkpoint was being
-written, in the background while the next epoch trained) or behind it (a crash before the run file
-was saved). Serialised in memory, then written atomically; read with torch.load(weights_only=True):
-plain tensors, numbers, strings, lists and dicts only.
+generator, and the run's completed epochs and its step count (losses recorded) at that epoch end:
+on resume the checkpoint wins over the run file, which may be ahead of it (a crash while the
+checkpoint was being written, in the background while the next epoch trained) or behind it (a crash
+before the run file was saved); the series log, which holds the losses, is rewound to its step
+count (tuitrain.core.serieslog). Version 1 checkpoints held every loss instead (`batch_losses`);
+they still resume. Serialised in memory, then written atomically; read with
+torch.load(weights_only=True): plain tensors, numbers, strings, lists and dicts only.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from torch import nn
 from tuitrain.core.errors import RecordError
 from tuitrain.records import EpochRecord, RunRecord
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+"""Version written; 2 keeps the step count where 1 kept every batch loss."""
+READABLE_VERSIONS = (1, 2)
 SUFFIX = ".ckpt.pt"
 
 
@@ -39,10 +43,12 @@ def checkpoint_state(
     optimizer: torch.optim.Optimizer | dict[str, Any],
     order_gen: torch.Generator,
     record: RunRecord,
+    steps: int,
 ) -> dict[str, Any]:
-    """The checkpoint as of now, in memory: every tensor a copy (on its device: cheap on a GPU), so that training on
-    (in-place updates of the model and optimizer) cannot change it while it is serialised elsewhere. `optimizer`: the
-    optimizer, or its state dict (a fused run's, stacked.StackedRuns.unstack)."""
+    """The checkpoint as of now (`steps`: the run's losses recorded so far), in memory: every tensor a copy (on its
+    device: cheap on a GPU), so that training on (in-place updates of the model and optimizer) cannot change it while
+    it is serialised elsewhere. `optimizer`: the optimizer, or its state dict (a fused run's,
+    stacked.StackedRuns.unstack)."""
     state = {
         "version": CHECKPOINT_VERSION,
         "run_id": record.id,
@@ -54,8 +60,7 @@ def checkpoint_state(
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         "order_rng": order_gen.get_state(),
         "epochs": [e.model_dump() for e in record.epochs],
-        # float64 holds every float32 loss exactly
-        "batch_losses": torch.tensor(record.batch_losses, dtype=torch.float64),
+        "steps": steps,
     }
     if torch.cuda.is_initialized():
         # the copies are queued on this thread's stream: done before a thread on another stream reads them (a few ms
@@ -146,8 +151,8 @@ def load_checkpoint(path: Path, run_id: str | None = None, *, data: bytes | None
         raise RecordError(f"{path}: checkpoint file is missing.") from None
     except Exception as exc:  # noqa: BLE001 - any unpickling/zip error means a damaged file
         raise RecordError(f"{path}: damaged checkpoint ({type(exc).__name__}: {str(exc)[:120]}).") from None
-    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-        raise RecordError(f"{path}: not a tuitrain checkpoint of version {CHECKPOINT_VERSION}.")
+    if not isinstance(state, dict) or state.get("version") not in READABLE_VERSIONS:
+        raise RecordError(f"{path}: not a tuitrain checkpoint of version {CHECKPOINT_VERSION} or older.")
     if run_id is not None and state.get("run_id") != run_id:
         raise RecordError(f"{path}: checkpoint of run {state.get('run_id')!r}, not of {run_id!r}.")
     return state
@@ -160,7 +165,8 @@ def restore_checkpoint(
     order_gen: torch.Generator,
     record: RunRecord,
 ) -> None:
-    """Put model, optimizer, RNGs and the record's epochs/losses back to the checkpoint's epoch end."""
+    """Put model, optimizer, RNGs and the record's epochs back to the checkpoint's epoch end; a version 1 checkpoint's
+    losses into the record's batch_losses (they win over the run file's: the keeper moves them into the log)."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
@@ -168,4 +174,12 @@ def restore_checkpoint(
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     order_gen.set_state(state["order_rng"])
     record.epochs = [EpochRecord.model_validate(e) for e in state["epochs"]]
-    record.batch_losses = state["batch_losses"].tolist()
+    if "batch_losses" in state:
+        record.batch_losses = state["batch_losses"].tolist()
+
+
+def checkpoint_steps(state: dict[str, Any]) -> int:
+    """The run's step count (losses recorded) at the checkpoint's epoch end."""
+    if "steps" in state:
+        return int(state["steps"])
+    return len(state["batch_losses"])

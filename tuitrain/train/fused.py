@@ -2,8 +2,9 @@
 each keeping what `fit` gives it alone: its own initial weights and data order (its seed), its own record, events,
 controls, checkpoint and end.
 
-`fit_fused(runs, data=...)` trains the runs (each a `FusedRun`: its spec, record, sink, control, persist hook and
-place, as `fit` takes them) and returns their records. The runs step together, one batch each per step; every
+`fit_fused(runs, data=...)` trains the runs (each a `FusedRun`: its spec, record, sink, control, run files and
+place, as `fit` takes them) and returns their records; each run is recorded through its own RecordKeeper
+(tuitrain.keeper), as `fit` records a run alone. The runs step together, one batch each per step; every
 `log_every` batches (or READ_BACK_EVERY_S) the group's losses are read back in one go and handed to each run's sink
 as its BatchLosses; at each epoch end the stack is evaluated in one pass and each run gets its EpochRecord, checkpoint
 (in the same format as `fit` writes: `tuitrain --resume` continues a fused run alone), run file and EpochEnded.
@@ -19,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -32,13 +35,13 @@ from tuitrain.core.errors import RunFilesError
 from tuitrain.core.events import BatchLosses, EpochEnded, LogMessage, RunFinished, RunStarted, Sink
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
+from tuitrain.keeper import EpochLosses, RecordKeeper, RunFiles
 from tuitrain.records import EpochRecord, RunRecord, utc_now
 from tuitrain.train.checkpoint import CheckpointWriter, WriteCheckpoint, checkpoint_state
 from tuitrain.train.device import TensorData, cuda_index, describe_device, usable_precision
-from tuitrain.train.loop import READ_BACK_EVERY_S, Persist, RunPlace, cannot_write, eval_batch
+from tuitrain.train.loop import PERSIST_EVERY_S, READ_BACK_EVERY_S, RunPlace, cannot_write, eval_batch
 from tuitrain.train.stacked import StackedRuns, fusion_key
 
-PERSIST_EVERY_S = 2.0
 PAUSED_HEARTBEAT_S = 30.0
 """A paused run's file is saved this often, so that a long pause is not taken for a crash (as RunControl's wait)."""
 
@@ -51,7 +54,8 @@ class FusedRun:
     record: RunRecord
     sink: Sink = lambda _e: None
     control: RunControl = field(default_factory=RunControl)
-    persist: Persist = lambda _r: None
+    files: RunFiles | None = None
+    """Where its run file and series log go, as fit's (None: nothing written)."""
     place: RunPlace = RunPlace()
     write_checkpoint: WriteCheckpoint | None = None
     """As fit's: None writes the checkpoint here (atomically)."""
@@ -64,6 +68,7 @@ class Member:
     run: FusedRun
     order_gen: torch.Generator
     checkpoints: CheckpointWriter
+    keeper: RecordKeeper
     perm: torch.Tensor | None = None
     status: RunStatus = "completed"
     """How it ends, as far as training goes (as FitLoop.status)."""
@@ -73,7 +78,6 @@ class Member:
     """This epoch's training time so far (pauses excluded)."""
     paused_s: float = 0.0
     paused_since: float | None = None
-    last_save: float = field(default_factory=time.monotonic)
     files_error: RunFilesError | None = None
 
     @property
@@ -84,13 +88,18 @@ class Member:
     def spec(self) -> RunSpec:
         return self.run.spec
 
-    def save(self) -> None:
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """A block that writes the run's files: an OSError from them is a RunFilesError, as in FitLoop.writing."""
         try:
-            self.run.persist(self.record)
+            yield
         except OSError as exc:
             place = self.run.place
             raise cannot_write(exc, place.run_file.parent if place.run_file else None) from exc
-        self.last_save = time.monotonic()
+
+    def save(self) -> None:
+        with self.writing():
+            self.keeper.save(always=True)
 
 
 @dataclass
@@ -139,7 +148,8 @@ class FusedFit:
             record.train_size = min(self.n, self.batches * spec.batch_size)
             record.test_size = int(data.test_x.shape[0])
             writer = CheckpointWriter(run.write_checkpoint or atomic_write_bytes, background=False)
-            members.append(Member(run, torch.Generator().manual_seed(spec.seed), writer))
+            keeper = RecordKeeper(record, run.files, save_every_s=PERSIST_EVERY_S, strict=True, save_now=False)
+            members.append(Member(run, torch.Generator().manual_seed(spec.seed), writer, keeper))
         self.members = members
         self.groups = [self.build(members)]
         self.graphs = False
@@ -175,6 +185,8 @@ class FusedFit:
         self.members[0].run.sink(LogMessage(f"Training {len(self.members)} runs fused in one program: {labels}"))
         try:
             for m in self.members:
+                with m.writing():
+                    m.keeper.start_at(0)
                 m.save()
             for group in self.groups:
                 self.capture(group)
@@ -197,7 +209,7 @@ class FusedFit:
                         self.flush(group)
                     m.record.status, m.record.ended_at = "interrupted", utc_now()
                     with contextlib.suppress(Exception):
-                        m.save()
+                        m.keeper.finish("interrupted")
             raise
         failed = next((m.files_error for m in self.members if m.files_error is not None), None)
         if failed is not None:
@@ -258,7 +270,7 @@ class FusedFit:
     def heartbeat(self) -> None:
         for group in self.groups:
             for m in group.members:
-                if m.paused_since is not None and time.monotonic() - m.last_save >= PAUSED_HEARTBEAT_S:
+                if m.paused_since is not None and time.monotonic() - m.keeper.last_save >= PAUSED_HEARTBEAT_S:
                     m.save()
 
     # --- members leaving ---------------------------------------------------------------------
@@ -294,13 +306,17 @@ class FusedFit:
         if m.status == "completed" and m.diverged_at is not None:  # on_divergence = "continue"
             m.status = "diverged"
             record.error = f"{m.diverged_at}; training continued (on_divergence = continue)"
-        record.status, record.ended_at = m.status, utc_now()
         if m.files_error is None:
             try:
-                m.save()
+                with m.writing():
+                    m.keeper.finish(m.status)
             except RunFilesError as exc:
                 m.files_error = exc
                 record.status, record.error = "interrupted", str(exc)
+        else:
+            record.status, record.ended_at = m.status, utc_now()
+            with contextlib.suppress(OSError):
+                m.keeper.finish(m.status)  # its files are closed; the run file is left as last saved
         place = m.run.place
         m.run.sink(
             RunFinished(
@@ -350,14 +366,15 @@ class FusedFit:
         running = time.perf_counter() - step_start if step_start is not None else 0.0
         for m, values in zip(group.members, columns, strict=True):
             record = m.record
-            record.batch_losses.extend(values)
+            with m.writing():  # appended to its series log; its run file saved every PERSIST_EVERY_S
+                first_step = m.keeper.add_losses(values)
             samples = min(group.batch * self.batch_size, self.n)
             assert record.train_size is not None
             m.run.sink(
                 BatchLosses(
                     run_id=record.id,
                     epoch=group.epoch,
-                    first_step=len(record.batch_losses) - len(values),
+                    first_step=first_step,
                     losses=tuple(values),
                     batch=group.batch,
                     batches_per_epoch=self.batches,
@@ -374,8 +391,6 @@ class FusedFit:
                 m.diverged_at = f"non-finite loss ({values[bad]}) at epoch {group.epoch}, batch {step}"
                 if m.spec.on_divergence == "stop":
                     m.status, record.error = "diverged", m.diverged_at
-            if time.monotonic() - m.last_save >= PERSIST_EVERY_S:
-                m.save()
 
     def end_epoch(self, group: Group) -> None:
         """Evaluate the group's runs in one pass; each gets its EpochRecord, checkpoint, run file and EpochEnded.
@@ -387,12 +402,12 @@ class FusedFit:
         samples = min(self.batches * self.batch_size, self.n)
         for position, m in enumerate(group.members):
             record = m.record
-            epoch_losses = record.batch_losses[-self.batches :]
+            epoch_losses = m.keeper.epoch_losses
             result = EpochRecord(
                 epoch=group.epoch,
-                initial_loss=epoch_losses[0],
-                final_loss=epoch_losses[-1],
-                mean_loss=sum(epoch_losses) / len(epoch_losses),
+                initial_loss=epoch_losses.first,
+                final_loss=epoch_losses.last,
+                mean_loss=epoch_losses.mean,
                 test_loss=tests[position].loss,
                 test_accuracy=100.0 * tests[position].correct / max(tests[position].total, 1),
                 test_correct=tests[position].correct,
@@ -406,19 +421,12 @@ class FusedFit:
                 lr=m.spec.lr_at(group.epoch),  # constant: a run with a schedule does not fuse (stacked.fusable)
                 confusion=tests[position].confusion,
             )
-            record.epochs.append(result)
             m.active_s += result.duration_s
             place = m.run.place
-            if place.checkpoint_file is not None:
-                model, optimizer = group.stack.unstack(position)
-                m.checkpoints.start(place.checkpoint_file, checkpoint_state(model, optimizer, m.order_gen, record))
-                try:
-                    written = m.checkpoints.collect(wait=True)
-                except OSError as exc:
-                    raise cannot_write(exc, place.checkpoint_file.parent) from exc
-                if written is not None:
-                    record.checkpoint = written.name
-            m.save()
+            with m.writing():  # the epoch in the record, its checkpoint, then the run file saved
+                m.keeper.end_epoch(
+                    functools.partial(built, result), functools.partial(self.checkpoint, group, position, m)
+                )
             m.run.sink(
                 EpochEnded(
                     run_id=record.id,
@@ -431,6 +439,22 @@ class FusedFit:
         group.batch = 0
         self.leave(group, [m for m in group.members if group.epoch >= m.spec.epochs])
         group.epoch += 1
+
+    def checkpoint(self, group: Group, position: int, m: Member) -> None:
+        """Write `m`'s checkpoint (it trains at `position` of `group`'s stack) and name it in its record."""
+        place = m.run.place
+        if place.checkpoint_file is None:
+            return
+        model, optimizer = group.stack.unstack(position)
+        m.checkpoints.start(
+            place.checkpoint_file, checkpoint_state(model, optimizer, m.order_gen, m.record, m.keeper.step)
+        )
+        try:
+            written = m.checkpoints.collect(wait=True)
+        except OSError as exc:
+            raise cannot_write(exc, place.checkpoint_file.parent) from exc
+        if written is not None:
+            m.record.checkpoint = written.name
 
     def started(self, m: Member) -> None:
         record, place = m.record, m.run.place
@@ -452,6 +476,11 @@ class FusedFit:
                 gpu=cuda_index(self.device),
             )
         )
+
+
+def built(result: EpochRecord, _losses: EpochLosses, _seconds: float) -> EpochRecord:
+    """An epoch's record made already (keeper.end_epoch's `build`)."""
+    return result
 
 
 def fit_fused(runs: list[FusedRun], *, data: TensorData, graphs: bool | None = None) -> list[RunRecord]:

@@ -14,18 +14,17 @@ from typing import Any
 
 import torch
 
-from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
 from tuitrain.core.errors import RunFilesError, TuitrainError
 from tuitrain.core.spec import RunSpec
-from tuitrain.core.tasks import CheckpointSaved, RecordSaved, RunTask, TaskDone, TaskEvent, TaskRefused, WorkerMessage
-from tuitrain.records import RunRecord, record_text
+from tuitrain.core.tasks import CheckpointSaved, RunTask, TaskDone, TaskEvent, TaskRefused, WorkerMessage
 from tuitrain.train.checkpoint import checkpoint_path
 from tuitrain.train.data import MnistArrays
 from tuitrain.train.device import TensorData, select_device
 from tuitrain.train.fused import FusedRun, fit_fused
 from tuitrain.train.loop import RunPlace, new_record
 from tuitrain.train.stacked import fusion_key
+from tuitrain.train.worker import TaskFiles
 
 FUSE_AT_LEAST = 2
 """Runs of one key that make a fused group; a lone run trains as today."""
@@ -54,9 +53,10 @@ def train_fused_tasks(
     write_files: bool = False,
     graphs: bool | None = None,
 ) -> None:
-    """Train fresh `tasks` (one fusion key) as one fused group; every event, run file state and checkpoint goes to
-    `send` with its task's index, and a TaskDone for each at the end (TaskRefused for all when they cannot start
-    here). `controls[task.index]`: each run's own controls (pausing or stopping one takes it out of the group). With
+    """Train fresh `tasks` (one fusion key) as one fused group; every event, run file state, series log frame and
+    checkpoint goes to `send` with its task's index (as `train_task` sends them), and a TaskDone for each at the end
+    (TaskRefused for all when they cannot start here). `controls[task.index]`: each run's own controls (pausing or
+    stopping one takes it out of the group). With
     `write_files` (a worker in the invoking process) the run files and checkpoints are written here, each
     RecordSaved says so, and a folder that cannot take them ends every run (TaskDone says why); without, writing is
     the receiver's. `data`: the tensors already on the device, else made from `arrays`."""
@@ -84,6 +84,10 @@ def train_fused_tasks(
         fit_fused(runs, data=data, graphs=graphs)
     except RunFilesError as exc:  # where this worker writes the files: the runs ended, saved as far as they could be
         files_error = str(exc)
+    finally:
+        for run in runs:
+            if run.files is not None:
+                run.files.close()
     for task in tasks:
         send(TaskDone(task.index, files_error=files_error))
 
@@ -92,12 +96,6 @@ def fused_run(
     task: RunTask, device: torch.device, send: Callable[[WorkerMessage], None], control: RunControl, write_files: bool
 ) -> FusedRun:
     index = task.index
-
-    def persist(record: RunRecord) -> None:
-        text = record_text(record)
-        if write_files:
-            atomic_write_text(task.run_file, text)
-        send(RecordSaved(index, text, written=write_files))
 
     def sink(event: Any) -> None:
         send(TaskEvent(index, event))
@@ -108,4 +106,4 @@ def fused_run(
     run_file = task.run_file
     place = RunPlace(index, task.run_count, run_file=run_file, checkpoint_file=checkpoint_path(run_file))
     write = None if write_files else (lambda _path, data: send(CheckpointSaved(index, data)))
-    return FusedRun(task.spec, record, sink, control, persist, place, write)
+    return FusedRun(task.spec, record, sink, control, TaskFiles(task, send, write_files), place, write)

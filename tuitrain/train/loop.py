@@ -8,7 +8,9 @@ device at the same points. The learning rate is set at each epoch's start from t
 epoch); the training accuracy is counted on the device by the steps and read back at the epoch's end;
 a validation split (RunSpec.val_split) is held out of the training images and evaluated with the test set.
 The loop prints nothing and knows nothing of any UI: it reports
-through events and saves through the `persist` hook. An epoch's time is its training time (pauses
+through events and records through a RecordKeeper (tuitrain.keeper, as scripts' runs are recorded): each read-back
+appends its losses to the run's series log, and the run file (no losses in it) is saved every few seconds, at epoch
+ends and at the end, wherever the keeper's RunFiles put them. An epoch's time is its training time (pauses
 excluded) plus its evaluation: start-up, pauses and epoch-end saving are not training.
 """
 
@@ -20,7 +22,7 @@ import math
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,8 +43,15 @@ from tuitrain.core.events import (
 )
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
+from tuitrain.keeper import RecordKeeper, RunFiles
 from tuitrain.records import EpochRecord, RunRecord, utc_now
-from tuitrain.train.checkpoint import CheckpointWriter, WriteCheckpoint, checkpoint_state, restore_checkpoint
+from tuitrain.train.checkpoint import (
+    CheckpointWriter,
+    WriteCheckpoint,
+    checkpoint_state,
+    checkpoint_steps,
+    restore_checkpoint,
+)
 from tuitrain.train.cuda_step import autocast, make_step, wants_graph
 from tuitrain.train.data import MnistArrays
 from tuitrain.train.device import (
@@ -66,7 +75,6 @@ PERSIST_EVERY_S = 2.0
 # read-back, so a slow model (e.g. resnet18 on a CPU) loses at most a few seconds to a kill -9.
 READ_BACK_EVERY_S = 2.0
 
-Persist = Callable[[RunRecord], None]
 SEEDING_LOCK = threading.Lock()
 """Runs that start side by side in one process (executors.threads) seed torch and build their models one at a
 time: torch's seed is global."""
@@ -124,7 +132,7 @@ class RunPlace:
     run_count: int = 1
     """Runs in the invocation."""
     run_file: Path | None = None
-    """The run file that `persist` writes (named in RunStarted and RunFinished); None when there is none."""
+    """The run file (named in RunStarted and RunFinished), written by the run's RunFiles; None when there is none."""
     checkpoint_file: Path | None = None
     """Where the epoch-end checkpoint is written; None: no checkpoints."""
 
@@ -155,7 +163,7 @@ class EpochProgress:
     losses: list[torch.Tensor] = field(default_factory=list)
     """One loss per trained batch, on the device (appending is cheaper than an indexed store)."""
     read: int = 0
-    """losses[:read] are already on the host, in the record."""
+    """losses[:read] are already on the host, recorded."""
     samples: int = 0
     """Training samples seen, as of the last read-back and at the end."""
     train_s: float = 0.0
@@ -180,7 +188,7 @@ class FitLoop:
         spec: RunSpec,
         emit: Sink,
         control: RunControl,
-        persist: Persist,
+        files: RunFiles | None,
         checkpoints: CheckpointWriter,
         place: RunPlace,
         device: torch.device,
@@ -202,7 +210,7 @@ class FitLoop:
         record.status = "running"
         self.share, self.max_threads, self.threads_now = share, max_threads, torch.get_num_threads()
         record.env.threads = self.follow_share()  # what the run starts with; the epochs record any change
-        self.spec, self.emit, self.control, self.persist, self.place = spec, emit, control, persist, place
+        self.spec, self.emit, self.control, self.place = spec, emit, control, place
         self.checkpoints = checkpoints
         self.device, self.data, self.record = device, data, record
 
@@ -216,6 +224,9 @@ class FitLoop:
             load_optimizer_state(
                 self.optimizer, lambda: restore_checkpoint(resume, self.model, self.optimizer, self.order_gen, record)
             )
+        self.keeper = RecordKeeper(record, files, save_every_s=PERSIST_EVERY_S, strict=True, save_now=False)
+        self.start_step = checkpoint_steps(resume) if resume is not None else 0
+        """The run's losses before this life's first: its checkpoint's (a resume), else none."""
 
         self.n = int(data.train_x.shape[0])
         self.batches = math.ceil(self.n / spec.batch_size)
@@ -232,7 +243,7 @@ class FitLoop:
         self.active_s = 0.0
         """Training and evaluation time of the finished epochs (this process): what BatchLosses.elapsed_s adds to."""
         self.progress: EpochProgress | None = None
-        self.last_save = self.last_read = time.monotonic()
+        self.last_read = time.monotonic()
         self.files_error: RunFilesError | None = None
         """Why the run's files could not be written (the run then ended as interrupted), raised as it ends."""
 
@@ -279,6 +290,8 @@ class FitLoop:
         which). A run file that cannot be written ends the run as interrupted, an error as failed."""
         spec, emit = self.spec, self.emit
         try:
+            with self.writing():
+                self.keeper.start_at(self.start_step)  # a resume's log rewinds to its checkpoint (serieslog)
             self.save()
             self.model.train()
             # before capture: a captured step reads the lr tensor that each epoch's set_lr then writes in place
@@ -325,9 +338,9 @@ class FitLoop:
                 self.status, record.error = "interrupted", str(self.files_error)
             except Exception as exc:  # noqa: BLE001 - as a failure while training
                 self.fail(exc)
-            record.status, record.ended_at = self.status, utc_now()
             try:
-                self.save()
+                with self.writing():
+                    self.keeper.finish(self.status)
             except RunFilesError as exc:  # the file keeps its last saved state; this process says why
                 self.files_error = self.files_error or exc
                 record.status, record.error = "interrupted", str(self.files_error)
@@ -342,8 +355,8 @@ class FitLoop:
                 # leaving anyway: a checkpoint or run file that cannot be written keeps its last saved state
                 with contextlib.suppress(Exception):
                     self.checkpoint_written(wait=True)
-                with contextlib.suppress(RunFilesError):
-                    self.save()
+                with contextlib.suppress(Exception):
+                    self.keeper.finish("interrupted")
 
     def on_run_finished(self) -> None:
         record = self.record
@@ -414,8 +427,8 @@ class FitLoop:
         return progress
 
     def read_back(self, progress: EpochProgress, segment_start: float) -> bool:
-        """Bring the losses trained since the last read-back to the host, report them (BatchLosses) and save
-        every PERSIST_EVERY_S. False when a non-finite loss stops the run."""
+        """Bring the losses trained since the last read-back to the host, record them (the keeper saves the run file
+        every PERSIST_EVERY_S) and report them (BatchLosses). False when a non-finite loss stops the run."""
         record = self.record
         self.last_read = time.monotonic()
         batch = len(progress.losses)
@@ -425,14 +438,15 @@ class FitLoop:
         finite = bool(torch.isfinite(chunk).all())
         values = chunk.tolist()
         train_s = progress.train_s + (time.perf_counter() - segment_start)
-        record.batch_losses.extend(values)
         progress.read = batch
+        with self.writing():  # appended to the series log; the run file saved every PERSIST_EVERY_S
+            first_step = self.keeper.add_losses(values)
         assert record.train_size is not None  # set in __init__
         self.emit(
             BatchLosses(
                 run_id=record.id,
                 epoch=progress.epoch,
-                first_step=len(record.batch_losses) - len(values),
+                first_step=first_step,
                 losses=tuple(values),
                 batch=batch,
                 batches_per_epoch=self.batches,
@@ -452,15 +466,12 @@ class FitLoop:
                 self.status = "diverged"
                 record.error = self.diverged_at
                 return False
-        if time.monotonic() - self.last_save >= PERSIST_EVERY_S:
-            self.save()
         return True
 
     def end_epoch(self, progress: EpochProgress) -> None:
         """Evaluate, record the epoch (its time: training plus evaluation), write the checkpoint and the run file,
         report EpochEnded."""
         record, place = self.record, self.place
-        epoch_losses = record.batch_losses[-self.batches :]
         eval_start = time.perf_counter()
         test = evaluate_classes(self.model, self.data.test_x, self.data.test_y, self.spec.precision)
         test_loss, correct, total = test.loss, test.correct, test.total
@@ -478,11 +489,12 @@ class FitLoop:
         eval_s = time.perf_counter() - eval_start
         train_correct = int(self.train_correct.item())  # one read-back per epoch (evaluate has synced already)
         on_gpu = self.device.type == "cuda"
+        epoch_losses = self.keeper.epoch_losses
         result = EpochRecord(
             epoch=progress.epoch,
-            initial_loss=epoch_losses[0],
-            final_loss=epoch_losses[-1],
-            mean_loss=sum(epoch_losses) / len(epoch_losses),
+            initial_loss=epoch_losses.first,
+            final_loss=epoch_losses.last,
+            mean_loss=epoch_losses.mean,
             test_loss=test_loss,
             test_accuracy=100.0 * correct / max(total, 1),
             test_correct=correct,
@@ -498,14 +510,17 @@ class FitLoop:
             **val,
             confusion=test.confusion,
         )
-        record.epochs.append(result)
         self.active_s += result.duration_s
-        if place.checkpoint_file is not None:
-            self.checkpoint_written(wait=True)  # the previous epoch's: one write at a time
-            state = checkpoint_state(self.model, self.optimizer, self.order_gen, record)
-            self.checkpoints.start(place.checkpoint_file, state)
-            self.checkpoint_written(wait=False)  # a synchronous write is done now, and the run file names it
-        self.save()
+
+        def checkpoint() -> None:
+            if place.checkpoint_file is not None:
+                self.checkpoint_written(wait=True)  # the previous epoch's: one write at a time
+                state = checkpoint_state(self.model, self.optimizer, self.order_gen, record, self.keeper.step)
+                self.checkpoints.start(place.checkpoint_file, state)
+                self.checkpoint_written(wait=False)  # a synchronous write is done now, and the run file names it
+
+        with self.writing():  # the epoch in the record, its checkpoint, then the run file saved
+            self.keeper.end_epoch(lambda _losses, _s: result, checkpoint)
         self.emit(
             EpochEnded(
                 run_id=record.id,
@@ -541,22 +556,31 @@ class FitLoop:
         if written is not None:
             self.record.checkpoint = written.name
 
-    def save(self) -> None:
-        """Write the run file (the `persist` hook); RunFilesError when it cannot be written."""
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """A block that writes the run's files: an OSError from them is a RunFilesError (the user's folder or disk)."""
         try:
-            self.persist(self.record)
+            yield
         except OSError as exc:
             raise cannot_write(exc, self.place.run_file.parent if self.place.run_file else None) from exc
-        self.last_save = time.monotonic()
+
+    def save(self) -> None:
+        """Write the run file now; RunFilesError when it cannot be written."""
+        with self.writing():
+            self.keeper.save(always=True)
 
     def keep_unread_losses(self) -> None:
-        """Put the losses of an epoch cut short between two read-backs into the record (no event: the run is ending)."""
+        """Record the losses of an epoch cut short between two read-backs (no event: the run is ending)."""
         progress = self.progress
         if progress is None or progress.read >= len(progress.losses):
             return
         unread, progress.read = progress.losses[progress.read :], len(progress.losses)
-        with contextlib.suppress(Exception):  # a device that failed mid-run: those losses are gone, the rest is saved
-            self.record.batch_losses.extend(torch.stack(unread).tolist())
+        try:
+            values = torch.stack(unread).tolist()
+        except Exception:  # noqa: BLE001 - a device that failed mid-run: those losses are gone, the rest is saved
+            return
+        with contextlib.suppress(OSError):  # a log that cannot take them: the run file says why it ended
+            self.keeper.add_losses(values)
 
 
 def fit(
@@ -566,7 +590,7 @@ def fit(
     *,
     data: MnistArrays | TensorData,
     record: RunRecord | None = None,
-    persist: Persist | None = None,
+    files: RunFiles | None = None,
     place: RunPlace = RunPlace(),
     resume: dict | None = None,
     write_checkpoint: WriteCheckpoint | None = None,
@@ -574,8 +598,10 @@ def fit(
 ) -> RunRecord:
     """Train and evaluate one run, emitting events to `sink`; returns the finished record.
 
-    `persist(record)` is called at the start, at every epoch end, every few seconds while training and
-    at the end. Errors inside training end the run as `failed` (the record says why); a user error such
+    The run is recorded through a RecordKeeper into `files` (keeper.LocalRunFiles: the run file and its series log
+    here; None: nothing written, the losses kept in the record's batch_losses): each read-back's losses are appended
+    to the series log, and the run file is saved at the start, at every epoch end, every few seconds while training
+    and at the end. Errors inside training end the run as `failed` (the record says why); a user error such
     as an unavailable device is raised before anything starts. `place` says where the run stands in its
     invocation and where its files go: with a checkpoint file, a checkpoint is written there at every
     epoch end, by default in a background thread while the next epoch trains (the run file may be saved
@@ -605,7 +631,7 @@ def fit(
             spec=spec,
             emit=sink or (lambda _e: None),
             control=control or RunControl(),
-            persist=persist or (lambda _r: None),
+            files=files,
             # Only this process's own atomic write goes to the background: the worker's writer sends the bytes to
             # the invoking process, which writes the checkpoint before the run file sent after it, in order.
             checkpoints=CheckpointWriter(write_checkpoint, background=False)

@@ -20,23 +20,25 @@ from multiprocessing.connection import Connection
 
 import torch
 
-from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.control import RunControl
 from tuitrain.core.cores import cpu_share
 from tuitrain.core.errors import RunFilesError, TuitrainError
 from tuitrain.core.events import LogMessage, RunWaiting
+from tuitrain.core.serieslog import series_path_for
 from tuitrain.core.tasks import (
     CheckpointSaved,
     ControlState,
     RecordSaved,
     RunTask,
+    SeriesAppended,
     TaskDone,
     TaskEvent,
     TaskRefused,
     WorkerMessage,
     WorkerReady,
 )
-from tuitrain.records import RunRecord, record_text
+from tuitrain.keeper import LocalRunFiles
+from tuitrain.records import RunRecord
 from tuitrain.train import estimate
 from tuitrain.train.checkpoint import checkpoint_path, load_checkpoint
 from tuitrain.train.data import MnistArrays
@@ -78,6 +80,32 @@ class TensorCache:
         return self.data
 
 
+class TaskFiles:
+    """A task's run files as its worker records them (keeper.RunFiles): written here (`write_files`: a worker in the
+    invoking process) and each write said in a RecordSaved, or sent to the invoking process, the files' only writer:
+    each series log frame as a SeriesAppended, each run file state as a RecordSaved."""
+
+    def __init__(self, task: RunTask, send: Send, write_files: bool) -> None:
+        self.index, self.send = task.index, send
+        self.local = LocalRunFiles(task.run_file) if write_files else None
+        self.series_name = series_path_for(task.run_file).name
+
+    def append(self, frame: bytes) -> None:
+        if self.local is not None:
+            self.local.append(frame)
+        else:
+            self.send(SeriesAppended(self.index, frame))
+
+    def write(self, text: str) -> None:
+        if self.local is not None:
+            self.local.write(text)
+        self.send(RecordSaved(self.index, text, written=self.local is not None))
+
+    def close(self) -> None:
+        if self.local is not None:
+            self.local.close()
+
+
 def train_task(
     task: RunTask,
     arrays: MnistArrays,
@@ -89,20 +117,15 @@ def train_task(
     write_files: bool = False,
     learn_times: bool = True,
 ) -> None:
-    """Train one run; every event, run file state and checkpoint goes to `send`; TaskDone at the end, or
+    """Train one run; every event, run file state, series log frame and checkpoint goes to `send`; TaskDone at the
+    end, or
     TaskRefused with the reason when the run cannot start here (nothing else was sent for it then). `env`: more
     fields for the record's EnvInfo (e.g. the Ray node id). With `write_files` (a worker in the invoking process),
     the loop writes the run file and its checkpoints itself, checkpoints in the background as the next epoch
     trains, and each RecordSaved says what it wrote; a RunFilesError then ends the invocation (TaskDone says it).
     Without `learn_times` (a run side by side with others in one process), its speed is not learnt for estimates."""
     index = task.index
-
-    def persist(record: RunRecord) -> None:
-        text = record_text(record)
-        if write_files:
-            atomic_write_text(task.run_file, text)
-        send(RecordSaved(index, text, written=write_files))
-
+    files = TaskFiles(task, send, write_files)
     try:
         device = task_device(task)
         data = tensors.get(arrays, device, task)
@@ -132,7 +155,7 @@ def train_task(
                 control,
                 data=data,
                 record=record,
-                persist=persist,
+                files=files,
                 place=RunPlace(
                     run_index=index,
                     run_count=task.run_count,
@@ -152,6 +175,8 @@ def train_task(
         send(TaskRefused(index, str(exc)))
     except Exception as exc:  # noqa: BLE001 - before training started (fit records its own failures)
         send(TaskRefused(index, f"{type(exc).__name__}: {exc}"))
+    finally:
+        files.close()
 
 
 def apply_control(control: RunControl, change: ControlState) -> None:
