@@ -38,14 +38,13 @@ from tuitrain.core.events import (
     Event,
     LogMessage,
     MetricPoints,
-    RunFinished,
     RunStarted,
     Sink,
 )
 from tuitrain.core.folder_lock import folder_writer_alive
 from tuitrain.core.serieslog import SeriesReader
 from tuitrain.core.tfevents import is_event_file
-from tuitrain.records import RunRecord, parse_record
+from tuitrain.records import RunRecord, parse_record, run_finished
 from tuitrain.remote_control import RemoteControls
 from tuitrain.tblogs import PRESET as TENSORBOARD
 from tuitrain.tblogs import TensorBoardRunReader, log_folders
@@ -449,18 +448,7 @@ class RunTracker:
         error = record.error
         if status == "crashed" and error is None:
             error = "the training process is gone (killed, or its machine went down); the file holds what it saved last"
-        return [
-            RunFinished(
-                run_id=record.id,
-                label=record.label,
-                run_index=self.run_index,
-                status=status,
-                path=self.path,
-                error=error,
-                best_accuracy=record.best_accuracy,
-                best_on_validation=record.best_epoch_chosen_on == "validation",
-            )
-        ]
+        return [run_finished(record, self.run_index, self.path, status=status, error=error)]
 
     def _started(self, record: RunRecord) -> RunStarted:
         return RunStarted(

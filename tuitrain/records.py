@@ -31,6 +31,7 @@ from pydantic import (
 from tuitrain.core import serieslog
 from tuitrain.core.atomic import atomic_write_text
 from tuitrain.core.errors import RecordError, first_error
+from tuitrain.core.events import RunFinished
 from tuitrain.core.serieslog import LOG_FORMAT_VERSION, SERIES_SUFFIX, Series, SeriesReader
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
@@ -340,6 +341,23 @@ class RunRecord(BaseModel):
         and its resume.
         """
         return sum(e.duration_s for e in self.epochs)
+
+
+def run_finished(
+    record: RunRecord, run_index: int, path: Path | None, *, status: str | None = None, error: str | None = None
+) -> RunFinished:
+    """The RunFinished that says how `record`'s run ended (its status and error unless given: a watcher reports a
+    crash its file cannot say), its best accuracy and what that best was chosen on."""
+    return RunFinished(
+        run_id=record.id,
+        label=record.label,
+        run_index=run_index,
+        status=status if status is not None else record.status,
+        path=path,
+        error=error if error is not None else record.error,
+        best_accuracy=record.best_accuracy,
+        best_on_validation=record.best_epoch_chosen_on == "validation",
+    )
 
 
 # Migrations from older schema versions: version -> function turning that version's dict into the next.

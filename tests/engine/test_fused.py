@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,24 @@ def test_each_run_gets_its_own_events_and_record(mnist_dir: Path) -> None:
         ended = [e for e in events[i] if isinstance(e, EpochEnded)]
         assert [e.epoch for e in ended] == [1, 2] and ended[-1].test_accuracy == record.epochs[-1].test_accuracy
         assert record.train_size == 512 and record.test_size == 128 and record.batches_per_epoch == 8
+
+
+def test_a_fused_run_says_its_start_and_end_as_it_would_alone(mnist_dir: Path) -> None:
+    data = data_on(mnist_dir)
+    spec = sweep()[0]
+    fused: list = []
+    fit_fused([fused_run(spec, 0, 1, sink=fused.append)], data=data)
+    solo: list = []
+    record = new_record(spec, torch.device("cpu"), run_id="r0", label=f"lr={spec.lr} seed={spec.seed}")
+    fit(spec, solo.append, data=data, cores=None, record=record)
+    started = [e for e in fused if isinstance(e, RunStarted)]
+    assert started == [e for e in solo if isinstance(e, RunStarted)] and started[0].batches_per_epoch == 8
+    # a fused run's losses match its run alone within a tolerance (see the module docstring): so may its accuracy
+    (fused_end,) = [e for e in fused if isinstance(e, RunFinished)]
+    (solo_end,) = [e for e in solo if isinstance(e, RunFinished)]
+    assert fused_end.status == "completed" and fused_end.best_accuracy is not None
+    assert fused_end.best_accuracy == pytest.approx(solo_end.best_accuracy, abs=100 / 128)
+    assert replace(fused_end, best_accuracy=None) == replace(solo_end, best_accuracy=None)
 
 
 def test_a_diverging_run_is_marked_and_the_others_go_on(mnist_dir: Path) -> None:

@@ -25,7 +25,7 @@ from typing import Protocol
 from tuitrain.core.atomic import atomic_write_bytes, atomic_write_text
 from tuitrain.core.control import RunControl
 from tuitrain.core.errors import RecordError, RunFilesError
-from tuitrain.core.events import LogMessage, RunFinished, RunWaiting, Sink
+from tuitrain.core.events import LogMessage, RunWaiting, Sink
 from tuitrain.core.serieslog import SeriesWriter, series_path_for
 from tuitrain.core.status import RunStatus
 from tuitrain.core.tasks import (
@@ -40,7 +40,7 @@ from tuitrain.core.tasks import (
     WorkerMessage,
     WorkerReady,
 )
-from tuitrain.records import RunRecord, parse_record, read_series_of, record_text, utc_now
+from tuitrain.records import RunRecord, parse_record, read_series_of, record_text, run_finished, utc_now
 from tuitrain.train.checkpoint import checkpoint_path
 from tuitrain.train.data import MnistArrays
 from tuitrain.train.loop import cannot_write
@@ -345,14 +345,4 @@ class Scheduler:
             self.write(task, lambda: atomic_write_text(task.run_file, record_text(record)))
         self.records[task.index] = record
         if reason:
-            self.sink(
-                RunFinished(
-                    run_id=record.id,
-                    label=record.label,
-                    run_index=task.index,
-                    status=record.status,
-                    path=task.run_file,
-                    error=record.error,
-                    best_accuracy=record.best_accuracy,
-                )
-            )
+            self.sink(run_finished(record, task.index, task.run_file))

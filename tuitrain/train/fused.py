@@ -32,14 +32,14 @@ import torch
 from tuitrain.core.atomic import atomic_write_bytes
 from tuitrain.core.control import RunControl
 from tuitrain.core.errors import RunFilesError
-from tuitrain.core.events import BatchLosses, EpochEnded, LogMessage, RunFinished, RunStarted, Sink
+from tuitrain.core.events import BatchLosses, EpochEnded, LogMessage, Sink
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
 from tuitrain.keeper import EpochLosses, RecordKeeper, RunFiles
-from tuitrain.records import EpochRecord, RunRecord, utc_now
+from tuitrain.records import EpochRecord, RunRecord, run_finished, utc_now
 from tuitrain.train.checkpoint import CheckpointWriter, WriteCheckpoint, checkpoint_state
-from tuitrain.train.device import TensorData, cuda_index, describe_device, usable_precision
-from tuitrain.train.loop import PERSIST_EVERY_S, READ_BACK_EVERY_S, RunPlace, cannot_write, eval_batch
+from tuitrain.train.device import TensorData, usable_precision
+from tuitrain.train.loop import PERSIST_EVERY_S, READ_BACK_EVERY_S, RunPlace, cannot_write, eval_batch, run_started
 from tuitrain.train.stacked import StackedRuns, fusion_key
 
 PAUSED_HEARTBEAT_S = 30.0
@@ -317,18 +317,7 @@ class FusedFit:
             record.status, record.ended_at = m.status, utc_now()
             with contextlib.suppress(OSError):
                 m.keeper.finish(m.status)  # its files are closed; the run file is left as last saved
-        place = m.run.place
-        m.run.sink(
-            RunFinished(
-                run_id=record.id,
-                label=record.label,
-                run_index=place.run_index,
-                status=record.status,
-                path=place.run_file,
-                error=record.error,
-                best_accuracy=record.best_accuracy,
-            )
-        )
+        m.run.sink(run_finished(record, m.run.place.run_index, m.run.place.run_file))
 
     def fail(self, group: Group, exc: Exception) -> None:
         text, trace = f"{type(exc).__name__}: {exc}", traceback.format_exc()
@@ -457,25 +446,7 @@ class FusedFit:
             m.record.checkpoint = written.name
 
     def started(self, m: Member) -> None:
-        record, place = m.record, m.run.place
-        assert record.train_size is not None and record.test_size is not None
-        m.run.sink(
-            RunStarted(
-                run_id=record.id,
-                label=record.label,
-                run_index=place.run_index,
-                run_count=place.run_count,
-                spec=m.spec,
-                device=describe_device(self.device),
-                train_size=record.train_size,
-                test_size=record.test_size,
-                batches_per_epoch=self.batches,
-                start_epoch=1,
-                path=place.run_file,
-                host=record.env.host,
-                gpu=cuda_index(self.device),
-            )
-        )
+        m.run.sink(run_started(m.record, m.run.place, self.device, 1))
 
 
 def built(result: EpochRecord, _losses: EpochLosses, _seconds: float) -> EpochRecord:

@@ -37,14 +37,13 @@ from tuitrain.core.events import (
     BatchLosses,
     EpochEnded,
     LogMessage,
-    RunFinished,
     RunStarted,
     Sink,
 )
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
 from tuitrain.keeper import RecordKeeper, RunFiles
-from tuitrain.records import EpochRecord, RunRecord, utc_now
+from tuitrain.records import EpochRecord, RunRecord, run_finished, utc_now
 from tuitrain.train.checkpoint import (
     CheckpointWriter,
     WriteCheckpoint,
@@ -135,6 +134,27 @@ class RunPlace:
     """The run file (named in RunStarted and RunFinished), written by the run's RunFiles; None when there is none."""
     checkpoint_file: Path | None = None
     """Where the epoch-end checkpoint is written; None: no checkpoints."""
+
+
+def run_started(record: RunRecord, place: RunPlace, device: torch.device, start_epoch: int) -> RunStarted:
+    """The RunStarted the engine emits for `record`'s run as it starts training at `start_epoch` on `device`: its
+    spec and plan as set in its record as training begins, its place in its invocation."""
+    assert record.train_size is not None and record.test_size is not None and record.batches_per_epoch is not None
+    return RunStarted(
+        run_id=record.id,
+        label=record.label,
+        run_index=place.run_index,
+        run_count=place.run_count,
+        spec=record.spec,
+        device=describe_device(device),
+        train_size=record.train_size,
+        test_size=record.test_size,
+        batches_per_epoch=record.batches_per_epoch,
+        start_epoch=start_epoch,
+        path=place.run_file,
+        host=record.env.host,
+        gpu=cuda_index(device),
+    )
 
 
 def cannot_write(exc: OSError, folder: Path | None) -> RunFilesError:
@@ -265,25 +285,7 @@ class FitLoop:
         return self.record
 
     def on_run_start(self) -> None:
-        record, place = self.record, self.place
-        assert record.train_size is not None and record.test_size is not None  # set in __init__
-        self.emit(
-            RunStarted(
-                run_id=record.id,
-                label=record.label,
-                run_index=place.run_index,
-                run_count=place.run_count,
-                spec=self.spec,
-                device=describe_device(self.device),
-                train_size=record.train_size,
-                test_size=record.test_size,
-                batches_per_epoch=self.batches,
-                start_epoch=self.start_epoch,
-                path=place.run_file,
-                host=record.env.host,
-                gpu=cuda_index(self.device),
-            )
-        )
+        self.emit(run_started(self.record, self.place, self.device, self.start_epoch))
 
     def run_epochs(self) -> None:
         """Save the run file, then train the epochs until the last, a stop or a divergence (self.status says
@@ -359,19 +361,7 @@ class FitLoop:
                     self.keeper.finish("interrupted")
 
     def on_run_finished(self) -> None:
-        record = self.record
-        self.emit(
-            RunFinished(
-                run_id=record.id,
-                label=record.label,
-                run_index=self.place.run_index,
-                status=record.status,
-                path=self.place.run_file,
-                error=record.error,
-                best_accuracy=record.best_accuracy,
-                best_on_validation=record.best_epoch_chosen_on == "validation",
-            )
-        )
+        self.emit(run_finished(self.record, self.place.run_index, self.place.run_file))
 
     def fail(self, exc: Exception) -> None:
         """End the run as failed by `exc`, raised while training (its traceback kept)."""
