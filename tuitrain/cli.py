@@ -16,7 +16,7 @@ from tuitrain import __version__
 from tuitrain.core.errors import TuitrainError
 
 if TYPE_CHECKING:
-    from tuitrain.remote_control import Action
+    from tuitrain.remote_control import Action, TrainerState
     from tuitrain.signals import StopOnSignals
 
 DESCRIPTION = """\
@@ -158,6 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--gpus", type=_gpu_list, metavar="I,J,…", help="train only on these GPUs (default: every visible GPU)"
     )
+    add_executor_options(p)
+    add_overrides(p)
+    p.add_argument(
+        "--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run files go (default: runs/)"
+    )
+    p.add_argument("--data-dir", type=Path, metavar="DIR", help="folder with the four MNIST IDX files (.gz or not)")
+    return p
+
+
+def add_executor_options(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("executor (where the runs train)")
     r.add_argument(
         "--executor",
@@ -184,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --executor ray: GPUs reserved per run, fractions share a GPU (default: the preset's "
         "gpus_per_run, else 0: the CPU)",
     )
+
+
+def add_overrides(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("overrides (apply to every run of the preset)")
     g.add_argument("--epochs", type=_positive_int, metavar="N")
     g.add_argument("--subset", type=_positive_int, metavar="N", help="train on the first N training images only")
@@ -225,11 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--precision", choices=["fp32", "bf16"], help="fp32 (default), or bf16 autocast on a CUDA GPU that supports it"
     )
-    p.add_argument(
-        "--runs-dir", type=Path, default=Path("runs"), metavar="DIR", help="where run files go (default: runs/)"
-    )
-    p.add_argument("--data-dir", type=Path, metavar="DIR", help="folder with the four MNIST IDX files (.gz or not)")
-    return p
 
 
 OVERRIDE_KEYS = (
@@ -511,11 +519,8 @@ def train_headless(invocation, heading: str, stops: StopOnSignals | None = None)
 def run_detached(args: argparse.Namespace) -> int:
     """Check everything that can fail quickly, then train (or resume) in a child process in its own session,
     and return. The child inherits the invocation folder's lock, so nothing can slip in between."""
-    import os
     import socket
-    import subprocess
 
-    import tuitrain
     from tuitrain.core.atomic import atomic_write_text
     from tuitrain.follow import DETACHED_LOG, DETACHED_PID
     from tuitrain.presets import find_preset
@@ -554,38 +559,51 @@ def run_detached(args: argparse.Namespace) -> int:
         lock_fd = lock_folder(folder)  # already held when resuming
         if args.resume is not None:
             check_data(args.data_dir)  # a data problem is shown here, not hidden in the log
-        if args.data_dir is not None:
-            child += ["--data-dir", str(args.data_dir.resolve())]
-        child += ["--jobs", str(invocation.jobs_asked)]  # the preset's `jobs` too: the plan does not hold it
-        if args.gpus is not None:
-            child += ["--gpus", ",".join(map(str, args.gpus))]
-        child += ray_child_args(invocation.ray)
-        child += ["--lock-fd", str(lock_fd)]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        # the child imports this same tuitrain, installed or not
-        package_root = str(Path(tuitrain.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                child,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
-                pass_fds=(lock_fd,),
-            )
+        pid = start_detached(child + detached_options(args, invocation, lock_fd), log_path, lock_fd)
     finally:
         release_folder(folder)  # closes this copy only: the child's copy keeps the lock
     # lets a watcher tell "not started yet" from "died before its first run file"
-    atomic_write_text(folder / DETACHED_PID, json.dumps({"pid": proc.pid, "host": socket.gethostname()}))
-    print(f"{doing} in the background (pid {proc.pid}).")
+    atomic_write_text(folder / DETACHED_PID, json.dumps({"pid": pid, "host": socket.gethostname()}))
+    print(f"{doing} in the background (pid {pid}).")
     for note in notes:
         print(f"{note}.")
     print(f"Run folder: {folder}")
     print(f"Log:        {log_path}")
     print(f"Watch it:   tuitrain watch {folder}")
     return 0
+
+
+def detached_options(args: argparse.Namespace, invocation, lock_fd: int) -> list[str]:
+    """The detached child's options after its --resume FOLDER: this command line's, and the folder lock it inherits."""
+    options = ["--data-dir", str(args.data_dir.resolve())] if args.data_dir is not None else []
+    options += ["--jobs", str(invocation.jobs_asked)]  # the preset's `jobs` too: the plan does not hold it
+    if args.gpus is not None:
+        options += ["--gpus", ",".join(map(str, args.gpus))]
+    return options + ray_child_args(invocation.ray) + ["--lock-fd", str(lock_fd)]
+
+
+def start_detached(child: list[str], log_path: Path, lock_fd: int) -> int:
+    """Start `child` (a tuitrain command line) in its own session, its output appended to `log_path`: its pid."""
+    import os
+    import subprocess
+
+    import tuitrain
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the child imports this same tuitrain, installed or not
+    package_root = str(Path(tuitrain.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            child,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            pass_fds=(lock_fd,),
+        )
+    return proc.pid
 
 
 def run_app(args: argparse.Namespace) -> int:
@@ -692,18 +710,26 @@ CONTROL_ANSWER_S = 5.0
 def cmd_control(verb: Action, argv: Sequence[str]) -> int:
     """`tuitrain stop|pause|unpause [TARGET]`: a request to the live trainer of an invocation folder
     (remote_control); prints what it did, then (stop) waits for the stopped runs' files to say how they ended."""
-    import time
-
     # numpy-free up to the request (the run records are read only for a run file, or once it is sent): a stop
     # typed in another terminal reaches the trainer as soon as it can
-    from tuitrain.core.folder_lock import folder_locked, lock_holder
-    from tuitrain.remote_control import live_folders, read_state, send_request, wait_for_answer
+    from tuitrain.remote_control import send_request, wait_for_answer
 
-    def starting(folder: Path) -> None:
-        """A live process holds the folder but takes no requests yet: it is loading torch and the data."""
-        if folder_locked(folder):
-            raise TuitrainError(f"{folder}: the training process ({lock_holder(folder)}) is still starting; try again.")
+    args = control_parser(verb).parse_args(argv)
+    target = args.target if args.target is not None else args.runs_dir
+    folder, state, run_ids = control_target(target.expanduser(), verb)
+    request_id = send_request(folder, state, verb, run_ids)
+    answer, after = wait_for_answer(folder, request_id, CONTROL_ANSWER_S)
+    if answer is None:
+        return not_answered(folder, state, verb, after)
+    print_answer(folder, state, answer, after)
+    # the runs training as the request was sent and as the trainer answered (a later state: some may have ended)
+    stopped = run_ids or list({**state.runs, **(after.runs if after is not None else {})})
+    if verb == "stop" and stopped and args.wait > 0:
+        print_stopped(folder, stopped, wait_for_ends(folder, stopped, args.wait))
+    return 0
 
+
+def control_parser(verb: Action) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"tuitrain {verb}", description=CONTROL_VERBS[verb])
     parser.add_argument(
         "target",
@@ -728,57 +754,83 @@ def cmd_control(verb: Action, argv: Sequence[str]) -> int:
             metavar="SECONDS",
             help="how long to wait for the stopped runs' files to say interrupted (default: 30; 0: do not wait)",
         )
-    args = parser.parse_args(argv)
-    target = (args.target if args.target is not None else args.runs_dir).expanduser()
+    return parser
+
+
+def control_target(target: Path, verb: Action) -> tuple[Path, TrainerState, list[str] | None]:
+    """The live trainer `target` means: its invocation folder, its state, and the runs asked for (None: all)."""
+    from tuitrain.remote_control import live_folders, read_state
+
     if not target.exists():
         raise TuitrainError(f"{target}: no such run file or folder. Pass a run file (.json) or a runs folder.")
-    run_ids: list[str] | None = None
     if target.is_file():
-        from tuitrain.records import read_record
+        return run_file_target(target, verb)
+    if (state := read_state(target)) is not None:
+        return target, state, None
+    live = live_folders(target)
+    if not live:
+        refuse_while_starting(target)
+        raise TuitrainError(f"{target}: nothing is training there now (no live tuitrain holds it); nothing to {verb}.")
+    folder, state = live[0]
+    return folder, state, None
 
-        try:
-            record = read_record(target)
-        except TuitrainError as exc:
-            raise TuitrainError(f"{target}: not a run file ({exc})") from None
-        folder, run_ids = target.parent, [record.id]
-        state = read_state(folder)
-        if state is None:
-            starting(folder)
-        if state is None or record.id not in state.runs:
-            raise TuitrainError(f"{target}: {record.label} is not training now ({record.status}); nothing to {verb}.")
-    elif (state := read_state(target)) is not None:
-        folder = target
-    else:
-        live = live_folders(target)
-        if not live:
-            starting(target)
-            raise TuitrainError(
-                f"{target}: nothing is training there now (no live tuitrain holds it); nothing to {verb}."
-            )
-        folder, state = live[0]
-    request_id = send_request(folder, state, verb, run_ids)
-    answer, after = wait_for_answer(folder, request_id, CONTROL_ANSWER_S)
-    from tuitrain.headless import safe_print
+
+def run_file_target(target: Path, verb: Action) -> tuple[Path, TrainerState, list[str]]:
+    """The live trainer of the run file `target` (a run it trains now), and that run alone."""
     from tuitrain.records import read_record
+    from tuitrain.remote_control import read_state
 
-    if answer is None:
-        if after is None:
-            raise TuitrainError(f"{folder}: the training process ended meanwhile; nothing to {verb}.")
-        safe_print(
-            f"{folder}: the training process ({state.holder}) has not answered in {CONTROL_ANSWER_S:.0f} s; "
-            "it takes the request when it can.",
-            sys.stderr,
-        )
-        return 1
+    try:
+        record = read_record(target)
+    except TuitrainError as exc:
+        raise TuitrainError(f"{target}: not a run file ({exc})") from None
+    folder = target.parent
+    state = read_state(folder)
+    if state is None:
+        refuse_while_starting(folder)
+    if state is None or record.id not in state.runs:
+        raise TuitrainError(f"{target}: {record.label} is not training now ({record.status}); nothing to {verb}.")
+    return folder, state, [record.id]
+
+
+def refuse_while_starting(folder: Path) -> None:
+    """A live process holds the folder but takes no requests yet: it is loading torch and the data."""
+    from tuitrain.core.folder_lock import folder_locked, lock_holder
+
+    if folder_locked(folder):
+        raise TuitrainError(f"{folder}: the training process ({lock_holder(folder)}) is still starting; try again.")
+
+
+def not_answered(folder: Path, state: TrainerState, verb: Action, after: TrainerState | None) -> int:
+    """No answer in time: the trainer ended meanwhile (an error), or it takes the request later (exit 1)."""
+    from tuitrain.headless import safe_print
+
+    if after is None:
+        raise TuitrainError(f"{folder}: the training process ended meanwhile; nothing to {verb}.")
+    safe_print(
+        f"{folder}: the training process ({state.holder}) has not answered in {CONTROL_ANSWER_S:.0f} s; "
+        "it takes the request when it can.",
+        sys.stderr,
+    )
+    return 1
+
+
+def print_answer(folder: Path, state: TrainerState, answer: str, after: TrainerState | None) -> None:
+    from tuitrain.headless import safe_print
+
     safe_print(f"{folder.name} ({state.holder}): {answer}", sys.stdout)
     if after is not None and after.paused:
         safe_print(f"Paused: {', '.join(after.runs[r] for r in after.paused if r in after.runs)}", sys.stdout)
-    # the runs training as the request was sent and as the trainer answered (a later state: some may have ended)
-    stopped = run_ids or list({**state.runs, **(after.runs if after is not None else {})})
-    if verb != "stop" or not stopped or args.wait <= 0:
-        return 0
+
+
+def wait_for_ends(folder: Path, run_ids: list[str], wait_s: float) -> dict[Path, str]:
+    """The run files of `folder` whose runs (of `run_ids`) have ended, and how, once all have or `wait_s` passed."""
+    import time
+
+    from tuitrain.records import read_record
+
     files = [p for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
-    deadline = time.monotonic() + args.wait
+    deadline = time.monotonic() + wait_s
     ended: dict[Path, str] = {}
     while True:
         for path in files:
@@ -786,18 +838,22 @@ def cmd_control(verb: Action, argv: Sequence[str]) -> int:
                 record = read_record(path)
             except TuitrainError:
                 continue  # being replaced: read at the next look
-            if record.id in stopped and record.status != "running":
+            if record.id in run_ids and record.status != "running":
                 ended[path] = record.status
-        if len(ended) >= len(stopped) or time.monotonic() >= deadline:
-            break
+        if len(ended) >= len(run_ids) or time.monotonic() >= deadline:
+            return ended
         time.sleep(0.05)
+
+
+def print_stopped(folder: Path, stopped: list[str], ended: dict[Path, str]) -> None:
+    from tuitrain.headless import safe_print
+
     for path, status in sorted(ended.items()):
         safe_print(f"{path.name}: {status}", sys.stdout)
     if len(ended) < len(stopped):
         safe_print(
             f"{len(stopped) - len(ended)} run(s) still finishing their batch: tuitrain watch {folder}", sys.stdout
         )
-    return 0
 
 
 def cmd_report(argv: Sequence[str]) -> int:

@@ -234,3 +234,27 @@ def test_a_process_that_holds_the_folder_but_takes_no_requests_yet_is_said_to_be
         release_folder(folder)
     assert main(["stop", str(folder)]) == 2  # its holder gone: nothing is training there
     assert "nothing is training there now" in capsys.readouterr().err
+
+
+def test_a_trainer_that_does_not_answer_in_time_gets_the_request_later(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import datetime, timezone
+
+    import tuitrain.cli
+    from tuitrain.session import lock_folder, release_folder
+
+    monkeypatch.setattr(tuitrain.cli, "CONTROL_ANSWER_S", 0.2)
+    folder = tmp_path / "runs" / "20261205-000000-tiny-abcdef"
+    folder.mkdir(parents=True)
+    lock_folder(folder)  # a trainer that takes requests, busy elsewhere: its state says so, nothing answers
+    try:
+        state = TrainerState(holder=holder_line(), started_at=datetime.now(timezone.utc), runs={"r1": "lr=0.1"})
+        (folder / CONTROL_STATE_FILE).write_text(state.model_dump_json(), encoding="utf-8")
+        assert main(["pause", str(folder)]) == 1
+        err = capsys.readouterr().err
+        assert f"{folder}: the training process ({holder_line()}) has not answered in 0 s" in err
+        (request,) = folder.glob(f"{REQUEST_PREFIX}*{REQUEST_SUFFIX}")  # left for the trainer to take
+        assert ControlRequest.model_validate_json(request.read_text(encoding="utf-8")).action == "pause"
+    finally:
+        release_folder(folder)
