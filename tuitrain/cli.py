@@ -723,7 +723,11 @@ def cmd_control(verb: Action, argv: Sequence[str]) -> int:
         return not_answered(folder, state, verb, after)
     print_answer(folder, state, answer, after)
     # the runs training as the request was sent and as the trainer answered (a later state: some may have ended)
-    stopped = run_ids or list({**state.runs, **(after.runs if after is not None else {})})
+    # and, for a whole folder, the runs whose files say running: one that has just started may be in neither state
+    # yet (the trainer rewrites its state when it polls)
+    stopped = run_ids or list(
+        {**state.runs, **(after.runs if after is not None else {}), **dict.fromkeys(running_runs(folder))}
+    )
     if verb == "stop" and stopped and args.wait > 0:
         print_stopped(folder, stopped, wait_for_ends(folder, stopped, args.wait))
     return 0
@@ -821,6 +825,21 @@ def print_answer(folder: Path, state: TrainerState, answer: str, after: TrainerS
     safe_print(f"{folder.name} ({state.holder}): {answer}", sys.stdout)
     if after is not None and after.paused:
         safe_print(f"Paused: {', '.join(after.runs[r] for r in after.paused if r in after.runs)}", sys.stdout)
+
+
+def running_runs(folder: Path) -> list[str]:
+    """The ids of the runs whose files in `folder` say they are training."""
+    from tuitrain.records import read_record
+
+    ids = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = read_record(path, series=False)
+        except TuitrainError:
+            continue  # being replaced, or not a run file
+        if record.status == "running":
+            ids.append(record.id)
+    return ids
 
 
 def wait_for_ends(folder: Path, run_ids: list[str], wait_s: float) -> dict[Path, str]:
