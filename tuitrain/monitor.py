@@ -71,6 +71,9 @@ class RunState:
     first_step: int | None = None
     """Global step of losses[0] (a resumed run does not start at 0)."""
     losses: list[float] = field(default_factory=list)
+    logged_steps: list[int] = field(default_factory=list)
+    """Each loss's step where the run said it (BatchLosses.steps: a script that logs every n steps); empty: the
+    losses are one per step from first_step."""
     smoothed: list[float] = field(default_factory=list)
     """EMA of losses, kept up to date as they arrive (never recomputed over the whole run)."""
     epochs: list[EpochEnded] = field(default_factory=list)
@@ -89,7 +92,7 @@ class RunState:
     metrics: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     """Named per-step series other than the loss, by name: steps and values (MetricPoints)."""
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    """losses and smoothed as arrays, as far as converted (_as_array)."""
+    """losses, smoothed and logged_steps as arrays, as far as converted (_as_array)."""
 
     def add_points(self, event: MetricPoints) -> None:
         steps, values = self.metrics.get(event.name, (np.empty(0, dtype=np.int64), np.empty(0)))
@@ -125,7 +128,7 @@ class RunState:
         return self.metrics.get(name, (np.empty(0, dtype=np.int64), np.empty(0)))
 
     def _as_array(self, which: str) -> np.ndarray:
-        """losses or smoothed as an array, converting only what came since the last call (a redraw of a
+        """losses, smoothed or logged_steps as an array, converting only what came since the last call (a redraw of a
         million-step run must not convert a million floats each time)."""
         values: list[float] = getattr(self, which)
         cached = self._arrays.get(which)
@@ -141,6 +144,8 @@ class RunState:
             self.first_step = event.first_step
         last = self.smoothed[-1] if self.smoothed else None
         self.smoothed += smooth(event.losses, ema_alpha(self.batches_per_epoch), last)
+        if event.steps is not None and len(self.logged_steps) == len(self.losses):
+            self.logged_steps += event.steps
         self.losses += event.losses
         self.epoch, self.batch = event.epoch, event.batch
         self.samples_per_s, self.elapsed_s = event.samples_per_s, event.elapsed_s
@@ -190,6 +195,9 @@ class RunState:
         return f"{self.batch}/{self.batches_per_epoch}" if self.batches_per_epoch else str(self.batch)
 
     def steps(self) -> np.ndarray:
+        """The losses' steps: as logged where the run said them, else one per step from first_step."""
+        if self.logged_steps and len(self.logged_steps) == len(self.losses):
+            return self._as_array("logged_steps")
         start = self.first_step or 0
         return np.arange(start, start + len(self.losses))
 

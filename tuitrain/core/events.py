@@ -95,6 +95,9 @@ class BatchLosses:
     may learn it once training began) or a TensorBoard log."""
     threads: int = 0
     """CPU threads the run trains with now (its share of the cores can change mid-run); 0 on a GPU or unknown."""
+    steps: tuple[int, ...] | None = None
+    """Each loss's step as the run logged it, where the losses are not one per step from first_step (a script or
+    framework that logs every n steps, a TensorBoard log); None: first_step, first_step + 1, … (the engine's)."""
 
 
 @dataclass(frozen=True)
