@@ -488,6 +488,7 @@ class RunTracker:
             host=record.env.host,
             epochs_known=record.script.epochs is not None if record.script is not None else _plan_known(record),
             has_epochs=record.preset != TENSORBOARD,
+            loss_series=record.loss_series,
         )
 
     def _batch_losses(

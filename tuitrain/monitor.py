@@ -89,6 +89,8 @@ class RunState:
     status: str = "running"
     config: dict[str, Any] | None = None
     """A script run's settings (RunStarted.config)."""
+    loss_series: str | None = None
+    """The name the run logged its training loss under (RunStarted.loss_series)."""
     metrics: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     """Named per-step series other than the loss, by name: steps and values (MetricPoints)."""
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -242,6 +244,7 @@ class SweepMonitor:
                 config=event.config,
                 epochs_known=event.epochs_known,
                 has_epochs=event.has_epochs,
+                loss_series=event.loss_series,
             )
             self.runs[event.run_id] = state
             current = self.current
@@ -298,6 +301,14 @@ class SweepMonitor:
         for run in self.runs.values():
             names.update(dict.fromkeys(run.metrics))
         return list(names)
+
+    def step_metric_label(self, name: str) -> str:
+        """How a picker lists a per-step series: the training loss with the names the runs logged it under where
+        they differ ('loss (train/loss)'), so that a user finds the series the script logged; others as named."""
+        if name != LOSS:
+            return name
+        logged = dict.fromkeys(r.loss_series for r in self.runs.values() if r.loss_series not in (None, LOSS))
+        return f"{LOSS} ({', '.join(n for n in logged if n)})" if logged else LOSS
 
     def epoch_metrics(self) -> list[str]:
         names: dict[str, None] = {}

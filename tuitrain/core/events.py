@@ -55,6 +55,9 @@ class RunStarted:
     has_epochs: bool = True
     """False for a TensorBoard log: its steps are in no epoch (its BatchLosses are all 'epoch 1', their batch the
     steps so far)."""
+    loss_series: str | None = None
+    """The name the run logged its training loss under (records.RunRecord.loss_series: 'train/loss'), where it
+    says; its BatchLosses carry that series."""
 
 
 @dataclass(frozen=True)

@@ -448,7 +448,9 @@ class RunScreen(SizedScreen[None]):
                 self.epoch_metric = name
                 self.draw_epoch_chart()
 
-        self.app.push_screen(MetricPicker(self.monitor.step_metrics(), self.monitor.epoch_metrics(), shown), picked)
+        step_metrics = self.monitor.step_metrics()
+        labels = {name: self.monitor.step_metric_label(name) for name in step_metrics}
+        self.app.push_screen(MetricPicker(step_metrics, self.monitor.epoch_metrics(), shown, labels), picked)
 
     def action_zoom_steps(self) -> None:
         self.last_steps = STEP_RANGES[(STEP_RANGES.index(self.last_steps) + 1) % len(STEP_RANGES)]
