@@ -314,7 +314,10 @@ class SweepMonitor:
         names: dict[str, None] = {}
         for run in self.runs.values():
             names.update(dict.fromkeys(run.epoch_figures()))
-        return list(names) or [ACCURACY]
+        if names:
+            return list(names)
+        # a run that may yet measure accuracy gets its (empty) chart; TensorBoard logs, which have no epochs, none
+        return [ACCURACY] if not self.runs or any(r.has_epochs for r in self.runs.values()) else []
 
     @property
     def finished(self) -> list[RunState]:
