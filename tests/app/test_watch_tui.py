@@ -297,6 +297,7 @@ async def test_a_tensorboard_log_gets_no_empty_accuracy_chart(tmp_path):
         folder.mkdir()
         path = folder / "events.out.tfevents.1000000000.otherhost.123.0"  # another host's, long ago: ended
         records = [framed(step, "train_loss", 1.0 / (step + 1)) for step in range(0, 50, 5)]
+        records.append(framed(0, "hp_metric", -1.0))  # Lightning's placeholder: one point, no line to draw
         if extra:
             records += [framed(step, "lr", 0.1 * 0.9**step) for step in range(0, 50, 5)]
         path.write_bytes(b"".join(records))

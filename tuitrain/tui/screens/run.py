@@ -299,9 +299,15 @@ class RunScreen(SizedScreen[None]):
 
     def side_step_metric(self) -> str | None:
         """For runs without epochs: the named per-step series the right-hand chart draws instead (the first one
-        that the loss chart does not show), or None: the loss chart takes its room."""
-        others = [n for n in self.monitor.step_metrics() if n not in (LOSS, self.step_metric)]
-        return others[0] if others else None
+        that the loss chart does not show and that makes a line: Lightning's hp_metric is one placeholder point, its
+        'epoch' a counter), or None: the loss chart takes its room."""
+        runs = list(self.monitor.runs.values())
+        for name in self.monitor.step_metrics():
+            if name in (LOSS, self.step_metric) or name.rsplit("/", 1)[-1] == "epoch":
+                continue
+            if max((len(run.metrics[name][0]) for run in runs if name in run.metrics), default=0) >= 2:
+                return name
+        return None
 
     def draw_epoch_chart(self) -> None:
         self.accuracy_dirty = False
