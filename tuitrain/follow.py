@@ -221,6 +221,15 @@ def _steps_between(record: RunRecord, start: int, end: int) -> int:
     return max(int(series.steps[end - 1]) + 1 - before, 0)
 
 
+def _logged_steps(record: RunRecord, start: int, end: int) -> tuple[int, ...] | None:
+    """The steps that the loss points `start` to `end` (exclusive) were logged at, for a run that may log every n
+    steps (a script, a framework, a TensorBoard log); None for a preset run (one point per step, from 0)."""
+    series = record.series.get(record.loss_series) if record.loss_series else None
+    if _plan_known(record) or series is None or len(series) < end:
+        return None
+    return tuple(int(step) for step in series.steps[start:end].tolist())
+
+
 def _heading(record: RunRecord) -> tuple[object, ...]:
     """What a RunStarted says of a script run's settings and plan (its batch size goes with each BatchLosses)."""
     return record.config, record.script.epochs if record.script is not None else None
@@ -467,6 +476,7 @@ class RunTracker:
             host=record.env.host,
             epochs_known=record.script.epochs is not None if record.script is not None else _plan_known(record),
             has_epochs=record.preset != TENSORBOARD,
+            loss_series=record.loss_series,
         )
 
     def _batch_losses(
@@ -505,6 +515,7 @@ class RunTracker:
             samples_per_s=rate,
             elapsed_s=elapsed,
             batch_size_known=_batch_size_known(record),
+            steps=_logged_steps(record, start, end),
         )
 
     def _epoch_ended(self, record: RunRecord, i: int) -> EpochEnded:

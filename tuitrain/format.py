@@ -70,11 +70,23 @@ def epoch_rows(record: RunRecord) -> list[tuple[str, str, str, str]]:
     return [epoch_row(e) for e in record.epochs]
 
 
-def spec_summary(spec: RunSpec, config: dict[str, Any] | None = None) -> str:
+def spec_summary(spec: RunSpec, config: dict[str, Any] | None = None, width: int | None = None) -> str:
     """'model_b/relu, adam lr 0.001, batch 64': a run's settings in one phrase (the activation only where it
-    applies). A script run's (config not None) are its own config's 'key=value's."""
+    applies). A script run's (config not None) are its own config's 'key=value's: with a `width`, the first ones
+    that fit in it (at least one) and '… (N more)' (a framework's config can hold dozens; the integrations keep
+    those that differ from the defaults, first)."""
     if config is not None:
-        return printable(", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items()))
+        settings = [printable(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}") for k, v in config.items()]
+        text = ", ".join(settings)
+        if width is None or len(text) <= width:
+            return text
+        shown: list[str] = []
+        for setting in settings:
+            more = f", … ({len(settings) - len(shown) - 1} more)"
+            if shown and len(", ".join([*shown, setting])) + len(more) > width:
+                break
+            shown.append(setting if len(setting) <= width else setting[: width - 1] + "…")
+        return f"{', '.join(shown)}, … ({len(settings) - len(shown)} more)"
     model = f"{spec.model}/{spec.activation}" if spec.model in ("model_a", "model_b") else spec.model
     return f"{model}, {spec.optimizer} lr {spec.lr:g}, batch {spec.batch_size}"
 

@@ -18,6 +18,9 @@ from tuitrain.core.events import (
 )
 from tuitrain.monitor import throughput
 
+HEADING_SETTINGS_WIDTH = 100
+"""Characters of a script run's settings in its heading line; the rest are counted (a Hugging Face run has dozens)."""
+
 
 def safe_print(text: str, out: TextIO) -> bool:
     """Print and flush; False if the output is gone (closed pipe, hung-up terminal) instead of raising."""
@@ -90,7 +93,7 @@ class HeadlessPrinter:
             sizes = [f"{n} {what}" for n, what in ((event.train_size, "train"), (event.test_size, "test")) if n]
             where = [f"on {event.device}"] if event.device else []
             about = [
-                fmt.spec_summary(event.spec, event.config),
+                fmt.spec_summary(event.spec, event.config, width=HEADING_SETTINGS_WIDTH),
                 f"{event.spec.epochs} epochs" if event.epochs_known else "",
                 " ".join([" / ".join(sizes), *where]).strip(),
             ]

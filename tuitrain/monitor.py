@@ -71,6 +71,9 @@ class RunState:
     first_step: int | None = None
     """Global step of losses[0] (a resumed run does not start at 0)."""
     losses: list[float] = field(default_factory=list)
+    logged_steps: list[int] = field(default_factory=list)
+    """Each loss's step where the run said it (BatchLosses.steps: a script that logs every n steps); empty: the
+    losses are one per step from first_step."""
     smoothed: list[float] = field(default_factory=list)
     """EMA of losses, kept up to date as they arrive (never recomputed over the whole run)."""
     epochs: list[EpochEnded] = field(default_factory=list)
@@ -86,10 +89,12 @@ class RunState:
     status: str = "running"
     config: dict[str, Any] | None = None
     """A script run's settings (RunStarted.config)."""
+    loss_series: str | None = None
+    """The name the run logged its training loss under (RunStarted.loss_series)."""
     metrics: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     """Named per-step series other than the loss, by name: steps and values (MetricPoints)."""
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    """losses and smoothed as arrays, as far as converted (_as_array)."""
+    """losses, smoothed and logged_steps as arrays, as far as converted (_as_array)."""
 
     def add_points(self, event: MetricPoints) -> None:
         steps, values = self.metrics.get(event.name, (np.empty(0, dtype=np.int64), np.empty(0)))
@@ -125,7 +130,7 @@ class RunState:
         return self.metrics.get(name, (np.empty(0, dtype=np.int64), np.empty(0)))
 
     def _as_array(self, which: str) -> np.ndarray:
-        """losses or smoothed as an array, converting only what came since the last call (a redraw of a
+        """losses, smoothed or logged_steps as an array, converting only what came since the last call (a redraw of a
         million-step run must not convert a million floats each time)."""
         values: list[float] = getattr(self, which)
         cached = self._arrays.get(which)
@@ -141,6 +146,8 @@ class RunState:
             self.first_step = event.first_step
         last = self.smoothed[-1] if self.smoothed else None
         self.smoothed += smooth(event.losses, ema_alpha(self.batches_per_epoch), last)
+        if event.steps is not None and len(self.logged_steps) == len(self.losses):
+            self.logged_steps += event.steps
         self.losses += event.losses
         self.epoch, self.batch = event.epoch, event.batch
         self.samples_per_s, self.elapsed_s = event.samples_per_s, event.elapsed_s
@@ -190,6 +197,9 @@ class RunState:
         return f"{self.batch}/{self.batches_per_epoch}" if self.batches_per_epoch else str(self.batch)
 
     def steps(self) -> np.ndarray:
+        """The losses' steps: as logged where the run said them, else one per step from first_step."""
+        if self.logged_steps and len(self.logged_steps) == len(self.losses):
+            return self._as_array("logged_steps")
         start = self.first_step or 0
         return np.arange(start, start + len(self.losses))
 
@@ -234,6 +244,7 @@ class SweepMonitor:
                 config=event.config,
                 epochs_known=event.epochs_known,
                 has_epochs=event.has_epochs,
+                loss_series=event.loss_series,
             )
             self.runs[event.run_id] = state
             current = self.current
@@ -291,11 +302,22 @@ class SweepMonitor:
             names.update(dict.fromkeys(run.metrics))
         return list(names)
 
+    def step_metric_label(self, name: str) -> str:
+        """How a picker lists a per-step series: the training loss with the names the runs logged it under where
+        they differ ('loss (train/loss)'), so that a user finds the series the script logged; others as named."""
+        if name != LOSS:
+            return name
+        logged = dict.fromkeys(r.loss_series for r in self.runs.values() if r.loss_series not in (None, LOSS))
+        return f"{LOSS} ({', '.join(n for n in logged if n)})" if logged else LOSS
+
     def epoch_metrics(self) -> list[str]:
         names: dict[str, None] = {}
         for run in self.runs.values():
             names.update(dict.fromkeys(run.epoch_figures()))
-        return list(names) or [ACCURACY]
+        if names:
+            return list(names)
+        # a run that may yet measure accuracy gets its (empty) chart; TensorBoard logs, which have no epochs, none
+        return [ACCURACY] if not self.runs or any(r.has_epochs for r in self.runs.values()) else []
 
     @property
     def finished(self) -> list[RunState]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from textual.widgets import OptionList
 
 from tests.helpers import wait_for
 from tuitrain import script
@@ -46,6 +47,9 @@ async def test_the_picker_draws_any_series_with_log_scale_and_step_range(regress
 
         await pilot.press("m")
         await wait_for(pilot, lambda: isinstance(app.screen, MetricPicker), "the picker")
+        # the training loss is listed under the name the script logged it as, too
+        options = app.screen.query_one(OptionList)
+        assert str(options.get_option_at_index(0).prompt) == "per step   loss (train/loss)"
         await pilot.press("down", "enter")  # the second per-step series: lr
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), "back on the run screen")
         chart = screen.query_one(LossChart)
@@ -106,6 +110,7 @@ async def test_the_compare_screen_picks_a_metric_and_ranks_by_it(tmp_path, monke
         assert str(lower.border_title).startswith("val_loss per epoch (lower is better)")
         await pilot.press("m")
         await wait_for(pilot, lambda: isinstance(app.screen, MetricPicker), "the picker")
+        assert str(app.screen.query_one(OptionList).get_option_at_index(0).prompt) == "per step   loss (train/loss)"
         await pilot.press("down", "down", "enter")  # loss, lr, grad_norm
         await wait_for(pilot, lambda: screen.step_metric == "grad_norm", "grad_norm picked")
         assert str(upper.border_title).startswith("grad_norm (as logged")

@@ -6,7 +6,9 @@ loaded 2-core machine), never fixed sleeps standing in for "long enough".
 
 from __future__ import annotations
 
+import os
 import signal
+import struct
 
 import pytest
 
@@ -272,3 +274,50 @@ async def test_watch_keys_pause_and_stop_the_runs_of_another_process(tiny_preset
     finally:
         proc.kill()
         proc.wait()
+
+
+async def test_a_tensorboard_log_gets_no_empty_accuracy_chart(tmp_path):
+    """A log has no epochs, so no accuracy per epoch: the right-hand chart draws another series it logged, or
+    leaves its room to the loss chart when it logged the loss only."""
+    pytest.importorskip("google_crc32c", reason="tuitrain[tensorboard]")
+    proto = pytest.importorskip("tensorboard.compat.proto.event_pb2", reason="writes event files")
+    from tensorboard.compat.proto import summary_pb2
+
+    from tuitrain.core.tfevents import masked_crc32c
+    from tuitrain.tui.widgets.charts import AccuracyChart, LossChart
+
+    def framed(step: int, tag: str, value: float) -> bytes:
+        summary = summary_pb2.Summary(value=[{"tag": tag, "simple_value": value}])
+        data = proto.Event(wall_time=1.0e9 + step, step=step, summary=summary).SerializeToString()
+        length = struct.pack("<Q", len(data))
+        return length + struct.pack("<I", masked_crc32c(length)) + data + struct.pack("<I", masked_crc32c(data))
+
+    for name, extra in (("with_lr", True), ("loss_only", False)):
+        folder = tmp_path / name
+        folder.mkdir()
+        path = folder / "events.out.tfevents.1000000000.otherhost.123.0"  # another host's, long ago: ended
+        records = [framed(step, "train_loss", 1.0 / (step + 1)) for step in range(0, 50, 5)]
+        records.append(framed(0, "hp_metric", -1.0))  # Lightning's placeholder: one point, no line to draw
+        if extra:
+            records += [framed(step, "lr", 0.1 * 0.9**step) for step in range(0, 50, 5)]
+        path.write_bytes(b"".join(records))
+        os.utime(path, (1.0e9 + 50, 1.0e9 + 50))
+
+    app = TuitrainApp(runs_dir=tmp_path, watch=tmp_path / "with_lr")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.done, "the log")
+        screen = app.screen
+        chart = screen.query_one(AccuracyChart)
+        await wait_for(pilot, lambda: chart.border_title == "lr per step", "the log's other series")
+        assert chart.display and not screen.has_class("loss-only")
+        assert screen.monitor.epoch_metrics() == []  # the picker offers no accuracy per epoch either
+
+    app = TuitrainApp(runs_dir=tmp_path, watch=tmp_path / "loss_only")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.done, "the log")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.has_class("loss-only"), "the loss chart alone")
+        chart = screen.query_one(AccuracyChart)
+        assert "accuracy" not in str(chart.border_title or "").lower()
+        await pilot.pause()
+        assert screen.query_one(LossChart).size.width > 90  # the whole width

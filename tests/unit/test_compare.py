@@ -459,3 +459,26 @@ def test_headless_end_line_says_what_chose_the_best_epoch() -> None:
     text = out.getvalue()
     assert "test accuracy 98.00% at the best validation epoch" in text
     assert "best test accuracy 97.00%" in text
+
+
+def test_a_script_runs_loss_curve_places_its_points_by_its_epochs(tmp_path: Path) -> None:
+    """A script that logs every 4 steps, 10 points an epoch: its points end each epoch at 1, 2, … (not at the
+    default spec's 938 batches an epoch), and the epoch in progress goes on at the last one's pace."""
+    from tuitrain import script
+    from tuitrain.records import read_record
+
+    run = script.init(label="every 4", runs_dir=tmp_path)
+    step = 0
+    for epoch in range(2):
+        for _ in range(10):
+            step += 4
+            run.log({"train/loss": 1.0 / step}, step=step)
+        run.log_epoch(val_loss=0.5 - epoch / 10)
+    for _ in range(5):
+        step += 4
+        run.log({"train/loss": 1.0 / step}, step=step)
+    run.finish()
+    xs, _ = loss_curve(read_record(run.path), points=1000)
+    assert len(xs) == 25
+    assert xs[9] == pytest.approx(1.0) and xs[19] == pytest.approx(2.0) and xs[24] == pytest.approx(2.5)
+    assert xs[0] == pytest.approx(0.1)

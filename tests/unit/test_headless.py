@@ -4,6 +4,7 @@ once, so that their interleaved lines can be told apart."""
 from __future__ import annotations
 
 import io
+import re
 
 from tests.app.scripted import interleaved, run_events, waiting
 from tuitrain.headless import HeadlessPrinter
@@ -72,3 +73,18 @@ def test_whether_runs_train_at_once_is_asked_when_the_first_run_starts_or_waits(
     lines = out.getvalue().splitlines()
     assert lines[0] == "Run 1/3: lr=0.01 waiting for a free core"  # a core another tuitrain holds
     assert not any(line.startswith("[") for line in lines)
+
+
+def test_a_script_run_with_dozens_of_settings_gets_a_heading_of_readable_length():
+    from dataclasses import replace
+
+    from tuitrain.core.events import RunStarted
+
+    config = {f"setting_{i}": i for i in range(40)}
+    started, *rest = relu()
+    assert isinstance(started, RunStarted)
+    (heading,) = [line for line in printed([replace(started, config=config, epochs_known=False)]) if line]
+    assert len(heading) < 160, heading
+    assert heading.startswith("=== Run 1/3: lr=0.01 — setting_0=0, setting_1=1, ")
+    shown = len(re.findall(r"setting_\d+=", heading))
+    assert f"… ({40 - shown} more)" in heading

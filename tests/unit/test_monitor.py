@@ -262,3 +262,31 @@ def test_a_log_without_epochs_shows_its_steps_not_an_epoch():
     assert "Step 1,200" in run_line(run, 8, paused=False, highlighted=False).plain
     progress = ProgressPanel.run_details(run, paused=False).plain.splitlines()[1]
     assert progress.startswith("Step 1,200  ") and "Epoch" not in progress and "batch" not in progress
+
+
+def test_a_script_run_that_logs_every_few_steps_has_its_losses_at_their_steps(tmp_path):
+    """A framework logs every n steps (Hugging Face's default: its global steps 4, 8, 12, …): the loss chart puts
+    each point at the step it was logged at, not at its index; an engine run (one loss per step) keeps 0, 1, 2, …"""
+    from tuitrain import script
+    from tuitrain.follow import RunTracker
+
+    run = script.init(label="every 4", runs_dir=tmp_path)
+    tracker = RunTracker(run.path)
+    monitor = SweepMonitor()
+    for step in range(4, 44, 4):
+        run.log({"train/loss": 1.0 / step}, step=step)
+        if step == 20:
+            for event in tracker.poll():  # the chart is drawn while the run logs, too
+                monitor.apply(event)
+    run.finish()
+    for event in tracker.poll():
+        monitor.apply(event)
+    steps, values = monitor.runs[run.id].step_series("loss", smoothed=False)
+    assert steps.tolist() == list(range(4, 44, 4))
+    assert values.tolist() == [1.0 / s for s in range(4, 44, 4)]
+
+    engine = SweepMonitor()
+    engine.apply(started())
+    engine.apply(losses("r1", 1, 0, [1.0, 0.9, 0.8], batch=3))
+    engine.apply(losses("r1", 1, 3, [0.7], batch=4))
+    assert engine.runs["r1"].step_series("loss", smoothed=False)[0].tolist() == [0, 1, 2, 3]

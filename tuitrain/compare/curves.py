@@ -24,8 +24,22 @@ def loss_curve(record: RunRecord, points: int = 80) -> tuple[list[float], list[f
     finite = np.isfinite(smoothed)
     if not finite.any():
         return [], []
-    steps = np.flatnonzero(finite)
-    return downsample((steps + 1) / per_epoch, smoothed[finite], points)
+    return downsample(_loss_epochs(record, len(smoothed), per_epoch)[finite], smoothed[finite], points)
+
+
+def _loss_epochs(record: RunRecord, n: int, per_epoch: int) -> np.ndarray:
+    """Where each of the run's `n` loss points lies, in epochs. A preset run logs every step: point i ends step i.
+    A script run may log every few steps and its epochs differ in length: each closed epoch spans the points logged
+    by its close (EpochRecord.steps), the points after the last close at that epoch's pace."""
+    index = np.arange(n, dtype=float)
+    closes = [e.steps for e in record.epochs if e.steps is not None] if record.script is not None else []
+    bounds = np.asarray([0, *closes], dtype=float)
+    if len(bounds) < 2 or np.any(np.diff(bounds) <= 0):
+        return (index + 1) / per_epoch
+    closed = len(bounds) - 1
+    within = np.interp(index + 1, bounds, np.arange(closed + 1, dtype=float))
+    after = closed + (index + 1 - bounds[-1]) / (bounds[-1] - bounds[-2])  # the epoch in progress
+    return np.where(index + 1 <= bounds[-1], within, after)
 
 
 def accuracy_curve(record: RunRecord) -> tuple[list[float], list[float]]:

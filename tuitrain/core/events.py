@@ -55,6 +55,9 @@ class RunStarted:
     has_epochs: bool = True
     """False for a TensorBoard log: its steps are in no epoch (its BatchLosses are all 'epoch 1', their batch the
     steps so far)."""
+    loss_series: str | None = None
+    """The name the run logged its training loss under (records.RunRecord.loss_series: 'train/loss'), where it
+    says; its BatchLosses carry that series."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,9 @@ class BatchLosses:
     may learn it once training began) or a TensorBoard log."""
     threads: int = 0
     """CPU threads the run trains with now (its share of the cores can change mid-run); 0 on a GPU or unknown."""
+    steps: tuple[int, ...] | None = None
+    """Each loss's step as the run logged it, where the losses are not one per step from first_step (a script or
+    framework that logs every n steps, a TensorBoard log); None: first_step, first_step + 1, … (the engine's)."""
 
 
 @dataclass(frozen=True)

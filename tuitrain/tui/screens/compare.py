@@ -506,7 +506,9 @@ class CompareScreen(SizedScreen):
                 self.epoch_metric = name  # the lower chart, and what the summary and observations rank by
             self.refresh_views()
 
-        self.app.push_screen(MetricPicker(steps, epochs, ("step", self.step_metric)), picked)
+        logged = dict.fromkeys(r.record.loss_series for r in c.runs if r.record.loss_series not in (None, LOSS))
+        labels = {LOSS: f"{LOSS} ({', '.join(n for n in logged if n)})"} if logged else {}
+        self.app.push_screen(MetricPicker(steps, epochs, ("step", self.step_metric), labels), picked)
 
     def action_toggle_log(self) -> None:
         if self.comparison is not None:

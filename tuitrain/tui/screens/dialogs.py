@@ -142,16 +142,28 @@ class MetricPicker(ModalScreen[tuple[str, str] | None]):
 
     BINDINGS = [Binding("escape,m", "close", "Close")]
 
-    def __init__(self, step_metrics: list[str], epoch_metrics: list[str], shown: tuple[str, str]) -> None:
+    def __init__(
+        self,
+        step_metrics: list[str],
+        epoch_metrics: list[str],
+        shown: tuple[str, str],
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        """`labels`: how to list a per-step series where not by its name (the training loss's logged name)."""
         super().__init__()
         self.choices = [("step", name) for name in step_metrics] + [("epoch", name) for name in epoch_metrics]
         self.shown = shown
+        self.labels = labels or {}
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Static("Metric to draw (Enter picks, Esc closes)", classes="dialog-text")
             options = [
-                Option(f"{'per step ' if kind == 'step' else 'per epoch'}  {fmt.printable(name)}", id=f"{i}")
+                Option(
+                    f"{'per step ' if kind == 'step' else 'per epoch'}  "
+                    + fmt.printable(self.labels.get(name, name) if kind == "step" else name),
+                    id=f"{i}",
+                )
                 for i, (kind, name) in enumerate(self.choices)
             ]
             yield OptionList(*options, id="metrics")

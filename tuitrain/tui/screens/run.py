@@ -183,6 +183,8 @@ class RunScreen(SizedScreen[None]):
             return  # the timer shows it
         if isinstance(event, MetricPoints):
             self.loss_dirty = self.step_metric != LOSS or self.loss_dirty
+            # runs without epochs draw a named series in the per-epoch chart's place
+            self.accuracy_dirty = self.accuracy_dirty or self.shown_epoch_metric() is None
             return
         if isinstance(event, RunWaiting):
             self.refresh_bindings()
@@ -288,16 +290,36 @@ class RunScreen(SizedScreen[None]):
         if self.accuracy_dirty or force:
             self.draw_epoch_chart()
 
-    def shown_epoch_metric(self) -> str:
+    def shown_epoch_metric(self) -> str | None:
+        """The per-epoch figure the right-hand chart draws; None for runs that have no epochs (TensorBoard logs)."""
         if self.epoch_metric is not None:
             return self.epoch_metric
-        return self.monitor.epoch_metrics()[0]  # test accuracy, or for runs without one their first figure
+        metrics = self.monitor.epoch_metrics()  # test accuracy, or for runs without one their first figure
+        return metrics[0] if metrics else None
+
+    def side_step_metric(self) -> str | None:
+        """For runs without epochs: the named per-step series the right-hand chart draws instead (the first one
+        that the loss chart does not show and that makes a line: Lightning's hp_metric is one placeholder point, its
+        'epoch' a counter), or None: the loss chart takes its room."""
+        runs = list(self.monitor.runs.values())
+        for name in self.monitor.step_metrics():
+            if name in (LOSS, self.step_metric) or name.rsplit("/", 1)[-1] == "epoch":
+                continue
+            if max((len(run.metrics[name][0]) for run in runs if name in run.metrics), default=0) >= 2:
+                return name
+        return None
 
     def draw_epoch_chart(self) -> None:
         self.accuracy_dirty = False
-        self.query_one(AccuracyChart).draw(
-            list(self.monitor.runs.values()), self.shown_epoch_metric(), log_scale=self.log_scale
-        )
+        chart = self.query_one(AccuracyChart)
+        runs = list(self.monitor.runs.values())
+        metric = self.shown_epoch_metric()
+        side = self.side_step_metric() if metric is None else None
+        self.set_class(metric is None and side is None, "loss-only")
+        if metric is not None:
+            chart.draw(runs, metric, log_scale=self.log_scale)
+        elif side is not None:
+            chart.draw_steps(runs, side, log_scale=self.log_scale)
 
     def draw_loss_chart(self) -> None:
         self.loss_dirty = False
@@ -444,11 +466,15 @@ class RunScreen(SizedScreen[None]):
             if kind == "step":
                 self.step_metric = name
                 self.draw_loss_chart()
+                if self.shown_epoch_metric() is None:  # the other chart shows another series than this one
+                    self.draw_epoch_chart()
             else:
                 self.epoch_metric = name
                 self.draw_epoch_chart()
 
-        self.app.push_screen(MetricPicker(self.monitor.step_metrics(), self.monitor.epoch_metrics(), shown), picked)
+        step_metrics = self.monitor.step_metrics()
+        labels = {name: self.monitor.step_metric_label(name) for name in step_metrics}
+        self.app.push_screen(MetricPicker(step_metrics, self.monitor.epoch_metrics(), shown, labels), picked)
 
     def action_zoom_steps(self) -> None:
         self.last_steps = STEP_RANGES[(STEP_RANGES.index(self.last_steps) + 1) % len(STEP_RANGES)]

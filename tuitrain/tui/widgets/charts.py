@@ -197,6 +197,30 @@ def draw_accuracy(
     set_y_ticks(plt, low, high, log_scale=False, count=tick_count(rows, ACCURACY_TICKS))
 
 
+def draw_step_series(
+    chart: PlotextPlot, runs: list[RunState], metric: str, *, smoothed: bool, log_scale: bool, last: float = 1.0
+) -> None:
+    """A per-step series of the runs (the training loss or a named one) at the steps they logged, over the `last`
+    fraction of their steps, downsampled to the chart's width."""
+    # braille packs two points per column; leave room for the y-axis labels
+    points = max(2 * (chart.size.width - 10), 10)
+    picked = [(run, *run.step_series(metric, smoothed)) for run in runs]
+    picked = [(run, steps, values) for run, steps, values in picked if len(steps)]
+    last_step = max((int(steps[-1]) for _, steps, _ in picked), default=0)
+    first_step = int(last_step * (1 - last)) if last < 1 else 0
+    series = []
+    for run, steps, values in picked:
+        if first_step:
+            start = int(np.searchsorted(steps, first_step))
+            steps, values = steps[start:], values[start:]
+        if len(steps):
+            x, y = downsample(steps, values, points)
+            series.append((x, y, run_style(run.run_id, run.run_index)))
+    draw_loss(chart.plt, series, log_scale=log_scale, xlabel="step", height=chart.content_size.height)
+    if last_step:
+        chart.plt.xticks(int_ticks(first_step, last_step))  # type: ignore[arg-type]  # stub says list[float]; plotext takes ints
+
+
 class LossChart(PlotextPlot):
     """Batch loss against global step, EMA-smoothed or raw, linear or log scale."""
 
@@ -219,23 +243,7 @@ class LossChart(PlotextPlot):
         what = ("EMA" if smoothed else "raw") if metric == LOSS else ""
         shown = ", ".join(w for w in (what, "log" if log_scale else "", f"last {last:.0%}" if last < 1 else "") if w)
         self.border_title = f"{name} ({shown})" if shown else name
-        # braille packs two points per column; leave room for the y-axis labels
-        points = max(2 * (self.size.width - 10), 10)
-        picked = [(run, *run.step_series(metric, smoothed)) for run in runs]
-        picked = [(run, steps, values) for run, steps, values in picked if len(steps)]
-        last_step = max((int(steps[-1]) for _, steps, _ in picked), default=0)
-        first_step = int(last_step * (1 - last)) if last < 1 else 0
-        series = []
-        for run, steps, values in picked:
-            if first_step:
-                start = int(np.searchsorted(steps, first_step))
-                steps, values = steps[start:], values[start:]
-            if len(steps):
-                x, y = downsample(steps, values, points)
-                series.append((x, y, run_style(run.run_id, run.run_index)))
-        draw_loss(self.plt, series, log_scale=log_scale, xlabel="step", height=self.content_size.height)
-        if last_step:
-            self.plt.xticks(int_ticks(first_step, last_step))  # type: ignore[arg-type]  # stub says list[float]; plotext takes ints
+        draw_step_series(self, runs, metric, smoothed=smoothed, log_scale=log_scale, last=last)
         self.refresh()
 
 
@@ -254,4 +262,11 @@ class AccuracyChart(PlotextPlot):
             draw_loss(self.plt, series, log_scale=log_scale, xlabel="epoch", height=self.content_size.height)
             self.plt.xlim(1, max(last_epoch, 2))
             self.plt.xticks(int_ticks(1, last_epoch, count=min(last_epoch, 8)))  # type: ignore[arg-type]
+        self.refresh()
+
+    def draw_steps(self, runs: list[RunState], metric: str, log_scale: bool = False) -> None:
+        """Draw a named per-step series of the runs instead, as logged: for runs that have no epochs (a TensorBoard
+        log), whose per-epoch chart would stay empty."""
+        self.border_title = f"{fmt.printable(metric)} per step"
+        draw_step_series(self, runs, metric, smoothed=False, log_scale=log_scale)
         self.refresh()
