@@ -722,12 +722,10 @@ def cmd_control(verb: Action, argv: Sequence[str]) -> int:
     if answer is None:
         return not_answered(folder, state, verb, after)
     print_answer(folder, state, answer, after)
-    # the runs training as the request was sent and as the trainer answered (a later state: some may have ended)
-    # and, for a whole folder, the runs whose files say running: one that has just started may be in neither state
-    # yet (the trainer rewrites its state when it polls)
-    stopped = run_ids or list(
-        {**state.runs, **(after.runs if after is not None else {}), **dict.fromkeys(running_runs(folder))}
-    )
+    # the runs the trainer acted on as it took the request (its state as the request was sent can be older than a
+    # run that has just started) and, for a whole folder, the runs whose files say running now
+    acted_on = after.acted_on.get(request_id, []) if after is not None else []
+    stopped = run_ids or list(dict.fromkeys([*acted_on, *running_runs(folder)]))
     if verb == "stop" and stopped and args.wait > 0:
         print_stopped(folder, stopped, wait_for_ends(folder, stopped, args.wait))
     return 0

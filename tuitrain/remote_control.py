@@ -75,6 +75,9 @@ class TrainerState(BaseModel):
     """Every run was told to stop; no more start."""
     answers: dict[str, str] = Field(default_factory=dict)
     """What the trainer did with its latest requests, by request id."""
+    acted_on: dict[str, list[str]] = Field(default_factory=dict)
+    """The runs each of those requests acted on (those training as it was taken), by request id: a run that ends
+    before the next state is written is in no `runs`."""
     ended: bool = False
     """The trainer has let go of the folder and takes no more requests (its last answers stay readable: a stop
     can end it before the controller has read its answer)."""
@@ -157,6 +160,7 @@ class RequestPoller:
         self.holder = holder_line()
         self.started_at = datetime.now(timezone.utc)
         self.answers: dict[str, str] = {}
+        self.acted_on: dict[str, list[str]] = {}
         self.written: TrainerState | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -207,20 +211,22 @@ class RequestPoller:
                 continue
             if request.holder != self.holder:
                 continue  # for an earlier trainer of this folder
-            self.answers[request.id] = self.apply(request)
+            self.answers[request.id], self.acted_on[request.id] = self.apply(request)
             while len(self.answers) > KEPT_ANSWERS:
-                del self.answers[next(iter(self.answers))]
+                oldest = next(iter(self.answers))
+                del self.answers[oldest], self.acted_on[oldest]
         self.write_state()
 
-    def apply(self, request: ControlRequest) -> str:
-        """Set the controls a request asks for; says what was done, for the controller to print."""
+    def apply(self, request: ControlRequest) -> tuple[str, list[str]]:
+        """Set the controls a request asks for; says what was done, for the controller to print, and the runs it
+        acted on."""
         live = self.live_runs()
-        if request.run_ids is None:
-            targets = list(live)
-        else:
-            targets = [r for r in request.run_ids if r in live]
-            if not targets:
-                return "not training now: nothing to do"
+        targets = list(live) if request.run_ids is None else [r for r in request.run_ids if r in live]
+        return self.set_controls(request, live, targets), targets
+
+    def set_controls(self, request: ControlRequest, live: dict[str, str], targets: list[str]) -> str:
+        if request.run_ids is not None and not targets:
+            return "not training now: nothing to do"
         if request.action == "stop" and request.run_ids is None:
             self.control.stop_all.set()
             return "stopping every run; no more start" if targets else "stopping; no more runs start"
@@ -269,6 +275,7 @@ class RequestPoller:
             stopping=stopping,
             stop_all=self.control.stop_all.is_set(),
             answers=dict(self.answers),
+            acted_on=dict(self.acted_on),
         )
 
     def write_state(self) -> None:

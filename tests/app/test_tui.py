@@ -143,7 +143,10 @@ async def test_runs_at_once_are_paused_and_stopped_one_by_one(slow_preset, mnist
         first = monitor.current
         (second,) = [r for r in monitor.live if r is not first]
         await pilot.press("p")
-        assert "PAUSED" in str(screen.query_one(ProgressPanel).render()).splitlines()[0]
+        lines = str(screen.query_one(ProgressPanel).render()).splitlines()  # in run order, whichever is highlighted
+        (first_line,) = [line for line in lines if first.label in line]
+        (second_line,) = [line for line in lines if second.label in line]
+        assert "PAUSED" in first_line and "PAUSED" not in second_line
         # the other run trains on while the paused one stops at its next batch (its lease then says paused; its
         # last chunk may still be on its way: the other run's next chunks come after it)
         await wait_for(pilot, lambda: lease_paused(first.run_id), "the paused run to wait at a batch boundary")

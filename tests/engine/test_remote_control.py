@@ -258,3 +258,35 @@ def test_a_trainer_that_does_not_answer_in_time_gets_the_request_later(
         assert ControlRequest.model_validate_json(request.read_text(encoding="utf-8")).action == "pause"
     finally:
         release_folder(folder)
+
+
+def test_the_answer_names_the_runs_a_request_acted_on_even_those_ended_before_the_state_is_written(
+    tmp_path: Path,
+) -> None:
+    """A stop of every run: a run that ends at once is in no state's `runs`, yet the controller waits for its file."""
+    from tuitrain.remote_control import RequestPoller, send_request
+
+    live = {"run-a": "activation=relu", "run-b": "activation=tanh"}
+    control = RunControl()
+
+    def live_runs() -> dict[str, str]:
+        return dict(live)
+
+    poller = RequestPoller(tmp_path, control, lambda run_id: None, live_runs, poll_s=3600)
+    poller.write_state()  # as start() does, without its polling thread: polls happen here, one at a time
+    before = read_state_file(tmp_path)
+    assert before is not None and before.runs == live
+    request_id = send_request(tmp_path, before, "stop")
+    applied = poller.apply
+
+    def apply_then_both_end(request: ControlRequest) -> tuple[str, list[str]]:
+        answer = applied(request)
+        live.clear()  # both runs stopped at their batch boundary before the state was written
+        return answer
+
+    poller.apply = apply_then_both_end  # type: ignore[method-assign]
+    poller.poll_once()
+    after = read_state_file(tmp_path)
+    assert after is not None and control.stop_all.is_set()
+    assert after.answers[request_id] == "stopping every run; no more start"
+    assert after.runs == {} and after.acted_on[request_id] == ["run-a", "run-b"]

@@ -42,7 +42,7 @@ from tuitrain.core.events import (
 )
 from tuitrain.core.spec import RunSpec
 from tuitrain.core.status import RunStatus
-from tuitrain.keeper import RecordKeeper, RunFiles
+from tuitrain.keeper import LOSS_NAME, RecordKeeper, RunFiles
 from tuitrain.records import EpochRecord, RunRecord, run_finished, utc_now
 from tuitrain.train.checkpoint import (
     CheckpointWriter,
@@ -154,6 +154,7 @@ def run_started(record: RunRecord, place: RunPlace, device: torch.device, start_
         path=place.run_file,
         host=record.env.host,
         gpu=cuda_index(device),
+        loss_series=record.loss_series or LOSS_NAME,  # the keeper logs the engine's losses under it
     )
 
 
