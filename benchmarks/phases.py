@@ -69,7 +69,7 @@ WRAPPED = (
     ("tuitrain.train.loop", "make_optimizer", "model build"),
     ("tuitrain.train.loop", "make_step", "warm-up/autotune"),
     ("tuitrain.train.loop", "FitLoop.run_epoch", "epochs"),
-    ("tuitrain.train.loop", "evaluate", "evaluation"),
+    ("tuitrain.train.loop", "evaluate_classes", "evaluation"),  # evaluate() calls it too
     ("tuitrain.keeper", "RecordKeeper.save", "record writes"),
     ("tuitrain.keeper", "LocalRunFiles.append", "record writes"),
     ("tuitrain.train.loop", "checkpoint_state", "checkpoint"),
