@@ -83,29 +83,29 @@ def loss_figure(c: Comparison, log_scale: bool = False) -> Figure:
     return fig
 
 
-def accuracy_figure(c: Comparison) -> Figure:
+def _per_epoch_figure(c: Comparison, curve: Any, ylabel: str, title: str, height: float, **ylim: float) -> Figure:
+    """One marked line per run of a per-epoch figure, x in whole epochs."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    _lines(ax, c, accuracy_curve, "o")
+    fig, ax = plt.subplots(figsize=(8, height))
+    _lines(ax, c, curve, "o")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Test accuracy after each epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.xaxis.get_major_locator().set_params(integer=True)
+    if ylim:
+        ax.set_ylim(**ylim)
     fig.tight_layout()
     return fig
+
+
+def accuracy_figure(c: Comparison) -> Figure:
+    return _per_epoch_figure(c, accuracy_curve, "test accuracy (%)", "Test accuracy after each epoch", 4.5)
 
 
 def lr_figure(c: Comparison) -> Figure:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    _lines(ax, c, lr_curve, "o")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("learning rate")
-    ax.set_title("Learning rate of each epoch (warm-up and schedule)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylim(bottom=0)
-    fig.tight_layout()
-    return fig
+    return _per_epoch_figure(
+        c, lr_curve, "learning rate", "Learning rate of each epoch (warm-up and schedule)", 3.5, bottom=0
+    )
 
 
 def grid_figure(c: Comparison) -> Figure | None:
