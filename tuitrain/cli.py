@@ -783,7 +783,7 @@ def run_file_target(target: Path, verb: Action) -> tuple[Path, TrainerState, lis
     from tuitrain.remote_control import read_state
 
     try:
-        record = read_record(target)
+        record = read_record(target, series=False)  # its id, label and status: not its series log
     except TuitrainError as exc:
         raise TuitrainError(f"{target}: not a run file ({exc})") from None
     folder = target.parent
@@ -852,7 +852,7 @@ def wait_for_ends(folder: Path, run_ids: list[str], wait_s: float) -> dict[Path,
     while True:
         for path in files:
             try:
-                record = read_record(path)
+                record = read_record(path, series=False)  # its status alone, polled: not its whole series log
             except TuitrainError:
                 continue  # being replaced: read at the next look
             if record.id in run_ids and record.status != "running":
